@@ -1,0 +1,88 @@
+//! Configuration the daemon hands the eBPF programs at load time, and map values.
+
+use crate::assert_size;
+
+/// Byte offsets of the kernel struct fields the programs read, resolved by user space from the
+/// running kernel's BTF (`/sys/kernel/btf/vmlinux`) and written into the object's `OFFSETS`
+/// global before load. Nothing here is compiled in for the build machine's kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_mm: u32,
+    pub task_fs: u32,
+    pub task_files: u32,
+    pub task_signal: u32,
+    pub task_exit_code: u32,
+    pub signal_live: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub binprm_filename: u32,
+    pub binprm_file: u32,
+    pub fs_pwd: u32,
+    pub fs_root: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_name_len: u32,
+    pub dentry_name_ptr: u32,
+    pub dentry_parent: u32,
+    pub dentry_inode: u32,
+    pub vfsmount_root: u32,
+    /// Offset of `struct vfsmount mnt` inside `struct mount`.
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub file_path: u32,
+    pub file_inode: u32,
+    pub inode_mode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub cgroup_kn: u32,
+    pub cgroup_root: u32,
+    pub cgroup_root_hierarchy_id: u32,
+    pub kernfs_node_id: u32,
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    /// `struct pt_regs` registers holding syscall arguments 0..6 (x86_64: di, si, dx, r10, r8, r9).
+    pub regs_args: [u32; 6],
+    /// Set to [`KernelOffsets::MAGIC`] by user space: programs do nothing until it is.
+    pub magic: u32,
+}
+assert_size!(KernelOffsets, 47 * 4);
+
+impl KernelOffsets {
+    pub const MAGIC: u32 = 0x6167_7331;
+}
+
+/// Value of the `TRACKED_TASKS` map (key: tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackedTask {
+    pub agent_id: u64,
+}
+assert_size!(TrackedTask, 8);
+
+/// Runtime knobs the daemon writes into the `CONFIG` array (slot 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SensorConfig {
+    /// The daemon's own tgid: never tracked, never reported.
+    pub sensor_tgid: u32,
+    pub _pad0: u32,
+}
+assert_size!(SensorConfig, 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data: #[repr(C)], only integers and arrays of integers, explicit padding.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::TrackedTask {}
+    unsafe impl aya::Pod for super::SensorConfig {}
+    unsafe impl aya::Pod for crate::syscalls::SyscallSpec {}
+}

@@ -1,0 +1,339 @@
+//! What the syscall programs record for each syscall number, as data.
+//!
+//! The table lives in a map (`SYSCALL_SPECS`, indexed by number) that the daemon fills at load.
+//! Keeping it out of the program's code is deliberate: constants compiled into the program would
+//! make the verifier explore every syscall's path separately, and the programs would not load.
+//! Numbers are x86_64's; another architecture needs its own table, nothing else.
+
+use crate::{assert_size, EventKind};
+
+/// Syscall numbers the table can describe (the map's size).
+pub const MAX_SYSCALL_NR: u32 = 512;
+/// "No such argument" in a [`SyscallSpec`] index field.
+pub const NO_ARG: u8 = 0xff;
+
+pub mod family {
+    pub const NONE: u8 = 0;
+    pub const FILE: u8 = 1;
+    pub const NET: u8 = 2;
+    pub const PROCESS: u8 = 3;
+}
+
+/// How to read one syscall: its family and event kind, and which argument (0–5) holds what.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallSpec {
+    pub kind: u16,
+    pub family: u8,
+    /// A user path string.
+    pub path: u8,
+    /// A second user path string (rename/link destination, symlink target).
+    pub path2: u8,
+    /// Directory fd `path` is relative to (`NO_ARG`: the cwd).
+    pub dirfd: u8,
+    pub dirfd2: u8,
+    /// The fd the call acts on (fchmod, fchdir, …).
+    pub fd: u8,
+    pub flags: u8,
+    pub mode: u8,
+    pub arg: u8,
+    pub arg2: u8,
+}
+assert_size!(SyscallSpec, 12);
+
+impl Default for SyscallSpec {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+impl SyscallSpec {
+    pub const NONE: Self = Self {
+        kind: 0,
+        family: family::NONE,
+        path: NO_ARG,
+        path2: NO_ARG,
+        dirfd: NO_ARG,
+        dirfd2: NO_ARG,
+        fd: NO_ARG,
+        flags: NO_ARG,
+        mode: NO_ARG,
+        arg: NO_ARG,
+        arg2: NO_ARG,
+    };
+
+    const fn file(kind: EventKind, path: u8, dirfd: u8) -> Self {
+        Self {
+            kind: kind as u16,
+            family: family::FILE,
+            path,
+            dirfd,
+            ..Self::NONE
+        }
+    }
+
+    const fn of(family: u8, kind: EventKind) -> Self {
+        Self {
+            kind: kind as u16,
+            family,
+            ..Self::NONE
+        }
+    }
+}
+
+/// x86_64 syscall numbers.
+pub mod nr {
+    pub const OPEN: u32 = 2;
+    pub const CREAT: u32 = 85;
+    pub const OPENAT2: u32 = 437;
+    pub const MEMFD_CREATE: u32 = 319;
+    pub const CONNECT: u32 = 42;
+    pub const ACCEPT: u32 = 43;
+    pub const SENDTO: u32 = 44;
+    pub const SENDMSG: u32 = 46;
+    pub const BIND: u32 = 49;
+    pub const LISTEN: u32 = 50;
+    pub const ACCEPT4: u32 = 288;
+    pub const SENDMMSG: u32 = 307;
+}
+
+/// Every syscall the sensor records, x86_64 numbering.
+pub fn x86_64_table() -> [(u32, SyscallSpec); 56] {
+    use family::{NET, PROCESS};
+    use EventKind::*;
+    const N: u8 = NO_ARG;
+    let f = SyscallSpec::file;
+    [
+        (
+            2,
+            SyscallSpec {
+                flags: 1,
+                mode: 2,
+                ..f(FileOpen, 0, N)
+            },
+        ), // open
+        (
+            85,
+            SyscallSpec {
+                flags: 5,
+                mode: 1,
+                ..f(FileOpen, 0, N)
+            },
+        ), // creat (flags synthesized)
+        (
+            257,
+            SyscallSpec {
+                flags: 2,
+                mode: 3,
+                ..f(FileOpen, 1, 0)
+            },
+        ), // openat
+        (
+            437,
+            SyscallSpec {
+                flags: 2,
+                mode: 3,
+                arg: 4,
+                ..f(FileOpen, 1, 0)
+            },
+        ), // openat2 (how read)
+        (
+            82,
+            SyscallSpec {
+                path2: 1,
+                ..f(FileRename, 0, N)
+            },
+        ), // rename
+        (
+            264,
+            SyscallSpec {
+                path2: 3,
+                dirfd2: 2,
+                ..f(FileRename, 1, 0)
+            },
+        ), // renameat
+        (
+            316,
+            SyscallSpec {
+                path2: 3,
+                dirfd2: 2,
+                flags: 4,
+                ..f(FileRename, 1, 0)
+            },
+        ), // renameat2
+        (87, f(FileUnlink, 0, N)), // unlink
+        (84, f(FileUnlink, 0, N)), // rmdir
+        (
+            263,
+            SyscallSpec {
+                flags: 2,
+                ..f(FileUnlink, 1, 0)
+            },
+        ), // unlinkat
+        (
+            86,
+            SyscallSpec {
+                path2: 1,
+                ..f(FileLink, 0, N)
+            },
+        ), // link (path = existing)
+        (
+            265,
+            SyscallSpec {
+                path2: 3,
+                dirfd2: 2,
+                flags: 4,
+                ..f(FileLink, 1, 0)
+            },
+        ), // linkat
+        (
+            88,
+            SyscallSpec {
+                path2: 0,
+                ..f(FileSymlink, 1, N)
+            },
+        ), // symlink (path = new link)
+        (
+            266,
+            SyscallSpec {
+                path2: 0,
+                ..f(FileSymlink, 2, 1)
+            },
+        ), // symlinkat
+        (
+            90,
+            SyscallSpec {
+                mode: 1,
+                ..f(FileChmod, 0, N)
+            },
+        ), // chmod
+        (
+            91,
+            SyscallSpec {
+                fd: 0,
+                mode: 1,
+                ..f(FileChmod, N, N)
+            },
+        ), // fchmod
+        (
+            268,
+            SyscallSpec {
+                mode: 2,
+                ..f(FileChmod, 1, 0)
+            },
+        ), // fchmodat
+        (
+            452,
+            SyscallSpec {
+                mode: 2,
+                flags: 3,
+                ..f(FileChmod, 1, 0)
+            },
+        ), // fchmodat2
+        (
+            92,
+            SyscallSpec {
+                arg: 1,
+                arg2: 2,
+                ..f(FileChown, 0, N)
+            },
+        ), // chown
+        (
+            94,
+            SyscallSpec {
+                arg: 1,
+                arg2: 2,
+                ..f(FileChown, 0, N)
+            },
+        ), // lchown
+        (
+            93,
+            SyscallSpec {
+                fd: 0,
+                arg: 1,
+                arg2: 2,
+                ..f(FileChown, N, N)
+            },
+        ), // fchown
+        (
+            260,
+            SyscallSpec {
+                arg: 2,
+                arg2: 3,
+                flags: 4,
+                ..f(FileChown, 1, 0)
+            },
+        ), // fchownat
+        (
+            76,
+            SyscallSpec {
+                arg: 1,
+                ..f(FileTruncate, 0, N)
+            },
+        ), // truncate
+        (
+            77,
+            SyscallSpec {
+                fd: 0,
+                arg: 1,
+                ..f(FileTruncate, N, N)
+            },
+        ), // ftruncate
+        (
+            83,
+            SyscallSpec {
+                mode: 1,
+                ..f(FileMkdir, 0, N)
+            },
+        ), // mkdir
+        (
+            258,
+            SyscallSpec {
+                mode: 2,
+                ..f(FileMkdir, 1, 0)
+            },
+        ), // mkdirat
+        (80, f(FileChdir, 0, N)),  // chdir
+        (
+            81,
+            SyscallSpec {
+                fd: 0,
+                ..f(FileChdir, N, N)
+            },
+        ), // fchdir
+        (42, SyscallSpec::of(NET, NetConnect)),
+        (49, SyscallSpec::of(NET, NetBind)),
+        (50, SyscallSpec::of(NET, NetListen)),
+        (43, SyscallSpec::of(NET, NetAccept)),
+        (288, SyscallSpec::of(NET, NetAccept)),
+        (44, SyscallSpec::of(NET, NetSend)),
+        (46, SyscallSpec::of(NET, NetSend)),
+        (307, SyscallSpec::of(NET, NetSend)),
+        (105, SyscallSpec::of(PROCESS, ProcessSetId)), // setuid
+        (106, SyscallSpec::of(PROCESS, ProcessSetId)), // setgid
+        (113, SyscallSpec::of(PROCESS, ProcessSetId)), // setreuid
+        (114, SyscallSpec::of(PROCESS, ProcessSetId)), // setregid
+        (117, SyscallSpec::of(PROCESS, ProcessSetId)), // setresuid
+        (119, SyscallSpec::of(PROCESS, ProcessSetId)), // setresgid
+        (122, SyscallSpec::of(PROCESS, ProcessSetId)), // setfsuid
+        (123, SyscallSpec::of(PROCESS, ProcessSetId)), // setfsgid
+        (126, SyscallSpec::of(PROCESS, ProcessSetId)), // capset
+        (101, SyscallSpec::of(PROCESS, ProcessPtrace)),
+        (62, SyscallSpec::of(PROCESS, ProcessKill)), // kill
+        (200, SyscallSpec::of(PROCESS, ProcessKill)), // tkill
+        (234, SyscallSpec::of(PROCESS, ProcessKill)), // tgkill
+        (
+            319,
+            SyscallSpec {
+                path: 0,
+                ..SyscallSpec::of(PROCESS, ProcessMemfd)
+            },
+        ),
+        (321, SyscallSpec::of(PROCESS, ProcessBpf)),
+        (175, SyscallSpec::of(PROCESS, ProcessModuleLoad)), // init_module
+        (313, SyscallSpec::of(PROCESS, ProcessModuleLoad)), // finit_module
+        (425, SyscallSpec::of(PROCESS, ProcessIoUringSetup)),
+        (59, SyscallSpec::NONE),  // execve: seen through sched_process_exec
+        (322, SyscallSpec::NONE), // execveat: likewise
+    ]
+}

@@ -1,0 +1,146 @@
+//! Composing records in the per-CPU scratch buffer and sending them through the ring.
+
+use agent_sensor_common::{drop_slot, EventHeader, COMM_LEN, MAX_EVENT_BYTES, MAX_KERNEL_PATH};
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
+};
+
+use crate::{
+    kernel::{current_task, parent_tgid, walk_path},
+    maps::{count_drop, Scratch, EVENTS, SCRATCH},
+};
+
+/// Offset mask that keeps every write inside the scratch buffer.
+pub const OFFSET_MASK: u64 = MAX_EVENT_BYTES as u64 - 1;
+
+/// A record being composed in the per-CPU scratch map. Its length is kept in the map (see
+/// `maps::Scratch` for why).
+pub struct Record {
+    scratch: *mut Scratch,
+}
+
+impl Record {
+    /// Starts a record of `kind` for the current task, header filled, payload `P` zeroed.
+    #[inline(always)]
+    pub fn start<P>(kind: u16, agent_id: u64, flags: u16) -> Option<(Record, *mut P)> {
+        let scratch = SCRATCH.get_ptr_mut(0)?;
+        // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
+        let buf = unsafe { (*scratch).buf.as_mut_ptr() };
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let uid_gid = bpf_get_current_uid_gid();
+        let header = buf.cast::<EventHeader>();
+        // SAFETY: the buffer is larger than header + any payload; the buffer is 8-aligned (it
+        // follows two u64 fields in an 8-aligned map value), as is the header.
+        unsafe {
+            *header = EventHeader {
+                kind,
+                flags,
+                len: 0,
+                // SAFETY: plain helper calls.
+                ktime_ns: bpf_ktime_get_ns(),
+                pid: pid_tgid as u32,
+                tgid: (pid_tgid >> 32) as u32,
+                ppid: parent_tgid(current_task()),
+                uid: uid_gid as u32,
+                gid: (uid_gid >> 32) as u32,
+                _pad0: 0,
+                cgroup_id: bpf_get_current_cgroup_id(),
+                agent_id,
+                comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+            };
+        }
+        let payload_at = core::mem::size_of::<EventHeader>();
+        // SAFETY: in bounds as above; zeroing keeps padding from leaking kernel bytes.
+        let payload = unsafe {
+            let payload = buf.add(payload_at);
+            core::ptr::write_bytes(payload, 0, core::mem::size_of::<P>());
+            payload.cast::<P>()
+        };
+        let record = Record { scratch };
+        record.set_len((payload_at + core::mem::size_of::<P>()) as u64);
+        Some((record, payload))
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u64 {
+        // SAFETY: `scratch` is the per-CPU map value this record owns.
+        unsafe { core::ptr::addr_of!((*self.scratch).len).read_volatile() & OFFSET_MASK }
+    }
+
+    #[inline(always)]
+    fn set_len(&self, len: u64) {
+        // SAFETY: as above.
+        unsafe { core::ptr::addr_of_mut!((*self.scratch).len).write_volatile(len) };
+    }
+
+    #[inline(always)]
+    fn buf(&self) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { (*self.scratch).buf.as_mut_ptr() }
+    }
+
+    /// Where the next tail bytes go; always inside the scratch buffer.
+    #[inline(always)]
+    pub fn tail(&self) -> *mut u8 {
+        // SAFETY: masked offset into a buffer twice MAX_EVENT_BYTES long.
+        unsafe { self.buf().add(self.len() as usize) }
+    }
+
+    /// Counts `n` more bytes written at [`Record::tail`].
+    #[inline(always)]
+    pub fn grow(&self, n: u64) {
+        self.set_len(self.len() + n);
+    }
+
+    #[inline(always)]
+    fn header(&self) -> *mut EventHeader {
+        self.buf().cast()
+    }
+
+    #[inline(always)]
+    pub fn add_flags(&self, flags: u16) {
+        // SAFETY: the header is at the start of the buffer.
+        unsafe { (*self.header()).flags |= flags };
+    }
+
+    /// Appends `len` bytes from kernel memory at `src` (a map value), `len` bounded by `mask`
+    /// (a power of two minus one, at most `MAX_KERNEL_PATH - 1`). Returns the bytes appended.
+    #[inline(always)]
+    pub fn append(&self, src: *const u8, len: u16, mask: u64) -> u16 {
+        let len = len as u64 & mask;
+        // SAFETY: `len` is bounded and the tail has MAX_EVENT_BYTES of room.
+        let ret = unsafe { bpf_probe_read_kernel(self.tail().cast(), len as u32, src.cast()) };
+        if ret != 0 {
+            return 0;
+        }
+        self.grow(len);
+        len as u16
+    }
+
+    /// Appends the encoded walk of the `struct path` at `path`; returns its length.
+    #[inline(always)]
+    pub fn append_walk(&self, path: u64) -> u16 {
+        let (len, flags) = walk_path(path, self.tail());
+        self.add_flags(flags);
+        let len = len as u64 & (MAX_KERNEL_PATH as u64 - 1);
+        self.grow(len);
+        len as u16
+    }
+
+    /// Sends the record; a full ring is counted per kind, never silent.
+    #[inline(always)]
+    pub fn submit(self) {
+        let len = self.len();
+        // SAFETY: the header is at the start of the buffer.
+        let kind = unsafe {
+            (*self.header()).len = len as u32;
+            (*self.header()).kind
+        };
+        // SAFETY: `len` is masked below the buffer size.
+        let data = unsafe { core::slice::from_raw_parts(self.buf(), len as usize) };
+        if EVENTS.output::<[u8]>(data, 0).is_err() {
+            count_drop(kind as u32 % drop_slot::FIRST_OTHER);
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Reading kernel structs at BTF-resolved offsets, and walking dentries into paths.
+
+use agent_sensor_common::{flags, MAX_COMPONENT, MAX_KERNEL_PATH, MAX_PATH_DEPTH};
+use aya_ebpf::helpers::generated::{
+    bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+};
+
+use crate::maps::{off, SCRATCH};
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+pub fn read<T: Copy>(base: u64, offset: u64) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    let mut value = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: the helper checks the source address; the destination is our own stack slot.
+    let ret = unsafe {
+        bpf_probe_read_kernel(
+            value.as_mut_ptr().cast(),
+            core::mem::size_of::<T>() as u32,
+            (base + offset) as *const _,
+        )
+    };
+    // SAFETY: the helper filled the value when it returned 0.
+    (ret == 0).then(|| unsafe { value.assume_init() })
+}
+
+/// Reads a pointer field.
+#[inline(always)]
+pub fn read_ptr(base: u64, offset: u64) -> Option<u64> {
+    read::<u64>(base, offset).filter(|p| *p != 0)
+}
+
+#[inline(always)]
+pub fn current_task() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_get_current_task() }
+}
+
+/// tgid of the task's real parent.
+#[inline(always)]
+pub fn parent_tgid(task: u64) -> u32 {
+    read_ptr(task, off!(task_real_parent))
+        .and_then(|parent| read::<u32>(parent, off!(task_tgid)))
+        .unwrap_or(0)
+}
+
+/// The `struct file *` of descriptor `fd` of `task`.
+#[inline(always)]
+pub fn task_file(task: u64, fd: i64) -> Option<u64> {
+    if fd < 0 {
+        return None;
+    }
+    let files = read_ptr(task, off!(task_files))?;
+    let fdt = read_ptr(files, off!(files_fdt))?;
+    let max_fds: u32 = read(fdt, off!(fdtable_max_fds))?;
+    if fd as u64 >= max_fds as u64 {
+        return None;
+    }
+    let fd_array = read_ptr(fdt, off!(fdtable_fd))?;
+    read_ptr(fd_array, (fd as u64) * 8)
+}
+
+/// Device, inode number and mode of a `struct file`.
+#[inline(always)]
+pub fn file_identity(file: u64) -> (u64, u64, u32) {
+    let Some(inode) = read_ptr(file, off!(file_inode)) else {
+        return (0, 0, 0);
+    };
+    let ino = read::<u64>(inode, off!(inode_ino)).unwrap_or(0);
+    let mode = read::<u16>(inode, off!(inode_mode)).unwrap_or(0) as u32;
+    let dev = read_ptr(inode, off!(inode_sb))
+        .and_then(|sb| read::<u32>(sb, off!(sb_dev)))
+        .unwrap_or(0) as u64;
+    (dev, ino, mode)
+}
+
+/// cgroup v2 id of `task` (its default-hierarchy cgroup's kernfs id).
+#[inline(always)]
+pub fn task_cgroup_id(task: u64) -> Option<u64> {
+    let css_set = read_ptr(task, off!(task_cgroups))?;
+    let cgroup = read_ptr(css_set, off!(css_set_dfl_cgrp))?;
+    cgroup_id(cgroup)
+}
+
+#[inline(always)]
+pub fn cgroup_id(cgroup: u64) -> Option<u64> {
+    let kn = read_ptr(cgroup, off!(cgroup_kn))?;
+    read(kn, off!(kernfs_node_id))
+}
+
+/// Walks the `struct path` at `path` up to the root of the mount namespace and writes its
+/// components into `dst` leaf first, each as one length byte and the name's bytes. Returns the
+/// bytes written and `flags` bits for an unfinished walk.
+///
+/// `dst` must have room for `MAX_KERNEL_PATH` bytes plus `MAX_COMPONENT` bytes of slack.
+/// The running length is kept in the per-CPU scratch map (see `maps::Scratch`).
+#[inline(always)]
+pub fn walk_path(path: u64, dst: *mut u8) -> (u16, u16) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return (0, flags::PATH_UNRESOLVED);
+    };
+    // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
+    let walk = unsafe { core::ptr::addr_of_mut!((*scratch).walk) };
+    // SAFETY: as above.
+    unsafe { walk.write_volatile(0) };
+    let flags = walk_into(path, dst, walk);
+    // SAFETY: as above.
+    let written = unsafe { walk.read_volatile() } & (MAX_KERNEL_PATH as u64 - 1);
+    (written as u16, flags)
+}
+
+#[inline(always)]
+fn walk_into(path: u64, dst: *mut u8, walk: *mut u64) -> u16 {
+    let (Some(mut mnt), Some(mut dentry)) = (
+        read_ptr(path, off!(path_mnt)),
+        read_ptr(path, off!(path_dentry)),
+    ) else {
+        return flags::PATH_UNRESOLVED;
+    };
+    // `struct vfsmount` is embedded in `struct mount`.
+    let mut mount = mnt - off!(mount_mnt);
+    for _ in 0..MAX_PATH_DEPTH {
+        let Some(mnt_root) = read_ptr(mnt, off!(vfsmount_root)) else {
+            return flags::PATH_UNRESOLVED;
+        };
+        if dentry == mnt_root {
+            let Some(parent_mount) = read_ptr(mount, off!(mount_parent)) else {
+                return flags::PATH_UNRESOLVED;
+            };
+            if parent_mount == mount {
+                return 0;
+            }
+            let Some(mountpoint) = read_ptr(mount, off!(mount_mountpoint)) else {
+                return flags::PATH_UNRESOLVED;
+            };
+            dentry = mountpoint;
+            mount = parent_mount;
+            mnt = mount + off!(mount_mnt);
+            continue;
+        }
+        let Some(parent) = read_ptr(dentry, off!(dentry_parent)) else {
+            return flags::PATH_UNRESOLVED;
+        };
+        if parent == dentry {
+            // Root of a filesystem that is not mounted here (a detached or internal mount).
+            return 0;
+        }
+        // SAFETY: `walk` points into the per-CPU scratch map.
+        let written = unsafe { walk.read_volatile() } & (MAX_KERNEL_PATH as u64 - 1);
+        if written + 1 + MAX_COMPONENT as u64 > MAX_KERNEL_PATH as u64 - 1 {
+            return flags::TRUNCATED;
+        }
+        let Some(name) = read_ptr(dentry, off!(dentry_name_ptr)) else {
+            return flags::PATH_UNRESOLVED;
+        };
+        let at = written & (MAX_KERNEL_PATH as u64 - 1);
+        // SAFETY: `at < MAX_KERNEL_PATH` and the caller guarantees MAX_COMPONENT bytes of slack.
+        let copied = unsafe {
+            bpf_probe_read_kernel_str(
+                dst.add(at as usize + 1).cast(),
+                MAX_COMPONENT as u32,
+                name as *const _,
+            )
+        };
+        if copied <= 0 {
+            return flags::PATH_UNRESOLVED;
+        }
+        // `copied` counts the terminating NUL, which the encoding does not keep.
+        let len = (copied as u64 - 1) & (MAX_COMPONENT as u64 - 1);
+        // SAFETY: as above.
+        unsafe { *dst.add(at as usize) = len as u8 };
+        // SAFETY: as above.
+        unsafe { walk.write_volatile(written + 1 + len) };
+        dentry = parent;
+    }
+    flags::PATH_DEPTH_EXCEEDED
+}

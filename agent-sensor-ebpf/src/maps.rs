@@ -1,0 +1,163 @@
+//! Maps and globals shared by every program.
+
+use agent_sensor_common::syscalls::{SyscallSpec, MAX_SYSCALL_NR};
+use agent_sensor_common::{
+    KernelOffsets, SensorConfig, TrackedTask, DROP_SLOTS, MAX_COMPONENT, MAX_EVENT_BYTES,
+    MAX_KERNEL_PATH, MAX_USER_PATH,
+};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+
+/// Default ring size; the daemon overrides it with `--ring-bytes`.
+const DEFAULT_RING_BYTES: u32 = 8 * 1024 * 1024;
+/// Processes (tgids) that belong to some agent.
+pub const MAX_TRACKED_TASKS: u32 = 65536;
+/// Agent cgroups.
+pub const MAX_TRACKED_CGROUPS: u32 = 4096;
+/// Syscalls of tracked threads between entry and exit at one time.
+pub const MAX_PENDING: u32 = 4096;
+
+/// The one ring buffer every event goes through.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// tgid → agent. Children are added at `task_newtask`, before they can run.
+#[map]
+pub static TRACKED_TASKS: HashMap<u32, TrackedTask> =
+    HashMap::with_max_entries(MAX_TRACKED_TASKS, 0);
+
+/// cgroup v2 id → agent: every task that enters one of these cgroups is tracked.
+#[map]
+pub static TRACKED_CGROUPS: HashMap<u64, TrackedTask> =
+    HashMap::with_max_entries(MAX_TRACKED_CGROUPS, 0);
+
+/// Per-CPU loss counters, see `agent_sensor_common::drop_slot`.
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
+
+#[map]
+pub static CONFIG: Array<SensorConfig> = Array::with_max_entries(1, 0);
+
+/// Where a record is composed before it is copied into the ring. Twice the largest record so
+/// that any masked offset plus any bounded write stays inside (the verifier checks this).
+///
+/// The running lengths live here, in map memory, rather than in registers on purpose: the
+/// verifier tracks a register's exact range along every path, so paths that wrote different
+/// lengths never merge and verification explodes; a value loaded from map memory is just
+/// "some u64", which masking bounds, and all paths merge again.
+#[repr(C)]
+pub struct Scratch {
+    /// Bytes of the record composed so far.
+    pub len: u64,
+    /// Bytes written so far by the path walk in progress.
+    pub walk: u64,
+    pub buf: [u8; 2 * MAX_EVENT_BYTES],
+}
+
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// What a syscall's entry saw, kept for its exit: arguments, the user strings as they were at
+/// entry (a racing thread cannot swap them afterwards), and the directory a relative path starts
+/// from.
+#[repr(C)]
+pub struct Pending {
+    pub nr: u32,
+    pub path_len: u16,
+    pub path2_len: u16,
+    pub base_len: u16,
+    pub base2_len: u16,
+    /// Header flags gathered at entry (truncation, unresolved walks).
+    pub flags: u16,
+    pub _pad0: u16,
+    pub args: [u64; 6],
+    pub path: [u8; MAX_USER_PATH],
+    pub path2: [u8; MAX_USER_PATH],
+    /// Walks write up to `MAX_COMPONENT` bytes past their bound check: room for that.
+    pub base: [u8; MAX_KERNEL_PATH + MAX_COMPONENT],
+    pub base2: [u8; MAX_KERNEL_PATH + MAX_COMPONENT],
+}
+
+/// Pending entries are composed here (too large for the 512-byte stack), then inserted.
+#[map]
+pub static PENDING_SCRATCH: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// pid_tgid → the syscall that thread is in.
+#[map]
+pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(MAX_PENDING, 0);
+
+/// Syscall number → what to record (filled by the daemon; see `agent_sensor_common::syscalls`).
+#[map]
+pub static SYSCALL_SPECS: Array<SyscallSpec> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
+
+/// Struct offsets of the running kernel, written by the daemon before load.
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets {
+    task_pid: 0,
+    task_tgid: 0,
+    task_real_parent: 0,
+    task_mm: 0,
+    task_fs: 0,
+    task_files: 0,
+    task_signal: 0,
+    task_exit_code: 0,
+    signal_live: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    binprm_filename: 0,
+    binprm_file: 0,
+    fs_pwd: 0,
+    fs_root: 0,
+    path_mnt: 0,
+    path_dentry: 0,
+    dentry_name_len: 0,
+    dentry_name_ptr: 0,
+    dentry_parent: 0,
+    dentry_inode: 0,
+    vfsmount_root: 0,
+    mount_mnt: 0,
+    mount_parent: 0,
+    mount_mountpoint: 0,
+    files_fdt: 0,
+    fdtable_max_fds: 0,
+    fdtable_fd: 0,
+    file_path: 0,
+    file_inode: 0,
+    inode_mode: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+    cgroup_kn: 0,
+    cgroup_root: 0,
+    cgroup_root_hierarchy_id: 0,
+    kernfs_node_id: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    regs_args: [0; 6],
+    magic: 0,
+};
+
+/// One field of `OFFSETS` as a `u64`. A volatile read per field: the compiler must not fold the
+/// zeros of the initializer, and copying the whole struct would cost stack.
+macro_rules! off {
+    ($field:ident) => {
+        // SAFETY: reading a field of a global the loader patched before load.
+        (unsafe { core::ptr::read_volatile(&$crate::maps::OFFSETS.$field) } as u64)
+    };
+    ($field:ident[$i:expr]) => {
+        // SAFETY: as above; `$i` is a constant below the array length.
+        (unsafe { core::ptr::read_volatile(&$crate::maps::OFFSETS.$field[$i]) } as u64)
+    };
+}
+pub(crate) use off;
+
+/// Counts one lost record in `slot`.
+#[inline(always)]
+pub fn count_drop(slot: u32) {
+    if let Some(count) = DROPS.get_ptr_mut(slot) {
+        // SAFETY: pointer from a successful per-CPU array lookup; no other CPU touches it.
+        unsafe { *count += 1 };
+    }
+}

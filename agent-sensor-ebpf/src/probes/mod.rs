@@ -1,0 +1,5 @@
+pub mod file;
+pub mod net;
+pub mod process;
+pub mod process_calls;
+pub mod syscall;

@@ -1,0 +1,103 @@
+//! Socket syscalls: the address exactly as passed or returned and the first bytes sent.
+//! User space parses both (it trusts no length from here); DNS queries come from these bytes.
+
+use agent_sensor_common::{NetEvent, MAX_SEND_DATA, MAX_SOCKADDR};
+use aya_ebpf::helpers::generated::bpf_probe_read_user;
+
+use crate::{emit::Record, maps::Pending};
+
+use agent_sensor_common::syscalls::{
+    nr::{ACCEPT, ACCEPT4, BIND, CONNECT, LISTEN, SENDMMSG, SENDMSG, SENDTO},
+    SyscallSpec,
+};
+
+/// Copies `len` (clamped to `max`, a power of two) user bytes into `dst`; returns bytes copied.
+#[inline(always)]
+fn copy_user(src: u64, len: u64, dst: *mut u8, max: usize) -> u16 {
+    if src == 0 || len == 0 {
+        return 0;
+    }
+    let len = if len > max as u64 - 1 {
+        max as u64 - 1
+    } else {
+        len
+    };
+    let len = len & (max as u64 - 1);
+    // SAFETY: `dst` has at least `max` bytes; the helper checks the user address.
+    let ret = unsafe { bpf_probe_read_user(dst.cast(), len as u32, src as *const _) };
+    if ret == 0 {
+        len as u16
+    } else {
+        0
+    }
+}
+
+/// Reads a `struct msghdr` in user memory: (name, namelen, first iovec base, its length).
+#[inline(always)]
+fn read_msghdr(msg: u64) -> Option<(u64, u64, u64, u64)> {
+    let mut hdr = [0u64; 4];
+    // SAFETY: stack destination of the right size; the helper checks the user address.
+    let ret = unsafe { bpf_probe_read_user(hdr.as_mut_ptr().cast(), 32, msg as *const _) };
+    if ret != 0 {
+        return None;
+    }
+    let (name, namelen, iov) = (hdr[0], hdr[1] & 0xffff_ffff, hdr[2]);
+    let mut first = [0u64; 2];
+    if iov != 0 && hdr[3] > 0 {
+        // SAFETY: as above.
+        unsafe { bpf_probe_read_user(first.as_mut_ptr().cast(), 16, iov as *const _) };
+    }
+    Some((name, namelen, first[0], first[1]))
+}
+
+pub fn enter(p: &mut Pending) {
+    // The sockaddr goes in `path`, the first data bytes in `path2`.
+    let (addr, addr_len, data, data_len) = match p.nr {
+        CONNECT | BIND => (p.args[1], p.args[2] & 0xffff_ffff, 0, 0),
+        SENDTO => (p.args[4], p.args[5] & 0xffff_ffff, p.args[1], p.args[2]),
+        SENDMSG | SENDMMSG => match read_msghdr(p.args[1]) {
+            Some(parts) => parts,
+            None => return,
+        },
+        _ => return,
+    };
+    p.path_len = copy_user(addr, addr_len, p.path.as_mut_ptr(), MAX_SOCKADDR);
+    p.path2_len = copy_user(data, data_len, p.path2.as_mut_ptr(), MAX_SEND_DATA);
+    // What a send asked to send in all; for sendmsg the first iovec's length.
+    p.args[3] = data_len;
+}
+
+pub fn exit(p: &Pending, spec: &SyscallSpec, agent: u64, ret: i64) {
+    let _ = try_exit(p, spec.kind, agent, ret);
+}
+
+fn try_exit(p: &Pending, kind: u16, agent: u64, ret: i64) -> Option<()> {
+    let (record, payload) = Record::start::<NetEvent>(kind, agent, p.flags)?;
+    let sockaddr_len = if matches!(p.nr, ACCEPT | ACCEPT4) {
+        // The peer address is in user memory now that the kernel wrote it.
+        let addr = p.args[1];
+        let len_ptr = p.args[2];
+        let mut len = [0u32; 1];
+        if addr != 0 && len_ptr != 0 && ret >= 0 {
+            // SAFETY: stack destination; the helper checks the user address.
+            unsafe { bpf_probe_read_user(len.as_mut_ptr().cast(), 4, len_ptr as *const _) };
+        }
+        let copied = copy_user(addr, len[0] as u64, record.tail(), MAX_SOCKADDR);
+        record.grow(copied as u64);
+        copied
+    } else {
+        record.append(p.path.as_ptr(), p.path_len, MAX_SOCKADDR as u64 - 1)
+    };
+    let data_len = record.append(p.path2.as_ptr(), p.path2_len, MAX_SEND_DATA as u64 - 1);
+    // SAFETY: payload points into the scratch record.
+    unsafe {
+        (*payload).nr = p.nr;
+        (*payload).fd = p.args[0] as i32;
+        (*payload).ret = ret;
+        (*payload).bytes = if p.nr == LISTEN { p.args[1] } else { p.args[3] };
+        (*payload).sockaddr_len = sockaddr_len;
+        (*payload).data_len = data_len;
+    }
+    record.submit();
+    Some(())
+}

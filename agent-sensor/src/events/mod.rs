@@ -1,0 +1,343 @@
+//! Decoding ring-buffer records into typed events. The kernel is not trusted blindly: every
+//! length is checked against the bytes actually received, unknown kinds are errors, and a bad
+//! record is counted and skipped, never a panic.
+
+pub mod dns;
+pub mod escape;
+mod json;
+pub mod path;
+pub mod sockaddr;
+mod syscalls;
+
+use agent_sensor_common::{
+    flags, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent,
+    SyscallEvent,
+};
+pub use json::Clock;
+use thiserror::Error;
+
+pub use self::syscalls::syscall_name;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {got} bytes is shorter than its header and payload ({need})")]
+    Short { got: usize, need: usize },
+    #[error("record says it is {claimed} bytes but {got} arrived")]
+    Length { claimed: usize, got: usize },
+    #[error("unknown event kind {0}")]
+    UnknownKind(u16),
+    #[error("string lengths overrun the record")]
+    Overrun,
+    #[error("kernel path encoding is malformed")]
+    BadPath,
+}
+
+/// Where an event's canonical path came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathSource {
+    /// Walked by the kernel from the object it resolved (fd, new cwd).
+    Kernel,
+    /// The argument joined onto the kernel-walked start directory, `.`/`..` removed by text.
+    Lexical,
+    /// Only the argument was available.
+    Argument,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileBody {
+    pub nr: u32,
+    pub dirfd: i32,
+    pub flags: u32,
+    pub mode: u32,
+    pub ret: i64,
+    pub dev: u64,
+    pub ino: u64,
+    pub arg: u64,
+    pub arg2: u64,
+    /// The first path exactly as passed.
+    pub path_arg: Vec<u8>,
+    pub path2_arg: Option<Vec<u8>>,
+    /// Canonical absolute path of the object.
+    pub path: Option<Vec<u8>>,
+    pub path_source: PathSource,
+    /// Canonical absolute second path (rename/link destination).
+    pub path2: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetBody {
+    pub nr: u32,
+    pub fd: i32,
+    pub ret: i64,
+    pub bytes: u64,
+    pub addr: Option<sockaddr::SockAddr>,
+    pub dns: Option<dns::DnsQuestion>,
+    pub data_len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Fork {
+        child_pid: u32,
+        child_tgid: u32,
+    },
+    Exec {
+        filename: Vec<u8>,
+        argv: Vec<Vec<u8>>,
+        old_pid: u32,
+        dev: u64,
+        ino: u64,
+        mode: u32,
+    },
+    Exit {
+        raw: u32,
+    },
+    Syscall {
+        nr: u32,
+        args: [u64; 4],
+        ret: i64,
+        name: Option<Vec<u8>>,
+    },
+    File(FileBody),
+    Net(NetBody),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub flags: u16,
+    pub ktime_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub agent_id: u64,
+    pub comm: Vec<u8>,
+    pub body: Body,
+}
+
+impl Event {
+    pub fn truncated(&self) -> bool {
+        self.flags & flags::TRUNCATED != 0
+    }
+}
+
+/// Reads a `#[repr(C)]` plain-old-data struct from the start of `bytes`.
+fn read_pod<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    let mut value = T::default();
+    // SAFETY: T is one of the shared #[repr(C)] integer-only structs (every bit pattern valid);
+    // the length was checked; the copy is unaligned-safe.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            (&mut value as *mut T).cast::<u8>(),
+            std::mem::size_of::<T>(),
+        );
+    }
+    Some(value)
+}
+
+/// Splits checked slices off the variable tail of a record.
+struct Tail<'a>(&'a [u8]);
+
+impl<'a> Tail<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
+        if len > self.0.len() {
+            return Err(DecodeError::Overrun);
+        }
+        let (head, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(head)
+    }
+}
+
+fn payload<T: Copy + Default>(record: &[u8]) -> Result<(T, Tail<'_>), DecodeError> {
+    let start = std::mem::size_of::<EventHeader>();
+    let need = start + std::mem::size_of::<T>();
+    let value = read_pod::<T>(&record[start.min(record.len())..]).ok_or(DecodeError::Short {
+        got: record.len(),
+        need,
+    })?;
+    Ok((value, Tail(&record[need..])))
+}
+
+fn trim_nul(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
+/// Decodes one record.
+pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
+    let header: EventHeader = read_pod(record).ok_or(DecodeError::Short {
+        got: record.len(),
+        need: std::mem::size_of::<EventHeader>(),
+    })?;
+    if header.len as usize != record.len() {
+        return Err(DecodeError::Length {
+            claimed: header.len as usize,
+            got: record.len(),
+        });
+    }
+    let kind = EventKind::from_u16(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    let body = match kind {
+        EventKind::ProcessFork => {
+            let (p, _) = payload::<ForkEvent>(record)?;
+            Body::Fork {
+                child_pid: p.child_pid,
+                child_tgid: p.child_tgid,
+            }
+        }
+        EventKind::ProcessExec => decode_exec(record)?,
+        EventKind::ProcessExit => {
+            let (p, _) = payload::<ExitEvent>(record)?;
+            Body::Exit { raw: p.exit_code }
+        }
+        EventKind::ProcessSetId
+        | EventKind::ProcessPtrace
+        | EventKind::ProcessKill
+        | EventKind::ProcessMemfd
+        | EventKind::ProcessBpf
+        | EventKind::ProcessModuleLoad
+        | EventKind::ProcessIoUringSetup => {
+            let (p, mut tail) = payload::<SyscallEvent>(record)?;
+            let name = tail.take(p.str_len as usize)?;
+            Body::Syscall {
+                nr: p.nr,
+                args: p.args,
+                ret: p.ret,
+                name: (p.str_len > 0).then(|| name.to_vec()),
+            }
+        }
+        EventKind::FileOpen
+        | EventKind::FileRename
+        | EventKind::FileUnlink
+        | EventKind::FileLink
+        | EventKind::FileSymlink
+        | EventKind::FileChmod
+        | EventKind::FileChown
+        | EventKind::FileTruncate
+        | EventKind::FileMkdir
+        | EventKind::FileChdir => Body::File(decode_file(kind, record)?),
+        EventKind::NetConnect
+        | EventKind::NetBind
+        | EventKind::NetListen
+        | EventKind::NetAccept
+        | EventKind::NetSend => Body::Net(decode_net(record)?),
+    };
+    Ok(Event {
+        kind,
+        flags: header.flags,
+        ktime_ns: header.ktime_ns,
+        pid: header.pid,
+        tgid: header.tgid,
+        ppid: header.ppid,
+        uid: header.uid,
+        gid: header.gid,
+        cgroup_id: header.cgroup_id,
+        agent_id: header.agent_id,
+        comm: trim_nul(&header.comm).to_vec(),
+        body,
+    })
+}
+
+fn decode_exec(record: &[u8]) -> Result<Body, DecodeError> {
+    let (p, mut tail) = payload::<ExecEvent>(record)?;
+    let filename = tail.take(p.filename_len as usize)?.to_vec();
+    let raw_argv = tail.take(p.argv_len as usize)?;
+    let mut argv: Vec<Vec<u8>> = raw_argv.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
+    // argv memory ends with a NUL, which leaves one empty piece behind.
+    if raw_argv.last() == Some(&0) {
+        argv.pop();
+    }
+    Ok(Body::Exec {
+        filename,
+        argv,
+        old_pid: p.old_pid,
+        dev: p.dev,
+        ino: p.ino,
+        mode: p.mode,
+    })
+}
+
+fn decode_file(kind: EventKind, record: &[u8]) -> Result<FileBody, DecodeError> {
+    let (p, mut tail) = payload::<FileEvent>(record)?;
+    let path_arg = tail.take(p.path_len as usize)?.to_vec();
+    let path2_arg = tail.take(p.path2_len as usize)?;
+    let resolved = tail.take(p.resolved_len as usize)?;
+    let base = tail.take(p.base_len as usize)?;
+    let base2 = tail.take(p.base2_len as usize)?;
+    let walk = |encoded: &[u8]| path::decode_walk(encoded).map_err(|_| DecodeError::BadPath);
+    let base_dir = (p.base_len > 0).then(|| walk(base)).transpose()?;
+    let base2_dir = (p.base2_len > 0).then(|| walk(base2)).transpose()?;
+
+    let (path, path_source) = if p.resolved_len > 0 {
+        (Some(walk(resolved)?), PathSource::Kernel)
+    } else if path_arg.starts_with(b"/") {
+        (Some(path::normalize(&path_arg)), PathSource::Lexical)
+    } else if let Some(dir) = &base_dir {
+        (
+            Some(path::join_lexical(dir, &path_arg)),
+            PathSource::Lexical,
+        )
+    } else {
+        (None, PathSource::Argument)
+    };
+    // A symlink's target is stored text, not a path the call resolves.
+    let path2 = if p.path2_len == 0 || kind == EventKind::FileSymlink {
+        None
+    } else if path2_arg.starts_with(b"/") {
+        Some(path::normalize(path2_arg))
+    } else {
+        base2_dir
+            .as_ref()
+            .or(base_dir.as_ref())
+            .map(|dir| path::join_lexical(dir, path2_arg))
+    };
+    Ok(FileBody {
+        nr: p.nr,
+        dirfd: p.dirfd,
+        flags: p.flags,
+        mode: p.mode,
+        ret: p.ret,
+        dev: p.dev,
+        ino: p.ino,
+        arg: p.arg,
+        arg2: p.arg2,
+        path_arg,
+        path2_arg: (p.path2_len > 0).then(|| path2_arg.to_vec()),
+        path,
+        path_source,
+        path2,
+    })
+}
+
+fn decode_net(record: &[u8]) -> Result<NetBody, DecodeError> {
+    let (p, mut tail) = payload::<NetEvent>(record)?;
+    let raw_addr = tail.take(p.sockaddr_len as usize)?;
+    let data = tail.take(p.data_len as usize)?;
+    let addr = sockaddr::parse(raw_addr);
+    let to_port_53 = matches!(addr, Some(sockaddr::SockAddr::Inet { port: 53, .. }));
+    // Data sent on a connected socket has no address here; a well-formed query still parses.
+    let dns = if to_port_53 || addr.is_none() {
+        dns::parse_query(data)
+    } else {
+        None
+    };
+    Ok(NetBody {
+        nr: p.nr,
+        fd: p.fd,
+        ret: p.ret,
+        bytes: p.bytes,
+        addr,
+        dns,
+        data_len: data.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

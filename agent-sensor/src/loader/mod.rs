@@ -1,0 +1,212 @@
+//! Loads the embedded eBPF object into the kernel, configures it for this kernel and host, and
+//! attaches its programs. Dropping a [`LoadedSensor`] detaches and unloads everything (nothing is
+//! pinned here), which is what a clean stop relies on.
+
+pub mod offsets;
+
+use agent_sensor_common::{
+    syscalls::{self, SyscallSpec},
+    SensorConfig, TrackedTask,
+};
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::RawTracePoint,
+    Ebpf, EbpfLoader,
+};
+use thiserror::Error;
+
+use crate::{btf::Btf, system};
+
+/// The sensor's eBPF object, built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
+pub static SENSOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-sensor"));
+/// The capability-probe object.
+pub static PROBE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-sensor-probe"));
+
+/// Every program of the sensor object and the raw tracepoint it attaches to.
+pub const PROGRAMS: [(&str, &str); 6] = [
+    ("process_task_newtask", "task_newtask"),
+    ("process_cgroup_attach_task", "cgroup_attach_task"),
+    ("process_sched_process_exec", "sched_process_exec"),
+    ("process_sched_process_exit", "sched_process_exit"),
+    ("syscall_sys_enter", "sys_enter"),
+    ("syscall_sys_exit", "sys_exit"),
+];
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    System(#[from] system::SystemError),
+    #[error(transparent)]
+    Btf(#[from] crate::btf::BtfError),
+    #[error(
+        "this agent-sensor binary was built with AYA_BUILD_SKIP=1 and carries no eBPF programs; \
+         build it with `cargo xtask build`"
+    )]
+    StubObject,
+    #[error("ring buffer size {0} is not a power of two of at least 4096 bytes")]
+    RingSize(u32),
+    #[error("the kernel refused the eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the kernel refused program {program}: {}", summarize(.error))]
+    Program {
+        program: &'static str,
+        error: aya::programs::ProgramError,
+    },
+    #[error("the eBPF object has no program `{0}` (object and daemon out of sync)")]
+    MissingProgram(&'static str),
+    #[error("the eBPF object has no map `{0}` (object and daemon out of sync)")]
+    MissingMap(&'static str),
+    #[error("eBPF map `{map}`: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// A one-paragraph form of a program error: the verifier's log can run to thousands of lines,
+/// of which the last few say why it gave up.
+fn summarize(err: &aya::programs::ProgramError) -> String {
+    let text = err.to_string();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() <= 4 {
+        return lines.join(" ");
+    }
+    let first = lines[0]
+        .split("Verifier output:")
+        .next()
+        .unwrap_or(lines[0])
+        .trim();
+    format!(
+        "{first} … verifier: {}",
+        lines[lines.len() - 3..].join(" / ")
+    )
+}
+
+/// Options that shape what is loaded.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Size of the event ring buffer in bytes (a power of two).
+    pub ring_bytes: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            ring_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// The loaded and attached sensor.
+pub struct LoadedSensor {
+    pub ebpf: Ebpf,
+    pub attached: Vec<&'static str>,
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoadError {
+    move |source| LoadError::Map { map, source }
+}
+
+impl LoadedSensor {
+    /// Checks the host, loads the object with this kernel's offsets and attaches every program.
+    pub fn load(options: &LoadOptions) -> Result<Self, LoadError> {
+        if SENSOR_OBJECT.is_empty() {
+            return Err(LoadError::StubObject);
+        }
+        system::require_root()?;
+        system::require_btf()?;
+        let ring = options.ring_bytes;
+        if ring < 4096 || !ring.is_power_of_two() {
+            return Err(LoadError::RingSize(ring));
+        }
+        let btf = Btf::from_sys_fs()?;
+        let offsets = offsets::resolve(&btf)?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .map_max_entries("EVENTS", ring)
+            .load(SENSOR_OBJECT)
+            .map_err(LoadError::Load)?;
+
+        let mut config: Array<_, SensorConfig> = Array::try_from(
+            ebpf.map_mut("CONFIG")
+                .ok_or(LoadError::MissingMap("CONFIG"))?,
+        )
+        .map_err(map_err("CONFIG"))?;
+        let sensor = SensorConfig {
+            sensor_tgid: std::process::id(),
+            _pad0: 0,
+        };
+        config.set(0, sensor, 0).map_err(map_err("CONFIG"))?;
+
+        let mut specs: Array<_, SyscallSpec> = Array::try_from(
+            ebpf.map_mut("SYSCALL_SPECS")
+                .ok_or(LoadError::MissingMap("SYSCALL_SPECS"))?,
+        )
+        .map_err(map_err("SYSCALL_SPECS"))?;
+        for (nr, spec) in syscalls::x86_64_table() {
+            specs.set(nr, spec, 0).map_err(map_err("SYSCALL_SPECS"))?;
+        }
+
+        let mut attached = Vec::new();
+        for (program, tracepoint) in PROGRAMS {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(program)
+                .ok_or(LoadError::MissingProgram(program))?
+                .try_into()
+                .map_err(|error| LoadError::Program { program, error })?;
+            prog.load()
+                .map_err(|error| LoadError::Program { program, error })?;
+            prog.attach(tracepoint)
+                .map_err(|error| LoadError::Program { program, error })?;
+            attached.push(program);
+        }
+        Ok(Self { ebpf, attached })
+    }
+
+    /// Takes the event ring buffer out of the object (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(LoadError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(map_err("EVENTS"))
+    }
+
+    /// The tracked-task map (tgid → agent).
+    pub fn tracked_tasks(&mut self) -> Result<HashMap<&mut MapData, u32, TrackedTask>, LoadError> {
+        let map = self
+            .ebpf
+            .map_mut("TRACKED_TASKS")
+            .ok_or(LoadError::MissingMap("TRACKED_TASKS"))?;
+        HashMap::try_from(map).map_err(map_err("TRACKED_TASKS"))
+    }
+
+    /// The tracked-cgroup map (cgroup id → agent).
+    pub fn tracked_cgroups(
+        &mut self,
+    ) -> Result<HashMap<&mut MapData, u64, TrackedTask>, LoadError> {
+        let map = self
+            .ebpf
+            .map_mut("TRACKED_CGROUPS")
+            .ok_or(LoadError::MissingMap("TRACKED_CGROUPS"))?;
+        HashMap::try_from(map).map_err(map_err("TRACKED_CGROUPS"))
+    }
+
+    /// Per-CPU loss counters summed over CPUs, indexed by drop slot.
+    pub fn drop_counts(&self) -> Result<Vec<u64>, LoadError> {
+        let map = self
+            .ebpf
+            .map("DROPS")
+            .ok_or(LoadError::MissingMap("DROPS"))?;
+        let drops: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_err("DROPS"))?;
+        let mut totals = Vec::with_capacity(agent_sensor_common::DROP_SLOTS as usize);
+        for slot in 0..agent_sensor_common::DROP_SLOTS {
+            let per_cpu = drops.get(&slot, 0).map_err(map_err("DROPS"))?;
+            totals.push(per_cpu.iter().sum());
+        }
+        Ok(totals)
+    }
+}

@@ -1,0 +1,73 @@
+//! Telling the kernel which processes and cgroups belong to which agent.
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use agent_sensor_common::TrackedTask;
+use thiserror::Error;
+
+use crate::loader::{LoadError, LoadedSensor};
+
+#[derive(Debug, Error)]
+pub enum TrackError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("no process {0} to track")]
+    NoProcess(u32),
+    #[error("{path} is not a cgroup v2 directory: {source}")]
+    NotCgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot update the kernel's tracking map: {0}")]
+    Map(#[from] aya::maps::MapError),
+}
+
+/// cgroup v2 id of a cgroup directory: the inode number of the directory.
+pub fn cgroup_id(path: &Path) -> Result<u64, TrackError> {
+    let err = |source| TrackError::NotCgroup {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(err)?;
+    if !path.join("cgroup.procs").exists() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no cgroup.procs",
+        )));
+    }
+    Ok(meta.ino())
+}
+
+/// Tracks process `pid` (and, through the kernel, every descendant it creates from now on).
+pub fn track_pid(sensor: &mut LoadedSensor, pid: u32, agent_id: u64) -> Result<(), TrackError> {
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(TrackError::NoProcess(pid));
+    }
+    sensor
+        .tracked_tasks()?
+        .insert(pid, TrackedTask { agent_id }, 0)?;
+    Ok(())
+}
+
+/// Tracks every task in the cgroup at `path`: those there now and every one that enters it.
+pub fn track_cgroup(
+    sensor: &mut LoadedSensor,
+    path: &Path,
+    agent_id: u64,
+) -> Result<u64, TrackError> {
+    let id = cgroup_id(path)?;
+    sensor
+        .tracked_cgroups()?
+        .insert(id, TrackedTask { agent_id }, 0)?;
+    // Tasks already inside entered before the map knew the cgroup.
+    let procs = std::fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
+    let mut tasks = sensor.tracked_tasks()?;
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+        tasks.insert(pid, TrackedTask { agent_id }, 0)?;
+    }
+    Ok(id)
+}

@@ -1,0 +1,140 @@
+//! Project tasks: `cargo xtask build|run|test|probe`.
+//!
+//! Every task first makes sure the eBPF toolchain is present — the rust-src component and a
+//! bpf-linker built against this Rust toolchain's own LLVM, cached per toolchain so that only
+//! the first run pays for it — and then builds the single `agent-sensor` binary, which embeds
+//! the eBPF object. Running a task twice rebuilds nothing that did not change.
+
+mod toolchain;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "agent-sensor project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain if needed and build target/release/agent-sensor.
+    Build,
+    /// Build, then run the sensor as root: `agent-sensor run` with the arguments after `--`
+    /// (default: `--events -`, every event as JSON on stdout). Ctrl-C stops it cleanly.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run every test: unit tests and the real-kernel integration tests
+    /// (those need root and say they are skipped otherwise).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then print the kernel capability table (`agent-sensor probe`).
+    Probe,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Build => {
+            build()?;
+        }
+        Task::Run { args } => {
+            let binary = build()?;
+            let args = if args.is_empty() {
+                vec!["--events".into(), "-".into()]
+            } else {
+                args
+            };
+            exec_as_root(&binary, std::iter::once("run".to_string()).chain(args))?;
+        }
+        Task::Test { args } => test(&args)?,
+        Task::Probe => {
+            let binary = build()?;
+            exec_as_root(&binary, ["probe".to_string()])?;
+        }
+    }
+    Ok(())
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// `cargo` with the eBPF toolchain on the build script's PATH.
+fn cargo(tools_bin: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root())
+        .env("AGENT_SENSOR_TOOLS_BIN", tools_bin);
+    cmd
+}
+
+fn run_checked(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Builds the release binary; returns its path.
+fn build() -> Result<PathBuf> {
+    let tools_bin = toolchain::ensure()?;
+    eprintln!("xtask: building agent-sensor (release, eBPF object embedded)");
+    run_checked(cargo(&tools_bin).args(["build", "--release", "-p", "agent-sensor"]))?;
+    Ok(workspace_root().join("target/release/agent-sensor"))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    let binary = build()?;
+    let tools_bin = toolchain::ensure()?;
+    eprintln!(
+        "xtask: running tests (integration tests use {})",
+        binary.display()
+    );
+    run_checked(
+        cargo(&tools_bin)
+            .args(["test", "--release", "--workspace"])
+            .args(extra)
+            .env("AGENT_SENSOR_BIN", &binary),
+    )
+}
+
+/// Runs the binary, through sudo when we are not root (loading eBPF needs root).
+fn exec_as_root(binary: &Path, args: impl IntoIterator<Item = String>) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc_geteuid() } == 0;
+    let mut cmd = if is_root {
+        Command::new(binary)
+    } else {
+        eprintln!("xtask: not root; running through sudo");
+        let mut c = Command::new("sudo");
+        c.arg(binary);
+        c
+    };
+    cmd.args(args);
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    // Ctrl-C reaches the sensor too; its own clean exit is what matters.
+    std::process::exit(status.code().unwrap_or(130));
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

@@ -63,11 +63,15 @@ pub enum EventKind {
     NetListen = 42,
     NetAccept = 43,
     NetSend = 44,
+    /// Data received from port 53 (DNS answers).
+    NetRecv = 45,
+    /// A socket of an agent was closed: bytes sent and received over its life.
+    NetClose = 46,
 }
 
 impl EventKind {
     /// Every kind, in value order: lets user space size per-kind tables and label metrics.
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 27] = [
         EventKind::ProcessFork,
         EventKind::ProcessExec,
         EventKind::ProcessExit,
@@ -93,6 +97,8 @@ impl EventKind {
         EventKind::NetListen,
         EventKind::NetAccept,
         EventKind::NetSend,
+        EventKind::NetRecv,
+        EventKind::NetClose,
     ];
 
     pub fn from_u16(v: u16) -> Option<Self> {
@@ -132,6 +138,8 @@ impl EventKind {
             EventKind::NetListen => "net.listen",
             EventKind::NetAccept => "net.accept",
             EventKind::NetSend => "net.send",
+            EventKind::NetRecv => "net.recv",
+            EventKind::NetClose => "net.close",
         }
     }
 }
@@ -284,3 +292,22 @@ assert_size!(NetEvent, 32);
 pub const MAX_SOCKADDR: usize = 128;
 /// Bytes of sent data kept for protocol parsing (DNS).
 pub const MAX_SEND_DATA: usize = 512;
+
+/// `NetClose`: a socket's byte counts, aggregated in the kernel from the agent's send/recv/
+/// read/write calls, reported when it closes (or by user space when its process exits).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockCloseEvent {
+    pub fd: i32,
+    /// AF_INET or AF_INET6 (0 when the socket had no peer).
+    pub family: u16,
+    /// Peer port, host byte order.
+    pub peer_port: u16,
+    /// Peer address, network byte order (IPv4 in the first 4 bytes).
+    pub peer_addr: [u8; 16],
+    pub local_port: u16,
+    pub _pad0: [u16; 3],
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+assert_size!(SockCloseEvent, 48);

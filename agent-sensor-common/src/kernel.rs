@@ -51,10 +51,19 @@ pub struct KernelOffsets {
     pub css_set_dfl_cgrp: u32,
     /// `struct pt_regs` registers holding syscall arguments 0..6 (x86_64: di, si, dx, r10, r8, r9).
     pub regs_args: [u32; 6],
+    /// `pt_regs.orig_ax`: the syscall number, still there at syscall exit.
+    pub regs_nr: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub sock_family: u32,
+    pub sock_dport: u32,
+    pub sock_num: u32,
+    pub sock_daddr: u32,
+    pub sock_v6_daddr: u32,
     /// Set to [`KernelOffsets::MAGIC`] by user space: programs do nothing until it is.
     pub magic: u32,
 }
-assert_size!(KernelOffsets, 47 * 4);
+assert_size!(KernelOffsets, 55 * 4);
 
 impl KernelOffsets {
     pub const MAGIC: u32 = 0x6167_7331;
@@ -67,6 +76,18 @@ pub struct TrackedTask {
     pub agent_id: u64,
 }
 assert_size!(TrackedTask, 8);
+
+/// Value of the `SOCK_STATS` map (key: the `struct sock` address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockStats {
+    pub agent_id: u64,
+    pub tgid: u32,
+    pub fd: i32,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+assert_size!(SockStats, 32);
 
 /// Runtime knobs the daemon writes into the `CONFIG` array (slot 0).
 #[repr(C)]
@@ -83,6 +104,7 @@ mod pod {
     // SAFETY: plain-old-data: #[repr(C)], only integers and arrays of integers, explicit padding.
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::TrackedTask {}
+    unsafe impl aya::Pod for super::SockStats {}
     unsafe impl aya::Pod for super::SensorConfig {}
     unsafe impl aya::Pod for crate::syscalls::SyscallSpec {}
 }

@@ -17,6 +17,18 @@ pub mod family {
     pub const FILE: u8 = 1;
     pub const NET: u8 = 2;
     pub const PROCESS: u8 = 3;
+    /// close(): reports a tracked socket's byte counts (no entry/exit pairing needed).
+    pub const CLOSE: u8 = 4;
+    /// recvfrom/recvmsg: handled at exit only, from the argument registers (a DNS answer is
+    /// recorded; anything else received is only counted).
+    pub const RECV: u8 = 5;
+}
+
+/// Whether a syscall's positive result is bytes moved over the fd in argument 0.
+pub mod account {
+    pub const NONE: u8 = 0;
+    pub const SENT: u8 = 1;
+    pub const RECEIVED: u8 = 2;
 }
 
 /// How to read one syscall: its family and event kind, and which argument (0–5) holds what.
@@ -38,8 +50,11 @@ pub struct SyscallSpec {
     pub mode: u8,
     pub arg: u8,
     pub arg2: u8,
+    /// [`account`]: count the result as bytes sent or received on a socket fd.
+    pub account: u8,
+    pub _pad0: u8,
 }
-assert_size!(SyscallSpec, 12);
+assert_size!(SyscallSpec, 14);
 
 impl Default for SyscallSpec {
     fn default() -> Self {
@@ -60,6 +75,8 @@ impl SyscallSpec {
         mode: NO_ARG,
         arg: NO_ARG,
         arg2: NO_ARG,
+        account: account::NONE,
+        _pad0: 0,
     };
 
     const fn file(kind: EventKind, path: u8, dirfd: u8) -> Self {
@@ -79,6 +96,14 @@ impl SyscallSpec {
             ..Self::NONE
         }
     }
+
+    /// A call only counted as socket bytes, never recorded.
+    const fn counting(account: u8) -> Self {
+        Self {
+            account,
+            ..Self::NONE
+        }
+    }
 }
 
 /// x86_64 syscall numbers.
@@ -95,11 +120,14 @@ pub mod nr {
     pub const LISTEN: u32 = 50;
     pub const ACCEPT4: u32 = 288;
     pub const SENDMMSG: u32 = 307;
+    pub const RECVFROM: u32 = 45;
+    pub const RECVMSG: u32 = 47;
 }
 
 /// Every syscall the sensor records, x86_64 numbering.
-pub fn x86_64_table() -> [(u32, SyscallSpec); 56] {
-    use family::{NET, PROCESS};
+pub fn x86_64_table() -> [(u32, SyscallSpec); 64] {
+    use account::{RECEIVED, SENT};
+    use family::{CLOSE, NET, PROCESS, RECV};
     use EventKind::*;
     const N: u8 = NO_ARG;
     let f = SyscallSpec::file;
@@ -306,9 +334,41 @@ pub fn x86_64_table() -> [(u32, SyscallSpec); 56] {
         (50, SyscallSpec::of(NET, NetListen)),
         (43, SyscallSpec::of(NET, NetAccept)),
         (288, SyscallSpec::of(NET, NetAccept)),
-        (44, SyscallSpec::of(NET, NetSend)),
-        (46, SyscallSpec::of(NET, NetSend)),
-        (307, SyscallSpec::of(NET, NetSend)),
+        (
+            44,
+            SyscallSpec {
+                account: SENT,
+                ..SyscallSpec::of(NET, NetSend)
+            },
+        ), // sendto
+        (
+            46,
+            SyscallSpec {
+                account: SENT,
+                ..SyscallSpec::of(NET, NetSend)
+            },
+        ), // sendmsg
+        (307, SyscallSpec::of(NET, NetSend)), // sendmmsg
+        (
+            45,
+            SyscallSpec {
+                account: RECEIVED,
+                ..SyscallSpec::of(RECV, NetRecv)
+            },
+        ), // recvfrom
+        (
+            47,
+            SyscallSpec {
+                account: RECEIVED,
+                ..SyscallSpec::of(RECV, NetRecv)
+            },
+        ), // recvmsg
+        (0, SyscallSpec::counting(RECEIVED)), // read
+        (1, SyscallSpec::counting(SENT)),     // write
+        (19, SyscallSpec::counting(RECEIVED)), // readv
+        (20, SyscallSpec::counting(SENT)),    // writev
+        (40, SyscallSpec::counting(SENT)),    // sendfile (out_fd is argument 0)
+        (3, SyscallSpec::of(CLOSE, NetClose)), // close
         (105, SyscallSpec::of(PROCESS, ProcessSetId)), // setuid
         (106, SyscallSpec::of(PROCESS, ProcessSetId)), // setgid
         (113, SyscallSpec::of(PROCESS, ProcessSetId)), // setreuid

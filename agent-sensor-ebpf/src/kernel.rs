@@ -76,6 +76,22 @@ pub fn file_identity(file: u64) -> (u64, u64, u32) {
     (dev, ino, mode)
 }
 
+/// `S_IFMT` and `S_IFSOCK` of `i_mode`.
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+
+/// The `struct sock *` behind a socket file, `None` for any other file.
+#[inline(always)]
+pub fn socket_sock(file: u64) -> Option<u64> {
+    let inode = read_ptr(file, off!(file_inode))?;
+    let mode: u16 = read(inode, off!(inode_mode))?;
+    if mode & S_IFMT != S_IFSOCK {
+        return None;
+    }
+    let socket = read_ptr(file, off!(file_private_data))?;
+    read_ptr(socket, off!(socket_sk))
+}
+
 /// cgroup v2 id of `task` (its default-hierarchy cgroup's kernfs id).
 #[inline(always)]
 pub fn task_cgroup_id(task: u64) -> Option<u64> {

@@ -3,6 +3,8 @@
 //! counted in `DROPS`.
 #![no_std]
 #![no_main]
+// For the one BPF atomic add in `probes::sockets` (the eBPF build runs with RUSTC_BOOTSTRAP=1).
+#![feature(asm_experimental_arch)]
 
 mod emit;
 mod kernel;

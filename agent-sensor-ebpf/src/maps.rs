@@ -2,12 +2,12 @@
 
 use agent_sensor_common::syscalls::{SyscallSpec, MAX_SYSCALL_NR};
 use agent_sensor_common::{
-    KernelOffsets, SensorConfig, TrackedTask, DROP_SLOTS, MAX_COMPONENT, MAX_EVENT_BYTES,
-    MAX_KERNEL_PATH, MAX_USER_PATH,
+    KernelOffsets, SensorConfig, SockStats, TrackedTask, DROP_SLOTS, MAX_COMPONENT,
+    MAX_EVENT_BYTES, MAX_KERNEL_PATH, MAX_USER_PATH,
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// Default ring size; the daemon overrides it with `--ring-bytes`.
@@ -18,6 +18,8 @@ pub const MAX_TRACKED_TASKS: u32 = 65536;
 pub const MAX_TRACKED_CGROUPS: u32 = 4096;
 /// Syscalls of tracked threads between entry and exit at one time.
 pub const MAX_PENDING: u32 = 4096;
+/// Agent sockets with byte counts at one time.
+pub const MAX_SOCKETS: u32 = 16384;
 
 /// The one ring buffer every event goes through.
 #[map]
@@ -88,6 +90,11 @@ pub static PENDING_SCRATCH: PerCpuArray<Pending> = PerCpuArray::with_max_entries
 #[map]
 pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(MAX_PENDING, 0);
 
+/// Sockets of agents (key: `struct sock` address) and the bytes moved over them so far.
+/// LRU: a socket whose close the sensor never saw ages out instead of filling the map.
+#[map]
+pub static SOCK_STATS: LruHashMap<u64, SockStats> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+
 /// Syscall number → what to record (filled by the daemon; see `agent_sensor_common::syscalls`).
 #[map]
 pub static SYSCALL_SPECS: Array<SyscallSpec> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
@@ -136,6 +143,14 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     task_cgroups: 0,
     css_set_dfl_cgrp: 0,
     regs_args: [0; 6],
+    regs_nr: 0,
+    file_private_data: 0,
+    socket_sk: 0,
+    sock_family: 0,
+    sock_dport: 0,
+    sock_num: 0,
+    sock_daddr: 0,
+    sock_v6_daddr: 0,
     magic: 0,
 };
 

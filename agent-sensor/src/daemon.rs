@@ -9,7 +9,6 @@ use std::{
 };
 
 use agent_sensor_common::{drop_slot, EventKind};
-use aya::maps::{MapData, RingBuf};
 use thiserror::Error;
 use tokio::{
     io::unix::AsyncFd,
@@ -17,8 +16,8 @@ use tokio::{
 };
 
 use crate::{
-    events::{self, Clock},
     loader::{LoadError, LoadOptions, LoadedSensor},
+    pipeline::{Pipeline, Stats},
     tracking::{self, TrackError},
 };
 
@@ -86,15 +85,6 @@ pub struct RunOptions {
     pub track_cgroups: Vec<PathBuf>,
 }
 
-/// Counters the run loop keeps (exported as metrics by a later stage).
-#[derive(Debug, Default, Clone)]
-pub struct Stats {
-    pub events: u64,
-    pub decode_errors: u64,
-    /// Kernel-side losses by drop slot, as last read.
-    pub kernel_drops: Vec<u64>,
-}
-
 /// Loads, attaches and runs until SIGINT or SIGTERM.
 pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     let mut sensor = LoadedSensor::load(&options.load)?;
@@ -131,15 +121,12 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     };
     let ring = sensor.take_events()?;
     let mut ring = register(ring).map_err(DaemonError::Poll)?;
-    let mut sink = match &options.events {
+    let sink = match &options.events {
         Some(output) => Some(BufWriter::new(output.open()?)),
         None => None,
     };
-    let clock = Clock::new();
-    let mut stats = Stats {
-        kernel_drops: sensor.drop_counts()?,
-        ..Default::default()
-    };
+    let mut pipeline = Pipeline::new(sink);
+    pipeline.stats.kernel_drops = sensor.drop_counts()?;
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -156,23 +143,29 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(DaemonError::Poll)?;
-                drain(guard.get_inner_mut(), &clock, sink.as_mut(), &mut stats)?;
+                pipeline.drain(guard.get_inner_mut()).map_err(DaemonError::EventsWrite)?;
                 guard.clear_ready();
+                pipeline
+                    .report_exited_sockets(&mut sensor.sock_stats()?)
+                    .map_err(DaemonError::EventsWrite)?;
             }
-            _ = drop_check.tick() => report_drops(&sensor, &mut stats),
+            _ = drop_check.tick() => report_drops(&sensor, &mut pipeline.stats),
         }
     }
     // Whatever is still queued is written before the programs go away.
-    drain(ring.get_mut(), &clock, sink.as_mut(), &mut stats)?;
-    report_drops(&sensor, &mut stats);
-    if let Some(sink) = sink.as_mut() {
-        sink.flush().map_err(DaemonError::EventsWrite)?;
-    }
+    pipeline
+        .drain(ring.get_mut())
+        .map_err(DaemonError::EventsWrite)?;
+    pipeline
+        .report_exited_sockets(&mut sensor.sock_stats()?)
+        .map_err(DaemonError::EventsWrite)?;
+    report_drops(&sensor, &mut pipeline.stats);
     drop(ring);
     if let Some(task) = log_forwarder {
         task.abort();
     }
     drop(sensor);
+    let stats = pipeline.stats;
     log::info!(
         "stopped: {} events, {} undecodable; all programs detached",
         stats.events,
@@ -186,38 +179,6 @@ fn register<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
     // SAFETY: `inner` owns its descriptor and is moved into the AsyncFd, so the descriptor stays
     // open exactly as long as the registration.
     unsafe { AsyncFd::register(inner) }.map_err(|e| std::io::Error::other(e.to_string()))
-}
-
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    clock: &Clock,
-    mut sink: Option<&mut BufWriter<Box<dyn Write + Send>>>,
-    stats: &mut Stats,
-) -> Result<(), DaemonError> {
-    while let Some(item) = ring.next() {
-        match events::decode(&item) {
-            Ok(event) => {
-                stats.events += 1;
-                if let Some(sink) = sink.as_deref_mut() {
-                    serde_json::to_writer(&mut *sink, &event.to_json(clock))
-                        .map_err(|e| DaemonError::EventsWrite(e.into()))?;
-                    sink.write_all(b"\n").map_err(DaemonError::EventsWrite)?;
-                }
-            }
-            Err(e) => {
-                stats.decode_errors += 1;
-                // Logged for the first few and then every thousandth, so a flood stays visible
-                // without drowning the log.
-                if stats.decode_errors <= 10 || stats.decode_errors % 1000 == 0 {
-                    log::warn!("undecodable record #{}: {e}", stats.decode_errors);
-                }
-            }
-        }
-    }
-    if let Some(sink) = sink {
-        sink.flush().map_err(DaemonError::EventsWrite)?;
-    }
-    Ok(())
 }
 
 /// Logs any growth of the kernel's loss counters, by kind and reason.

@@ -3,10 +3,12 @@
 //! Data flows `loader` (eBPF into the kernel) → `events` (decode ring records) → `daemon`
 //! (the run loop and its sinks); `probe` checks what the running kernel supports.
 
+pub mod agents;
 pub mod btf;
 pub mod daemon;
 pub mod events;
 pub mod loader;
+pub mod pipeline;
 pub mod probe;
 pub mod system;
 pub mod tracking;

@@ -7,7 +7,7 @@ use aya_ebpf::helpers::generated::bpf_probe_read_user;
 use crate::{emit::Record, maps::Pending};
 
 use agent_sensor_common::syscalls::{
-    nr::{ACCEPT, ACCEPT4, BIND, CONNECT, LISTEN, SENDMMSG, SENDMSG, SENDTO},
+    nr::{ACCEPT, ACCEPT4, BIND, CONNECT, LISTEN, RECVFROM, SENDMMSG, SENDMSG, SENDTO},
     SyscallSpec,
 };
 
@@ -69,6 +69,56 @@ pub fn enter(p: &mut Pending) {
 
 pub fn exit(p: &Pending, spec: &SyscallSpec, agent: u64, ret: i64) {
     let _ = try_exit(p, spec.kind, agent, ret);
+}
+
+/// DNS port in network byte order, as it sits in a sockaddr.
+const DNS_PORT_BE: u16 = 53u16.to_be();
+
+/// Reads the source address and data of a successful recvfrom/recvmsg, and emits them only for
+/// DNS answers (source port 53): everything else received is counted, not recorded.
+/// `args` are the call's arguments 0, 1, 4 and 5, read from the registers at exit.
+pub fn recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> Option<()> {
+    if ret <= 0 {
+        return None;
+    }
+    let [fd, buf_or_msg, src, src_len] = args;
+    let (addr, len_ptr, data) = if nr == RECVFROM {
+        (src, src_len, buf_or_msg)
+    } else {
+        // struct msghdr: msg_name, msg_namelen (u32, updated by the kernel), msg_iov.
+        let (name, _, base, _) = read_msghdr(buf_or_msg)?;
+        (name, buf_or_msg + 8, base)
+    };
+    if addr == 0 || len_ptr == 0 {
+        return None;
+    }
+    let mut head = [0u16; 2];
+    // SAFETY: stack destination; the helper checks the user address.
+    if unsafe { bpf_probe_read_user(head.as_mut_ptr().cast(), 4, addr as *const _) } != 0 {
+        return None;
+    }
+    if head[1] != DNS_PORT_BE || !(head[0] == 2 || head[0] == 10) {
+        return None;
+    }
+    let mut len = [0u32; 1];
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_user(len.as_mut_ptr().cast(), 4, len_ptr as *const _) };
+    let (record, payload) = Record::start::<NetEvent>(kind, agent, 0)?;
+    let sockaddr_len = copy_user(addr, len[0] as u64, record.tail(), MAX_SOCKADDR);
+    record.grow(sockaddr_len as u64);
+    let data_len = copy_user(data, ret as u64, record.tail(), MAX_SEND_DATA);
+    record.grow(data_len as u64);
+    // SAFETY: payload points into the scratch record.
+    unsafe {
+        (*payload).nr = nr;
+        (*payload).fd = fd as i32;
+        (*payload).ret = ret;
+        (*payload).bytes = ret as u64;
+        (*payload).sockaddr_len = sockaddr_len;
+        (*payload).data_len = data_len;
+    }
+    record.submit();
+    Some(())
 }
 
 fn try_exit(p: &Pending, kind: u16, agent: u64, ret: i64) -> Option<()> {

@@ -19,6 +19,9 @@ use crate::{
     tracking::{cgroup_agent, current_agent, track, tracked_agent, untrack},
 };
 
+/// `clone3(CLONE_INTO_CGROUP)`: the child starts life in the cgroup given to clone3.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// `task_newtask(task, clone_flags)` runs in the parent inside `copy_process`, before the child
 /// can be scheduled: a tracked parent's child is tracked before it executes one instruction.
 #[raw_tracepoint(tracepoint = "task_newtask")]
@@ -29,13 +32,17 @@ pub fn process_task_newtask(ctx: RawTracePointContext) -> i32 {
 
 fn try_task_newtask(ctx: &RawTracePointContext) -> Option<()> {
     let child: u64 = ctx.arg(0);
+    let clone_flags: u64 = ctx.arg(1);
     let child_pid: u32 = read(child, off!(task_pid))?;
     let child_tgid: u32 = read(child, off!(task_tgid))?;
     let parent_tgid = ctx.tgid();
     let (agent, via_cgroup) = match tracked_agent(parent_tgid) {
         Some(agent) => (agent, false),
         // CLONE_INTO_CGROUP: the child may be born straight into an agent's cgroup.
-        None => (cgroup_agent(task_cgroup_id(child)?)?, true),
+        None if clone_flags & CLONE_INTO_CGROUP != 0 => {
+            (cgroup_agent(task_cgroup_id(child)?)?, true)
+        }
+        None => return None,
     };
     if child_tgid != parent_tgid {
         track(child_tgid, agent);

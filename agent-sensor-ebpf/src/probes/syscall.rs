@@ -9,13 +9,13 @@
 
 use agent_sensor_common::{
     drop_slot,
-    syscalls::{family, SyscallSpec, MAX_SYSCALL_NR},
+    syscalls::{account, family, SyscallSpec, MAX_SYSCALL_NR},
 };
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 
-use super::{file, net, process_calls};
+use super::{file, net, process_calls, sockets};
 use crate::{
     kernel::read,
     maps::{count_drop, off, Pending, PENDING, PENDING_SCRATCH, SYSCALL_SPECS},
@@ -27,10 +27,7 @@ fn spec(nr: u64) -> Option<SyscallSpec> {
     if nr >= MAX_SYSCALL_NR as u64 {
         return None;
     }
-    SYSCALL_SPECS
-        .get(nr as u32)
-        .copied()
-        .filter(|s| s.family != family::NONE)
+    SYSCALL_SPECS.get(nr as u32).copied()
 }
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -45,6 +42,15 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Option<()> {
     let nr: u64 = ctx.arg(1);
     let spec = spec(nr)?;
     let regs: u64 = ctx.arg(0);
+    match spec.family {
+        family::NONE | family::RECV => return None,
+        family::CLOSE => {
+            let fd: u64 = read(regs, off!(regs_args[0]))?;
+            let agent = tracked_agent((pid_tgid >> 32) as u32)?;
+            return sockets::close(fd as i32 as i64, agent);
+        }
+        _ => {}
+    }
     let pending = PENDING_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
     let p: &mut Pending = unsafe { &mut *pending };
@@ -80,11 +86,31 @@ pub fn syscall_sys_exit(ctx: RawTracePointContext) -> i32 {
 fn try_sys_exit(ctx: &RawTracePointContext) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let agent = tracked_agent((pid_tgid >> 32) as u32)?;
-    let pending = PENDING.get_ptr(&pid_tgid)?;
+    let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
+    let nr: u64 = read(regs, off!(regs_nr))?;
+    let spec = spec(nr)?;
+    if spec.account != account::NONE {
+        let fd: u64 = read(regs, off!(regs_args[0])).unwrap_or(u64::MAX);
+        let _ = sockets::count(spec.account, fd as i32 as i64, ret, agent);
+    }
+    if spec.family == family::RECV {
+        let args = [
+            read(regs, off!(regs_args[0])).unwrap_or(0),
+            read(regs, off!(regs_args[1])).unwrap_or(0),
+            read(regs, off!(regs_args[4])).unwrap_or(0),
+            read(regs, off!(regs_args[5])).unwrap_or(0),
+        ];
+        return net::recv_exit(nr as u32, args, spec.kind, agent, ret);
+    }
+    if !matches!(spec.family, family::FILE | family::NET | family::PROCESS) {
+        return None;
+    }
+    let pending = PENDING.get_ptr(&pid_tgid)?;
     // SAFETY: pointer from a successful lookup; only this thread uses its own entry.
     let p: &Pending = unsafe { &*pending };
-    if let Some(spec) = spec(p.nr as u64) {
+    // The entry is this syscall's unless the thread's previous one never exited (a restart).
+    if p.nr as u64 == nr {
         match spec.family {
             family::FILE => file::exit(p, &spec, agent, ret),
             family::NET => net::exit(p, &spec, agent, ret),

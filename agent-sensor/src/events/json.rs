@@ -151,6 +151,7 @@ impl Event {
                     PathSource::Kernel => "kernel",
                     PathSource::Lexical => "lexical",
                     PathSource::Argument => "argument",
+                    PathSource::Resolved => "resolved",
                 },
                 "path_arg": escape(&f.path_arg),
                 "path2": opt_bytes(&f.path2),
@@ -175,6 +176,21 @@ impl Event {
                     "name": escape(&q.name),
                     "type": dns::qtype_name(q.qtype),
                 })),
+                "dns_name": opt_bytes(&n.dns_name),
+                "dns_answers": n.dns_answers.iter().map(|a| json!({
+                    "name": escape(&a.name),
+                    "ip": a.ip.to_string(),
+                    "ttl": a.ttl,
+                })).collect::<Vec<_>>(),
+            }),
+            Body::SockClose(c) => json!({
+                "fd": c.fd,
+                "addr": c.peer.map(|p| json!({ "ip": p.ip().to_string(), "port": p.port() })),
+                "local_port": c.local_port,
+                "bytes_sent": c.bytes_sent,
+                "bytes_received": c.bytes_received,
+                "at_exit": c.at_exit,
+                "dns_name": opt_bytes(&c.dns_name),
             }),
         };
         if let Value::Object(fields) = body {

@@ -6,12 +6,13 @@ pub mod dns;
 pub mod escape;
 mod json;
 pub mod path;
+pub mod resolve;
 pub mod sockaddr;
 mod syscalls;
 
 use agent_sensor_common::{
     flags, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent,
-    SyscallEvent,
+    SockCloseEvent, SyscallEvent,
 };
 pub use json::Clock;
 use thiserror::Error;
@@ -41,6 +42,9 @@ pub enum PathSource {
     Lexical,
     /// Only the argument was available.
     Argument,
+    /// The argument joined onto the kernel-walked start directory, every component but the
+    /// last resolved on this host by the daemon right after the call (see `resolve`).
+    Resolved,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +66,10 @@ pub struct FileBody {
     pub path_source: PathSource,
     /// Canonical absolute second path (rename/link destination).
     pub path2: Option<Vec<u8>>,
+    /// The directory (kernel-walked) a relative `path_arg` starts from.
+    pub base: Option<Vec<u8>>,
+    /// Same for a relative `path2_arg` whose directory differed.
+    pub base2: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +80,25 @@ pub struct NetBody {
     pub bytes: u64,
     pub addr: Option<sockaddr::SockAddr>,
     pub dns: Option<dns::DnsQuestion>,
+    /// A/AAAA records of a DNS answer received (`net.recv`).
+    pub dns_answers: Vec<dns::DnsAnswer>,
     pub data_len: usize,
+    /// Host name the agent resolved `addr` from (filled by `agents::Correlator`).
+    pub dns_name: Option<Vec<u8>>,
+}
+
+/// Bytes moved over one socket of an agent, reported when it closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockCloseBody {
+    pub fd: i32,
+    pub peer: Option<std::net::SocketAddr>,
+    pub local_port: u16,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Reported by the daemon when the process exited without closing it.
+    pub at_exit: bool,
+    /// Host name the agent resolved the peer from (filled by `agents::Correlator`).
+    pub dns_name: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +126,7 @@ pub enum Body {
     },
     File(FileBody),
     Net(NetBody),
+    SockClose(SockCloseBody),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +198,13 @@ fn trim_nul(bytes: &[u8]) -> &[u8] {
     &bytes[..end]
 }
 
+/// The kernel's internal device number (`MAJOR << 20 | MINOR`) in the encoding `stat(2)`
+/// reports, so `dev` compares equal with `st_dev`.
+pub fn user_dev(kernel_dev: u64) -> u64 {
+    let (major, minor) = (kernel_dev >> 20, kernel_dev & 0xfffff);
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
 /// Decodes one record.
 pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
     let header: EventHeader = read_pod(record).ok_or(DecodeError::Short {
@@ -227,7 +261,12 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         | EventKind::NetBind
         | EventKind::NetListen
         | EventKind::NetAccept
-        | EventKind::NetSend => Body::Net(decode_net(record)?),
+        | EventKind::NetSend
+        | EventKind::NetRecv => Body::Net(decode_net(kind, record)?),
+        EventKind::NetClose => {
+            let (p, _) = payload::<SockCloseEvent>(record)?;
+            Body::SockClose(sock_close(&p, false))
+        }
     };
     Ok(Event {
         kind,
@@ -258,7 +297,7 @@ fn decode_exec(record: &[u8]) -> Result<Body, DecodeError> {
         filename,
         argv,
         old_pid: p.old_pid,
-        dev: p.dev,
+        dev: user_dev(p.dev),
         ino: p.ino,
         mode: p.mode,
     })
@@ -304,7 +343,7 @@ fn decode_file(kind: EventKind, record: &[u8]) -> Result<FileBody, DecodeError> 
         flags: p.flags,
         mode: p.mode,
         ret: p.ret,
-        dev: p.dev,
+        dev: user_dev(p.dev),
         ino: p.ino,
         arg: p.arg,
         arg2: p.arg2,
@@ -313,20 +352,63 @@ fn decode_file(kind: EventKind, record: &[u8]) -> Result<FileBody, DecodeError> 
         path,
         path_source,
         path2,
+        base: base_dir,
+        base2: base2_dir,
     })
 }
 
-fn decode_net(record: &[u8]) -> Result<NetBody, DecodeError> {
+/// The peer of a closed socket and its byte counts.
+pub fn sock_close(p: &SockCloseEvent, at_exit: bool) -> SockCloseBody {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let ip = match p.family {
+        2 => Some(IpAddr::V4(Ipv4Addr::new(
+            p.peer_addr[0],
+            p.peer_addr[1],
+            p.peer_addr[2],
+            p.peer_addr[3],
+        ))),
+        10 => {
+            let v6 = Ipv6Addr::from(p.peer_addr);
+            Some(
+                v6.to_ipv4_mapped()
+                    .map(IpAddr::V4)
+                    .unwrap_or(IpAddr::V6(v6)),
+            )
+        }
+        _ => None,
+    };
+    SockCloseBody {
+        fd: p.fd,
+        peer: ip
+            .filter(|_| p.peer_port != 0)
+            .map(|ip| SocketAddr::new(ip, p.peer_port)),
+        local_port: p.local_port,
+        bytes_sent: p.bytes_sent,
+        bytes_received: p.bytes_received,
+        at_exit,
+        dns_name: None,
+    }
+}
+
+fn decode_net(kind: EventKind, record: &[u8]) -> Result<NetBody, DecodeError> {
     let (p, mut tail) = payload::<NetEvent>(record)?;
     let raw_addr = tail.take(p.sockaddr_len as usize)?;
     let data = tail.take(p.data_len as usize)?;
     let addr = sockaddr::parse(raw_addr);
-    let to_port_53 = matches!(addr, Some(sockaddr::SockAddr::Inet { port: 53, .. }));
-    // Data sent on a connected socket has no address here; a well-formed query still parses.
-    let dns = if to_port_53 || addr.is_none() {
-        dns::parse_query(data)
+    let port_53 = matches!(addr, Some(sockaddr::SockAddr::Inet { port: 53, .. }));
+    let (dns, dns_answers) = if kind == EventKind::NetRecv {
+        // The kernel only reports data received from port 53.
+        let answers = if port_53 {
+            dns::parse_response(data)
+        } else {
+            None
+        };
+        (None, answers.unwrap_or_default())
+    } else if port_53 || addr.is_none() {
+        // Data sent on a connected socket has no address here; a well-formed query parses.
+        (dns::parse_query(data), Vec::new())
     } else {
-        None
+        (None, Vec::new())
     };
     Ok(NetBody {
         nr: p.nr,
@@ -335,7 +417,9 @@ fn decode_net(record: &[u8]) -> Result<NetBody, DecodeError> {
         bytes: p.bytes,
         addr,
         dns,
+        dns_answers,
         data_len: data.len(),
+        dns_name: None,
     })
 }
 

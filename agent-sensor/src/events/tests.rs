@@ -158,3 +158,14 @@ fn rejects_bad_lengths_without_panicking() {
         let _ = decode(&r);
     }
 }
+
+#[test]
+fn device_numbers_match_stat() {
+    // 254:0 as the kernel keeps it, and as stat(2) reports it.
+    assert_eq!(user_dev(254 << 20), 0xfe00);
+    // A large minor: 8:300.
+    assert_eq!(
+        user_dev((8 << 20) | 300),
+        (300 & 0xff) | (8 << 8) | ((300 & !0xff) << 12)
+    );
+}

@@ -6,7 +6,7 @@ pub mod offsets;
 
 use agent_sensor_common::{
     syscalls::{self, SyscallSpec},
-    SensorConfig, TrackedTask,
+    SensorConfig, SockStats, TrackedTask,
 };
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -193,6 +193,15 @@ impl LoadedSensor {
             .map_mut("TRACKED_CGROUPS")
             .ok_or(LoadError::MissingMap("TRACKED_CGROUPS"))?;
         HashMap::try_from(map).map_err(map_err("TRACKED_CGROUPS"))
+    }
+
+    /// Byte counts of agent sockets (key: `struct sock` address).
+    pub fn sock_stats(&mut self) -> Result<HashMap<&mut MapData, u64, SockStats>, LoadError> {
+        let map = self
+            .ebpf
+            .map_mut("SOCK_STATS")
+            .ok_or(LoadError::MissingMap("SOCK_STATS"))?;
+        HashMap::try_from(map).map_err(map_err("SOCK_STATS"))
     }
 
     /// Per-CPU loss counters summed over CPUs, indexed by drop slot.

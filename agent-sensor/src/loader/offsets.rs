@@ -57,6 +57,14 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         task_cgroups: o("task_struct", "cgroups")?,
         css_set_dfl_cgrp: o("css_set", "dfl_cgrp")?,
         regs_args,
+        regs_nr: o("pt_regs", "orig_ax")?,
+        file_private_data: o("file", "private_data")?,
+        socket_sk: o("socket", "sk")?,
+        sock_family: o("sock", "__sk_common.skc_family")?,
+        sock_dport: o("sock", "__sk_common.skc_dport")?,
+        sock_num: o("sock", "__sk_common.skc_num")?,
+        sock_daddr: o("sock", "__sk_common.skc_daddr")?,
+        sock_v6_daddr: o("sock", "__sk_common.skc_v6_daddr")?,
         magic: KernelOffsets::MAGIC,
     })
 }

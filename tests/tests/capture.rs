@@ -1,0 +1,529 @@
+//! Kernel capture: what the sensor reports for real processes started in a tracked cgroup.
+//! File paths must be the kernel's canonical ones (symlinks, cwd, dirfd, `..` resolved), network
+//! events must carry the real address and payload size, and process events the real ids.
+//!
+//! Workloads run `/usr/bin/python3` by absolute path: a pyenv shim would run shell scripts in
+//! the tracked cgroup and add unrelated events.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, UdpSocket},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use agent_sensor_tests::*;
+use serde_json::{json, Value};
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Runs `script` (with `args` as `sys.argv[1:]`) in a fresh tracked cgroup under a fresh
+/// sensor; returns the python's pid and every event. The script must exit 0.
+fn capture(tag: &str, script: &str, args: &[&str]) -> (u32, Vec<Value>) {
+    let cgroup = TestCgroup::new(tag);
+    let mut sensor = Sensor::start(&["--track-cgroup", cgroup.path.to_str().unwrap()]);
+    let pid = run_ok(cgroup.command(PYTHON).arg("-c").arg(script).args(args));
+    (pid, sensor.stop())
+}
+
+/// The first event of `kind` from `pid` that matches `pred`; panics listing that kind's events.
+fn find<'a>(events: &'a [Value], kind: &str, pid: u32, pred: impl Fn(&Value) -> bool) -> &'a Value {
+    let candidates = of_kind(events, kind, pid);
+    candidates
+        .iter()
+        .copied()
+        .find(|e| pred(e))
+        .unwrap_or_else(|| panic!("no matching {kind} event of pid {pid} among {candidates:#?}"))
+}
+
+/// A scratch directory and its canonical path (the temp dir itself may sit behind a symlink).
+fn scratch(tag: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(tag);
+    let canonical = std::fs::canonicalize(&dir.0).expect("canonicalize temp dir");
+    (dir, canonical)
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 test path")
+}
+
+#[test]
+fn open_through_a_symlink_reports_the_target_with_its_dev_and_ino() {
+    if !can_run_kernel_tests("open_through_a_symlink_reports_the_target_with_its_dev_and_ino") {
+        return;
+    }
+    let (_dir, root) = scratch("symlink");
+    let target = root.join("target.txt");
+    let link = root.join("link.txt");
+    std::fs::write(&target, "x").unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let (pid, events) = capture(
+        "symlink",
+        "import sys\nopen(sys.argv[1]).close()",
+        &[s(&link)],
+    );
+
+    let open = find(&events, "file.open", pid, |e| e["path_arg"] == s(&link));
+    // The kernel followed the link: the object opened is the target, not the link.
+    assert_eq!(open["path"], s(&target), "{open:#}");
+    assert_eq!(open["path_source"], "kernel", "{open:#}");
+    assert!(open["ret"].as_i64().unwrap() >= 0, "{open:#}");
+    let meta = std::fs::metadata(&target).unwrap();
+    assert_eq!(open["ino"], meta.ino(), "{open:#}");
+    // The kernel keeps `major << 20 | minor`; the sensor reports stat(2)'s encoding.
+    assert_eq!(
+        open["dev"],
+        meta.dev(),
+        "dev is not stat's st_dev: {open:#}"
+    );
+}
+
+#[test]
+fn open_of_a_relative_path_after_chdir_is_absolute_and_canonical() {
+    if !can_run_kernel_tests("open_of_a_relative_path_after_chdir_is_absolute_and_canonical") {
+        return;
+    }
+    let (_dir, root) = scratch("chdir");
+    std::fs::create_dir(root.join("work")).unwrap();
+    std::fs::write(root.join("work/file.txt"), "x").unwrap();
+
+    // The python starts in the test's own cwd; only the chdir makes "file.txt" resolve.
+    let (pid, events) = capture(
+        "chdir",
+        "import os, sys\nos.chdir(sys.argv[1])\nopen('file.txt').close()",
+        &[s(&root.join("work"))],
+    );
+
+    let chdir = find(&events, "file.chdir", pid, |e| {
+        e["path_arg"] == s(&root.join("work"))
+    });
+    assert_eq!(chdir["path"], s(&root.join("work")), "{chdir:#}");
+    let open = find(&events, "file.open", pid, |e| e["path_arg"] == "file.txt");
+    assert_eq!(open["path"], s(&root.join("work/file.txt")), "{open:#}");
+    assert_eq!(open["path_source"], "kernel", "{open:#}");
+}
+
+#[test]
+fn openat_with_a_dirfd_is_resolved_against_that_directory() {
+    if !can_run_kernel_tests("openat_with_a_dirfd_is_resolved_against_that_directory") {
+        return;
+    }
+    let (_dir, root) = scratch("dirfd");
+    std::fs::create_dir(root.join("dir")).unwrap();
+    std::fs::write(root.join("dir/inner.txt"), "x").unwrap();
+
+    // The cwd is not the directory: only the dirfd makes "inner.txt" resolve.
+    let script = "import os, sys\n\
+                  fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+                  os.close(os.open('inner.txt', os.O_RDONLY, dir_fd=fd))";
+    let (pid, events) = capture("dirfd", script, &[s(&root.join("dir"))]);
+
+    let dir_open = find(&events, "file.open", pid, |e| {
+        e["path_arg"] == s(&root.join("dir"))
+    });
+    let dirfd = dir_open["ret"].as_i64().unwrap();
+    let open = find(&events, "file.open", pid, |e| e["path_arg"] == "inner.txt");
+    assert_eq!(open["syscall"], "openat", "{open:#}");
+    assert_eq!(open["dirfd"], dirfd, "{open:#}");
+    assert_eq!(open["path"], s(&root.join("dir/inner.txt")), "{open:#}");
+    assert_eq!(open["path_source"], "kernel", "{open:#}");
+}
+
+#[test]
+fn open_through_dotdot_is_resolved_by_the_kernel() {
+    if !can_run_kernel_tests("open_through_dotdot_is_resolved_by_the_kernel") {
+        return;
+    }
+    let (_dir, root) = scratch("dotdot");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::create_dir_all(root.join("elsewhere/deep")).unwrap();
+    std::fs::write(root.join("file.txt"), "x").unwrap();
+    std::fs::write(root.join("elsewhere/file.txt"), "y").unwrap();
+    // "hop/.." is the parent of hop's target ("elsewhere"), not `root` as text would say.
+    std::os::unix::fs::symlink(root.join("elsewhere/deep"), root.join("hop")).unwrap();
+
+    let script = "import os, sys\n\
+                  os.chdir(sys.argv[1])\n\
+                  open('sub/../file.txt').close()\n\
+                  open('hop/../file.txt').close()";
+    let (pid, events) = capture("dotdot", script, &[s(&root)]);
+
+    let plain = find(&events, "file.open", pid, |e| {
+        e["path_arg"] == "sub/../file.txt"
+    });
+    assert_eq!(plain["path"], s(&root.join("file.txt")), "{plain:#}");
+    assert_eq!(plain["path_source"], "kernel", "{plain:#}");
+    let via_link = find(&events, "file.open", pid, |e| {
+        e["path_arg"] == "hop/../file.txt"
+    });
+    assert_eq!(
+        via_link["path"],
+        s(&root.join("elsewhere/file.txt")),
+        "{via_link:#}"
+    );
+}
+
+#[test]
+fn open_through_a_hard_link_reports_the_link_path_and_the_shared_inode() {
+    if !can_run_kernel_tests("open_through_a_hard_link_reports_the_link_path_and_the_shared_inode")
+    {
+        return;
+    }
+    let (_dir, root) = scratch("hardlink");
+    std::fs::create_dir(root.join("other")).unwrap();
+    let original = root.join("original.txt");
+    let hard = root.join("other/hard.txt");
+    std::fs::write(&original, "x").unwrap();
+    std::fs::hard_link(&original, &hard).unwrap();
+
+    let (pid, events) = capture(
+        "hardlink",
+        "import sys\nopen(sys.argv[1]).close()",
+        &[s(&hard)],
+    );
+
+    let open = find(&events, "file.open", pid, |e| e["path_arg"] == s(&hard));
+    // A hard link is a name of its own: the path is the one walked, the inode is shared.
+    assert_eq!(open["path"], s(&hard), "{open:#}");
+    assert_eq!(open["path_source"], "kernel", "{open:#}");
+    let ino = std::fs::metadata(&original).unwrap().ino();
+    assert_eq!(open["ino"], ino, "{open:#}");
+}
+
+#[test]
+fn path_only_file_calls_report_canonical_paths() {
+    if !can_run_kernel_tests("path_only_file_calls_report_canonical_paths") {
+        return;
+    }
+    let (_dir, root) = scratch("fileops");
+    std::fs::write(root.join("a.txt"), "hello").unwrap();
+
+    // Relative names after chdir: the sensor must join them onto the kernel's cwd.
+    let script = "import os, sys\n\
+                  os.chdir(sys.argv[1])\n\
+                  os.rename('a.txt', 'b.txt')\n\
+                  os.mkdir('sub')\n\
+                  os.chmod('b.txt', 0o600)\n\
+                  os.symlink('b.txt', 'sym')\n\
+                  os.link('b.txt', 'sub/hard.txt')\n\
+                  os.truncate('b.txt', 1)\n\
+                  os.unlink('sym')";
+    let (pid, events) = capture("fileops", script, &[s(&root)]);
+    let p = |name: &str| root.join(name).to_str().unwrap().to_string();
+    // Matched by the argument as passed: python's start-up may touch other files.
+    let one = |kind: &str, path_arg: &str| {
+        let e = find(&events, kind, pid, |e| e["path_arg"] == path_arg);
+        assert_eq!(e["ret"], 0, "{e:#}");
+        assert!(
+            matches!(e["path_source"].as_str(), Some("kernel" | "resolved")),
+            "{e:#}"
+        );
+        e
+    };
+
+    let rename = one("file.rename", "a.txt");
+    assert_eq!(rename["path"], p("a.txt"), "{rename:#}");
+    assert_eq!(rename["path2"], p("b.txt"), "{rename:#}");
+    let mkdir = one("file.mkdir", "sub");
+    assert_eq!(mkdir["path"], p("sub"), "{mkdir:#}");
+    let chmod = one("file.chmod", "b.txt");
+    assert_eq!(chmod["path"], p("b.txt"), "{chmod:#}");
+    assert_eq!(chmod["mode"], 0o600, "{chmod:#}");
+    let symlink = one("file.symlink", "sym");
+    // The new link is the path; its target is stored text, kept as passed.
+    assert_eq!(symlink["path"], p("sym"), "{symlink:#}");
+    assert_eq!(symlink["path2_arg"], "b.txt", "{symlink:#}");
+    let link = one("file.link", "b.txt");
+    assert_eq!(link["path"], p("b.txt"), "{link:#}");
+    assert_eq!(link["path2"], p("sub/hard.txt"), "{link:#}");
+    let truncate = one("file.truncate", "b.txt");
+    assert_eq!(truncate["path"], p("b.txt"), "{truncate:#}");
+    assert_eq!(truncate["arg"], 1, "the new length: {truncate:#}");
+    let unlink = one("file.unlink", "sym");
+    assert_eq!(unlink["path"], p("sym"), "{unlink:#}");
+}
+
+#[test]
+fn loopback_tcp_connect_and_send_are_reported() {
+    if !can_run_kernel_tests("loopback_tcp_connect_and_send_are_reported") {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        got
+    });
+
+    let script = "import socket, sys\n\
+                  s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+                  s.sendall(b'hello sensor')\n\
+                  s.close()";
+    let (pid, events) = capture("tcp", script, &[&port.to_string()]);
+    assert_eq!(server.join().unwrap(), b"hello sensor");
+
+    let connect = find(&events, "net.connect", pid, |e| e["addr"]["port"] == port);
+    assert_eq!(connect["addr"]["ip"], "127.0.0.1", "{connect:#}");
+    assert_eq!(connect["ret"], 0, "{connect:#}");
+    // sendall is sendto(fd, buf, len, 0, NULL, 0) on Linux: no address, the connected fd.
+    let send = find(&events, "net.send", pid, |e| e["fd"] == connect["fd"]);
+    assert_eq!(send["bytes"], 12, "{send:#}");
+    assert_eq!(send["ret"], 12, "{send:#}");
+    // Bytes per socket, counted in the kernel and reported at close.
+    let close = find(&events, "net.close", pid, |e| e["fd"] == connect["fd"]);
+    assert_eq!(
+        close["addr"],
+        json!({"ip": "127.0.0.1", "port": port}),
+        "{close:#}"
+    );
+    assert_eq!(close["bytes_sent"], 12, "{close:#}");
+    assert_eq!(close["bytes_received"], 0, "{close:#}");
+    assert_eq!(close["at_exit"], false, "{close:#}");
+}
+
+#[test]
+fn socket_bytes_are_reported_when_the_process_exits_without_closing() {
+    if !can_run_kernel_tests("socket_bytes_are_reported_when_the_process_exits_without_closing") {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(&[7u8; 3000]).unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        got.len()
+    });
+    // os._exit: no close() syscall; the kernel closes the socket at exit.
+    let script = "import socket, sys, os\n\
+                  s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+                  got = 0\n\
+                  while got < 3000: got += len(s.recv(4096))\n\
+                  os.write(s.fileno(), b'x' * 100)\n\
+                  os._exit(0)";
+    let (pid, events) = capture("sockexit", script, &[&port.to_string()]);
+    assert_eq!(server.join().unwrap(), 100);
+    let close = find(&events, "net.close", pid, |e| e["at_exit"] == true);
+    assert_eq!(close["bytes_sent"], 100, "{close:#}");
+    assert_eq!(close["bytes_received"], 3000, "{close:#}");
+}
+
+/// Answers one DNS query on `socket` with an A record `ip`.
+fn answer_one_dns_query(socket: UdpSocket, ip: [u8; 4]) {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let Ok((len, peer)) = socket.recv_from(&mut buf) else {
+        return;
+    };
+    let query = &buf[..len];
+    // The header (12 bytes) then the question: name, QTYPE, QCLASS.
+    let question_end = 12 + query[12..].iter().position(|b| *b == 0).unwrap() + 1 + 4;
+    let mut reply = Vec::new();
+    reply.extend_from_slice(&query[..2]); // id
+    reply.extend_from_slice(&[0x81, 0x80]); // QR, RD, RA, NOERROR
+    reply.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 0]); // QD=1 AN=1 NS=0 AR=0
+    reply.extend_from_slice(&query[12..question_end]);
+    reply.extend_from_slice(&[0xc0, 0x0c]); // name: pointer to the question's
+    reply.extend_from_slice(&[0, 1, 0, 1]); // A, IN
+    reply.extend_from_slice(&60u32.to_be_bytes()); // TTL
+    reply.extend_from_slice(&[0, 4]); // rdlength
+    reply.extend_from_slice(&ip);
+    socket.send_to(&reply, peer).unwrap();
+}
+
+#[test]
+fn udp_dns_query_is_reported_with_its_name_and_type() {
+    if !can_run_kernel_tests("udp_dns_query_is_reported_with_its_name_and_type") {
+        return;
+    }
+    // The sensor parses sent data as DNS only towards port 53 (or with no address), so the
+    // responder needs port 53; nothing listens there on the CI machine.
+    let (socket, on_port_53) = match UdpSocket::bind("127.0.0.1:53") {
+        Ok(socket) => (socket, true),
+        Err(e) => {
+            eprintln!(
+                "udp_dns_query_is_reported_with_its_name_and_type: 127.0.0.1:53 is taken ({e}); \
+                 the DNS name assertion is SKIPPED, only the send itself is checked"
+            );
+            (UdpSocket::bind("127.0.0.1:0").unwrap(), false)
+        }
+    };
+    let port = socket.local_addr().unwrap().port();
+    let responder = std::thread::spawn(move || answer_one_dns_query(socket, [127, 0, 0, 1]));
+    // The name resolves to loopback, where this listener waits for the "agent" to connect.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        got
+    });
+
+    // The script exits non-zero unless the answer carries 127.0.0.1: the exchange really ran.
+    let script = "import socket, struct, sys\n\
+                  name = b''.join(bytes([len(p)]) + p for p in b'exfil-test.example.com'.split(b'.'))\n\
+                  query = struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0) + name + b'\\0' + struct.pack('>HH', 1, 1)\n\
+                  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  s.settimeout(10)\n\
+                  s.sendto(query, ('127.0.0.1', int(sys.argv[1])))\n\
+                  answer, _ = s.recvfrom(512)\n\
+                  ok = answer[:2] == b'\\x42\\x42' and answer.endswith(bytes([127, 0, 0, 1]))\n\
+                  c = socket.create_connection(('127.0.0.1', int(sys.argv[2])))\n\
+                  c.sendall(b'payload')\n\
+                  c.close()\n\
+                  sys.exit(0 if ok else 3)";
+    let (pid, events) = capture("dns", script, &[&port.to_string(), &tcp_port.to_string()]);
+    responder.join().unwrap();
+    assert_eq!(server.join().unwrap(), b"payload");
+
+    let send = find(&events, "net.send", pid, |e| e["addr"]["port"] == port);
+    assert_eq!(send["addr"]["ip"], "127.0.0.1", "{send:#}");
+    assert_eq!(send["syscall"], "sendto", "{send:#}");
+    assert_eq!(
+        send["bytes"], 40,
+        "12-byte header + 24-byte name + 4: {send:#}"
+    );
+    if !on_port_53 {
+        return;
+    }
+    assert_eq!(
+        send["dns"],
+        json!({"name": "exfil-test.example.com", "type": "A"}),
+        "{send:#}"
+    );
+    // The answer, mapped to the name it answers.
+    let recv = find(&events, "net.recv", pid, |e| e["addr"]["port"] == 53);
+    assert_eq!(
+        recv["dns_answers"],
+        json!([{"name": "exfil-test.example.com", "ip": "127.0.0.1", "ttl": 60}]),
+        "{recv:#}"
+    );
+    // Later traffic to that address carries the name the agent resolved it from.
+    let connect = find(&events, "net.connect", pid, |e| {
+        e["addr"]["port"] == tcp_port
+    });
+    assert_eq!(connect["dns_name"], "exfil-test.example.com", "{connect:#}");
+    let close = find(&events, "net.close", pid, |e| e["fd"] == connect["fd"]);
+    assert_eq!(close["dns_name"], "exfil-test.example.com", "{close:#}");
+    assert_eq!(close["bytes_sent"], 7, "{close:#}");
+}
+
+#[test]
+fn fork_kill_memfd_and_setuid_are_reported() {
+    if !can_run_kernel_tests("fork_kill_memfd_and_setuid_are_reported") {
+        return;
+    }
+    // ptrace is not in python's os module, so it is not exercised here.
+    let script = "import os\n\
+                  child = os.fork()\n\
+                  if child == 0:\n    os._exit(7)\n\
+                  os.kill(child, 0)\n\
+                  os.waitpid(child, 0)\n\
+                  os.memfd_create('sensor-test-memfd')\n\
+                  os.setuid(0)\n\
+                  print(child)";
+    let cgroup = TestCgroup::new("process");
+    let mut sensor = Sensor::start(&["--track-cgroup", cgroup.path.to_str().unwrap()]);
+    let python = cgroup
+        .command(PYTHON)
+        .args(["-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    let pid = python.id();
+    let out = python.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let child: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let events = sensor.stop();
+
+    let fork = find(&events, "process.fork", pid, |e| e["child_tgid"] == child);
+    assert_eq!(fork["tgid"], pid, "{fork:#}");
+    assert_ne!(fork["child_tgid"], fork["tgid"], "{fork:#}");
+    assert_eq!(fork["thread"], false, "{fork:#}");
+    let exit = find(&events, "process.exit", child, |_| true);
+    assert_eq!(exit["exit_code"], 7, "{exit:#}");
+    assert_eq!(exit["signal"], Value::Null, "{exit:#}");
+    let kill = find(&events, "process.kill", pid, |e| e["syscall"] == "kill");
+    assert_eq!(kill["args"][0], child, "target pid: {kill:#}");
+    assert_eq!(kill["args"][1], 0, "signal 0: {kill:#}");
+    assert_eq!(kill["ret"], 0, "{kill:#}");
+    let memfd = find(&events, "process.memfd_create", pid, |_| true);
+    assert_eq!(memfd["name"], "sensor-test-memfd", "{memfd:#}");
+    assert!(memfd["ret"].as_i64().unwrap() >= 0, "{memfd:#}");
+    let setid = find(&events, "process.setid", pid, |e| e["syscall"] == "setuid");
+    assert_eq!(setid["args"][0], 0, "{setid:#}");
+    assert_eq!(setid["ret"], 0, "{setid:#}");
+}
+
+#[test]
+fn exit_by_sigkill_reports_the_signal() {
+    if !can_run_kernel_tests("exit_by_sigkill_reports_the_signal") {
+        return;
+    }
+    let cgroup = TestCgroup::new("sigkill");
+    let mut sensor = Sensor::start(&["--track-cgroup", cgroup.path.to_str().unwrap()]);
+    let mut child = cgroup
+        .command(PYTHON)
+        .args([
+            "-c",
+            "import time\nprint('ready', flush=True)\ntime.sleep(60)",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    // Kill it only once it runs python code, so the exit is python's, not a half-done exec.
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let events = sensor.stop();
+
+    let exit = find(&events, "process.exit", child.id(), |_| true);
+    assert_eq!(exit["signal"], 9, "{exit:#}");
+    assert_eq!(exit["exit_code"], Value::Null, "{exit:#}");
+}
+
+#[test]
+fn unlink_through_a_symlinked_directory_reports_where_the_file_really_was() {
+    if !can_run_kernel_tests(
+        "unlink_through_a_symlinked_directory_reports_where_the_file_really_was",
+    ) {
+        return;
+    }
+    // `ln -s <outside> in; rm in/secret` removes <outside>/secret: the textual join
+    // `<cwd>/in/secret` would hide the escape.
+    let (_dir, root) = scratch("unlinkvia");
+    std::fs::create_dir(root.join("outside")).unwrap();
+    std::fs::create_dir(root.join("work")).unwrap();
+    std::fs::write(root.join("outside/secret"), "s").unwrap();
+    std::os::unix::fs::symlink(root.join("outside"), root.join("work/in")).unwrap();
+    let script = "import os, sys\nos.chdir(sys.argv[1])\nos.unlink('in/secret')";
+    let work = root.join("work");
+    let (pid, events) = capture("unlinkvia", script, &[s(&work)]);
+    let unlink = find(&events, "file.unlink", pid, |e| {
+        e["path_arg"] == "in/secret"
+    });
+    assert_eq!(unlink["ret"], 0, "{unlink:#}");
+    assert_eq!(
+        unlink["path"],
+        s(&root.join("outside/secret")),
+        "{unlink:#}"
+    );
+    assert_eq!(unlink["path_source"], "resolved", "{unlink:#}");
+}

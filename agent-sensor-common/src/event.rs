@@ -209,9 +209,23 @@ pub struct ExecEvent {
     pub ino: u64,
     /// Mode of the executed file (setuid detection).
     pub mode: u32,
-    pub _pad0: u32,
+    /// What fds 0, 1 and 2 are after exec ([`stdio`] values): a shell whose stdin is a socket
+    /// is a reverse shell.
+    pub stdio: [u8; 3],
+    pub _pad0: u8,
 }
 assert_size!(ExecEvent, 32);
+
+/// Kinds of file behind a standard fd, from the inode's type bits.
+pub mod stdio {
+    pub const CLOSED: u8 = 0;
+    pub const FILE: u8 = 1;
+    pub const PIPE: u8 = 2;
+    pub const SOCKET: u8 = 3;
+    /// A character device: a terminal, /dev/null…
+    pub const CHAR: u8 = 4;
+    pub const OTHER: u8 = 5;
+}
 
 /// `ProcessExit`: the last thread of a tracked process exited.
 #[repr(C)]

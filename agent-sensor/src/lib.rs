@@ -6,9 +6,11 @@
 pub mod agents;
 pub mod btf;
 pub mod daemon;
+pub mod detect;
 pub mod events;
 pub mod loader;
 pub mod pipeline;
+pub mod policy;
 pub mod probe;
 pub mod system;
 pub mod tracking;

@@ -2,7 +2,7 @@
 //! fire per task event, not per syscall, so untracked tasks pay nothing on their syscalls.
 
 use agent_sensor_common::{
-    flags, EventKind, ExecEvent, ExitEvent, ForkEvent, MAX_ARGV, MAX_FILENAME,
+    flags, stdio, EventKind, ExecEvent, ExitEvent, ForkEvent, MAX_ARGV, MAX_FILENAME,
 };
 use aya_ebpf::{
     helpers::generated::{bpf_probe_read_kernel_str, bpf_probe_read_user},
@@ -14,7 +14,7 @@ use aya_log_ebpf::info;
 
 use crate::{
     emit::Record,
-    kernel::{cgroup_id, file_identity, read, read_ptr, task_cgroup_id},
+    kernel::{cgroup_id, current_task, file_identity, read, read_ptr, task_cgroup_id, task_file},
     maps::off,
     tracking::{cgroup_agent, current_agent, track, tracked_agent, untrack},
 };
@@ -139,6 +139,12 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
     }
     record.grow(argv_len);
 
+    let task = current_task();
+    let stdio = [
+        stdio_kind(task, 0),
+        stdio_kind(task, 1),
+        stdio_kind(task, 2),
+    ];
     let (dev, ino, mode) = read_ptr(bprm, off!(binprm_file))
         .map(file_identity)
         .unwrap_or((0, 0, 0));
@@ -150,6 +156,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
         (*payload).dev = dev;
         (*payload).ino = ino;
         (*payload).mode = mode;
+        (*payload).stdio = stdio;
     }
     record.submit();
     Some(())
@@ -179,6 +186,22 @@ fn try_exit(ctx: &RawTracePointContext) -> Option<()> {
     unsafe { (*payload).exit_code = exit_code };
     record.submit();
     Some(())
+}
+
+/// What kind of file fd `fd` of `task` is.
+#[inline(always)]
+fn stdio_kind(task: u64, fd: i64) -> u8 {
+    let Some(file) = task_file(task, fd) else {
+        return stdio::CLOSED;
+    };
+    let (_, _, mode) = file_identity(file);
+    match mode & 0o170000 {
+        0o100000 => stdio::FILE,
+        0o010000 => stdio::PIPE,
+        0o140000 => stdio::SOCKET,
+        0o020000 => stdio::CHAR,
+        _ => stdio::OTHER,
+    }
 }
 
 #[inline(always)]

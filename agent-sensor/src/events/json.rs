@@ -120,7 +120,9 @@ impl Event {
                 dev,
                 ino,
                 mode,
+                stdio,
             } => json!({
+                "stdio": stdio.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
                 "filename": escape(filename),
                 "argv": argv.iter().map(|a| escape(a)).collect::<Vec<_>>(),
                 "old_pid": old_pid,

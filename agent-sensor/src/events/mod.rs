@@ -33,6 +33,42 @@ pub enum DecodeError {
     BadPath,
 }
 
+/// The kind of file behind a standard fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdio {
+    Closed,
+    File,
+    Pipe,
+    Socket,
+    CharDevice,
+    Other,
+}
+
+impl Stdio {
+    fn from_kernel(kind: u8) -> Self {
+        use agent_sensor_common::stdio;
+        match kind {
+            stdio::CLOSED => Stdio::Closed,
+            stdio::FILE => Stdio::File,
+            stdio::PIPE => Stdio::Pipe,
+            stdio::SOCKET => Stdio::Socket,
+            stdio::CHAR => Stdio::CharDevice,
+            _ => Stdio::Other,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stdio::Closed => "closed",
+            Stdio::File => "file",
+            Stdio::Pipe => "pipe",
+            Stdio::Socket => "socket",
+            Stdio::CharDevice => "char",
+            Stdio::Other => "other",
+        }
+    }
+}
+
 /// Where an event's canonical path came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathSource {
@@ -114,6 +150,8 @@ pub enum Body {
         dev: u64,
         ino: u64,
         mode: u32,
+        /// What fds 0, 1, 2 were after exec.
+        stdio: [Stdio; 3],
     },
     Exit {
         raw: u32,
@@ -300,6 +338,7 @@ fn decode_exec(record: &[u8]) -> Result<Body, DecodeError> {
         dev: user_dev(p.dev),
         ino: p.ino,
         mode: p.mode,
+        stdio: p.stdio.map(Stdio::from_kernel),
     })
 }
 

@@ -92,6 +92,9 @@ impl Drop for TestCgroup {
 pub struct Sensor {
     child: Option<Child>,
     pub events_path: PathBuf,
+    pub alerts_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
     stderr_lines: mpsc::Receiver<String>,
     pub log: Vec<String>,
     _dir: TempDir,
@@ -124,10 +127,19 @@ impl Sensor {
     pub fn start(args: &[&str]) -> Self {
         let dir = TempDir::new("sensor");
         let events_path = dir.0.join("events.jsonl");
+        let alerts_path = dir.0.join("alerts.jsonl");
+        let state_dir = dir.0.join("state");
+        let socket = dir.0.join("control.sock");
         let mut child = Command::new(sensor_binary())
             .arg("run")
             .arg("--events")
             .arg(&events_path)
+            .arg("--alerts")
+            .arg(&alerts_path)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--control-socket")
+            .arg(&socket)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -145,6 +157,9 @@ impl Sensor {
         let mut sensor = Self {
             child: Some(child),
             events_path,
+            alerts_path,
+            state_dir,
+            socket,
             stderr_lines: rx,
             log: Vec::new(),
             _dir: dir,
@@ -232,6 +247,13 @@ impl Drop for Sensor {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Sensor {
+    /// Alerts written so far (the sensor flushes each one as it is raised).
+    pub fn alerts(&self) -> Vec<Value> {
+        read_events(&self.alerts_path)
     }
 }
 
@@ -330,4 +352,205 @@ pub fn run_as(uid: u32, args: &[&str]) -> std::process::Output {
         });
     }
     cmd.output().expect("run sensor")
+}
+
+/// A network namespace with a veth pair to this one: an "outside host" for egress tests that
+/// never leaves the machine. Removed on drop.
+pub struct NetNs {
+    pub name: String,
+    host_if: String,
+    /// Address of the namespace's end (the "remote host").
+    pub remote_ip: std::net::Ipv4Addr,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl NetNs {
+    pub fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = (std::process::id() * 8 + n) & 0xff_ffff;
+        let name = format!("astest{tag:x}");
+        let host_if = format!("asv{tag:x}h");
+        let ns_if = format!("asv{tag:x}n");
+        let octet = (n % 250) as u8 + 1;
+        let host_ip = format!("10.213.{octet}.1/24");
+        let remote_ip = std::net::Ipv4Addr::new(10, 213, octet, 2);
+        let _ = ip(&["netns", "del", &name]);
+        let _ = ip(&["link", "del", &host_if]);
+        let remote = format!("{remote_ip}/24");
+        let setup = [
+            vec!["netns", "add", &name],
+            vec![
+                "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+            ],
+            vec!["link", "set", &ns_if, "netns", &name],
+            vec!["addr", "add", &host_ip, "dev", &host_if],
+            vec!["link", "set", &host_if, "up"],
+            vec!["-n", &name, "addr", "add", &remote, "dev", &ns_if],
+            vec!["-n", &name, "link", "set", &ns_if, "up"],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+        ];
+        for step in &setup {
+            if let Err(e) = ip(step) {
+                let _ = ip(&["netns", "del", &name]);
+                panic!("cannot set up test network namespace: {e}");
+            }
+        }
+        drop(setup);
+        Self {
+            name,
+            host_if,
+            remote_ip,
+        }
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Starts a TCP (or UDP) listener inside the namespace on `port` that appends whatever it
+    /// receives to `record`; returns once it listens.
+    pub fn listen(&self, port: u16, udp: bool, record: &Path) -> Listener {
+        let script = "import socket, sys\n\
+            port, udp, path = int(sys.argv[1]), sys.argv[2] == 'udp', sys.argv[3]\n\
+            kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM\n\
+            s = socket.socket(socket.AF_INET, kind)\n\
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+            s.bind(('0.0.0.0', port))\n\
+            out = open(path, 'ab', buffering=0)\n\
+            if not udp: s.listen(16)\n\
+            print('ready', flush=True)\n\
+            while True:\n\
+            \x20   if udp:\n\
+            \x20       data, _ = s.recvfrom(65536); out.write(data); continue\n\
+            \x20   c, _ = s.accept()\n\
+            \x20   while True:\n\
+            \x20       data = c.recv(65536)\n\
+            \x20       if not data: break\n\
+            \x20       out.write(data)\n\
+            \x20   c.close()\n";
+        std::fs::write(record, b"").expect("record file");
+        let mut child = self
+            .command("/usr/bin/python3")
+            .args([
+                "-c",
+                script,
+                &port.to_string(),
+                if udp { "udp" } else { "tcp" },
+            ])
+            .arg(record)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start listener in namespace");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("listener ready");
+        assert_eq!(line.trim(), "ready", "listener did not start");
+        Listener(child)
+    }
+}
+
+impl Default for NetNs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+        let _ = ip(&["link", "del", &self.host_if]);
+    }
+}
+
+/// A listener process of a test; killed on drop.
+pub struct Listener(Child);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A scratch git worktree (with one commit) for an agent.
+pub fn git_worktree(parent: &Path, name: &str) -> PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).expect("worktree dir");
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .args(args)
+            .current_dir(&dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "git {args:?} failed in {}", dir.display());
+    };
+    git(&["init", "-q"]);
+    std::fs::write(dir.join("README"), "agent worktree\n").unwrap();
+    git(&["add", "README"]);
+    git(&["commit", "-q", "-m", "init"]);
+    std::fs::canonicalize(&dir).unwrap()
+}
+
+impl Sensor {
+    /// Runs `sh -c script` as agent `name` in `worktree` through `agent-sensor exec`; returns
+    /// its exit status.
+    pub fn exec_agent(
+        &self,
+        name: &str,
+        worktree: &Path,
+        script: &str,
+    ) -> std::process::ExitStatus {
+        Command::new(sensor_binary())
+            .args(["exec", "--agent", name, "--worktree"])
+            .arg(worktree)
+            .arg("--control-socket")
+            .arg(&self.socket)
+            .args(["--", "/bin/sh", "-c", script])
+            .current_dir(worktree)
+            .stdout(Stdio::null())
+            .status()
+            .expect("agent-sensor exec")
+    }
+
+    /// Waits until an alert with `rule` appears (alerts are flushed one by one).
+    pub fn wait_for_alert(&self, rule: &str, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(alert) = self.alerts().into_iter().find(|a| a["rule"] == rule) {
+                return Some(alert);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

@@ -30,6 +30,8 @@ pub mod flags {
     pub const PATH_DEPTH_EXCEEDED: u16 = 1 << 2;
     /// A kernel path walk could not read a dentry or mount.
     pub const PATH_UNRESOLVED: u16 = 1 << 3;
+    /// The kernel made this process an agent at exec (discovery by executable or marker).
+    pub const DISCOVERED: u16 = 1 << 4;
 }
 
 /// What follows the header. Values are stable: they are written to disk in incident bundles.

@@ -19,6 +19,8 @@ pub struct KernelOffsets {
     pub signal_live: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
     pub binprm_filename: u32,
     pub binprm_file: u32,
     pub fs_pwd: u32,
@@ -63,7 +65,7 @@ pub struct KernelOffsets {
     /// Set to [`KernelOffsets::MAGIC`] by user space: programs do nothing until it is.
     pub magic: u32,
 }
-assert_size!(KernelOffsets, 55 * 4);
+assert_size!(KernelOffsets, 57 * 4);
 
 impl KernelOffsets {
     pub const MAGIC: u32 = 0x6167_7331;
@@ -95,7 +97,21 @@ assert_size!(SockStats, 32);
 pub struct SensorConfig {
     /// The daemon's own tgid: never tracked, never reported.
     pub sensor_tgid: u32,
-    pub _pad0: u32,
+    /// [`discovery`] bits.
+    pub discovery: u32,
+}
+
+/// How untracked processes become agents in the kernel, at exec (see `SensorConfig`).
+pub mod discovery {
+    /// A process whose environment holds `AGENT_SENSOR_AGENT=<name>` becomes an agent.
+    pub const ENV_MARKER: u32 = 1 << 0;
+    /// The marker, as it starts an environment string.
+    pub const MARKER: &[u8; 19] = b"AGENT_SENSOR_AGENT=";
+    /// Bytes of the environment searched for the marker.
+    pub const ENV_SCAN_BYTES: usize = 4096;
+    /// Agent ids the kernel gives discovered processes: this bit and the tgid. User space
+    /// names the agent when it sees the exec.
+    pub const DISCOVERED_AGENT_BIT: u64 = 1 << 63;
 }
 assert_size!(SensorConfig, 8);
 

@@ -1,5 +1,6 @@
 //! Maps and globals shared by every program.
 
+use agent_sensor_common::discovery::ENV_SCAN_BYTES;
 use agent_sensor_common::syscalls::{SyscallSpec, MAX_SYSCALL_NR};
 use agent_sensor_common::{
     KernelOffsets, SensorConfig, SockStats, TrackedTask, DROP_SLOTS, MAX_COMPONENT,
@@ -41,6 +42,19 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0
 
 #[map]
 pub static CONFIG: Array<SensorConfig> = Array::with_max_entries(1, 0);
+
+/// Executable names (comm after exec, NUL-padded) that make a process an agent.
+#[map]
+pub static DISCOVERY_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(256, 0);
+
+/// Where an exec's environment is searched for the discovery marker (too big for the stack).
+#[repr(C)]
+pub struct EnvScratch {
+    pub buf: [u8; ENV_SCAN_BYTES + 32],
+}
+
+#[map]
+pub static ENV_SCRATCH: PerCpuArray<EnvScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Where a record is composed before it is copied into the ring. Twice the largest record so
 /// that any masked offset plus any bounded write stays inside (the verifier checks this).
@@ -113,6 +127,8 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     signal_live: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,
+    mm_env_start: 0,
+    mm_env_end: 0,
     binprm_filename: 0,
     binprm_file: 0,
     fs_pwd: 0,

@@ -1,9 +1,11 @@
 //! Which tasks belong to an agent.
 
-use agent_sensor_common::{drop_slot, TrackedTask};
+use agent_sensor_common::{discovery, drop_slot, TrackedTask};
 use aya_ebpf::helpers::generated::bpf_get_current_cgroup_id;
 
-use crate::maps::{count_drop, CONFIG, TRACKED_CGROUPS, TRACKED_TASKS};
+use crate::maps::{
+    count_drop, CONFIG, DISCOVERY_COMMS, ENV_SCRATCH, TRACKED_CGROUPS, TRACKED_TASKS,
+};
 
 /// The hot-path check every syscall of every task on the host pays: one hash lookup.
 #[inline(always)]
@@ -56,4 +58,127 @@ pub fn is_sensor(tgid: u32) -> bool {
     CONFIG
         .get(0)
         .is_some_and(|config| config.sensor_tgid != 0 && config.sensor_tgid == tgid)
+}
+
+/// Makes the current task an agent at exec when its new executable is a known agent's or its
+/// environment carries the marker. Returns the agent id the kernel gave it.
+#[inline(always)]
+pub fn discover(task: u64, tgid: u32) -> Option<u64> {
+    let comm = aya_ebpf::helpers::bpf_get_current_comm().ok()?;
+    // SAFETY: the value is only tested for presence.
+    let known = unsafe { DISCOVERY_COMMS.get(&comm) }.is_some();
+    let marked = !known
+        && CONFIG
+            .get(0)
+            .is_some_and(|c| c.discovery & discovery::ENV_MARKER != 0)
+        && env_has_marker(task);
+    if !known && !marked {
+        return None;
+    }
+    let agent = discovery::DISCOVERED_AGENT_BIT | tgid as u64;
+    track(tgid, agent);
+    Some(agent)
+}
+
+/// Whether an environment string of `task` starts with `AGENT_SENSOR_AGENT=` (first
+/// `ENV_SCAN_BYTES` bytes of the environment block).
+#[inline(always)]
+fn env_has_marker(task: u64) -> bool {
+    use crate::{
+        kernel::{read, read_ptr},
+        maps::off,
+    };
+    let Some(mm) = read_ptr(task, off!(task_mm)) else {
+        return false;
+    };
+    let (Some(start), Some(end)) = (
+        read::<u64>(mm, off!(mm_env_start)),
+        read::<u64>(mm, off!(mm_env_end)),
+    ) else {
+        return false;
+    };
+    if end <= start {
+        return false;
+    }
+    let Some(scratch) = ENV_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let len = (end - start).min(discovery::ENV_SCAN_BYTES as u64 - 1);
+    let len = len & (discovery::ENV_SCAN_BYTES as u64 - 1);
+    // SAFETY: per-CPU scratch with ENV_SCAN_BYTES + 32 bytes; `len` is below ENV_SCAN_BYTES.
+    let buf = unsafe { (*scratch).buf.as_mut_ptr() };
+    // The block goes one byte in, after a NUL, so every string (the first too) follows a NUL.
+    // SAFETY: as above; the helper checks the user address.
+    if unsafe {
+        *buf = 0;
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            buf.add(1).cast(),
+            len as u32,
+            start as *const _,
+        )
+    } != 0
+    {
+        return false;
+    }
+    let mut scan = EnvScan { buf, len, found: 0 };
+    // bpf_loop: the step is verified once, not once per byte (a 4 KiB byte loop exceeds the
+    // verifier's jump-history limit).
+    // SAFETY: the callback has the signature bpf_loop expects; `scan` outlives the call.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_loop(
+            (discovery::ENV_SCAN_BYTES / 8) as u32,
+            env_scan_step as *mut core::ffi::c_void,
+            (&mut scan as *mut EnvScan).cast(),
+            0,
+        );
+    }
+    scan.found != 0
+}
+
+/// State of one environment scan, shared with `env_scan_step`.
+#[repr(C)]
+struct EnvScan {
+    buf: *const u8,
+    len: u64,
+    found: u64,
+}
+
+/// Checks the 8 byte positions of chunk `index` for the marker at the start of a string.
+/// Returns 1 to stop the loop (found, or past the end), 0 to go on.
+#[inline(never)]
+extern "C" fn env_scan_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer `env_has_marker` gave it.
+    let scan = unsafe { &mut *ctx.cast::<EnvScan>() };
+    let marker = discovery::MARKER;
+    let head = u64::from_ne_bytes([
+        marker[0], marker[1], marker[2], marker[3], marker[4], marker[5], marker[6], marker[7],
+    ]);
+    let middle = u64::from_ne_bytes([
+        marker[8], marker[9], marker[10], marker[11], marker[12], marker[13], marker[14],
+        marker[15],
+    ]);
+    let base = (index * 8) & (discovery::ENV_SCAN_BYTES as u64 - 8);
+    for k in 0..8u64 {
+        let i = base + k;
+        if i >= scan.len {
+            return 1;
+        }
+        // SAFETY: i < ENV_SCAN_BYTES; string byte i is at buf[i + 1] (buf[0] is a NUL), and
+        // the buffer has 32 bytes of slack past ENV_SCAN_BYTES.
+        let found = unsafe {
+            let before = scan.buf.add(i as usize);
+            let at = before.add(1);
+            *before == 0
+                && at.cast::<u64>().read_unaligned() == head
+                && at.add(8).cast::<u64>().read_unaligned() == middle
+                && *at.add(16) == marker[16]
+                && *at.add(17) == marker[17]
+                && *at.add(18) == marker[18]
+        };
+        if found {
+            scan.found = 1;
+            return 1;
+        }
+    }
+    0
 }

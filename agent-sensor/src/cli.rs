@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use agent_sensor::daemon::Output;
+use agent_sensor::{control::DEFAULT_SOCKET, daemon::Output};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -13,8 +13,8 @@ use agent_sensor::daemon::Output;
     about = "eBPF host sensor that watches AI-agent processes from inside the kernel",
     long_about = "agent-sensor watches AI coding agents (and every process they start) from \
                   inside the kernel with eBPF: process, file and network activity, attributed \
-                  to the agent. It must run as root. Start with `agent-sensor probe` to see \
-                  what this kernel supports."
+                  to the agent, checked against a policy. The daemon (`run`) must run as root. \
+                  Start with `agent-sensor probe` to see what this kernel supports."
 )]
 pub struct Cli {
     /// Log level of the daemon's own log on stderr (error, warn, info, debug, trace).
@@ -26,12 +26,53 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// Detect and alert; responses are reported as what would have been done.
+    Monitor,
+    /// Carry out the responses the policy picks (freeze, kill, deny).
+    Enforce,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Load the eBPF programs and watch tracked agents until SIGINT/SIGTERM.
+    /// Load the eBPF programs and watch agents until SIGINT/SIGTERM.
     ///
-    /// On stop every program, link and map is detached and unloaded.
+    /// Agents come from `agent-sensor exec`, from the policy's discovery rules (known agent
+    /// executables, AGENT_SENSOR_AGENT=<name> in the environment) and, at start, from agents
+    /// already running. On stop every program, link and map is detached and unloaded.
     Run(RunArgs),
+    /// Run a command as a watched agent: registers it with the running daemon, places it in a
+    /// cgroup of its own, and executes COMMAND only once the kernel tracks it. Fails (and does
+    /// not run COMMAND) when the daemon is not running.
+    Exec(ExecArgs),
+    /// List the agents the running daemon knows: name, worktree, processes, state, alerts.
+    Agents {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        control_socket: PathBuf,
+    },
+    /// Let a frozen agent run on (a human's decision after a freeze).
+    Thaw {
+        /// Name of the agent.
+        agent: String,
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        control_socket: PathBuf,
+    },
+    /// Kill every process of an agent (the whole tree, through its cgroup).
+    Kill {
+        /// Name of the agent.
+        agent: String,
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        control_socket: PathBuf,
+    },
+    /// Validate a policy file; every error names its line and key.
+    CheckConfig {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
     /// Report which eBPF hook families work on this kernel, by loading, attaching and
     /// triggering a tiny program for each. Mounts tracefs, bpffs and securityfs if missing.
     Probe {
@@ -43,19 +84,62 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// Policy file (TOML); see `agent-sensor check-config`. Default: the built-in policy.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// Overrides the policy's mode.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+
     /// Write every captured event as one JSON line to FILE (appended), or `-` for stdout.
     #[arg(long, value_name = "FILE")]
     pub events: Option<Output>,
 
-    /// Size of the kernel→daemon ring buffer in bytes: a power of two, at least 4096.
-    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
-    pub ring_bytes: u32,
+    /// Write every alert as one JSON line to FILE (appended), or `-` for stdout.
+    #[arg(long, value_name = "FILE")]
+    pub alerts: Option<Output>,
 
-    /// Track this process and every descendant it creates (repeatable).
+    /// Where agents, learned behaviour and incident bundles are kept (overrides the policy).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// The control socket `exec`, `agents`, `thaw` and `kill` talk to (root only, mode 0600).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub control_socket: PathBuf,
+
+    /// Size of the kernel→daemon ring buffer in bytes: a power of two, at least 4096.
+    #[arg(long, value_name = "BYTES")]
+    pub ring_bytes: Option<u32>,
+
+    /// Track this process and every descendant it creates as a capture-only agent
+    /// (repeatable; for debugging).
     #[arg(long = "track-pid", value_name = "PID")]
     pub track_pids: Vec<u32>,
 
-    /// Track every task in this cgroup v2 directory, now and later (repeatable).
+    /// Track every task in this cgroup v2 directory as a capture-only agent (repeatable).
     #[arg(long = "track-cgroup", value_name = "DIR")]
     pub track_cgroups: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Name of the agent (letters, digits, '-', '_', '.').
+    #[arg(long, value_name = "NAME")]
+    pub agent: String,
+
+    /// The agent's worktree. Default: the git worktree containing the current directory.
+    #[arg(long, value_name = "DIR")]
+    pub worktree: Option<PathBuf>,
+
+    /// Policy profile of the agent. Default: the policy's discovery profile.
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<String>,
+
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub control_socket: PathBuf,
+
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }

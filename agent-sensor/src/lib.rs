@@ -5,13 +5,16 @@
 
 pub mod agents;
 pub mod btf;
+pub mod control;
 pub mod daemon;
 pub mod detect;
 pub mod events;
+pub mod export;
 pub mod loader;
 pub mod pipeline;
 pub mod policy;
 pub mod probe;
+pub mod respond;
 pub mod system;
 pub mod tracking;
 

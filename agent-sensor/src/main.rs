@@ -1,13 +1,14 @@
 //! agent-sensor binary: parses the command line and hands over to the library.
 
 mod cli;
+mod commands;
 
 use std::process::ExitCode;
 
-use agent_sensor::{daemon, loader::LoadOptions, probe};
+use agent_sensor::{control::Request, daemon, policy::Mode, probe};
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ModeArg};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -37,10 +38,16 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             let options = daemon::RunOptions {
-                load: LoadOptions {
-                    ring_bytes: args.ring_bytes,
-                },
+                ring_bytes: args.ring_bytes,
                 events: args.events,
+                alerts: args.alerts,
+                policy: args.policy,
+                mode: args.mode.map(|m| match m {
+                    ModeArg::Monitor => Mode::Monitor,
+                    ModeArg::Enforce => Mode::Enforce,
+                }),
+                state_dir: args.state_dir,
+                control_socket: args.control_socket,
                 track_pids: args.track_pids,
                 track_cgroups: args.track_cgroups,
             };
@@ -50,5 +57,19 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             runtime.block_on(daemon::run(options))?;
             Ok(())
         }
+        Command::Exec(args) => commands::exec(args),
+        Command::Agents {
+            json,
+            control_socket,
+        } => commands::agents(&control_socket, json),
+        Command::CheckConfig { file } => commands::check_config(&file),
+        Command::Thaw {
+            agent,
+            control_socket,
+        } => commands::steer(&control_socket, Request::Thaw { agent }),
+        Command::Kill {
+            agent,
+            control_socket,
+        } => commands::steer(&control_socket, Request::Kill { agent }),
     }
 }

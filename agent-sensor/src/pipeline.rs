@@ -1,17 +1,27 @@
 //! What happens to each decoded record: finish its paths, correlate it with what came before,
-//! write it. Kept apart from the run loop so that it can be driven by tests and benchmarks.
+//! attribute it to its agent, run the rules, write events and alerts. Kept apart from the run
+//! loop (which owns the kernel side) so that it can be driven by tests and benchmarks.
 
 use std::{
     collections::HashSet,
     io::{BufWriter, Write},
+    path::PathBuf,
 };
 
-use agent_sensor_common::{EventKind, SockCloseEvent, SockStats};
+use agent_sensor_common::{flags, EventKind, SockCloseEvent, SockStats};
 use aya::maps::{HashMap, MapData, RingBuf};
 
 use crate::{
-    agents::Correlator,
+    agents::registry::AgentState,
+    agents::{discovery, registry::Registry, Correlator},
+    detect::{AgentView, Context, Detector, OtherAgent, SensorSelf},
     events::{self, Body, Clock, Event},
+    export::{
+        alerts::{Action, Alert, AlertWriter},
+        incident,
+    },
+    policy::{Mode, Policy, Response, Severity},
+    respond::{self, Containment},
 };
 
 pub type Sink = BufWriter<Box<dyn Write + Send>>;
@@ -21,6 +31,7 @@ pub type Sink = BufWriter<Box<dyn Write + Send>>;
 pub struct Stats {
     pub events: u64,
     pub decode_errors: u64,
+    pub alerts: u64,
     /// Kernel-side losses by drop slot, as last read.
     pub kernel_drops: Vec<u64>,
 }
@@ -28,20 +39,45 @@ pub struct Stats {
 pub struct Pipeline {
     pub clock: Clock,
     pub sink: Option<Sink>,
+    pub alerts: Option<AlertWriter>,
     pub stats: Stats,
     pub correlator: Correlator,
+    pub registry: Registry,
+    pub detector: Detector,
+    pub policy: Policy,
+    pub sensor: SensorSelf,
+    /// Where incident bundles go (`<state dir>/incidents`).
+    pub incidents_dir: Option<PathBuf>,
     /// Processes that exited since the last `report_exited_sockets`.
-    exited: HashSet<u32>,
+    exited_processes: HashSet<u32>,
+    /// Agents whose last process exited since the last `take_exited_agents`.
+    exited_agents: Vec<u64>,
+    /// Parent of the agents' cgroups: containment acts on nothing else.
+    pub cgroup_parent: PathBuf,
 }
 
 impl Pipeline {
-    pub fn new(sink: Option<Sink>) -> Self {
+    pub fn new(policy: Policy, sink: Option<Sink>, alerts: Option<AlertWriter>) -> Self {
+        let recent = policy.file.sensor.recent_events;
         Self {
             clock: Clock::new(),
             sink,
+            alerts,
             stats: Stats::default(),
             correlator: Correlator::default(),
-            exited: HashSet::new(),
+            registry: Registry::new(recent),
+            detector: Detector::new(),
+            policy,
+            sensor: SensorSelf {
+                pid: std::process::id(),
+                protected_paths: Vec::new(),
+            },
+            incidents_dir: None,
+            exited_processes: HashSet::new(),
+            exited_agents: Vec::new(),
+            cgroup_parent: crate::system::cgroup2_root()
+                .map(|root| respond::agents_parent(&root))
+                .unwrap_or_default(),
         }
     }
 
@@ -68,12 +104,139 @@ impl Pipeline {
         self.stats.events += 1;
         events::resolve::resolve_on_host(&mut event);
         self.correlator.observe(&mut event);
-        if event.kind == EventKind::ProcessExit {
-            self.exited.insert(event.tgid);
+        if event.flags & flags::DISCOVERED != 0 && self.registry.get(event.agent_id).is_none() {
+            discovery::adopt_discovered(&mut self.registry, &self.policy, &event);
         }
+        if event.kind == EventKind::ProcessExit {
+            self.exited_processes.insert(event.tgid);
+        }
+        if self.registry.observe(&event) {
+            self.exited_agents.push(event.agent_id);
+        }
+        self.detect(&event)?;
         if let Some(sink) = self.sink.as_mut() {
             serde_json::to_writer(&mut *sink, &event.to_json(&self.clock))?;
             sink.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    /// Runs the rules for the event's agent and reports what they find.
+    fn detect(&mut self, event: &Event) -> std::io::Result<()> {
+        let Some(agent) = self.registry.get(event.agent_id) else {
+            return Ok(());
+        };
+        let others: Vec<OtherAgent> = self
+            .registry
+            .agents()
+            .filter(|a| a.id != agent.id && a.is_live())
+            .map(|a| OtherAgent {
+                name: a.name.clone(),
+                worktree: a.worktree.clone(),
+            })
+            .collect();
+        let ctx = Context {
+            agent: AgentView {
+                id: agent.id,
+                name: &agent.name,
+                profile: &agent.profile,
+                scope: &agent.scope,
+            },
+            others: &others,
+            sensor: &self.sensor,
+            policy: &self.policy,
+        };
+        let findings = self.detector.observe(&ctx, event);
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let (name, profile) = (agent.name.clone(), agent.profile.clone());
+        let exe = self
+            .registry
+            .exe_of(event.agent_id, event.tgid)
+            .map(str::to_string);
+        for finding in findings {
+            let response = self.policy.response(finding.rule, &profile);
+            let mode = self.policy.mode();
+            let outcome = match (response, mode) {
+                (Response::Alert, _) => "reported".to_string(),
+                (r, Mode::Monitor) => format!("would {}", response_verb(r)),
+                (r, Mode::Enforce) => self.enforce(event.agent_id, r),
+            };
+            let alert = Alert {
+                agent: name.clone(),
+                agent_id: event.agent_id,
+                pid: event.tgid,
+                exe: exe.clone(),
+                finding,
+                action: Action {
+                    response,
+                    mode,
+                    outcome,
+                },
+            };
+            self.emit_alert(&alert)?;
+        }
+        Ok(())
+    }
+
+    /// Carries out a freeze or kill now, before the alert is written, so the alert says what
+    /// was done. Deny is the kernel's (egress programs); an agent already contained stays so.
+    fn enforce(&mut self, agent_id: u64, response: Response) -> String {
+        let what = match response {
+            Response::Freeze => Containment::Freeze,
+            Response::Kill => Containment::Kill,
+            Response::Deny => {
+                return "denied in the kernel where the egress allowlist applies".into()
+            }
+            Response::Alert => return "reported".into(),
+        };
+        let state = self.registry.get(agent_id).map(|a| a.state);
+        if state == Some(AgentState::Killed)
+            || (what == Containment::Freeze && state == Some(AgentState::Frozen))
+        {
+            return format!(
+                "already {}",
+                if state == Some(AgentState::Killed) {
+                    "killed"
+                } else {
+                    "frozen"
+                }
+            );
+        }
+        match respond::contain(&mut self.registry, &self.cgroup_parent, agent_id, what) {
+            Ok(took) => format!("{} in {} µs", done_verb(what), took.as_micros()),
+            Err(e) => {
+                log::error!("cannot {} agent {agent_id}: {e}", response_verb(response));
+                format!("failed: {e}")
+            }
+        }
+    }
+
+    fn emit_alert(&mut self, alert: &Alert) -> std::io::Result<()> {
+        self.stats.alerts += 1;
+        self.registry
+            .count_alert(alert.agent_id, alert.finding.rule);
+        log::warn!(
+            "ALERT {} [{}] agent {}: {}",
+            alert.finding.rule.as_str(),
+            alert.finding.severity.as_str(),
+            alert.agent,
+            alert.finding.summary
+        );
+        if let Some(writer) = self.alerts.as_mut() {
+            writer.write(alert, &self.clock)?;
+        }
+        if alert.finding.severity >= Severity::High {
+            if let (Some(dir), Some(agent)) =
+                (&self.incidents_dir, self.registry.get(alert.agent_id))
+            {
+                // A full disk must not stop alerting: the alert is already out; log and go on.
+                match incident::write_bundle(dir, alert, agent, &self.clock) {
+                    Ok(path) => log::info!("incident bundle written: {}", path.display()),
+                    Err(e) => log::error!("cannot write incident bundle in {}: {e}", dir.display()),
+                }
+            }
         }
         Ok(())
     }
@@ -85,21 +248,30 @@ impl Pipeline {
         }
     }
 
+    /// Agents whose last process exited, for the run loop to clean up after.
+    pub fn take_exited_agents(&mut self) -> Vec<u64> {
+        let exited = std::mem::take(&mut self.exited_agents);
+        for id in &exited {
+            self.detector.forget_agent(*id);
+        }
+        exited
+    }
+
     /// Sockets of exited processes that were never closed by a syscall (the kernel closed
     /// them at exit) are reported from the kernel's counters and removed from them.
     pub fn report_exited_sockets(
         &mut self,
         sockets: &mut HashMap<&mut MapData, u64, SockStats>,
     ) -> std::io::Result<()> {
-        if self.exited.is_empty() {
+        if self.exited_processes.is_empty() {
             return Ok(());
         }
         let orphans: Vec<(u64, SockStats)> = sockets
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, stats)| self.exited.contains(&stats.tgid))
+            .filter(|(_, stats)| self.exited_processes.contains(&stats.tgid))
             .collect();
-        self.exited.clear();
+        self.exited_processes.clear();
         for (key, stats) in orphans {
             let _ = sockets.remove(&key);
             let close = SockCloseEvent {
@@ -124,5 +296,22 @@ impl Pipeline {
             })?;
         }
         self.flush()
+    }
+}
+
+fn done_verb(what: Containment) -> &'static str {
+    match what {
+        Containment::Freeze => "frozen",
+        Containment::Thaw => "thawed",
+        Containment::Kill => "killed",
+    }
+}
+
+fn response_verb(response: Response) -> &'static str {
+    match response {
+        Response::Alert => "alert",
+        Response::Freeze => "freeze",
+        Response::Kill => "kill",
+        Response::Deny => "deny",
     }
 }

@@ -53,6 +53,15 @@ pub fn track_pid(sensor: &mut LoadedSensor, pid: u32, agent_id: u64) -> Result<(
     Ok(())
 }
 
+/// Stops tracking the cgroup at `path` (its tasks stay tracked until they exit).
+pub fn untrack_cgroup(sensor: &mut LoadedSensor, path: &Path) -> Result<(), TrackError> {
+    let id = cgroup_id(path)?;
+    match sensor.tracked_cgroups()?.remove(&id) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Tracks every task in the cgroup at `path`: those there now and every one that enters it.
 pub fn track_cgroup(
     sensor: &mut LoadedSensor,

@@ -16,7 +16,7 @@ use crate::{
     emit::Record,
     kernel::{cgroup_id, current_task, file_identity, read, read_ptr, task_cgroup_id, task_file},
     maps::off,
-    tracking::{cgroup_agent, current_agent, track, tracked_agent, untrack},
+    tracking::{cgroup_agent, current_agent, discover, track, tracked_agent, untrack},
 };
 
 /// `clone3(CLONE_INTO_CGROUP)`: the child starts life in the cgroup given to clone3.
@@ -94,9 +94,11 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
     let task: u64 = ctx.arg(0);
     let old_pid: u32 = ctx.arg(1);
     let bprm: u64 = ctx.arg(2);
-    let (agent, via_cgroup) = current_agent(ctx.tgid())?;
-    let (record, payload) =
-        Record::start::<ExecEvent>(EventKind::ProcessExec as u16, agent, via_flag(via_cgroup))?;
+    let (agent, how) = match current_agent(ctx.tgid()) {
+        Some((agent, via_cgroup)) => (agent, via_flag(via_cgroup)),
+        None => (discover(task, ctx.tgid())?, flags::DISCOVERED),
+    };
+    let (record, payload) = Record::start::<ExecEvent>(EventKind::ProcessExec as u16, agent, how)?;
 
     let mut filename_len = 0u64;
     if let Some(filename) = read_ptr(bprm, off!(binprm_filename)) {

@@ -1,7 +1,9 @@
 //! What the sensor knows about agents beyond single events: for now the names their addresses
 //! came from. Events are annotated here before they are written.
 
+pub mod discovery;
 pub mod dns;
+pub mod registry;
 
 use std::time::Instant;
 

@@ -1,11 +1,45 @@
 //! Rules: from one agent's events to findings. Every finding carries one of the rule ids in
 //! `policy::RuleId`; what is done about it (alert, freeze, kill, deny) is decided elsewhere
 //! from the policy.
+//!
+//! Each rule lives in its own module and turns an event into [`candidate::Candidate`]s; this
+//! module keeps per-agent state, drops rules the policy disables, deduplicates (see `dedup`)
+//! and gives each finding the severity the policy configures for its rule (novelty: its
+//! score).
 
-use std::path::PathBuf;
+mod access;
+mod argv;
+mod candidate;
+mod credential;
+mod dedup;
+mod dns_tunnel;
+mod exec;
+mod exfil;
+mod files;
+mod isolation;
+mod network;
+mod novelty;
+mod persistence;
+mod privilege;
+mod processes;
+mod state;
+mod tamper;
+
+#[cfg(test)]
+mod session_tests;
+#[cfg(test)]
+mod testkit;
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+};
+
+use candidate::Candidate;
+use state::AgentState;
 
 use crate::{
-    events::Event,
+    events::{Body, Event},
     policy::{AgentScope, Policy, RuleId, Severity},
 };
 
@@ -40,6 +74,13 @@ pub struct Context<'a> {
     pub policy: &'a Policy,
 }
 
+impl Context<'_> {
+    /// Whether the policy runs `rule` (rules it does not mention run).
+    fn enabled(&self, rule: RuleId) -> bool {
+        self.policy.rule(rule).enabled
+    }
+}
+
 /// One rule firing.
 #[derive(Debug, Clone)]
 pub struct Finding {
@@ -52,19 +93,215 @@ pub struct Finding {
     pub score: Option<u32>,
 }
 
+/// Agents whose state is kept at once; beyond this the least recently seen is dropped (the
+/// daemon normally calls [`Detector::forget_agent`] long before).
+const MAX_AGENTS: usize = 1024;
+
 /// Runs every enabled rule over each event.
 #[derive(Debug, Default)]
-pub struct Detector {}
+pub struct Detector {
+    agents: HashMap<u64, AgentState>,
+    dedup: dedup::Dedup,
+    novelty: novelty::Novelty,
+}
 
 impl Detector {
+    /// A detector whose novelty profiles live in memory only.
     pub fn new() -> Self {
-        Self {}
+        Self::default()
     }
 
-    pub fn observe(&mut self, _ctx: &Context, _event: &Event) -> Vec<Finding> {
-        Vec::new()
+    /// A detector that keeps novelty profiles in `<state_dir>/novelty/<profile>.json`: the
+    /// ones there are loaded now, and [`Detector::save`] (also run from `observe` at most once
+    /// a minute) writes them back.
+    pub fn with_state_dir(state_dir: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            novelty: novelty::Novelty::persistent(&state_dir.join("novelty"))?,
+            ..Self::default()
+        })
+    }
+
+    /// Writes the novelty profiles that changed since the last save (atomically: temp file,
+    /// then rename). Nothing to do for a detector made by [`Detector::new`].
+    pub fn save(&mut self) -> std::io::Result<()> {
+        self.novelty.save()
+    }
+
+    pub fn observe(&mut self, ctx: &Context, event: &Event) -> Vec<Finding> {
+        let state = agent_state(
+            &mut self.agents,
+            &mut self.dedup,
+            ctx.agent.id,
+            event.ktime_ns,
+        );
+        let before = state.processes.enter(event);
+        let mut candidates = Vec::new();
+        match &event.body {
+            Body::File(file) => files::check(ctx, event, file, state, &mut candidates),
+            Body::Exec { .. } => exec::check(ctx, event, state, &mut candidates),
+            Body::Syscall { .. } => {
+                candidates.extend(privilege::setid(event, before, &state.processes));
+                candidates.extend(tamper::syscall(ctx, event));
+            }
+            Body::Net(net) => network::check(ctx, event, net, state, &mut candidates),
+            Body::Fork { .. } | Body::Exit { .. } | Body::SockClose(_) => {}
+        }
+        candidates.extend(privilege::turned_root(event, before));
+        candidates.extend(self.novelty.observe(ctx, event, state));
+        state.processes.leave(event);
+        self.report(ctx, event, candidates)
     }
 
     /// Drops per-agent state when an agent goes away.
-    pub fn forget_agent(&mut self, _agent_id: u64) {}
+    pub fn forget_agent(&mut self, agent_id: u64) {
+        self.agents.remove(&agent_id);
+        self.dedup.forget_agent(agent_id);
+    }
+
+    /// Candidates → findings: disabled rules dropped, repeats held back, severity set.
+    fn report(&mut self, ctx: &Context, event: &Event, candidates: Vec<Candidate>) -> Vec<Finding> {
+        let mut seen = HashSet::new();
+        let mut findings = Vec::new();
+        for candidate in candidates {
+            // One event can reach the same rule and target twice (a link whose both names lie
+            // in another agent's worktree): that is one finding, not a finding and a repeat.
+            if !seen.insert((candidate.rule, candidate.target.clone())) {
+                continue;
+            }
+            let config = ctx.policy.rule(candidate.rule);
+            if !config.enabled {
+                continue;
+            }
+            let verdict = self.dedup.check(
+                ctx.agent.id,
+                candidate.rule,
+                &candidate.target,
+                event.ktime_ns,
+            );
+            let dedup::Verdict::Report {
+                repeats,
+                others_held_back,
+            } = verdict
+            else {
+                continue;
+            };
+            let severity = match candidate.score {
+                Some(score) if candidate.rule == RuleId::NovelBehavior => novelty::severity(score),
+                _ => config.severity,
+            };
+            findings.push(Finding {
+                rule: candidate.rule,
+                severity,
+                summary: with_held_back(candidate.summary, repeats, others_held_back),
+                evidence: candidate.evidence,
+                score: candidate.score,
+            });
+        }
+        findings
+    }
+}
+
+/// The agent's state, made room for if needed.
+fn agent_state<'d>(
+    agents: &'d mut HashMap<u64, AgentState>,
+    dedup: &mut dedup::Dedup,
+    agent_id: u64,
+    now_ns: u64,
+) -> &'d mut AgentState {
+    if !agents.contains_key(&agent_id) && agents.len() >= MAX_AGENTS {
+        if let Some(stalest) = agents
+            .iter()
+            .min_by_key(|(_, s)| s.last_seen_ns)
+            .map(|(id, _)| *id)
+        {
+            agents.remove(&stalest);
+            dedup.forget_agent(stalest);
+        }
+    }
+    let state = agents.entry(agent_id).or_default();
+    state.last_seen_ns = now_ns;
+    state
+}
+
+/// Tells in the summary what deduplication held back since the previous report.
+fn with_held_back(summary: String, repeats: u64, others: u64) -> String {
+    let plural = |n: u64, one: &str, many: &str| {
+        if n == 1 {
+            format!("{n} {one}")
+        } else {
+            format!("{n} {many}")
+        }
+    };
+    match (repeats, others) {
+        (0, 0) => summary,
+        (r, 0) => format!(
+            "{summary} ({} since the last report)",
+            plural(r, "repeat", "repeats")
+        ),
+        (0, o) => format!(
+            "{summary} ({} of this rule held back since its last report)",
+            plural(o, "other finding", "other findings")
+        ),
+        (r, o) => format!(
+            "{summary} ({} since the last report; {} of this rule held back since its last \
+             report)",
+            plural(r, "repeat", "repeats"),
+            plural(o, "other finding", "other findings")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::*;
+    use crate::policy::{RuleId, Severity};
+
+    #[test]
+    fn severity_comes_from_the_rule_config_and_disabled_rules_are_silent() {
+        let mut fx = Fixture::new();
+        let finding = assert_fires(
+            fx.feed(open(PID, "/proc/4321/environ", RDONLY)),
+            RuleId::SensitiveRead,
+            "environment",
+        );
+        assert_eq!(finding.severity, Severity::High);
+        assert_eq!(finding.evidence.len(), 1);
+
+        let policy = TEST_POLICY.replace(
+            "[rules.\"exec.suspicious_tool\"]\nseverity = \"medium\"",
+            "[rules.\"exec.suspicious_tool\"]\nseverity = \"medium\"\nenabled = false",
+        );
+        let mut fx = Fixture::with_policy(&policy);
+        assert_silent(fx.feed(exec(PID, "/usr/bin/nmap", &["nmap", "10.0.0.0/24"])));
+    }
+
+    #[test]
+    fn a_policy_that_changes_a_severity_changes_the_finding() {
+        let policy = TEST_POLICY.replace(
+            "[rules.\"exec.suspicious_tool\"]\nseverity = \"medium\"",
+            "[rules.\"exec.suspicious_tool\"]\nseverity = \"critical\"",
+        );
+        let mut fx = Fixture::with_policy(&policy);
+        let finding = assert_fires(
+            fx.feed(exec(PID, "/usr/bin/nmap", &["nmap", "10.0.0.0/24"])),
+            RuleId::SuspiciousTool,
+            "nmap",
+        );
+        assert_eq!(finding.severity, Severity::Critical);
+    }
+
+    #[test]
+    fn forgetting_an_agent_drops_its_state() {
+        let mut fx = Fixture::new();
+        fx.feed(fork(PID, PID + 1));
+        assert_silent(fx.feed(open(PID, &format!("/proc/{}/environ", PID + 1), RDONLY)));
+        fx.detector.forget_agent(1);
+        assert!(fx.detector.agents.is_empty());
+        // Its children are strangers to the next agent with the same id.
+        assert_eq!(
+            fx.feed(open(PID, &format!("/proc/{}/environ", PID + 1), RDONLY))
+                .len(),
+            1
+        );
+    }
 }

@@ -5,6 +5,7 @@
 pub mod offsets;
 
 use agent_sensor_common::{
+    discovery,
     syscalls::{self, SyscallSpec},
     SensorConfig, SockStats, TrackedTask,
 };
@@ -90,14 +91,29 @@ fn summarize(err: &aya::programs::ProgramError) -> String {
 pub struct LoadOptions {
     /// Size of the event ring buffer in bytes (a power of two).
     pub ring_bytes: u32,
+    /// Executable names (comm, at most 15 bytes) that make a process an agent at exec.
+    pub discovery_executables: Vec<String>,
+    /// Whether `AGENT_SENSOR_AGENT=<name>` in an environment makes a process an agent.
+    pub discovery_env_marker: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             ring_bytes: 8 * 1024 * 1024,
+            discovery_executables: Vec::new(),
+            discovery_env_marker: false,
         }
     }
+}
+
+/// A comm as the kernel keeps it: at most 15 bytes, NUL-padded to 16.
+pub fn comm_key(name: &str) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(15);
+    key[..n].copy_from_slice(&bytes[..n]);
+    key
 }
 
 /// The loaded and attached sensor.
@@ -137,9 +153,24 @@ impl LoadedSensor {
         .map_err(map_err("CONFIG"))?;
         let sensor = SensorConfig {
             sensor_tgid: std::process::id(),
-            _pad0: 0,
+            discovery: if options.discovery_env_marker {
+                discovery::ENV_MARKER
+            } else {
+                0
+            },
         };
         config.set(0, sensor, 0).map_err(map_err("CONFIG"))?;
+
+        let mut comms: HashMap<_, [u8; 16], u32> = HashMap::try_from(
+            ebpf.map_mut("DISCOVERY_COMMS")
+                .ok_or(LoadError::MissingMap("DISCOVERY_COMMS"))?,
+        )
+        .map_err(map_err("DISCOVERY_COMMS"))?;
+        for (index, name) in options.discovery_executables.iter().enumerate() {
+            comms
+                .insert(comm_key(name), index as u32, 0)
+                .map_err(map_err("DISCOVERY_COMMS"))?;
+        }
 
         let mut specs: Array<_, SyscallSpec> = Array::try_from(
             ebpf.map_mut("SYSCALL_SPECS")
@@ -157,8 +188,11 @@ impl LoadedSensor {
                 .ok_or(LoadError::MissingProgram(program))?
                 .try_into()
                 .map_err(|error| LoadError::Program { program, error })?;
-            prog.load()
-                .map_err(|error| LoadError::Program { program, error })?;
+            prog.load().map_err(|error| {
+                // The one-line error keeps the verifier's last words; all of them at debug.
+                log::debug!("verifier output for {program}: {error}");
+                LoadError::Program { program, error }
+            })?;
             prog.attach(tracepoint)
                 .map_err(|error| LoadError::Program { program, error })?;
             attached.push(program);

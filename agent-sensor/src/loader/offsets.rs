@@ -27,6 +27,8 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         signal_live: o("signal_struct", "live")?,
         mm_arg_start: o("mm_struct", "arg_start")?,
         mm_arg_end: o("mm_struct", "arg_end")?,
+        mm_env_start: o("mm_struct", "env_start")?,
+        mm_env_end: o("mm_struct", "env_end")?,
         binprm_filename: o("linux_binprm", "filename")?,
         binprm_file: o("linux_binprm", "file")?,
         fs_pwd: o("fs_struct", "pwd")?,

@@ -1,14 +1,32 @@
 //! Policy: loading and validating the TOML file, the built-in default, and the per-agent
 //! [`AgentScope`] the detectors consult.
+//!
+//! A user file is laid over the built-in policy (`default.toml`, whose header documents the
+//! format) key by key; profiles are then resolved along `extends`; every path list is
+//! compiled once. [`check`] reports every error with its line and key path;
+//! [`Policy::from_toml_str`] the first.
 
+mod egress;
+mod load;
+mod locate;
+mod merge;
 pub mod model;
+mod pattern;
+mod scope;
+mod validate;
+
+#[cfg(test)]
+mod tests;
 
 use std::{
-    net::IpAddr,
+    collections::BTreeMap,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 pub use model::*;
+pub use scope::AgentScope;
+use scope::{CompiledLists, ScopeParts};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -18,7 +36,8 @@ pub enum PolicyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A syntax or schema error; the message names the line and the key.
+    /// A syntax, schema or semantic error; the message starts with the key path. Line 0: the
+    /// error is not in the file checked (it came from the built-in policy).
     #[error("{origin}:{line}: {message}")]
     Invalid {
         origin: String,
@@ -27,10 +46,26 @@ pub enum PolicyError {
     },
 }
 
+/// Parses `text` (named `origin` in messages), lays it over the built-in policy and validates
+/// the result, reporting every error found (in line order), not only the first.
+pub fn check(text: &str, origin: &str) -> Result<Policy, Vec<PolicyError>> {
+    load::check(text, origin)
+}
+
 /// The validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// Complete: the user file over the built-in one, profiles holding what they inherit.
     pub file: PolicyFile,
+    compiled: Arc<CompiledPolicy>,
+}
+
+/// Path lists compiled once per policy, shared by every [`AgentScope`].
+#[derive(Debug, Default)]
+struct CompiledPolicy {
+    profiles: BTreeMap<String, Arc<CompiledLists>>,
+    agents: BTreeMap<String, Arc<CompiledLists>>,
+    tmp_dirs: Vec<Vec<u8>>,
 }
 
 /// Who an agent is, as far as path patterns are concerned.
@@ -46,27 +81,66 @@ pub struct AgentIdentity {
 impl Policy {
     /// The built-in default policy (useful on day one).
     pub fn builtin() -> Self {
-        Self::from_toml_str(include_str!("default.toml"), "built-in policy")
+        Self::from_toml_str(load::BUILTIN_TEXT, "built-in policy")
             .expect("the built-in policy is valid (checked by a unit test)")
     }
 
+    /// The text of the built-in policy (to print, or to start a file from).
+    pub fn builtin_text() -> &'static str {
+        load::BUILTIN_TEXT
+    }
+
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: path.to_path_buf(),
-            source,
+        Self::check_file(path).map_err(|mut errors| errors.remove(0))
+    }
+
+    /// Like [`Self::load`], with every error (for `agent-sensor check-config`).
+    pub fn check_file(path: &Path) -> Result<Self, Vec<PolicyError>> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            vec![PolicyError::Read {
+                path: path.to_path_buf(),
+                source,
+            }]
         })?;
-        Self::from_toml_str(&text, &path.display().to_string())
+        check(&text, &path.display().to_string())
     }
 
     /// Parses and validates policy text. Tables and keys absent from the text keep the
-    /// built-in defaults where the default has them.
+    /// built-in defaults. Returns the first error; [`check`] returns all.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, PolicyError> {
-        let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Invalid {
-            origin: origin.to_string(),
-            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
-            message: e.message().to_string(),
-        })?;
-        Ok(Self { file })
+        check(text, origin).map_err(|mut errors| errors.remove(0))
+    }
+
+    /// Compiles a complete, validated file.
+    fn compile(file: PolicyFile) -> Result<Self, String> {
+        let profiles = file
+            .profiles
+            .iter()
+            .map(|(name, p)| Ok((name.clone(), Arc::new(CompiledLists::for_profile(p)?))))
+            .collect::<Result<_, String>>()?;
+        let agents = file
+            .agents
+            .iter()
+            .map(|(name, a)| Ok((name.clone(), Arc::new(CompiledLists::for_agent(a)?))))
+            .collect::<Result<_, String>>()?;
+        let tmp_dirs = file
+            .paths
+            .tmp
+            .iter()
+            .map(|d| d.as_bytes().to_vec())
+            .collect();
+        if !file.profiles.contains_key(merge::DEFAULT_PROFILE) {
+            return Err("there is no default profile".into());
+        }
+        let compiled = CompiledPolicy {
+            profiles,
+            agents,
+            tmp_dirs,
+        };
+        Ok(Self {
+            file,
+            compiled: Arc::new(compiled),
+        })
     }
 
     pub fn mode(&self) -> Mode {
@@ -83,6 +157,7 @@ impl Policy {
     }
 
     /// The response to `id` for an agent of `profile` (profile overrides, then the rule's).
+    /// [`AgentScope::response`] also applies the agent's own overrides.
     pub fn response(&self, id: RuleId, profile: &str) -> Response {
         self.file
             .profiles
@@ -91,64 +166,89 @@ impl Policy {
             .unwrap_or_else(|| self.rule(id).response)
     }
 
-    /// Compiles what one agent may do.
-    pub fn scope_for(&self, agent: &AgentIdentity) -> AgentScope {
-        let profile = self
-            .file
-            .profiles
-            .get(&agent.profile)
-            .cloned()
-            .unwrap_or_default();
-        AgentScope {
-            worktree: agent.worktree.clone(),
-            thresholds: profile.thresholds.clone().unwrap_or_default(),
+    /// The profile of a process discovered by executable name (`comm`), if the name is one of
+    /// `[discovery] executables`.
+    pub fn discovered_profile(&self, executable: &[u8]) -> Option<&str> {
+        let discovery = &self.file.discovery;
+        let name = discovery
+            .executables
+            .iter()
+            .find(|e| e.as_bytes() == executable)?;
+        Some(discovery.profiles.get(name).unwrap_or(&discovery.profile))
+    }
+
+    /// Who agent `name` is: its `[agents.<name>]` profile and worktree where the policy gives
+    /// them (`~` expanded to `home`), else `profile` (from discovery, say) and `worktree` (its
+    /// start directory, say).
+    pub fn identity(
+        &self,
+        name: &str,
+        home: &Path,
+        profile: &str,
+        worktree: &Path,
+    ) -> AgentIdentity {
+        let configured = self.file.agents.get(name);
+        let profile = configured
+            .and_then(|a| a.profile.clone())
+            .unwrap_or_else(|| profile.to_string());
+        let worktree = configured
+            .and_then(|a| a.worktree.as_deref())
+            .map(|w| expand_home(w, home))
+            .unwrap_or_else(|| worktree.to_path_buf());
+        AgentIdentity {
+            name: name.to_string(),
+            profile,
+            worktree,
+            home: home.to_path_buf(),
         }
     }
+
+    /// Compiles what one agent may do: its profile (`default` if the policy has no profile of
+    /// that name) plus its `[agents.<name>]` additions.
+    pub fn scope_for(&self, agent: &AgentIdentity) -> AgentScope {
+        let profile_name = match self.file.profiles.contains_key(&agent.profile) {
+            true => agent.profile.as_str(),
+            false => merge::DEFAULT_PROFILE,
+        };
+        let profile = &self.file.profiles[profile_name];
+        let agent_file = self.file.agents.get(&agent.name);
+        let mut thresholds = profile.thresholds.clone().unwrap_or_default();
+        if let Some(overrides) = agent_file.and_then(|a| a.thresholds.as_ref()) {
+            thresholds = overrides.apply_to(&thresholds);
+        }
+        let agent_egress = agent_file.and_then(|a| a.egress.as_ref());
+        let egress = egress::EgressAllow::compile(&profile.egress, agent_egress)
+            .expect("egress lists are validated at load");
+        AgentScope::new(ScopeParts {
+            worktree: agent.worktree.clone(),
+            home: agent.home.clone(),
+            profile: profile_name.to_string(),
+            tmp_dirs: self.compiled.tmp_dirs.clone(),
+            thresholds,
+            profile_lists: self.compiled.profiles[profile_name].clone(),
+            agent_lists: self.compiled.agents.get(&agent.name).cloned(),
+            egress,
+            responses: self.responses(profile_name, agent_file),
+        })
+    }
+
+    /// Every rule's response for an agent: its own, else its profile's, else the rule's.
+    fn responses(&self, profile: &str, agent: Option<&AgentFile>) -> BTreeMap<RuleId, Response> {
+        RuleId::ALL
+            .into_iter()
+            .map(|id| {
+                let own = agent.and_then(|a| a.responses.get(&id).copied());
+                (id, own.unwrap_or_else(|| self.response(id, profile)))
+            })
+            .collect()
+    }
 }
 
-/// 1-based line of byte offset `at` in `text`.
-fn line_of(text: &str, at: usize) -> usize {
-    text[..at.min(text.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
-}
-
-/// What one agent may do, compiled for fast matching. Paths are canonical absolute byte
-/// strings as events carry them.
-#[derive(Debug, Clone)]
-pub struct AgentScope {
-    pub worktree: PathBuf,
-    pub thresholds: Thresholds,
-}
-
-impl AgentScope {
-    pub fn in_worktree(&self, path: &[u8]) -> bool {
-        path_under(path, self.worktree.as_os_str().as_encoded_bytes())
-    }
-
-    /// Inside the worktree or an allowed writable path.
-    pub fn may_write(&self, path: &[u8]) -> bool {
-        self.in_worktree(path)
-    }
-
-    pub fn may_read(&self, _path: &[u8]) -> bool {
-        true
-    }
-
-    pub fn is_sensitive(&self, _path: &[u8]) -> bool {
-        false
-    }
-
-    pub fn is_startup(&self, _path: &[u8]) -> bool {
-        false
-    }
-
-    /// Whether a connection or send to `ip:port` is allowed; `dns_name` is the name the agent
-    /// resolved `ip` from, if any.
-    pub fn egress_allowed(&self, ip: IpAddr, _port: u16, _dns_name: Option<&[u8]>) -> bool {
-        ip.is_loopback()
+/// `~` or `~/x` in a configured path, under `home`.
+fn expand_home(path: &str, home: &Path) -> PathBuf {
+    match path.strip_prefix('~') {
+        Some(rest) => home.join(rest.trim_start_matches('/')),
+        None => PathBuf::from(path),
     }
 }
 
@@ -156,4 +256,16 @@ impl AgentScope {
 pub fn path_under(path: &[u8], dir: &[u8]) -> bool {
     let dir = dir.strip_suffix(b"/").unwrap_or(dir);
     path.starts_with(dir) && (path.len() == dir.len() || path[dir.len()] == b'/' || dir.is_empty())
+}
+
+/// The process a `/proc/<pid>/…` path belongs to (`/proc/self` is resolved by the kernel
+/// before events see it). The `sensitive` list holds `/proc/*/environ` and `/proc/*/mem`:
+/// the detector compares this pid with the agent's own processes, which may read their own.
+pub fn proc_pid_of(path: &[u8]) -> Option<u32> {
+    let rest = path.strip_prefix(b"/proc/")?;
+    let pid = rest.split(|b| *b == b'/').next()?;
+    if pid.is_empty() || !pid.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(pid).ok()?.parse().ok()
 }

@@ -1,8 +1,10 @@
 //! The policy as the daemon uses it: what agents are, what each may do, how each rule responds.
 //!
 //! The TOML file maps onto [`PolicyFile`] (every table optional, unknown keys rejected); the
-//! built-in default is such a file too (`policy/default.toml`). [`Policy`] is the validated,
-//! resolved form the detectors read.
+//! built-in default is such a file too (`policy/default.toml`). A user file is laid over the
+//! built-in one key by key and profiles are resolved along `extends` before the result is
+//! deserialized here, so a [`PolicyFile`] inside a [`super::Policy`] is complete: every rule
+//! listed, every profile holding what it inherited.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +40,18 @@ pub enum RuleId {
 }
 
 impl RuleId {
+    /// The rules whose response may be `deny` (refusing a connection or send is what the
+    /// sensor can do synchronously; for the other rules the act has already happened).
+    pub const DENIABLE: [RuleId; 2] = [RuleId::UnallowedEgress, RuleId::SensitiveThenEgress];
+
+    pub fn parse(text: &str) -> Option<RuleId> {
+        Self::ALL.into_iter().find(|id| id.as_str() == text)
+    }
+
+    pub fn may_deny(self) -> bool {
+        Self::DENIABLE.contains(&self)
+    }
+
     pub const ALL: [RuleId; 12] = [
         RuleId::WriteOutsideWorktree,
         RuleId::ForeignWorktree,
@@ -104,6 +118,17 @@ pub enum Response {
     Deny,
 }
 
+impl Response {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Response::Alert => "alert",
+            Response::Freeze => "freeze",
+            Response::Kill => "kill",
+            Response::Deny => "deny",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -118,6 +143,9 @@ pub enum Mode {
 pub struct RuleConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// A user file may leave it out: the built-in policy lists every rule, so the built-in
+    /// severity is kept (the serde default only serves checking a user file on its own).
+    #[serde(default = "medium")]
     pub severity: Severity,
     #[serde(default = "alert")]
     pub response: Response,
@@ -131,18 +159,25 @@ fn alert() -> Response {
     Response::Alert
 }
 
+fn medium() -> Severity {
+    Severity::Medium
+}
+
 /// Where an agent may talk to. Host names are matched against the names the agent itself
 /// resolved (the DNS answers the sensor saw), so an IP reached without a lookup matches only
-/// `cidrs`.
+/// `cidrs`. Loopback is always allowed. DNS queries themselves are not egress: they are judged
+/// by `exfil.dns_tunnel`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Egress {
-    /// Exact names or `*.suffix` patterns.
+    /// Exact names or `*.suffix` patterns (`*.x.com` matches `a.x.com` and `a.b.x.com`, not
+    /// `x.com` nor `evilx.com`). Case-insensitive.
     #[serde(default)]
     pub hosts: Vec<String>,
     #[serde(default)]
     pub cidrs: Vec<ipnet::IpNet>,
-    /// Allowed destination ports (empty: any port of an allowed host or CIDR).
+    /// Allowed destination ports (empty: any port of an allowed host or CIDR). An agent's
+    /// ports add to its profile's.
     #[serde(default)]
     pub ports: Vec<u16>,
 }
@@ -184,12 +219,51 @@ impl Default for Thresholds {
     }
 }
 
-/// `[profiles.<name>]`: what agents of this profile may do. Path patterns are globs;
-/// `~` is the agent user's home, `{worktree}` the agent's worktree, `{tmp}` its temp dirs.
+/// `[agents.<name>].thresholds`: the keys given replace the profile's, the others are kept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThresholdOverrides {
+    pub exfil_window_secs: Option<u64>,
+    pub dns_label_max: Option<usize>,
+    pub dns_entropy_bits: Option<f64>,
+    pub dns_entropy_min_len: Option<usize>,
+    pub dns_burst_unique: Option<usize>,
+    pub dns_burst_window_secs: Option<u64>,
+    pub learning_secs: Option<u64>,
+    pub novelty_min_score: Option<u32>,
+}
+
+impl ThresholdOverrides {
+    pub fn apply_to(&self, base: &Thresholds) -> Thresholds {
+        Thresholds {
+            exfil_window_secs: self.exfil_window_secs.unwrap_or(base.exfil_window_secs),
+            dns_label_max: self.dns_label_max.unwrap_or(base.dns_label_max),
+            dns_entropy_bits: self.dns_entropy_bits.unwrap_or(base.dns_entropy_bits),
+            dns_entropy_min_len: self.dns_entropy_min_len.unwrap_or(base.dns_entropy_min_len),
+            dns_burst_unique: self.dns_burst_unique.unwrap_or(base.dns_burst_unique),
+            dns_burst_window_secs: self
+                .dns_burst_window_secs
+                .unwrap_or(base.dns_burst_window_secs),
+            learning_secs: self.learning_secs.unwrap_or(base.learning_secs),
+            novelty_min_score: self.novelty_min_score.unwrap_or(base.novelty_min_score),
+        }
+    }
+}
+
+/// `[profiles.<name>]`: what agents of this profile may do. Path patterns are globs rooted at
+/// `/`, `~` (the agent user's home), `{worktree}` (the agent's worktree) or `{tmp}` (each temp
+/// dir of `[paths] tmp`), or starting with `**` (anywhere); `!pattern` excludes what it matches
+/// from the list, whatever the order.
+///
+/// A profile `extends` another (every profile but `default` extends `default` unless it says
+/// otherwise; `extends = ""` starts from nothing): lists are appended to the parent's, tables
+/// (`egress`, `thresholds`, `responses`) merged key by key, the child winning.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProfileFile {
-    /// Readable besides the worktree and the defaults.
+    /// The profile this one adds to (see above); after loading, already applied.
+    pub extends: Option<String>,
+    /// Exceptions to `sensitive`: everything that is not sensitive is readable anyway.
     pub readable: Vec<String>,
     /// Writable besides the worktree (temp dirs, build caches…).
     pub writable: Vec<String>,
@@ -197,21 +271,29 @@ pub struct ProfileFile {
     pub sensitive: Vec<String>,
     /// Shell rc files, crontabs, units, hooks: writing one is `persistence.startup_write`.
     pub startup: Vec<String>,
+    /// The agent's own state and credential store (`~/.claude/**` for Claude Code): writable,
+    /// and neither sensitive nor a startup file *for this profile*; another agent touching
+    /// it is still caught by the `sensitive` and `startup` lists.
+    pub own_state: Vec<String>,
     pub egress: Egress,
     pub thresholds: Option<Thresholds>,
     /// Per-rule response overrides for this profile.
     pub responses: BTreeMap<RuleId, Response>,
 }
 
-/// `[agents.<name>]`: settings for one named agent.
+/// `[agents.<name>]`: settings for one named agent, added to its profile's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentFile {
     pub profile: Option<String>,
+    /// Absolute, or under `~`.
     pub worktree: Option<String>,
     pub readable: Vec<String>,
     pub writable: Vec<String>,
+    pub sensitive: Vec<String>,
     pub egress: Option<Egress>,
+    pub thresholds: Option<ThresholdOverrides>,
+    pub responses: BTreeMap<RuleId, Response>,
 }
 
 /// `[discovery]`: processes that become agents without `agent-sensor exec`.
@@ -222,8 +304,10 @@ pub struct Discovery {
     pub executables: Vec<String>,
     /// Honour `AGENT_SENSOR_AGENT=<name>` in a process's environment.
     pub env_marker: bool,
-    /// Profile of discovered agents.
+    /// Profile of discovered agents…
     pub profile: String,
+    /// …unless their executable has its own here (`claude = "claude"`).
+    pub profiles: BTreeMap<String, String>,
 }
 
 impl Default for Discovery {
@@ -232,6 +316,23 @@ impl Default for Discovery {
             executables: Vec::new(),
             env_marker: true,
             profile: "default".into(),
+            profiles: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[paths]`: what the placeholders in path patterns stand for, besides the agent's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsFile {
+    /// The directories `{tmp}` stands for (the daemon may add an agent's `$TMPDIR`).
+    pub tmp: Vec<String>,
+}
+
+impl Default for PathsFile {
+    fn default() -> Self {
+        Self {
+            tmp: vec!["/tmp".into(), "/var/tmp".into(), "/dev/shm".into()],
         }
     }
 }
@@ -262,6 +363,7 @@ impl Default for SensorFile {
 pub struct PolicyFile {
     pub sensor: SensorFile,
     pub discovery: Discovery,
+    pub paths: PathsFile,
     pub rules: BTreeMap<RuleId, RuleConfig>,
     pub profiles: BTreeMap<String, ProfileFile>,
     pub agents: BTreeMap<String, AgentFile>,

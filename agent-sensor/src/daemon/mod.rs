@@ -1,5 +1,9 @@
-//! The run loop: drain the ring buffer, decode, write sinks; report kernel-side losses; stop
-//! cleanly on SIGINT/SIGTERM (dropping the loaded object detaches every program).
+//! The run loop: load the policy and the eBPF programs, find the agents, then drain the ring
+//! buffer through the pipeline, answer the control socket and report kernel-side losses until
+//! SIGINT/SIGTERM (dropping the loaded object detaches every program).
+
+mod control;
+mod startup;
 
 use std::{
     fs::OpenOptions,
@@ -16,9 +20,13 @@ use tokio::{
 };
 
 use crate::{
+    control::server,
+    detect::Detector,
+    export::alerts::AlertWriter,
     loader::{LoadError, LoadOptions, LoadedSensor},
     pipeline::{Pipeline, Stats},
-    tracking::{self, TrackError},
+    policy::{Mode, Policy, PolicyError},
+    tracking::TrackError,
 };
 
 #[derive(Debug, Error)]
@@ -27,8 +35,19 @@ pub enum DaemonError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Track(#[from] TrackError),
-    #[error("cannot open events file {path}: {source}")]
-    EventsFile {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Control(#[from] server::ServerError),
+    #[error("cannot open {what} file {path}: {source}")]
+    OutputFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot use the state directory {path}: {source}")]
+    StateDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -60,7 +79,7 @@ impl std::str::FromStr for Output {
 }
 
 impl Output {
-    fn open(&self) -> Result<Box<dyn Write + Send>, DaemonError> {
+    fn open(&self, what: &'static str) -> Result<Box<dyn Write + Send>, DaemonError> {
         Ok(match self {
             Output::Stdout => Box::new(std::io::stdout()),
             Output::File(path) => Box::new(
@@ -68,7 +87,8 @@ impl Output {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|source| DaemonError::EventsFile {
+                    .map_err(|source| DaemonError::OutputFile {
+                        what,
                         path: path.clone(),
                         source,
                     })?,
@@ -79,29 +99,47 @@ impl Output {
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    pub load: LoadOptions,
+    pub ring_bytes: Option<u32>,
     pub events: Option<Output>,
+    pub alerts: Option<Output>,
+    /// Policy file; the built-in default when absent.
+    pub policy: Option<PathBuf>,
+    /// Overrides the policy's mode.
+    pub mode: Option<Mode>,
+    /// Overrides the policy's state directory.
+    pub state_dir: Option<PathBuf>,
+    pub control_socket: PathBuf,
+    /// Capture-only agents (no worktree): for debugging and tests.
     pub track_pids: Vec<u32>,
     pub track_cgroups: Vec<PathBuf>,
 }
 
 /// Loads, attaches and runs until SIGINT or SIGTERM.
 pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
-    let mut sensor = LoadedSensor::load(&options.load)?;
-    let mut next_agent = 1u64;
-    for pid in &options.track_pids {
-        tracking::track_pid(&mut sensor, *pid, next_agent)?;
-        log::info!("tracking process {pid} as agent {next_agent}");
-        next_agent += 1;
+    let mut policy = match &options.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::builtin(),
+    };
+    if let Some(mode) = options.mode {
+        policy.file.sensor.mode = mode;
     }
-    for path in &options.track_cgroups {
-        let id = tracking::track_cgroup(&mut sensor, path, next_agent)?;
-        log::info!(
-            "tracking cgroup {} (id {id}) as agent {next_agent}",
-            path.display()
-        );
-        next_agent += 1;
-    }
+    let state_dir = options
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&policy.file.sensor.state_dir));
+    std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::StateDir {
+        path: state_dir.clone(),
+        source,
+    })?;
+
+    let load = LoadOptions {
+        ring_bytes: options
+            .ring_bytes
+            .unwrap_or(LoadOptions::default().ring_bytes),
+        discovery_executables: policy.file.discovery.executables.clone(),
+        discovery_env_marker: policy.file.discovery.env_marker,
+    };
+    let mut sensor = LoadedSensor::load(&load)?;
 
     // aya-log records from the programs go to this daemon's log.
     let log_forwarder = match aya_log::EbpfLogger::init(&mut sensor.ebpf) {
@@ -119,22 +157,55 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
             None
         }
     };
-    let ring = sensor.take_events()?;
-    let mut ring = register(ring).map_err(DaemonError::Poll)?;
+
     let sink = match &options.events {
-        Some(output) => Some(BufWriter::new(output.open()?)),
+        Some(output) => Some(BufWriter::new(output.open("events")?)),
         None => None,
     };
-    let mut pipeline = Pipeline::new(sink);
+    let alerts = match &options.alerts {
+        Some(output) => Some(AlertWriter::new(output.open("alerts")?)),
+        None => None,
+    };
+    let mode = policy.mode();
+    let mut pipeline = Pipeline::new(policy, sink, alerts);
+    pipeline.incidents_dir = Some(state_dir.join("incidents"));
+    pipeline.detector =
+        Detector::with_state_dir(&state_dir).map_err(|source| DaemonError::StateDir {
+            path: state_dir.clone(),
+            source,
+        })?;
+    pipeline.sensor.protected_paths = [
+        Some(state_dir.clone()),
+        options.policy.clone(),
+        Some(options.control_socket.clone()),
+        Some(PathBuf::from("/sys/fs/bpf")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     pipeline.stats.kernel_drops = sensor.drop_counts()?;
+
+    let mut agents = startup::Agents::new(&state_dir)?;
+    agents.track_options(&mut sensor, &mut pipeline, &options)?;
+    agents.restore(&mut sensor, &mut pipeline);
+    agents.discover_running(&mut sensor, &mut pipeline);
+
+    let (_socket, mut requests) = server::serve(&options.control_socket)?;
+    let ring = sensor.take_events()?;
+    let mut ring = register(ring).map_err(DaemonError::Poll)?;
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut drop_check = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     log::info!(
-        "agent-sensor ready: {} programs attached ({})",
+        "agent-sensor ready: {} programs attached ({}); mode {}; control socket {}",
         sensor.attached.len(),
-        sensor.attached.join(", ")
+        sensor.attached.join(", "),
+        match mode {
+            Mode::Monitor => "monitor",
+            Mode::Enforce => "enforce",
+        },
+        options.control_socket.display()
     );
 
     loop {
@@ -145,21 +216,31 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
                 let mut guard = guard.map_err(DaemonError::Poll)?;
                 pipeline.drain(guard.get_inner_mut()).map_err(DaemonError::EventsWrite)?;
                 guard.clear_ready();
-                pipeline
-                    .report_exited_sockets(&mut sensor.sock_stats()?)
-                    .map_err(DaemonError::EventsWrite)?;
+                after_batch(&mut sensor, &mut pipeline, &mut agents)?;
             }
-            _ = drop_check.tick() => report_drops(&sensor, &mut pipeline.stats),
+            Some(incoming) = requests.recv() => {
+                let reply = control::handle(&mut sensor, &mut pipeline, &mut agents, incoming.request, incoming.peer_pid);
+                let _ = incoming.reply.send(reply);
+            }
+            _ = tick.tick() => {
+                report_drops(&sensor, &mut pipeline.stats);
+                agents.remove_ended_cgroups();
+            }
         }
     }
     // Whatever is still queued is written before the programs go away.
     pipeline
         .drain(ring.get_mut())
         .map_err(DaemonError::EventsWrite)?;
-    pipeline
-        .report_exited_sockets(&mut sensor.sock_stats()?)
-        .map_err(DaemonError::EventsWrite)?;
+    after_batch(&mut sensor, &mut pipeline, &mut agents)?;
     report_drops(&sensor, &mut pipeline.stats);
+    agents.save(&pipeline);
+    if let Err(e) = pipeline.detector.save() {
+        log::error!(
+            "cannot save learned behaviour in {}: {e}",
+            state_dir.display()
+        );
+    }
     drop(ring);
     if let Some(task) = log_forwarder {
         task.abort();
@@ -167,11 +248,27 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     drop(sensor);
     let stats = pipeline.stats;
     log::info!(
-        "stopped: {} events, {} undecodable; all programs detached",
+        "stopped: {} events, {} undecodable, {} alerts; all programs detached",
         stats.events,
-        stats.decode_errors
+        stats.decode_errors,
+        stats.alerts
     );
     Ok(stats)
+}
+
+/// Work that needs the kernel side after each batch of events.
+fn after_batch(
+    sensor: &mut LoadedSensor,
+    pipeline: &mut Pipeline,
+    agents: &mut startup::Agents,
+) -> Result<(), DaemonError> {
+    pipeline
+        .report_exited_sockets(&mut sensor.sock_stats()?)
+        .map_err(DaemonError::EventsWrite)?;
+    for id in pipeline.take_exited_agents() {
+        agents.retire(sensor, pipeline, id);
+    }
+    Ok(())
 }
 
 /// Registers a descriptor we own with the runtime.

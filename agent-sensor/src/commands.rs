@@ -1,0 +1,145 @@
+//! The client-side commands: they talk to the running daemon.
+
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use agent_sensor::{
+    agents::registry::{git_worktree_of, AgentSummary},
+    control::{client::Client, Reply, Request},
+    policy::Policy,
+};
+use anyhow::{bail, Context as _, Result};
+
+use crate::cli::ExecArgs;
+
+/// `agent-sensor exec`: never runs the command unwatched.
+pub fn exec(args: ExecArgs) -> Result<()> {
+    let worktree = match args.worktree {
+        Some(dir) => std::fs::canonicalize(&dir)
+            .with_context(|| format!("worktree {} does not exist", dir.display()))?,
+        None => {
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            let cwd = std::fs::canonicalize(&cwd).unwrap_or(cwd);
+            git_worktree_of(&cwd).with_context(|| {
+                format!(
+                    "{} is not inside a git worktree; pass --worktree DIR",
+                    cwd.display()
+                )
+            })?
+        }
+    };
+    let mut client = Client::connect(&args.control_socket)?;
+    let Reply::Registered { agent_id, cgroup } = client.call(&Request::Register {
+        agent: args.agent.clone(),
+        worktree: worktree.clone(),
+        profile: args.profile,
+    })?
+    else {
+        bail!("the daemon answered the registration with something else");
+    };
+    join_cgroup(&cgroup)?;
+    wait_until_tracked(&mut client, agent_id)?;
+    let (program, rest) = args.command.split_first().context("no command given")?;
+    let err = std::process::Command::new(program).args(rest).exec();
+    bail!("cannot execute {}: {err}", Path::new(program).display())
+}
+
+fn join_cgroup(cgroup: &Path) -> Result<()> {
+    std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
+        .with_context(|| format!("cannot move into the agent's cgroup {}", cgroup.display()))
+}
+
+/// The kernel tracks us as soon as we are in the cgroup; the daemon confirms it from the
+/// kernel's own map. A short retry covers nothing but a slow daemon.
+fn wait_until_tracked(client: &mut Client, agent_id: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match client.call(&Request::Confirm {
+            agent_id,
+            pid: std::process::id(),
+        }) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e)
+                    .context("the kernel does not track this process; not running the command");
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// `agent-sensor agents`.
+pub fn agents(socket: &PathBuf, json: bool) -> Result<()> {
+    let mut client = Client::connect(socket)?;
+    let Reply::Agents { agents } = client.call(&Request::Agents)? else {
+        bail!("the daemon answered with something else");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&agents)?);
+    } else {
+        print!("{}", table(&agents));
+    }
+    Ok(())
+}
+
+fn table(agents: &[AgentSummary]) -> String {
+    let mut out = format!(
+        "{:<6} {:<20} {:<10} {:<8} {:>5} {:>6}  {}\n",
+        "ID", "NAME", "STATE", "ORIGIN", "PROCS", "ALERTS", "WORKTREE"
+    );
+    for a in agents {
+        let alerts: u64 = a.alerts.values().sum();
+        let id = if a.id >> 63 == 1 {
+            format!("d{}", a.id & 0xffff_ffff)
+        } else {
+            a.id.to_string()
+        };
+        out.push_str(&format!(
+            "{:<6} {:<20} {:<10} {:<8} {:>5} {:>6}  {}\n",
+            id,
+            a.name,
+            format!("{:?}", a.state).to_lowercase(),
+            format!("{:?}", a.origin).to_lowercase(),
+            a.processes.len(),
+            alerts,
+            a.worktree.display()
+        ));
+    }
+    out
+}
+
+/// `agent-sensor check-config FILE`: every error, each naming its line and key.
+pub fn check_config(file: &Path) -> Result<()> {
+    let policy = match Policy::check_file(file) {
+        Ok(policy) => policy,
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            bail!("{}: {} error(s)", file.display(), errors.len());
+        }
+    };
+    println!(
+        "{}: valid ({} rules, {} profiles, {} agents)",
+        file.display(),
+        policy.file.rules.len(),
+        policy.file.profiles.len(),
+        policy.file.agents.len()
+    );
+    Ok(())
+}
+
+/// `agent-sensor thaw|kill NAME`.
+pub fn steer(socket: &Path, request: Request) -> Result<()> {
+    let mut client = Client::connect(socket)?;
+    match client.call(&request)? {
+        Reply::Done { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        _ => bail!("the daemon answered with something else"),
+    }
+}

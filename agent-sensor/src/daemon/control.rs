@@ -1,0 +1,135 @@
+//! Answers to control-socket requests. Runs on the run loop, which owns the registry and the
+//! kernel maps, so no request races an event.
+
+use std::path::PathBuf;
+
+use super::startup::Agents;
+use crate::{
+    control::{Reply, Request},
+    loader::LoadedSensor,
+    pipeline::Pipeline,
+    respond::Containment,
+};
+
+/// Longest agent name accepted.
+const MAX_NAME: usize = 64;
+
+pub fn handle(
+    sensor: &mut LoadedSensor,
+    pipeline: &mut Pipeline,
+    agents: &mut Agents,
+    request: Request,
+    peer_pid: u32,
+) -> Reply {
+    match request {
+        Request::Register {
+            agent,
+            worktree,
+            profile,
+        } => match register(sensor, pipeline, agents, &agent, worktree, profile) {
+            Ok((agent_id, cgroup)) => {
+                log::info!("agent {agent} (id {agent_id}) registered by pid {peer_pid}");
+                Reply::Registered { agent_id, cgroup }
+            }
+            Err(message) => Reply::Error { message },
+        },
+        Request::Confirm { agent_id, pid } => confirm(sensor, pipeline, agent_id, pid),
+        Request::Agents => Reply::Agents {
+            agents: pipeline.registry.summaries(),
+        },
+        Request::Thaw { agent } => steer(pipeline, agents, &agent, Steer::Thaw),
+        Request::Kill { agent } => steer(pipeline, agents, &agent, Steer::Kill),
+    }
+}
+
+fn register(
+    sensor: &mut LoadedSensor,
+    pipeline: &mut Pipeline,
+    agents: &mut Agents,
+    name: &str,
+    worktree: PathBuf,
+    profile: Option<String>,
+) -> Result<(u64, PathBuf), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !valid {
+        return Err(format!(
+            "invalid agent name {name:?}: use 1–{MAX_NAME} letters, digits, '-', '_' or '.'"
+        ));
+    }
+    if let Some(id) = pipeline.registry.find_by_name(name).first() {
+        return Err(format!(
+            "an agent named {name} is already running (id {id})"
+        ));
+    }
+    if !worktree.is_absolute() || !worktree.is_dir() {
+        return Err(format!(
+            "worktree {} is not an existing absolute directory",
+            worktree.display()
+        ));
+    }
+    let profile = profile.unwrap_or_else(|| pipeline.policy.file.discovery.profile.clone());
+    if !pipeline.policy.file.profiles.contains_key(&profile) {
+        return Err(format!("no profile {profile:?} in the policy"));
+    }
+    agents.create(sensor, pipeline, name, worktree, profile, 0)
+}
+
+fn confirm(sensor: &mut LoadedSensor, pipeline: &mut Pipeline, agent_id: u64, pid: u32) -> Reply {
+    let tracked = sensor
+        .tracked_tasks()
+        .ok()
+        .and_then(|tasks| tasks.get(&pid, 0).ok())
+        .map(|t| t.agent_id);
+    if tracked != Some(agent_id) {
+        return Reply::Error {
+            message: format!("process {pid} is not tracked as agent {agent_id} (yet)"),
+        };
+    }
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    pipeline.registry.add_process(agent_id, pid, 0, exe);
+    Reply::Tracked
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Steer {
+    Thaw,
+    Kill,
+}
+
+/// A human's decision on an agent: `agent-sensor thaw NAME` / `agent-sensor kill NAME`.
+fn steer(pipeline: &mut Pipeline, agents: &mut Agents, name: &str, what: Steer) -> Reply {
+    let ids = pipeline.registry.find_by_name(name);
+    let [id] = ids[..] else {
+        return Reply::Error {
+            message: if ids.is_empty() {
+                format!("no running agent named {name}")
+            } else {
+                format!("{} agents are named {name}", ids.len())
+            },
+        };
+    };
+    let result = match what {
+        Steer::Thaw => agents.contain(pipeline, id, Containment::Thaw),
+        Steer::Kill => agents.contain(pipeline, id, Containment::Kill),
+    };
+    match result {
+        Ok(_) => Reply::Done {
+            message: format!(
+                "agent {name} {}",
+                match what {
+                    Steer::Thaw => "thawed",
+                    Steer::Kill => "killed",
+                }
+            ),
+        },
+        Err(e) => Reply::Error {
+            message: e.to_string(),
+        },
+    }
+}

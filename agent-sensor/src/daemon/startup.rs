@@ -1,0 +1,286 @@
+//! Agent lifecycle on the daemon side: cgroups for exec'd agents, agents restored after a
+//! restart, agents already running when the daemon starts, and cleanup when one ends.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use super::{DaemonError, RunOptions};
+use crate::{
+    agents::{
+        discovery,
+        registry::{Origin, PersistedAgent},
+    },
+    loader::LoadedSensor,
+    pipeline::Pipeline,
+    respond::{self, Containment, RespondError},
+    system, tracking,
+};
+
+pub struct Agents {
+    state_file: PathBuf,
+    /// cgroups of ended agents, removed once the kernel has let go of their last task
+    /// (the exit event comes before the task leaves its cgroup), with the time of the attempt.
+    to_remove: Vec<(PathBuf, Instant)>,
+}
+
+/// How long an ended agent's cgroup removal is retried.
+const REMOVE_RETRY: Duration = Duration::from_secs(30);
+
+/// Characters kept in a cgroup directory name.
+fn cgroup_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn exe_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+impl Agents {
+    pub fn new(state_dir: &Path) -> Result<Self, DaemonError> {
+        Ok(Self {
+            state_file: state_dir.join("agents.json"),
+            to_remove: Vec::new(),
+        })
+    }
+
+    /// `--track-pid` and `--track-cgroup`: capture-only agents whose worktree is `/`.
+    pub fn track_options(
+        &mut self,
+        sensor: &mut LoadedSensor,
+        pipeline: &mut Pipeline,
+        options: &RunOptions,
+    ) -> Result<(), DaemonError> {
+        for pid in &options.track_pids {
+            let id = pipeline.registry.allocate_id();
+            tracking::track_pid(sensor, *pid, id)?;
+            pipeline.registry.insert(
+                &pipeline.policy,
+                id,
+                format!("pid-{pid}"),
+                PathBuf::from("/"),
+                "default".into(),
+                Origin::Exec,
+                None,
+                0,
+            );
+            pipeline.registry.add_process(id, *pid, 0, exe_of(*pid));
+            log::info!("tracking process {pid} as agent {id}");
+        }
+        for path in &options.track_cgroups {
+            let id = pipeline.registry.allocate_id();
+            let cgroup_id = tracking::track_cgroup(sensor, path, id)?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            pipeline.registry.insert(
+                &pipeline.policy,
+                id,
+                name.unwrap_or_else(|| format!("cgroup-{cgroup_id}")),
+                PathBuf::from("/"),
+                "default".into(),
+                Origin::Exec,
+                None,
+                0,
+            );
+            log::info!(
+                "tracking cgroup {} (id {cgroup_id}) as agent {id}",
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates an exec'd agent: its cgroup, the kernel's tracking of that cgroup, the registry
+    /// entry. Returns the agent id and the cgroup the caller must move itself into.
+    pub fn create(
+        &mut self,
+        sensor: &mut LoadedSensor,
+        pipeline: &mut Pipeline,
+        name: &str,
+        worktree: PathBuf,
+        profile: String,
+        uid: u32,
+    ) -> Result<(u64, PathBuf), String> {
+        let root = system::cgroup2_root().map_err(|e| e.to_string())?;
+        let id = pipeline.registry.allocate_id();
+        let cgroup = respond::agents_parent(&root).join(format!("{}-{id}", cgroup_safe(name)));
+        std::fs::create_dir_all(&cgroup)
+            .map_err(|e| format!("cannot create cgroup {}: {e}", cgroup.display()))?;
+        if let Err(e) = tracking::track_cgroup(sensor, &cgroup, id) {
+            let _ = std::fs::remove_dir(&cgroup);
+            return Err(e.to_string());
+        }
+        pipeline.registry.insert(
+            &pipeline.policy,
+            id,
+            name.to_string(),
+            worktree,
+            profile,
+            Origin::Exec,
+            Some(cgroup.clone()),
+            uid,
+        );
+        self.save(pipeline);
+        Ok((id, cgroup))
+    }
+
+    /// Exec'd agents of an earlier run whose cgroups still hold processes: tracked again, under
+    /// the same ids, before any of their next syscalls can be missed.
+    pub fn restore(&mut self, sensor: &mut LoadedSensor, pipeline: &mut Pipeline) {
+        let Ok(text) = std::fs::read_to_string(&self.state_file) else {
+            return;
+        };
+        let saved: Vec<PersistedAgent> = match serde_json::from_str(&text) {
+            Ok(saved) => saved,
+            Err(e) => {
+                log::error!("ignoring unreadable {}: {e}", self.state_file.display());
+                return;
+            }
+        };
+        for agent in saved {
+            let procs =
+                std::fs::read_to_string(agent.cgroup.join("cgroup.procs")).unwrap_or_default();
+            if procs.trim().is_empty() {
+                let _ = std::fs::remove_dir(&agent.cgroup);
+                continue;
+            }
+            if let Err(e) = tracking::track_cgroup(sensor, &agent.cgroup, agent.id) {
+                log::error!(
+                    "cannot re-track agent {} ({}): {e}",
+                    agent.name,
+                    agent.cgroup.display()
+                );
+                continue;
+            }
+            pipeline.registry.insert(
+                &pipeline.policy,
+                agent.id,
+                agent.name.clone(),
+                agent.worktree.clone(),
+                agent.profile.clone(),
+                Origin::Exec,
+                Some(agent.cgroup.clone()),
+                agent.uid,
+            );
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+                pipeline.registry.add_process(agent.id, pid, 0, exe_of(pid));
+            }
+            log::info!(
+                "restored agent {} (id {}) from {}",
+                agent.name,
+                agent.id,
+                agent.cgroup.display()
+            );
+        }
+    }
+
+    /// Agents already running: matched by the discovery rules in /proc and tracked now.
+    pub fn discover_running(&mut self, sensor: &mut LoadedSensor, pipeline: &mut Pipeline) {
+        for found in discovery::scan_proc(&pipeline.policy, Path::new("/proc")) {
+            // A restored or option-tracked agent already owns these processes.
+            if pipeline
+                .registry
+                .agents()
+                .any(|a| a.processes.contains_key(&found.root))
+            {
+                continue;
+            }
+            let mut tracked = 0;
+            for pid in &found.members {
+                if tracking::track_pid(sensor, *pid, found.agent_id).is_ok() {
+                    tracked += 1;
+                }
+            }
+            pipeline.registry.insert(
+                &pipeline.policy,
+                found.agent_id,
+                found.name.clone(),
+                found.worktree.clone(),
+                found.profile.clone(),
+                Origin::Discovered,
+                None,
+                found.uid,
+            );
+            for pid in &found.members {
+                pipeline
+                    .registry
+                    .add_process(found.agent_id, *pid, 0, exe_of(*pid));
+            }
+            log::info!(
+                "found running agent {} (pid {}, {tracked} processes) in {}",
+                found.name,
+                found.root,
+                found.worktree.display()
+            );
+        }
+    }
+
+    /// An agent whose last process exited: stop tracking its cgroup and remove it.
+    pub fn retire(&mut self, sensor: &mut LoadedSensor, pipeline: &mut Pipeline, id: u64) {
+        let Some(agent) = pipeline.registry.get(id) else {
+            return;
+        };
+        if agent.is_live() {
+            return;
+        }
+        log::info!("agent {} (id {id}) ended", agent.name);
+        if let Some(cgroup) = agent.cgroup.clone() {
+            if let Err(e) = tracking::untrack_cgroup(sensor, &cgroup) {
+                log::warn!("cannot untrack cgroup {}: {e}", cgroup.display());
+            }
+            self.to_remove.push((cgroup, Instant::now()));
+            self.remove_ended_cgroups();
+        }
+        self.save(pipeline);
+    }
+
+    /// Removes the cgroups of ended agents that are empty by now; gives up (and says so) on
+    /// one that stays occupied.
+    pub fn remove_ended_cgroups(&mut self) {
+        self.to_remove.retain(|(cgroup, since)| {
+            if std::fs::remove_dir(cgroup).is_ok() || !cgroup.exists() {
+                return false;
+            }
+            if since.elapsed() > REMOVE_RETRY {
+                log::warn!(
+                    "cgroup {} still holds processes; left in place",
+                    cgroup.display()
+                );
+                return false;
+            }
+            true
+        });
+    }
+
+    /// A human's thaw or kill (the rules' freezes and kills run in the pipeline).
+    pub fn contain(
+        &mut self,
+        pipeline: &mut Pipeline,
+        id: u64,
+        what: Containment,
+    ) -> Result<Duration, RespondError> {
+        respond::contain(&mut pipeline.registry, &pipeline.cgroup_parent, id, what)
+    }
+
+    /// Writes the exec'd agents that are still running (atomically).
+    pub fn save(&self, pipeline: &Pipeline) {
+        let tmp = self.state_file.with_extension("json.tmp");
+        let result = serde_json::to_vec_pretty(&pipeline.registry.persisted())
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &self.state_file));
+        if let Err(e) = result {
+            log::error!("cannot save agents to {}: {e}", self.state_file.display());
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! credential.sensitive_read: a secret opened for reading — a path the policy marks sensitive,
+//! or another process's environment or memory.
+
+use super::{
+    access::{basename, is_system_program, proc_entry, Outcome},
+    candidate::{text, Candidate},
+    processes::Processes,
+    Context,
+};
+use crate::{events::Event, policy::RuleId};
+
+/// What a read of a sensitive path amounted to.
+pub struct SensitiveRead {
+    pub candidate: Candidate,
+    /// The content was read (not only attempted): it counts for exfil.sensitive_then_egress.
+    pub read: bool,
+}
+
+/// Judges one content read of `path`. Failed attempts are ignored (tools probe for keys that
+/// do not exist); attempts refused by permissions are reported, since they show intent.
+pub fn read(
+    ctx: &Context,
+    event: &Event,
+    path: &[u8],
+    outcome: Outcome,
+    processes: &Processes,
+) -> Option<SensitiveRead> {
+    if outcome == Outcome::Failed {
+        return None;
+    }
+    let proc_file = proc_entry(path);
+    // The agent's own processes may read their own environment and memory.
+    if proc_file.is_some_and(|(pid, _)| processes.is_own(pid)) {
+        return None;
+    }
+    let what = match proc_file {
+        Some((pid, b"environ")) => format!(
+            "the environment of process {pid} ({}), which is not one of its own",
+            text(path)
+        ),
+        Some((pid, b"mem")) => format!(
+            "the memory of process {pid} ({}), which is not one of its own",
+            text(path)
+        ),
+        _ => {
+            let exe = processes.get(event.tgid).and_then(|p| p.exe.as_deref());
+            if !ctx.agent.scope.is_sensitive(path) || tool_reads_own_credentials(exe, path) {
+                return None;
+            }
+            format!("sensitive file {}", text(path))
+        }
+    };
+    let summary = match outcome {
+        Outcome::Done => format!("read {what}"),
+        _ => format!("tried to read {what} (permission denied)"),
+    };
+    Some(SensitiveRead {
+        candidate: Candidate::new(
+            RuleId::SensitiveRead,
+            text(path),
+            summary,
+            vec![event.clone()],
+        ),
+        read: outcome == Outcome::Done,
+    })
+}
+
+/// ssh reading the user's keys is how `git push` over ssh works, not a credential theft: only
+/// ssh's own tools, installed in system directories, reading under a `.ssh` directory. Where such a tool connects is judged by
+/// exec.suspicious_tool and exfil.unallowed_egress.
+fn tool_reads_own_credentials(exe: Option<&[u8]>, path: &[u8]) -> bool {
+    const SSH_TOOLS: [&[u8]; 7] = [
+        b"ssh",
+        b"scp",
+        b"sftp",
+        b"ssh-add",
+        b"ssh-agent",
+        b"ssh-keygen",
+        b"ssh-keysign",
+    ];
+    let Some(exe) = exe else {
+        return false;
+    };
+    is_system_program(exe)
+        && SSH_TOOLS.contains(&basename(exe))
+        && path.windows(6).any(|w| w == b"/.ssh/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use crate::policy::RuleId;
+
+    #[test]
+    fn reading_a_sensitive_file_fires_and_reading_etc_passwd_does_not() {
+        // Waits on policy matching (AgentScope::is_sensitive).
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(open(PID, "/home/u/.ssh/id_ed25519", RDONLY)),
+            RuleId::SensitiveRead,
+            "read sensitive file /home/u/.ssh/id_ed25519",
+        );
+        assert_silent(fx.feed(open(PID, "/etc/passwd", RDONLY)));
+        assert_silent(fx.feed(open(PID, "/home/u/.ssh", DIRECTORY)));
+    }
+
+    #[test]
+    fn a_missing_key_is_silent_and_a_denied_one_is_an_attempt() {
+        // Waits on policy matching (AgentScope::is_sensitive).
+        let mut fx = Fixture::new();
+        assert_silent(fx.feed(open(PID, "/home/u/.aws/credentials", RDONLY).ret(-2)));
+        assert_fires(
+            fx.feed(open(PID, "/etc/shadow", RDONLY).ret(-13)),
+            RuleId::SensitiveRead,
+            "tried to read sensitive file /etc/shadow (permission denied)",
+        );
+    }
+
+    #[test]
+    fn ssh_reading_its_own_key_is_not_a_theft_but_cat_is() {
+        // Waits on policy matching (AgentScope::is_sensitive).
+        let mut fx = Fixture::new();
+        fx.feed(exec(PID + 1, "/usr/bin/ssh", &["ssh", "git@github.com"]));
+        assert_silent(fx.feed(open(PID + 1, "/home/u/.ssh/id_ed25519", RDONLY)));
+        fx.feed(exec(PID + 2, "/home/u/bin/ssh", &["ssh", "x"]));
+        assert_fires(
+            fx.feed(open(PID + 2, "/home/u/.ssh/id_ed25519", RDONLY)),
+            RuleId::SensitiveRead,
+            "id_ed25519",
+        );
+    }
+
+    #[test]
+    fn another_process_environ_fires_and_its_own_does_not() {
+        let mut fx = Fixture::new();
+        // /proc/self/environ arrives resolved to the reader's own pid.
+        assert_silent(fx.feed(open(PID, &format!("/proc/{PID}/environ"), RDONLY)));
+        // A child it forked, and a thread of it.
+        fx.feed(fork(PID, PID + 5));
+        fx.feed(fork_thread(PID, PID + 6));
+        assert_silent(fx.feed(open(PID, &format!("/proc/{}/environ", PID + 5), RDONLY)));
+        assert_silent(fx.feed(open(
+            PID,
+            &format!("/proc/{PID}/task/{}/environ", PID + 6),
+            RDONLY,
+        )));
+        assert_silent(fx.feed(open(PID, "/proc/4321/status", RDONLY)));
+        assert_fires(
+            fx.feed(open(PID, "/proc/4321/environ", RDONLY)),
+            RuleId::SensitiveRead,
+            "the environment of process 4321",
+        );
+        assert_fires(
+            fx.feed(open(PID, "/proc/4321/mem", RDONLY)),
+            RuleId::SensitiveRead,
+            "the memory of process 4321",
+        );
+        // Once the child exited its pid is no longer the agent's.
+        fx.feed(exit(PID + 5));
+        assert_fires(
+            fx.feed(open(PID, &format!("/proc/{}/environ", PID + 5), RDONLY)),
+            RuleId::SensitiveRead,
+            "environment",
+        );
+    }
+
+    #[test]
+    fn repeated_reads_of_one_file_report_once_per_window() {
+        let mut fx = Fixture::new();
+        assert_eq!(fx.feed(open(PID, "/proc/4321/environ", RDONLY)).len(), 1);
+        for _ in 0..10 {
+            fx.advance_secs(1);
+            assert_silent(fx.feed(open(PID, "/proc/4321/environ", RDONLY)));
+        }
+        fx.advance_secs(60);
+        let again = fx.feed(open(PID, "/proc/4321/environ", RDONLY));
+        assert_fires(again, RuleId::SensitiveRead, "10 repeats");
+    }
+}

@@ -1,0 +1,233 @@
+//! exfil.unallowed_egress and exfil.sensitive_then_egress: connections and sends to
+//! Internet destinations the policy does not allow, and the same shortly after the agent read
+//! a secret.
+//!
+//! Every attempt counts, whatever its result: a non-blocking connect returns EINPROGRESS, and
+//! a refused connection still shows where the agent meant to go. DNS (port 53) is left to
+//! exfil.dns_tunnel; loopback is always allowed by the policy.
+
+use std::{collections::VecDeque, net::IpAddr};
+
+use agent_sensor_common::EventKind;
+
+use super::{
+    candidate::{destination, destination_long, text, Candidate},
+    Context,
+};
+use crate::{
+    events::{sockaddr::SockAddr, Body, Event},
+    policy::RuleId,
+};
+
+/// Sensitive reads remembered per agent.
+const MAX_RECENT_READS: usize = 64;
+
+/// The agent's latest sensitive reads, oldest first.
+#[derive(Debug, Default)]
+pub struct RecentReads {
+    reads: VecDeque<Event>,
+}
+
+impl RecentReads {
+    pub fn push(&mut self, read: Event) {
+        if self.reads.len() >= MAX_RECENT_READS {
+            self.reads.pop_front();
+        }
+        self.reads.push_back(read);
+    }
+
+    /// The latest read at most `window_ns` before `now_ns`, and how many reads that window
+    /// holds. Older reads are forgotten.
+    fn latest_within(&mut self, now_ns: u64, window_ns: u64) -> Option<(&Event, usize)> {
+        while let Some(oldest) = self.reads.front() {
+            if now_ns.saturating_sub(oldest.ktime_ns) <= window_ns {
+                break;
+            }
+            self.reads.pop_front();
+        }
+        let count = self.reads.len();
+        self.reads.back().map(|read| (read, count))
+    }
+}
+
+/// Where a connect or send goes, when the egress rules judge it.
+pub fn egress(event: &Event) -> Option<(IpAddr, u16, Option<&[u8]>)> {
+    let Body::Net(net) = &event.body else {
+        return None;
+    };
+    if !matches!(event.kind, EventKind::NetConnect | EventKind::NetSend) {
+        return None;
+    }
+    let Some(SockAddr::Inet { ip, port }) = &net.addr else {
+        return None;
+    };
+    // 0.0.0.0 and :: reach this host.
+    if *port == 53 || ip.is_unspecified() {
+        return None;
+    }
+    Some((*ip, *port, net.dns_name.as_deref()))
+}
+
+/// Whether the agent may reach `ip:port`.
+pub fn allowed(ctx: &Context, ip: IpAddr, port: u16, dns_name: Option<&[u8]>) -> bool {
+    ctx.agent.scope.egress_allowed(ip, port, dns_name)
+}
+
+pub fn check(ctx: &Context, event: &Event, reads: &mut RecentReads, out: &mut Vec<Candidate>) {
+    let Some((ip, port, name)) = egress(event) else {
+        return;
+    };
+    if allowed(ctx, ip, port, name) {
+        return;
+    }
+    let target = destination(ip, port, name);
+    let verb = if event.kind == EventKind::NetConnect {
+        "connected to"
+    } else {
+        "sent data to"
+    };
+    let place = destination_long(ip, port, name);
+    let window_secs = ctx.agent.scope.thresholds.exfil_window_secs;
+    if ctx.enabled(RuleId::SensitiveThenEgress) {
+        let window_ns = window_secs.saturating_mul(1_000_000_000);
+        if let Some((read, count)) = reads.latest_within(event.ktime_ns, window_ns) {
+            let path = match &read.body {
+                Body::File(file) => file.path.as_deref().map(text).unwrap_or_default(),
+                _ => String::new(),
+            };
+            let after = event.ktime_ns.saturating_sub(read.ktime_ns) / 1_000_000_000;
+            let others = if count > 1 {
+                format!(" (the latest of {count} sensitive reads within {window_secs} s)")
+            } else {
+                String::new()
+            };
+            let summary = format!(
+                "read {path} then {verb} {place}, which the policy does not allow, {after} s \
+                 later{others}"
+            );
+            out.push(Candidate::new(
+                RuleId::SensitiveThenEgress,
+                target,
+                summary,
+                vec![read.clone(), event.clone()],
+            ));
+            // The exfiltration finding says everything the plain one would.
+            return;
+        }
+    }
+    out.push(Candidate::new(
+        RuleId::UnallowedEgress,
+        target,
+        format!("{verb} {place}, which the policy does not allow"),
+        vec![event.clone()],
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use crate::policy::RuleId;
+
+    #[test]
+    fn unallowed_destinations_fire_and_loopback_and_dns_do_not() {
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(connect(PID, "203.0.113.7", 443)),
+            RuleId::UnallowedEgress,
+            "connected to 203.0.113.7:443, which the policy does not allow",
+        );
+        assert_fires(
+            fx.feed(send_to(PID, "198.51.100.1", 9999).dns_name("paste.example")),
+            RuleId::UnallowedEgress,
+            "sent data to paste.example (198.51.100.1:9999)",
+        );
+        assert_silent(fx.feed(connect(PID, "127.0.0.1", 8080)));
+        assert_silent(fx.feed(connect(PID, "::1", 5432)));
+        assert_silent(fx.feed(connect(PID, "0.0.0.0", 3000)));
+        assert_silent(fx.feed(send_to(PID, "8.8.8.8", 53)));
+        // A non-blocking connect in progress is still a connect.
+        assert_fires(
+            fx.feed(connect(PID, "192.0.2.1", 80).ret(-115)),
+            RuleId::UnallowedEgress,
+            "192.0.2.1:80",
+        );
+    }
+
+    #[test]
+    fn allowed_hosts_cidrs_and_ports_are_silent() {
+        // Waits on policy matching (AgentScope::egress_allowed with hosts, cidrs, ports).
+        let mut fx = Fixture::new();
+        assert_silent(fx.feed(connect(PID, "160.79.104.10", 443).dns_name("api.anthropic.com")));
+        assert_silent(fx.feed(connect(PID, "10.20.3.4", 443)));
+        assert_silent(fx.feed(connect(PID, "151.101.1.1", 443).dns_name("static.crates.io")));
+        // An allowed host on a port the policy does not list is not allowed.
+        assert_fires(
+            fx.feed(connect(PID, "160.79.104.10", 8443).dns_name("api.anthropic.com")),
+            RuleId::UnallowedEgress,
+            "api.anthropic.com",
+        );
+    }
+
+    #[test]
+    fn repeated_connections_to_one_destination_report_once() {
+        let mut fx = Fixture::new();
+        assert_eq!(fx.feed(connect(PID, "203.0.113.7", 443)).len(), 1);
+        for _ in 0..20 {
+            assert_silent(fx.feed(connect(PID + 1, "203.0.113.7", 443)));
+        }
+        assert_eq!(fx.feed(connect(PID, "203.0.113.7", 80)).len(), 1);
+    }
+
+    #[test]
+    fn a_secret_read_then_unallowed_egress_is_exfiltration() {
+        let mut fx = Fixture::new();
+        assert_eq!(
+            fx.feed(open(PID + 1, "/proc/4321/environ", RDONLY)).len(),
+            1
+        );
+        fx.advance_secs(30);
+        let finding = assert_fires(
+            fx.feed(connect(PID + 2, "203.0.113.7", 443)),
+            RuleId::SensitiveThenEgress,
+            "read /proc/4321/environ then connected to 203.0.113.7:443, which the policy does \
+             not allow, 30 s later",
+        );
+        assert_eq!(finding.evidence.len(), 2);
+        assert_eq!(
+            finding.evidence[0].kind,
+            agent_sensor_common::EventKind::FileOpen
+        );
+        assert_eq!(finding.severity, crate::policy::Severity::Critical);
+    }
+
+    #[test]
+    fn a_secret_read_long_before_or_egress_that_is_allowed_is_not_exfiltration() {
+        let mut fx = Fixture::new();
+        fx.feed(open(PID, "/proc/4321/environ", RDONLY));
+        fx.advance_secs(301);
+        assert_fires(
+            fx.feed(connect(PID, "203.0.113.7", 443)),
+            RuleId::UnallowedEgress,
+            "203.0.113.7",
+        );
+        // A refused read read nothing.
+        let mut fx = Fixture::new();
+        fx.feed(open(PID, "/proc/4321/environ", RDONLY).ret(-13));
+        assert_fires(
+            fx.feed(connect(PID, "203.0.113.7", 443)),
+            RuleId::UnallowedEgress,
+            "203.0.113.7",
+        );
+        let mut fx = Fixture::new();
+        fx.feed(open(PID, "/proc/4321/environ", RDONLY));
+        assert_silent(fx.feed(connect(PID, "127.0.0.1", 443)));
+    }
+
+    #[test]
+    fn a_sensitive_file_then_an_allowed_llm_call_is_not_exfiltration() {
+        // Waits on policy matching (is_sensitive and egress_allowed).
+        let mut fx = Fixture::new();
+        fx.feed(open(PID, "/work/a/.env", RDONLY));
+        assert_silent(fx.feed(connect(PID, "160.79.104.10", 443).dns_name("api.anthropic.com")));
+    }
+}

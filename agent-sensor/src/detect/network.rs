@@ -1,0 +1,30 @@
+//! Network events: egress (exfil rules), DNS queries (dns_tunnel), connections to the
+//! sensor's sockets (tamper), and the remote connections a reverse shell would ride on.
+
+use agent_sensor_common::EventKind;
+
+use super::{candidate::Candidate, dns_tunnel, exec, exfil, state::AgentState, tamper, Context};
+use crate::events::{sockaddr::SockAddr, Event, NetBody};
+
+pub fn check(
+    ctx: &Context,
+    event: &Event,
+    net: &NetBody,
+    state: &mut AgentState,
+    out: &mut Vec<Candidate>,
+) {
+    if let (EventKind::NetSend, Some(question)) = (event.kind, &net.dns) {
+        out.extend(dns_tunnel::check(ctx, event, question, &mut state.dns));
+    }
+    if let Some(SockAddr::Unix {
+        path,
+        is_abstract: false,
+    }) = &net.addr
+    {
+        if matches!(event.kind, EventKind::NetConnect | EventKind::NetSend) {
+            out.extend(tamper::connect_unix(ctx, event, path));
+        }
+    }
+    exfil::check(ctx, event, &mut state.sensitive_reads, out);
+    exec::note_remote_socket(ctx, event, net, &mut state.processes);
+}

@@ -1,0 +1,301 @@
+//! tamper.sensor: an agent going after the sensor — signals or ptrace aimed at its pid, any
+//! bpf() call or kernel module load, changes to bpffs pins, to the sensor's policy and state
+//! (`SensorSelf::protected_paths`) or to its `/proc` files, and connecting to its sockets.
+//!
+//! Attempts count (a refused kill is still aimed at the sensor). Reading the policy or state
+//! does not: it changes nothing, and `grep -r /etc` or `find /` would read them in passing.
+
+use agent_sensor_common::EventKind;
+
+use super::{
+    access::{proc_entry, under, Outcome},
+    candidate::{text, Candidate},
+    files::WriteAttempt,
+    state::AgentState,
+    Context,
+};
+use crate::{
+    events::{syscall_name, Body, Event},
+    policy::RuleId,
+};
+
+const BPFFS: &[u8] = b"/sys/fs/bpf";
+const KILL: u32 = 62;
+const TKILL: u32 = 200;
+const TGKILL: u32 = 234;
+const PTRACE_TRACEME: u64 = 0;
+
+fn refused(ret: i64) -> &'static str {
+    if ret < 0 {
+        " (refused)"
+    } else {
+        ""
+    }
+}
+
+pub fn syscall(ctx: &Context, event: &Event) -> Option<Candidate> {
+    let Body::Syscall { nr, args, ret, .. } = &event.body else {
+        return None;
+    };
+    let sensor = ctx.sensor.pid;
+    let call = syscall_name(*nr);
+    let (target, summary) = match event.kind {
+        EventKind::ProcessKill => {
+            let (aimed, signal) = match *nr {
+                // kill(-pgid) signals the sensor's process group (it leads its own).
+                KILL => ((args[0] as i32).unsigned_abs() == sensor, args[1]),
+                TKILL => (args[0] as u32 == sensor, args[1]),
+                TGKILL => (
+                    args[0] as u32 == sensor || args[1] as u32 == sensor,
+                    args[2],
+                ),
+                _ => return None,
+            };
+            // Signal 0 only asks whether the process exists; it delivers nothing.
+            if !aimed || signal == 0 {
+                return None;
+            }
+            (
+                "signal",
+                format!("sent signal {signal} to the sensor (pid {sensor}) with {call}"),
+            )
+        }
+        EventKind::ProcessPtrace => {
+            if args[0] == PTRACE_TRACEME || args[1] as u32 != sensor {
+                return None;
+            }
+            (
+                "ptrace",
+                format!(
+                    "used ptrace (request {}) on the sensor (pid {sensor})",
+                    args[0]
+                ),
+            )
+        }
+        EventKind::ProcessBpf => ("bpf", format!("called bpf() (command {})", args[0])),
+        EventKind::ProcessModuleLoad => ("module", format!("loaded a kernel module with {call}")),
+        _ => return None,
+    };
+    Some(Candidate::new(
+        RuleId::TamperSensor,
+        target,
+        format!("{summary}{}", refused(*ret)),
+        vec![event.clone()],
+    ))
+}
+
+/// Changes (or refused attempts) to what the sensor is made of.
+pub fn write(ctx: &Context, _state: &AgentState, w: &WriteAttempt) -> Option<Candidate> {
+    if w.outcome == Outcome::Failed {
+        return None;
+    }
+    let what = protected(ctx, w.path)?;
+    let denied = if w.outcome == Outcome::Denied {
+        " (permission denied)"
+    } else {
+        ""
+    };
+    Some(Candidate::new(
+        RuleId::TamperSensor,
+        text(w.path),
+        format!("{} {}, {what}{denied}", w.op.verb(), text(w.path)),
+        vec![w.event.clone()],
+    ))
+}
+
+/// A connection to one of the sensor's sockets (its control socket).
+pub fn connect_unix(ctx: &Context, event: &Event, path: &[u8]) -> Option<Candidate> {
+    let what = protected(ctx, path)?;
+    let ret = match &event.body {
+        Body::Net(net) => net.ret,
+        _ => 0,
+    };
+    Some(Candidate::new(
+        RuleId::TamperSensor,
+        text(path),
+        format!("connected to {}, {what}{}", text(path), refused(ret)),
+        vec![event.clone()],
+    ))
+}
+
+fn protected(ctx: &Context, path: &[u8]) -> Option<&'static str> {
+    if under(path, BPFFS) {
+        return Some("a BPF pin");
+    }
+    if proc_entry(path).is_some_and(|(pid, _)| pid == ctx.sensor.pid) {
+        return Some("a /proc file of the sensor");
+    }
+    ctx.sensor
+        .protected_paths
+        .iter()
+        .any(|p| under(path, p.as_os_str().as_encoded_bytes()))
+        .then_some("part of the sensor's policy or state")
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_sensor_common::EventKind;
+
+    use super::super::testkit::*;
+    use crate::policy::RuleId;
+
+    const SIGKILL: u64 = 9;
+
+    #[test]
+    fn signals_aimed_at_the_sensor_fire_and_others_do_not() {
+        let mut fx = Fixture::new();
+        let s = SENSOR_PID as u64;
+        assert_fires(
+            fx.feed(syscall(
+                EventKind::ProcessKill,
+                PID,
+                62,
+                [s, SIGKILL, 0, 0],
+                -1,
+            )),
+            RuleId::TamperSensor,
+            "sent signal 9 to the sensor (pid 77) with kill (refused)",
+        );
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(syscall(
+                EventKind::ProcessKill,
+                PID,
+                234,
+                [s, s, SIGKILL, 0],
+                0,
+            )),
+            RuleId::TamperSensor,
+            "tgkill",
+        );
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(syscall(EventKind::ProcessKill, PID, 200, [s, 15, 0, 0], 0)),
+            RuleId::TamperSensor,
+            "tkill",
+        );
+        let mut fx = Fixture::new();
+        let group = (-(SENSOR_PID as i64)) as u64;
+        assert_fires(
+            fx.feed(syscall(
+                EventKind::ProcessKill,
+                PID,
+                62,
+                [group, SIGKILL, 0, 0],
+                -1,
+            )),
+            RuleId::TamperSensor,
+            "kill",
+        );
+        let mut fx = Fixture::new();
+        // Its own children, and an existence probe of the sensor.
+        assert_silent(fx.feed(syscall(
+            EventKind::ProcessKill,
+            PID,
+            62,
+            [PID as u64 + 1, 15, 0, 0],
+            0,
+        )));
+        assert_silent(fx.feed(syscall(EventKind::ProcessKill, PID, 62, [s, 0, 0, 0], 0)));
+    }
+
+    #[test]
+    fn ptrace_of_the_sensor_fires() {
+        let mut fx = Fixture::new();
+        let attach = 16;
+        assert_fires(
+            fx.feed(syscall(
+                EventKind::ProcessPtrace,
+                PID,
+                101,
+                [attach, SENSOR_PID as u64, 0, 0],
+                -1,
+            )),
+            RuleId::TamperSensor,
+            "ptrace (request 16) on the sensor",
+        );
+        // A debugger on its own child.
+        assert_silent(fx.feed(syscall(
+            EventKind::ProcessPtrace,
+            PID,
+            101,
+            [attach, PID as u64 + 1, 0, 0],
+            0,
+        )));
+    }
+
+    #[test]
+    fn bpf_and_module_loading_fire() {
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(syscall(EventKind::ProcessBpf, PID, 321, [5, 0, 0, 0], -1)),
+            RuleId::TamperSensor,
+            "called bpf() (command 5) (refused)",
+        );
+        assert_fires(
+            fx.feed(syscall(
+                EventKind::ProcessModuleLoad,
+                PID,
+                313,
+                [3, 0, 0, 0],
+                -1,
+            )),
+            RuleId::TamperSensor,
+            "finit_module",
+        );
+    }
+
+    #[test]
+    fn changing_pins_policy_or_state_fires_and_reading_them_does_not() {
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(
+                file_op(
+                    EventKind::FileUnlink,
+                    PID,
+                    "/sys/fs/bpf/agent-sensor/events",
+                    None,
+                )
+                .ret(-13),
+            ),
+            RuleId::TamperSensor,
+            "deleted /sys/fs/bpf/agent-sensor/events, a BPF pin (permission denied)",
+        );
+        assert_fires(
+            fx.feed(open(PID, "/etc/agent-sensor/policy.toml", WRITE)),
+            RuleId::TamperSensor,
+            "part of the sensor's policy or state",
+        );
+        assert_fires(
+            fx.feed(rename(
+                PID,
+                "/work/a/x",
+                "/var/lib/agent-sensor/novelty/test.json",
+            )),
+            RuleId::TamperSensor,
+            "/var/lib/agent-sensor/novelty/test.json",
+        );
+        assert_fires(
+            fx.feed(open(PID, &format!("/proc/{SENSOR_PID}/mem"), WRITE)),
+            RuleId::TamperSensor,
+            "a /proc file of the sensor",
+        );
+        assert_silent(fx.feed(open(PID, "/etc/agent-sensor/policy.toml", RDONLY)));
+        assert_silent(fx.feed(open(PID, "/sys/fs/bpf", DIRECTORY)));
+        // A write that failed for another reason changed nothing and tried nothing odd.
+        assert_silent(
+            fx.feed(file_op(EventKind::FileUnlink, PID, "/var/lib/agent-sensor/x", None).ret(-2)),
+        );
+    }
+
+    #[test]
+    fn connecting_to_the_control_socket_fires() {
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(connect_unix(PID, "/var/lib/agent-sensor/control.sock")),
+            RuleId::TamperSensor,
+            "connected to /var/lib/agent-sensor/control.sock",
+        );
+        assert_silent(fx.feed(connect_unix(PID, "/run/user/1000/bus")));
+    }
+}

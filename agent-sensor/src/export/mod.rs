@@ -1,0 +1,4 @@
+//! What leaves the sensor: alerts (JSON lines) and incident bundles.
+
+pub mod alerts;
+pub mod incident;

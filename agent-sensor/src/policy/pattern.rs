@@ -1,0 +1,314 @@
+//! Path patterns: globs rooted at `/`, `~`, `{worktree}` or `{tmp}`.
+//!
+//! A pattern is split into its root and a glob relative to it, and globs are compiled per root.
+//! Matching strips the agent's root directory off the path as bytes and matches the rest: a
+//! home or worktree that is not UTF-8 or holds glob syntax (`/work/proj[1]`) is still matched
+//! literally, and one compiled set serves every agent of a profile.
+
+use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path};
+
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// What a pattern is relative to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    Filesystem,
+    Home,
+    Worktree,
+    Tmp,
+}
+
+impl Root {
+    const ALL: [Root; 4] = [Root::Filesystem, Root::Home, Root::Worktree, Root::Tmp];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One parsed pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    pub root: Root,
+    /// Relative to the root, without a leading `/`; empty for the root itself.
+    pub glob: String,
+    /// `!pattern`: excludes what it matches.
+    pub excluded: bool,
+}
+
+const PLACEHOLDERS: [(&str, Root); 2] = [("{worktree}", Root::Worktree), ("{tmp}", Root::Tmp)];
+
+/// Parses and checks one pattern as written in the policy.
+pub fn parse(text: &str) -> Result<Pattern, String> {
+    let (excluded, body) = match text.strip_prefix('!') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (root, rest) = split_root(body)?;
+    let glob = rest
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_string();
+    if let Some((placeholder, _)) = PLACEHOLDERS.iter().find(|(p, _)| glob.contains(p)) {
+        return Err(format!("{placeholder} may only start a pattern"));
+    }
+    build_glob(&glob).map_err(|e| format!("invalid glob: {}", e.kind()))?;
+    Ok(Pattern {
+        root,
+        glob,
+        excluded,
+    })
+}
+
+fn split_root(body: &str) -> Result<(Root, &str), String> {
+    if body == "~" || body.starts_with("~/") {
+        return Ok((Root::Home, &body[1..]));
+    }
+    if body.starts_with('~') {
+        return Err("`~user` is not supported: `~` is the agent user's home".into());
+    }
+    for (placeholder, root) in PLACEHOLDERS {
+        if let Some(rest) = body.strip_prefix(placeholder) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return Ok((root, rest));
+            }
+            return Err(format!("{placeholder} must be followed by `/`"));
+        }
+    }
+    if body.starts_with('/') {
+        return Ok((Root::Filesystem, body));
+    }
+    if body == "**" || body.starts_with("**/") {
+        return Ok((Root::Filesystem, body));
+    }
+    Err("a path pattern starts with `/`, `~/`, `{worktree}`, `{tmp}` or `**/`".into())
+}
+
+/// `*` and `?` stay within one path component; `**` crosses them.
+fn build_glob(glob: &str) -> Result<Glob, globset::Error> {
+    GlobBuilder::new(glob)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+}
+
+/// The directories the roots stand for, for one agent (bytes, as paths in events are).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roots {
+    pub home: Vec<u8>,
+    pub worktree: Vec<u8>,
+    pub tmp: Vec<Vec<u8>>,
+}
+
+impl Roots {
+    /// Without allocating: this runs for every path an agent touches.
+    fn dirs(&self, root: Root) -> impl Iterator<Item = &[u8]> {
+        let single: Option<&[u8]> = match root {
+            Root::Filesystem => Some(b"/"),
+            Root::Home => Some(&self.home),
+            Root::Worktree => Some(&self.worktree),
+            Root::Tmp => None,
+        };
+        let several: &[Vec<u8>] = match root {
+            Root::Tmp => &self.tmp,
+            _ => &[],
+        };
+        single.into_iter().chain(several.iter().map(Vec::as_slice))
+    }
+}
+
+/// The part of absolute `path` below `dir` (empty for `dir` itself), compared component-wise.
+/// An empty `dir` (a root the agent has none of) holds nothing.
+pub fn relative_to<'p>(path: &'p [u8], dir: &[u8]) -> Option<&'p [u8]> {
+    if dir.is_empty() || !path.starts_with(b"/") {
+        return None;
+    }
+    let dir = dir.strip_suffix(b"/").unwrap_or(dir);
+    let rest = path.strip_prefix(dir)?;
+    match rest {
+        [] => Some(rest),
+        [b'/', tail @ ..] => Some(tail),
+        _ => None,
+    }
+}
+
+/// Globs of one root, with the index of the source pattern of each.
+#[derive(Debug, Clone)]
+struct RootedGlobs {
+    set: GlobSet,
+    sources: Vec<usize>,
+}
+
+/// One list of patterns (a profile's `sensitive`, say), compiled.
+#[derive(Debug, Clone, Default)]
+pub struct PatternSet {
+    /// The patterns as written, for reporting which one matched.
+    sources: Vec<String>,
+    included: [Option<RootedGlobs>; 4],
+    excluded: [Option<RootedGlobs>; 4],
+}
+
+impl PatternSet {
+    /// Compiles a list; fails with the first bad pattern (lists are validated before).
+    pub fn compile(patterns: &[String]) -> Result<Self, String> {
+        let parsed = patterns
+            .iter()
+            .map(|p| parse(p).map_err(|e| format!("{p:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut set = Self {
+            sources: patterns.to_vec(),
+            ..Self::default()
+        };
+        for root in Root::ALL {
+            set.included[root.index()] = rooted_globs(&parsed, root, false)?;
+            set.excluded[root.index()] = rooted_globs(&parsed, root, true)?;
+        }
+        Ok(set)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// The first pattern (as written) that includes `path`, unless an exclusion matches it.
+    pub fn matching(&self, path: &[u8], roots: &Roots) -> Option<&str> {
+        let source = first_match(&self.included, path, roots)?;
+        if first_match(&self.excluded, path, roots).is_some() {
+            return None;
+        }
+        Some(&self.sources[source])
+    }
+
+    pub fn matches(&self, path: &[u8], roots: &Roots) -> bool {
+        any_match(&self.included, path, roots) && !any_match(&self.excluded, path, roots)
+    }
+}
+
+fn rooted_globs(
+    patterns: &[Pattern],
+    root: Root,
+    excluded: bool,
+) -> Result<Option<RootedGlobs>, String> {
+    let mut builder = GlobSetBuilder::new();
+    let mut sources = Vec::new();
+    for (i, pattern) in patterns.iter().enumerate() {
+        if pattern.root == root && pattern.excluded == excluded {
+            builder.add(build_glob(&pattern.glob).map_err(|e| e.to_string())?);
+            sources.push(i);
+        }
+    }
+    if sources.is_empty() {
+        return Ok(None);
+    }
+    let set = builder.build().map_err(|e| e.to_string())?;
+    Ok(Some(RootedGlobs { set, sources }))
+}
+
+fn candidates<'a>(
+    globs: &'a [Option<RootedGlobs>; 4],
+    path: &'a [u8],
+    roots: &'a Roots,
+) -> impl Iterator<Item = (&'a RootedGlobs, &'a Path)> + 'a {
+    Root::ALL
+        .into_iter()
+        .filter_map(move |root| Some((globs[root.index()].as_ref()?, root)))
+        .flat_map(move |(rooted, root)| {
+            roots.dirs(root).filter_map(move |dir| {
+                let rest = relative_to(path, dir)?;
+                Some((rooted, Path::new(OsStr::from_bytes(rest))))
+            })
+        })
+}
+
+fn any_match(globs: &[Option<RootedGlobs>; 4], path: &[u8], roots: &Roots) -> bool {
+    candidates(globs, path, roots).any(|(g, rest)| g.set.is_match(rest))
+}
+
+fn first_match(globs: &[Option<RootedGlobs>; 4], path: &[u8], roots: &Roots) -> Option<usize> {
+    candidates(globs, path, roots)
+        .filter_map(|(g, rest)| g.set.matches(rest).first().map(|i| g.sources[*i]))
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roots() -> Roots {
+        Roots {
+            home: b"/home/dev".to_vec(),
+            worktree: b"/work/proj[1]".to_vec(),
+            tmp: vec![b"/tmp".to_vec(), b"/var/tmp".to_vec()],
+        }
+    }
+
+    fn set(patterns: &[&str]) -> PatternSet {
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        PatternSet::compile(&patterns).unwrap()
+    }
+
+    #[test]
+    fn parses_roots_and_rejects_the_rest() {
+        assert_eq!(parse("~/.ssh/**").unwrap().root, Root::Home);
+        assert_eq!(parse("~").unwrap().glob, "");
+        assert_eq!(parse("{worktree}/.git/**").unwrap().root, Root::Worktree);
+        assert_eq!(parse("{tmp}").unwrap().root, Root::Tmp);
+        assert_eq!(parse("**/.env").unwrap().glob, "**/.env");
+        assert_eq!(parse("/etc/shadow").unwrap().glob, "etc/shadow");
+        assert!(parse("!~/.ssh/known_hosts").unwrap().excluded);
+        for bad in [
+            ".env",
+            "~root/x",
+            "{worktree}x",
+            "/a/{tmp}/b",
+            "/a/[b",
+            "{home}/x",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn roots_are_literal_and_component_wise() {
+        let s = set(&["{worktree}/**", "~/.cache/**"]);
+        assert!(s.matches(b"/work/proj[1]/src/main.rs", &roots()));
+        assert!(!s.matches(b"/work/proj1/src/main.rs", &roots()));
+        assert!(!s.matches(b"/home/dev/.cachex/a", &roots()));
+        assert!(s.matches(b"/home/dev/.cache/pip/x", &roots()));
+        assert!(!s.matches(b"relative/.cache/x", &roots()));
+    }
+
+    #[test]
+    fn star_stays_in_one_component_and_exclusions_win() {
+        let s = set(&["/proc/*/environ", "~/.ssh/**", "!~/.ssh/known_hosts*"]);
+        assert!(s.matches(b"/proc/12/environ", &roots()));
+        assert!(!s.matches(b"/proc/12/task/13/environ", &roots()));
+        assert_eq!(
+            s.matching(b"/home/dev/.ssh/id_ed25519", &roots()),
+            Some("~/.ssh/**")
+        );
+        assert!(!s.matches(b"/home/dev/.ssh/known_hosts", &roots()));
+    }
+
+    #[test]
+    fn tmp_stands_for_every_temp_dir_and_bytes_need_not_be_utf8() {
+        let s = set(&["{tmp}/**"]);
+        assert!(s.matches(b"/var/tmp/x", &roots()));
+        assert!(s.matches(b"/tmp/\xff\xfe", &roots()));
+        assert!(!s.matches(b"/tmpx/a", &roots()));
+        let home = Roots {
+            home: b"/home/d\xe9v".to_vec(),
+            ..roots()
+        };
+        assert!(set(&["~/.aws/**"]).matches(b"/home/d\xe9v/.aws/credentials", &home));
+    }
+
+    #[test]
+    fn a_missing_root_holds_nothing() {
+        let none = Roots::default();
+        assert!(!set(&["{worktree}/**", "~/**"]).matches(b"/anything", &none));
+        assert_eq!(relative_to(b"/a/b", b"/"), Some(&b"a/b"[..]));
+        assert_eq!(relative_to(b"/a", b"/a/"), Some(&b""[..]));
+        assert_eq!(relative_to(b"/ab", b"/a"), None);
+    }
+}

@@ -104,10 +104,20 @@ pub struct Sensor {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// A directory that, unlike /tmp, no policy treats as a temp dir every agent may write,
+    /// and that is outside this cargo workspace (a `cargo new` there must not join it).
+    pub fn outside_tmp(tag: &str) -> Self {
+        Self::new_in(Path::new("/var/lib/agent-sensor-tests"), tag)
+    }
+
     pub fn new(tag: &str) -> Self {
+        Self::new_in(&std::env::temp_dir(), tag)
+    }
+
+    fn new_in(base: &Path, tag: &str) -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
+        let path = base.join(format!(
             "agent-sensor-test-{tag}-{}-{n}",
             std::process::id()
         ));

@@ -179,6 +179,7 @@ impl Event {
                     "type": dns::qtype_name(q.qtype),
                 })),
                 "dns_name": opt_bytes(&n.dns_name),
+                "addr_from_connect": n.addr_from_connect,
                 "dns_answers": n.dns_answers.iter().map(|a| json!({
                     "name": escape(&a.name),
                     "ip": a.ip.to_string(),

@@ -121,6 +121,8 @@ pub struct NetBody {
     pub data_len: usize,
     /// Host name the agent resolved `addr` from (filled by `agents::Correlator`).
     pub dns_name: Option<Vec<u8>>,
+    /// `addr` is the peer the socket was connected to, not an address the call carried.
+    pub addr_from_connect: bool,
 }
 
 /// Bytes moved over one socket of an agent, reported when it closed.
@@ -459,6 +461,7 @@ fn decode_net(kind: EventKind, record: &[u8]) -> Result<NetBody, DecodeError> {
         dns_answers,
         data_len: data.len(),
         dns_name: None,
+        addr_from_connect: false,
     })
 }
 

@@ -15,14 +15,37 @@ use std::{
 
 use super::{Body, Event, PathSource};
 
-/// Joins `arg` onto `base` and resolves all but its last component on this host.
-pub fn resolve_parent(base: Option<&[u8]>, arg: &[u8]) -> Option<Vec<u8>> {
+/// Names that mean "the calling process" in /proc and /dev: resolved by the daemon they would
+/// mean the daemon, so they are rewritten to the caller's own /proc entry first.
+fn own_proc_path(raw: &[u8], tgid: u32, tid: u32) -> Option<Vec<u8>> {
+    let rules: [(&[u8], String); 5] = [
+        (b"/proc/self/", format!("/proc/{tgid}/")),
+        (b"/proc/thread-self/", format!("/proc/{tgid}/task/{tid}/")),
+        (b"/dev/fd/", format!("/proc/{tgid}/fd/")),
+        (b"/dev/stdin", format!("/proc/{tgid}/fd/0")),
+        (b"/dev/stdout", format!("/proc/{tgid}/fd/1")),
+    ];
+    rules.iter().find_map(|(prefix, replacement)| {
+        raw.strip_prefix(*prefix)
+            .map(|rest| [replacement.as_bytes(), rest].concat())
+    })
+}
+
+/// Joins `arg` onto `base` and resolves all but its last component on this host, as process
+/// `tgid` (thread `tid`) would have.
+pub fn resolve_parent(base: Option<&[u8]>, arg: &[u8], tgid: u32, tid: u32) -> Option<Vec<u8>> {
     let mut raw = Vec::with_capacity(arg.len() + 64);
     if !arg.starts_with(b"/") {
         raw.extend_from_slice(base?);
         raw.push(b'/');
     }
     raw.extend_from_slice(arg);
+    if raw == b"/dev/stderr" {
+        raw = format!("/proc/{tgid}/fd/2").into_bytes();
+    }
+    if let Some(own) = own_proc_path(&raw, tgid, tid) {
+        raw = own;
+    }
     while raw.len() > 1 && raw.ends_with(b"/") {
         raw.pop();
     }
@@ -47,14 +70,16 @@ pub fn resolve_on_host(event: &mut Event) {
         return;
     };
     if file.path_source == PathSource::Lexical {
-        if let Some(path) = resolve_parent(file.base.as_deref(), &file.path_arg) {
+        if let Some(path) =
+            resolve_parent(file.base.as_deref(), &file.path_arg, event.tgid, event.pid)
+        {
             file.path = Some(path);
             file.path_source = PathSource::Resolved;
         }
     }
     if let (Some(arg), Some(_)) = (&file.path2_arg, &file.path2) {
         let base = file.base2.as_deref().or(file.base.as_deref());
-        if let Some(path) = resolve_parent(base, arg) {
+        if let Some(path) = resolve_parent(base, arg, event.tgid, event.pid) {
             file.path2 = Some(path);
         }
     }
@@ -63,6 +88,22 @@ pub fn resolve_on_host(event: &mut Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve_parent_here(base: Option<&[u8]>, arg: &[u8]) -> Option<Vec<u8>> {
+        resolve_parent(base, arg, 1, 1)
+    }
+
+    #[test]
+    fn process_relative_names_mean_the_caller_not_the_daemon() {
+        let me = std::process::id();
+        let got = resolve_parent(None, b"/dev/fd/7", me, me).unwrap();
+        assert_eq!(got, format!("/proc/{me}/fd/7").into_bytes());
+        let got = resolve_parent(None, b"/proc/self/environ", me, me).unwrap();
+        assert_eq!(got, format!("/proc/{me}/environ").into_bytes());
+        // Another process's view: pid 1's fd dir, not ours.
+        let got = resolve_parent(None, b"/dev/fd/3", 1, 1).unwrap();
+        assert_eq!(got, b"/proc/1/fd/3");
+    }
 
     #[test]
     fn resolves_symlinked_directories_but_not_the_last_component() {
@@ -75,17 +116,17 @@ mod tests {
         let real = std::fs::canonicalize(dir.join("real")).unwrap();
         let real = real.as_os_str().as_bytes();
 
-        let got = resolve_parent(Some(base), b"link/file").unwrap();
+        let got = resolve_parent_here(Some(base), b"link/file").unwrap();
         assert_eq!(got, [real, b"/file"].concat());
         // The last component is not followed: unlinking a symlink removes the link.
-        let got = resolve_parent(Some(base), b"link/dangling").unwrap();
+        let got = resolve_parent_here(Some(base), b"link/dangling").unwrap();
         assert_eq!(got, [real, b"/dangling"].concat());
         // `..` after a symlink is relative to where the symlink points.
-        let got = resolve_parent(Some(base), b"link/sub/../x").unwrap();
+        let got = resolve_parent_here(Some(base), b"link/sub/../x").unwrap();
         assert_eq!(got, [real, b"/x"].concat());
         // Absolute arguments ignore the base; a missing parent gives up.
-        assert!(resolve_parent(None, b"relative").is_none());
-        assert!(resolve_parent(Some(base), b"missing/dir/x").is_none());
+        assert!(resolve_parent_here(None, b"relative").is_none());
+        assert!(resolve_parent_here(Some(base), b"missing/dir/x").is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

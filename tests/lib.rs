@@ -150,6 +150,7 @@ impl Sensor {
             .arg(&state_dir)
             .arg("--control-socket")
             .arg(&socket)
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -176,6 +177,13 @@ impl Sensor {
         };
         sensor.wait_for_log("agent-sensor ready", Duration::from_secs(120));
         sensor
+    }
+
+    /// `http://127.0.0.1:PORT/metrics`, from the ready line.
+    pub fn metrics_url(&self) -> Option<String> {
+        let line = self.log.iter().find(|l| l.contains("agent-sensor ready"))?;
+        let at = line.find("metrics http://")? + "metrics ".len();
+        Some(line[at..].split_whitespace().next()?.to_string())
     }
 
     pub fn pid(&self) -> u32 {

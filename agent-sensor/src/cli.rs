@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use agent_sensor::{control::DEFAULT_SOCKET, daemon::Output};
+use agent_sensor::{
+    control::DEFAULT_SOCKET,
+    daemon::Output,
+    export::{http::DEFAULT_METRICS_ADDR, ocsf::AlertFormat},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,6 +103,26 @@ pub struct RunArgs {
     /// Write every alert as one JSON line to FILE (appended), or `-` for stdout.
     #[arg(long, value_name = "FILE")]
     pub alerts: Option<Output>,
+
+    /// Format of `--alerts` and of the webhook: `json` (the sensor's own) or `ocsf` (OCSF
+    /// Detection Finding, class 2004).
+    #[arg(long, default_value = "json", value_name = "FORMAT")]
+    pub alerts_format: AlertFormat,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics. Loopback by default; `none` serves
+    /// nothing. Expose it beyond the host only behind your own TLS and access control.
+    #[arg(long, default_value = DEFAULT_METRICS_ADDR, value_name = "ADDR")]
+    pub metrics_addr: String,
+
+    /// Agents that get their own `agent` label on agent_sensor_agent_alerts_total (the rest
+    /// count as agent="other"); 0 disables that metric.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub metrics_agent_labels: usize,
+
+    /// Also POST every alert to this http:// URL (one JSON object per request), with retry,
+    /// backoff, and an on-disk spool in the state dir that survives outages and restarts.
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
 
     /// Where agents, learned behaviour and incident bundles are kept (overrides the policy).
     #[arg(long, value_name = "DIR")]

@@ -48,6 +48,15 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 }),
                 state_dir: args.state_dir,
                 control_socket: args.control_socket,
+                alerts_format: args.alerts_format,
+                metrics_addr: match args.metrics_addr.as_str() {
+                    "none" => None,
+                    addr => Some(addr.parse().map_err(|e| {
+                        anyhow::anyhow!("--metrics-addr {addr}: {e} (use HOST:PORT or none)")
+                    })?),
+                },
+                metrics_agent_labels: args.metrics_agent_labels,
+                webhook_url: args.webhook_url,
                 track_pids: args.track_pids,
                 track_cgroups: args.track_cgroups,
             };

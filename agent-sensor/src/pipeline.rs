@@ -6,6 +6,7 @@ use std::{
     collections::HashSet,
     io::{BufWriter, Write},
     path::PathBuf,
+    sync::Arc,
 };
 
 use agent_sensor_common::{flags, EventKind, SockCloseEvent, SockStats};
@@ -19,6 +20,9 @@ use crate::{
     export::{
         alerts::{Action, Alert, AlertWriter},
         incident,
+        metrics::Metrics,
+        ocsf::AlertFormat,
+        webhook::WebhookSink,
     },
     policy::{Mode, Policy, Response, Severity},
     respond::{self, Containment},
@@ -54,6 +58,9 @@ pub struct Pipeline {
     exited_agents: Vec<u64>,
     /// Parent of the agents' cgroups: containment acts on nothing else.
     pub cgroup_parent: PathBuf,
+    pub metrics: Option<Arc<Metrics>>,
+    /// Alerts are also posted here (spooled on disk until delivered).
+    pub webhook: Option<(WebhookSink, AlertFormat)>,
 }
 
 impl Pipeline {
@@ -78,16 +85,29 @@ impl Pipeline {
             cgroup_parent: crate::system::cgroup2_root()
                 .map(|root| respond::agents_parent(&root))
                 .unwrap_or_default(),
+            metrics: None,
+            webhook: None,
         }
     }
 
-    /// Decodes and handles every record waiting in the ring.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<()> {
-        while let Some(item) = ring.next() {
+    /// Decodes and handles up to `max` records waiting in the ring; returns whether the
+    /// ring may hold more. Bounded so that under a flood the run loop still answers signals
+    /// and the control socket between batches.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, max: usize) -> std::io::Result<bool> {
+        let mut handled = 0;
+        while handled < max {
+            let Some(item) = ring.next() else {
+                self.flush()?;
+                return Ok(false);
+            };
+            handled += 1;
             match events::decode(&item) {
                 Ok(event) => self.handle(event)?,
                 Err(e) => {
                     self.stats.decode_errors += 1;
+                    if let Some(m) = &self.metrics {
+                        m.dropped("decode_error", 1);
+                    }
                     // The first few and then every thousandth: a flood stays visible without
                     // drowning the log.
                     let n = self.stats.decode_errors;
@@ -97,11 +117,18 @@ impl Pipeline {
                 }
             }
         }
-        self.flush()
+        self.flush()?;
+        Ok(true)
     }
 
     pub fn handle(&mut self, mut event: Event) -> std::io::Result<()> {
         self.stats.events += 1;
+        if let Some(m) = &self.metrics {
+            m.event_kind(event.kind);
+            if event.truncated() {
+                m.dropped("truncated", 1);
+            }
+        }
         events::resolve::resolve_on_host(&mut event);
         self.correlator.observe(&mut event);
         if event.flags & flags::DISCOVERED != 0 && self.registry.get(event.agent_id).is_none() {
@@ -149,6 +176,13 @@ impl Pipeline {
         let findings = self.detector.observe(&ctx, event);
         if findings.is_empty() {
             return Ok(());
+        }
+        if let Some(m) = &self.metrics {
+            // From the kernel's timestamp of the event to the verdict.
+            let latency = Clock::now_ktime_ns().saturating_sub(event.ktime_ns) as f64 / 1e9;
+            for _ in &findings {
+                m.detection_latency(latency);
+            }
         }
         let (name, profile) = (agent.name.clone(), agent.profile.clone());
         let exe = self
@@ -205,7 +239,12 @@ impl Pipeline {
             );
         }
         match respond::contain(&mut self.registry, &self.cgroup_parent, agent_id, what) {
-            Ok(took) => format!("{} in {} µs", done_verb(what), took.as_micros()),
+            Ok(took) => {
+                if let Some(m) = &self.metrics {
+                    m.containment_latency(response_verb(response), took.as_secs_f64());
+                }
+                format!("{} in {} µs", done_verb(what), took.as_micros())
+            }
             Err(e) => {
                 log::error!("cannot {} agent {agent_id}: {e}", response_verb(response));
                 format!("failed: {e}")
@@ -224,8 +263,17 @@ impl Pipeline {
             alert.agent,
             alert.finding.summary
         );
+        if let Some(m) = &self.metrics {
+            m.record_alert(alert);
+        }
         if let Some(writer) = self.alerts.as_mut() {
             writer.write(alert, &self.clock)?;
+        }
+        if let Some((sink, format)) = &self.webhook {
+            // The spool is on disk; a failure here is a full or broken disk, not the webhook.
+            if let Err(e) = sink.push(&format.line(alert, &self.clock)) {
+                log::error!("cannot spool an alert for the webhook: {e}");
+            }
         }
         if alert.finding.severity >= Severity::High {
             if let (Some(dir), Some(agent)) =

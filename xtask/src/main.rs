@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask build|run|test|probe`.
+//! Project tasks: `cargo xtask build|run|test|probe|bench`.
 //!
 //! Every task first makes sure the eBPF toolchain is present — the rust-src component and a
 //! bpf-linker built against this Rust toolchain's own LLVM, cached per toolchain so that only
 //! the first run pays for it — and then builds the single `agent-sensor` binary, which embeds
 //! the eBPF object. Running a task twice rebuilds nothing that did not change.
 
+mod bench;
 mod toolchain;
 
 use std::{
@@ -41,6 +42,14 @@ enum Task {
     },
     /// Build, then print the kernel capability table (`agent-sensor probe`).
     Probe,
+    /// Build, then measure the sensor as root and rewrite its section of BENCHMARKS.md.
+    Bench {
+        #[command(subcommand)]
+        suite: bench::Suite,
+    },
+    /// The load `bench` measures, run by `bench` in processes of their own.
+    #[command(hide = true)]
+    BenchWorkload(bench::workload::WorkloadArgs),
 }
 
 fn main() -> Result<()> {
@@ -62,6 +71,8 @@ fn main() -> Result<()> {
             let binary = build()?;
             exec_as_root(&binary, ["probe".to_string()])?;
         }
+        Task::Bench { suite } => bench::run(suite)?,
+        Task::BenchWorkload(args) => bench::workload::run(args)?,
     }
     Ok(())
 }

@@ -8,7 +8,9 @@ mod startup;
 use std::{
     fs::OpenOptions,
     io::{BufWriter, Write},
+    net::SocketAddr,
     path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
@@ -20,12 +22,19 @@ use tokio::{
 };
 
 use crate::{
+    agents::registry::AgentState,
     control::server,
     detect::Detector,
     export::alerts::AlertWriter,
+    export::{
+        http,
+        metrics::{AgentCounts, Metrics, MetricsConfig},
+        ocsf::AlertFormat,
+        webhook::{WebhookConfig, WebhookSink},
+    },
     loader::{LoadError, LoadOptions, LoadedSensor},
     pipeline::{Pipeline, Stats},
-    policy::{Mode, Policy, PolicyError},
+    policy::{Mode, Policy, PolicyError, RuleId},
     tracking::TrackError,
 };
 
@@ -49,6 +58,18 @@ pub enum DaemonError {
     #[error("cannot use the state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the webhook sink for {url}: {source}")]
+    Webhook {
+        url: String,
         #[source]
         source: std::io::Error,
     },
@@ -109,6 +130,13 @@ pub struct RunOptions {
     /// Overrides the policy's state directory.
     pub state_dir: Option<PathBuf>,
     pub control_socket: PathBuf,
+    pub alerts_format: AlertFormat,
+    /// Where `/metrics` is served; `None` serves nothing.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Agents that get their own `agent` label on the per-agent alert counter (0: none).
+    pub metrics_agent_labels: usize,
+    /// Alerts are also posted to this `http://` URL, spooled on disk until delivered.
+    pub webhook_url: Option<String>,
     /// Capture-only agents (no worktree): for debugging and tests.
     pub track_pids: Vec<u32>,
     pub track_cgroups: Vec<PathBuf>,
@@ -163,11 +191,43 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
         None => None,
     };
     let alerts = match &options.alerts {
-        Some(output) => Some(AlertWriter::new(output.open("alerts")?)),
+        Some(output) => Some(AlertWriter::new(
+            output.open("alerts")?,
+            options.alerts_format,
+        )),
         None => None,
     };
     let mode = policy.mode();
+    let metrics = Arc::new(Metrics::new(MetricsConfig {
+        agent_label_cap: options.metrics_agent_labels,
+    }));
+    metrics.programs_attached("raw_tracepoint", sensor.attached.len() as u64);
+    for rule in RuleId::ALL {
+        let config = policy.rule(rule);
+        if config.enabled {
+            metrics.declare_rule(rule.as_str(), config.severity.as_str());
+        }
+    }
+    let _metrics_server = match options.metrics_addr {
+        Some(addr) => Some(
+            http::serve_metrics(addr, metrics.clone())
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
     let mut pipeline = Pipeline::new(policy, sink, alerts);
+    pipeline.metrics = Some(metrics.clone());
+    if let Some(url) = &options.webhook_url {
+        let config = WebhookConfig::new(url.clone(), state_dir.join("webhook-spool"));
+        let sink = WebhookSink::start(config, Some(metrics.clone())).map_err(|source| {
+            DaemonError::Webhook {
+                url: url.clone(),
+                source,
+            }
+        })?;
+        pipeline.webhook = Some((sink, options.alerts_format));
+    }
     pipeline.incidents_dir = Some(state_dir.join("incidents"));
     pipeline.detector =
         Detector::with_state_dir(&state_dir).map_err(|source| DaemonError::StateDir {
@@ -198,14 +258,18 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     log::info!(
-        "agent-sensor ready: {} programs attached ({}); mode {}; control socket {}",
+        "agent-sensor ready: {} programs attached ({}); mode {}; control socket {}; metrics {}",
         sensor.attached.len(),
         sensor.attached.join(", "),
         match mode {
             Mode::Monitor => "monitor",
             Mode::Enforce => "enforce",
         },
-        options.control_socket.display()
+        options.control_socket.display(),
+        _metrics_server
+            .as_ref()
+            .map(|s| format!("http://{}/metrics", s.local_addr()))
+            .unwrap_or_else(|| "off".into()),
     );
 
     loop {
@@ -214,8 +278,12 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(DaemonError::Poll)?;
-                pipeline.drain(guard.get_inner_mut()).map_err(DaemonError::EventsWrite)?;
-                guard.clear_ready();
+                let more = pipeline.drain(guard.get_inner_mut(), BATCH).map_err(DaemonError::EventsWrite)?;
+                // With more waiting the fd stays "ready": the loop comes straight back, but
+                // signals and requests get their turn first.
+                if !more {
+                    guard.clear_ready();
+                }
                 after_batch(&mut sensor, &mut pipeline, &mut agents)?;
             }
             Some(incoming) = requests.recv() => {
@@ -223,18 +291,30 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
                 let _ = incoming.reply.send(reply);
             }
             _ = tick.tick() => {
-                report_drops(&sensor, &mut pipeline.stats);
+                report_drops(&sensor, &mut pipeline.stats, &metrics);
                 agents.remove_ended_cgroups();
+                publish_agents(&pipeline, &metrics);
             }
         }
     }
-    // Whatever is still queued is written before the programs go away.
-    pipeline
-        .drain(ring.get_mut())
-        .map_err(DaemonError::EventsWrite)?;
+    // What is queued is written before the programs go away, within a bound: a flood that
+    // outlasts it must not keep the daemon from stopping.
+    let deadline = std::time::Instant::now() + FINAL_DRAIN;
+    while pipeline
+        .drain(ring.get_mut(), BATCH)
+        .map_err(DaemonError::EventsWrite)?
+    {
+        if std::time::Instant::now() > deadline {
+            log::warn!("stopping with events still queued (flood outlasted {FINAL_DRAIN:?})");
+            break;
+        }
+    }
     after_batch(&mut sensor, &mut pipeline, &mut agents)?;
-    report_drops(&sensor, &mut pipeline.stats);
+    report_drops(&sensor, &mut pipeline.stats, &metrics);
     agents.save(&pipeline);
+    if let Some((sink, _)) = pipeline.webhook.take() {
+        sink.shutdown().await;
+    }
     if let Err(e) = pipeline.detector.save() {
         log::error!(
             "cannot save learned behaviour in {}: {e}",
@@ -255,6 +335,11 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     );
     Ok(stats)
 }
+
+/// Records handled per turn of the run loop.
+const BATCH: usize = 4096;
+/// How long the last drain at stop may take.
+const FINAL_DRAIN: Duration = Duration::from_secs(2);
 
 /// Work that needs the kernel side after each batch of events.
 fn after_batch(
@@ -278,8 +363,25 @@ fn register<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
     unsafe { AsyncFd::register(inner) }.map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-/// Logs any growth of the kernel's loss counters, by kind and reason.
-fn report_drops(sensor: &LoadedSensor, stats: &mut Stats) {
+/// Agents by state and their processes, for the gauges.
+fn publish_agents(pipeline: &Pipeline, metrics: &Metrics) {
+    let mut counts = AgentCounts::default();
+    let mut processes = 0;
+    for agent in pipeline.registry.agents() {
+        processes += agent.processes.len() as u64;
+        match agent.state {
+            AgentState::Running => counts.running += 1,
+            AgentState::Frozen => counts.frozen += 1,
+            AgentState::Killed => counts.killed += 1,
+            AgentState::Exited => counts.exited += 1,
+        }
+    }
+    metrics.set_agents(counts);
+    metrics.set_processes(processes);
+}
+
+/// Logs any growth of the kernel's loss counters, by kind and reason, and counts it.
+fn report_drops(sensor: &LoadedSensor, stats: &mut Stats, metrics: &Metrics) {
     let Ok(now) = sensor.drop_counts() else {
         return;
     };
@@ -298,6 +400,7 @@ fn report_drops(sensor: &LoadedSensor, stats: &mut Stats) {
             },
         };
         log::warn!("kernel dropped {} {what}", new - old);
+        metrics.kernel_drops(slot as u32, new - old);
     }
     stats.kernel_drops = now;
 }

@@ -234,6 +234,9 @@ impl Agents {
             return;
         }
         log::info!("agent {} (id {id}) ended", agent.name);
+        if let Some(m) = &pipeline.metrics {
+            m.forget_agent(&agent.name);
+        }
         if let Some(cgroup) = agent.cgroup.clone() {
             if let Err(e) = tracking::untrack_cgroup(sensor, &cgroup) {
                 log::warn!("cannot untrack cgroup {}: {e}", cgroup.display());

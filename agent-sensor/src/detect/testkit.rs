@@ -318,6 +318,7 @@ fn net(kind: EventKind, pid: u32, nr: u32, addr: Option<SockAddr>) -> Event {
             dns_answers: Vec::new(),
             data_len: 0,
             dns_name: None,
+            addr_from_connect: false,
         }),
     )
 }

@@ -5,6 +5,7 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
+use super::ocsf::AlertFormat;
 use crate::{
     detect::Finding,
     events::Clock,
@@ -67,19 +68,20 @@ impl Alert {
     }
 }
 
-/// Writes alerts as JSON lines, flushing each (alerts are rare and must not sit in a buffer).
+/// Writes alerts as JSON lines in the chosen format, flushing each (alerts are rare and must
+/// not sit in a buffer).
 pub struct AlertWriter {
     out: Box<dyn Write + Send>,
+    format: AlertFormat,
 }
 
 impl AlertWriter {
-    pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self { out }
+    pub fn new(out: Box<dyn Write + Send>, format: AlertFormat) -> Self {
+        Self { out, format }
     }
 
     pub fn write(&mut self, alert: &Alert, clock: &Clock) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.out, &alert.to_json(clock))?;
-        self.out.write_all(b"\n")?;
+        self.out.write_all(&self.format.line(alert, clock))?;
         self.out.flush()
     }
 }

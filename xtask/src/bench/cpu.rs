@@ -1,0 +1,66 @@
+//! CPU that processes other than the benchmark's own used while it measured: on a shared
+//! machine a build running beside the bench moves its numbers, and the report should show it.
+
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+
+pub struct OtherCpu {
+    started: Instant,
+    host_busy: f64,
+    ours: f64,
+}
+
+impl OtherCpu {
+    pub fn start() -> Result<Self> {
+        Ok(Self {
+            started: Instant::now(),
+            host_busy: host_busy_seconds()?,
+            ours: our_seconds(),
+        })
+    }
+
+    /// Cores' worth of CPU used since `start` by everything but xtask and the children it has
+    /// reaped: call it once the measurement's processes (sensor included) have exited.
+    pub fn cores(&self) -> Result<f64> {
+        let others = (host_busy_seconds()? - self.host_busy) - (our_seconds() - self.ours);
+        Ok(others.max(0.0) / self.started.elapsed().as_secs_f64())
+    }
+}
+
+/// Busy time of all CPUs from the `cpu` line of /proc/stat: user, nice, system, irq, softirq
+/// (idle, iowait and the hypervisor's steal are not work done here).
+fn host_busy_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .context("no cpu line in /proc/stat")?
+        .split_whitespace()
+        .map(|field| field.parse().unwrap_or(0))
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6]
+        .iter()
+        .map(|&i| ticks.get(i).copied().unwrap_or(0))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    Ok(busy as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
+}
+
+/// CPU time of xtask itself and of every child it has reaped.
+fn our_seconds() -> f64 {
+    [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN]
+        .into_iter()
+        .map(|who| {
+            // SAFETY: getrusage fills the zeroed struct we own.
+            let usage = unsafe {
+                let mut usage: libc::rusage = std::mem::zeroed();
+                libc::getrusage(who, &mut usage);
+                usage
+            };
+            let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            seconds(usage.ru_utime) + seconds(usage.ru_stime)
+        })
+        .sum()
+}

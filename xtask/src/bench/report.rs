@@ -1,0 +1,412 @@
+//! The capture section of BENCHMARKS.md: the command, the machine, the numbers and the verdicts.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context as _, Result};
+
+use super::{workload::WARM_UP_ITERATIONS, Capture, LoopScenario};
+
+const SECTION_START: &str = "<!-- bench:capture:start -->";
+const SECTION_END: &str = "<!-- bench:capture:end -->";
+
+/// Written when BENCHMARKS.md does not exist yet.
+const INTRO: &str = "# Benchmarks
+
+Every number in this file was produced by the command shown beside it, on the machine described
+there; none is typed in by hand. Each section is rewritten in place by its command (between the
+`bench:…:start` and `bench:…:end` markers), so a rerun replaces the previous results.
+";
+
+// Targets from the issue.
+const UNTRACKED_MAX_OVERHEAD: f64 = 0.02;
+const TRACKED_MAX_OVERHEAD: f64 = 0.15;
+const MIN_EVENTS_PER_SECOND: f64 = 1_000_000.0;
+const MAX_RSS_MIB: f64 = 64.0;
+
+/// Where the numbers were measured.
+pub struct Machine {
+    kernel: String,
+    cpu_model: String,
+    cores: usize,
+    revision: String,
+}
+
+impl Machine {
+    pub fn current() -> Result<Self> {
+        let read = |path: &str| {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))
+        };
+        let cpuinfo = read("/proc/cpuinfo")?;
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+            .map_or("unknown".into(), |(_, model)| model.trim().to_string());
+        Ok(Self {
+            // What `uname -r` prints.
+            kernel: read("/proc/sys/kernel/osrelease")?.trim().to_string(),
+            cpu_model,
+            cores: cpuinfo
+                .lines()
+                .filter(|line| line.starts_with("processor"))
+                .count(),
+            revision: revision(),
+        })
+    }
+}
+
+/// The commit the sensor was built from, and whether the tree had uncommitted changes.
+fn revision() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(crate::workspace_root())
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    match (
+        git(&["rev-parse", "--short", "HEAD"]),
+        git(&["status", "--porcelain"]),
+    ) {
+        (Some(commit), Some(changes)) if !changes.is_empty() => {
+            format!("commit {commit} plus uncommitted changes")
+        }
+        (Some(commit), _) => format!("commit {commit}"),
+        _ => "an unknown revision".into(),
+    }
+}
+
+pub fn render(capture: &Capture, machine: &Machine) -> String {
+    let args = &capture.args;
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let [no_sensor, untracked, tracked, no_sensor_again] = &capture.loops;
+    let baseline = median(&no_sensor.ns_per_iteration);
+    let overhead = |scenario: &LoopScenario| median(&scenario.ns_per_iteration) / baseline - 1.0;
+    let mut out = vec![
+        format!("### {}", utc_now()),
+        String::new(),
+        format!("Command: `cargo xtask {}`  ", command.join(" ")),
+        format!(
+            "(N = {} open/close pairs per run, R = {} runs per scenario, {} s per sustained load)",
+            thousands(args.iterations),
+            args.runs,
+            args.load_seconds
+        ),
+        String::new(),
+        format!(
+            "Machine: kernel `{}`, CPU {}, {} cores.  ",
+            machine.kernel, machine.cpu_model, machine.cores
+        ),
+        format!(
+            "Sensor: `target/release/agent-sensor` built from {}.",
+            machine.revision
+        ),
+        String::new(),
+        "#### open/close loop".into(),
+        String::new(),
+        format!(
+            "`open(\"/dev/null\", O_RDONLY)` + `close` N times in a process of its own, timed \
+             with the monotonic clock around the loop only, after {} untimed iterations; nothing \
+             pinned. The sensor (`agent-sensor run --events /dev/null --track-cgroup <cgroup>`) \
+             is started once per scenario; a tracked loop joins the tracked cgroup before it \
+             execs. \"Other CPU\" is what processes other than the bench's own used meanwhile \
+             (host busy time from /proc/stat minus the bench's and its children's): a build \
+             running beside the bench shows there. The last row repeats the first: how far the \
+             baseline moves on its own is the noise the other rows should be read against.",
+            thousands(WARM_UP_ITERATIONS)
+        ),
+        String::new(),
+        "| scenario | median ns/iteration | min–max over R runs | vs. no sensor | other CPU \
+         (cores) |"
+            .into(),
+        "| --- | ---: | ---: | ---: | ---: |".into(),
+    ];
+    for scenario in &capture.loops {
+        let versus = if std::ptr::eq(scenario, no_sensor) {
+            "—".to_string()
+        } else {
+            percent(overhead(scenario))
+        };
+        out.push(format!(
+            "| {} | {:.1} | {:.1}–{:.1} | {versus} | {:.2} |",
+            scenario.name,
+            median(&scenario.ns_per_iteration),
+            min(&scenario.ns_per_iteration),
+            max(&scenario.ns_per_iteration),
+            scenario.other_cpu_cores,
+        ));
+    }
+    out.push(String::new());
+    // Loop iterations each sensor saw: R runs of N timed and the untimed warm-up.
+    let iterations = args.runs as u64 * (args.iterations + WARM_UP_ITERATIONS);
+    for scenario in &capture.loops {
+        let Some(totals) = scenario.sensor else {
+            continue;
+        };
+        out.push(format!(
+            "{}: the sensor decoded {} events, the kernel dropped {} and {} were undecodable \
+             ({:.2} records per loop iteration).  ",
+            scenario.name,
+            thousands(totals.events),
+            thousands(totals.kernel_dropped),
+            thousands(totals.undecodable),
+            (totals.events + totals.kernel_dropped + totals.undecodable) as f64 / iterations as f64,
+        ));
+    }
+    out.extend([
+        String::new(),
+        "#### sustained decode".into(),
+        String::new(),
+        "The tracked loop in P processes at once, each for the given time; the sensor writes its \
+         events to /dev/null. events/s is the sensor's own `stopped: N events` count over the \
+         wall time of the load (the count includes what was still queued in the ring buffer when \
+         the load ended, at most its 8 MiB); kernel drops are the sum of its `kernel dropped` lines; CPU is \
+         its utime+stime over the same time (1.00 = one core busy); memory is read from \
+         /proc/<pid>/status at the end of the load."
+            .into(),
+        String::new(),
+        "| P | wall s | loop iterations | events decoded | events/s | kernel drops | undecodable \
+         | sensor CPU (cores) | VmHWM MiB | VmRSS MiB | other CPU (cores) |"
+            .into(),
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |".into(),
+    ]);
+    for load in &capture.loads {
+        out.push(format!(
+            "| {} | {:.2} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.2} |",
+            load.processes,
+            load.wall.as_secs_f64(),
+            thousands(load.iterations),
+            thousands(load.totals.events),
+            thousands(load.events_per_second() as u64),
+            thousands(load.totals.kernel_dropped),
+            thousands(load.totals.undecodable),
+            load.sensor_cpu_seconds / load.wall.as_secs_f64(),
+            mib(load.sensor_memory.peak_rss_kib),
+            mib(load.sensor_memory.rss_kib),
+            load.other_cpu_cores,
+        ));
+    }
+
+    out.extend([
+        String::new(),
+        "#### targets".into(),
+        String::new(),
+        "| target | measured | result |".into(),
+        "| --- | --- | --- |".into(),
+    ]);
+    let drift = overhead(no_sensor_again);
+    let untracked_overhead = overhead(untracked);
+    out.push(format!(
+        "| untracked loop within noise: ≤ {} | {} | {} |",
+        percent(UNTRACKED_MAX_OVERHEAD),
+        percent(untracked_overhead),
+        overhead_verdict(untracked_overhead, UNTRACKED_MAX_OVERHEAD, drift),
+    ));
+    let tracked_overhead = overhead(tracked);
+    out.push(format!(
+        "| tracked loop: ≤ {} | {} | {} |",
+        percent(TRACKED_MAX_OVERHEAD),
+        percent(tracked_overhead),
+        overhead_verdict(tracked_overhead, TRACKED_MAX_OVERHEAD, drift),
+    ));
+    let best_lossless = capture
+        .loads
+        .iter()
+        .filter(|load| load.totals.lossless())
+        .max_by(|a, b| a.events_per_second().total_cmp(&b.events_per_second()));
+    let (measured, verdict) = match best_lossless {
+        Some(load) => {
+            let rate = load.events_per_second();
+            (
+                format!(
+                    "{} events/s (best lossless load, P = {})",
+                    thousands(rate as u64),
+                    load.processes
+                ),
+                if rate >= MIN_EVENTS_PER_SECOND {
+                    "PASS".to_string()
+                } else {
+                    format!(
+                        "MISS ({:.0} % of the target)",
+                        rate / MIN_EVENTS_PER_SECOND * 100.0
+                    )
+                },
+            )
+        }
+        None => {
+            // Every load outran the decoder: its best rate bounds the lossless rate from above.
+            let fastest = capture
+                .loads
+                .iter()
+                .max_by(|a, b| a.events_per_second().total_cmp(&b.events_per_second()));
+            let measured = fastest.map_or("no load ran".into(), |load| {
+                format!(
+                    "no load was lossless; at most {} events/s decoded (P = {}, {} dropped)",
+                    thousands(load.events_per_second() as u64),
+                    load.processes,
+                    thousands(load.totals.kernel_dropped + load.totals.undecodable)
+                )
+            });
+            (measured, "MISS".to_string())
+        }
+    };
+    out.push(format!(
+        "| ≥ {} events/s decoded with zero loss | {measured} | {verdict} |",
+        thousands(MIN_EVENTS_PER_SECOND as u64)
+    ));
+    let peak_mib = capture
+        .loads
+        .iter()
+        .map(|load| mib(load.sensor_memory.peak_rss_kib))
+        .fold(0.0, f64::max);
+    out.push(format!(
+        "| sensor RSS ≤ {MAX_RSS_MIB:.0} MiB | peak (VmHWM) {peak_mib:.1} MiB | {} |",
+        if peak_mib <= MAX_RSS_MIB {
+            "PASS"
+        } else {
+            "MISS"
+        }
+    ));
+    out.push(String::new());
+    out.join("\n")
+}
+
+/// PASS or MISS against `limit`; a verdict closer to the limit than the baseline's own drift
+/// says so, as noise could have decided it.
+fn overhead_verdict(overhead: f64, limit: f64, drift: f64) -> String {
+    let verdict = if overhead <= limit {
+        "PASS".to_string()
+    } else {
+        format!(
+            "MISS by {:.1} percentage points",
+            (overhead - limit) * 100.0
+        )
+    };
+    if (overhead - limit).abs() < drift.abs() {
+        format!(
+            "{verdict} (within the baseline's own drift of {})",
+            percent(drift)
+        )
+    } else {
+        verdict
+    }
+}
+
+/// Replaces the capture section of BENCHMARKS.md (creating the file or the section if needed).
+pub fn replace_section(path: &Path, body: &str) -> Result<()> {
+    let old = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => INTRO.to_string(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let section = format!("{SECTION_START}\n{body}{SECTION_END}");
+    let new = match (old.find(SECTION_START), old.find(SECTION_END)) {
+        (Some(start), Some(end)) if start < end => format!(
+            "{}{section}{}",
+            &old[..start],
+            &old[end + SECTION_END.len()..]
+        ),
+        _ => format!("{}\n\n## capture\n\n{section}\n", old.trim_end()),
+    };
+    std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn sorted(values: &[f64]) -> Vec<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+}
+
+fn median(values: &[f64]) -> f64 {
+    let sorted = sorted(values);
+    let mid = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    }
+}
+
+fn min(values: &[f64]) -> f64 {
+    sorted(values)[0]
+}
+
+fn max(values: &[f64]) -> f64 {
+    sorted(values)[values.len() - 1]
+}
+
+fn percent(ratio: f64) -> String {
+    format!("{:+.1} %", ratio * 100.0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// 1234567 → "1,234,567".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+fn utc_now() -> String {
+    // SAFETY: time(NULL) and gmtime_r into a zeroed struct we own.
+    let tm = unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::gmtime_r(&now, &mut tm);
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn replaces_only_the_section() {
+        let path = std::env::temp_dir().join(format!("bench-md-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            format!("intro\n\n## capture\n\n{SECTION_START}\nold\n{SECTION_END}\n\n## other\n"),
+        )
+        .unwrap();
+        replace_section(&path, "new\n").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(
+            text,
+            format!("intro\n\n## capture\n\n{SECTION_START}\nnew\n{SECTION_END}\n\n## other\n")
+        );
+    }
+}

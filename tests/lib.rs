@@ -265,6 +265,18 @@ impl Drop for Sensor {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Agents outlive a stopped sensor by design; a test's must not outlive the test.
+        let saved = std::fs::read_to_string(self.state_dir.join("agents.json")).unwrap_or_default();
+        let agents: Vec<Value> = serde_json::from_str(&saved).unwrap_or_default();
+        for cgroup in agents.iter().filter_map(|a| a["cgroup"].as_str()) {
+            let _ = std::fs::write(Path::new(cgroup).join("cgroup.kill"), "1");
+            for _ in 0..100 {
+                if std::fs::remove_dir(cgroup).is_ok() || !Path::new(cgroup).exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 
@@ -570,5 +582,152 @@ impl Sensor {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// What became of one request written to the control socket on a connection of its own.
+#[derive(Debug)]
+pub enum ControlOutcome {
+    /// The daemon's reply line, parsed.
+    Reply(Value),
+    /// A reply line that is not JSON.
+    Garbled(String),
+    /// The daemon closed the connection without replying.
+    Closed,
+    /// No reply within the timeout, and the connection still open.
+    Silent,
+}
+
+impl ControlOutcome {
+    /// An error reply or a closed connection: how the daemon may turn a request down.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ControlOutcome::Reply(v) => v["status"] == "error",
+            ControlOutcome::Closed => true,
+            _ => false,
+        }
+    }
+}
+
+/// Connects to the control socket, writes `bytes` (a write the daemon cuts short by closing
+/// is not an error) and reads one reply line.
+pub fn control_raw(socket: &Path, bytes: &[u8], timeout: Duration) -> ControlOutcome {
+    use std::io::{ErrorKind, Write as _};
+    let stream = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    stream.set_write_timeout(Some(timeout)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    // A large request is written by a thread of its own: the daemon may answer (and close)
+    // before it has read everything.
+    let bytes = bytes.to_vec();
+    let write = std::thread::spawn(move || {
+        let _ = writer.write_all(&bytes);
+    });
+    let mut line = Vec::new();
+    let outcome = match BufReader::new(&stream).read_until(b'\n', &mut line) {
+        Ok(0) => ControlOutcome::Closed,
+        Ok(_) => {
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            match serde_json::from_str(&text) {
+                Ok(value) => ControlOutcome::Reply(value),
+                Err(_) => ControlOutcome::Garbled(text),
+            }
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            ControlOutcome::Silent
+        }
+        Err(_) => ControlOutcome::Closed,
+    };
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = write.join();
+    outcome
+}
+
+/// Sends one JSON request line; the reply (panics on anything else).
+pub fn control_call(socket: &Path, request: &str) -> Value {
+    match control_raw(
+        socket,
+        format!("{request}\n").as_bytes(),
+        Duration::from_secs(10),
+    ) {
+        ControlOutcome::Reply(v) => v,
+        other => panic!("{request}: {other:?}"),
+    }
+}
+
+/// Names of the agent cgroups that exist now (`<cgroup2>/agent-sensor/*`).
+pub fn agent_cgroups() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(cgroup2_root().join("agent-sensor"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `n` random bytes as lowercase hex.
+pub fn random_hex(n: usize) -> String {
+    use std::io::Read as _;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("/dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// GET `http://ADDR/PATH` (loopback, HTTP/1.0): the body, or `None` if nothing answers.
+pub fn http_get(url: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let rest = url.strip_prefix("http://")?;
+    let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+}
+
+impl Sensor {
+    /// Whether the sensor process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Panics unless the daemon is alive and answers `{"op":"agents"}` on a new connection.
+    pub fn assert_serving(&mut self, after: &str) {
+        assert!(self.is_running(), "the sensor died after {after}");
+        match control_raw(
+            &self.socket,
+            b"{\"op\":\"agents\"}\n",
+            Duration::from_secs(10),
+        ) {
+            ControlOutcome::Reply(v) if v["status"] == "agents" => {}
+            other => panic!("after {after} the daemon no longer serves: {other:?}"),
+        }
+    }
+
+    /// The `/metrics` exposition.
+    pub fn metrics_text(&self) -> Option<String> {
+        http_get(&self.metrics_url()?)
+    }
+
+    /// Everything the sensor logged so far (and, once stopped, all of it).
+    pub fn log_text(&mut self) -> String {
+        while let Ok(line) = self.stderr_lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log.join("\n")
     }
 }

@@ -32,6 +32,9 @@ pub mod flags {
     pub const PATH_UNRESOLVED: u16 = 1 << 3;
     /// The kernel made this process an agent at exec (discovery by executable or marker).
     pub const DISCOVERED: u16 = 1 << 4;
+    /// The kernel killed the process (bpf_send_signal) before this call returned: a
+    /// kill-on-access path was opened or a forbidden binary executed.
+    pub const KILLED_IN_KERNEL: u16 = 1 << 5;
 }
 
 /// What follows the header. Values are stable: they are written to disk in incident bundles.
@@ -69,11 +72,13 @@ pub enum EventKind {
     NetRecv = 45,
     /// A socket of an agent was closed: bytes sent and received over its life.
     NetClose = 46,
+    /// A connection or send refused in the kernel by the agent's egress allowlist.
+    NetDenied = 47,
 }
 
 impl EventKind {
     /// Every kind, in value order: lets user space size per-kind tables and label metrics.
-    pub const ALL: [EventKind; 27] = [
+    pub const ALL: [EventKind; 28] = [
         EventKind::ProcessFork,
         EventKind::ProcessExec,
         EventKind::ProcessExit,
@@ -101,6 +106,7 @@ impl EventKind {
         EventKind::NetSend,
         EventKind::NetRecv,
         EventKind::NetClose,
+        EventKind::NetDenied,
     ];
 
     pub fn from_u16(v: u16) -> Option<Self> {
@@ -142,6 +148,7 @@ impl EventKind {
             EventKind::NetSend => "net.send",
             EventKind::NetRecv => "net.recv",
             EventKind::NetClose => "net.close",
+            EventKind::NetDenied => "net.denied",
         }
     }
 }

@@ -8,6 +8,7 @@
 //! actually given: see `agent_sensor::events`.
 #![no_std]
 
+pub mod egress;
 pub mod event;
 pub mod kernel;
 pub mod probe;

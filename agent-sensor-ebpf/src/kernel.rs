@@ -193,3 +193,18 @@ fn walk_into(path: u64, dst: *mut u8, walk: *mut u64) -> u16 {
     }
     flags::PATH_DEPTH_EXCEEDED
 }
+
+/// Sends SIGKILL to the current process when (dev, ino) is in `list`. The signal is delivered
+/// before the current syscall returns to user space. Returns whether it was sent.
+#[inline(always)]
+pub fn kill_if_listed(list: &aya_ebpf::maps::HashMap<[u64; 2], u32>, dev: u64, ino: u64) -> bool {
+    if ino == 0 {
+        return false;
+    }
+    // SAFETY: the value is only tested for presence.
+    if unsafe { list.get(&[dev, ino]) }.is_none() {
+        return false;
+    }
+    // SAFETY: plain helper call; SIGKILL.
+    unsafe { aya_ebpf::helpers::generated::bpf_send_signal(9) == 0 }
+}

@@ -1,6 +1,7 @@
 //! Maps and globals shared by every program.
 
 use agent_sensor_common::discovery::ENV_SCAN_BYTES;
+use agent_sensor_common::egress::{EgressKey4, EgressKey6, EgressPorts, NameKey};
 use agent_sensor_common::syscalls::{SyscallSpec, MAX_SYSCALL_NR};
 use agent_sensor_common::{
     KernelOffsets, SensorConfig, SockStats, TrackedTask, DROP_SLOTS, MAX_COMPONENT,
@@ -8,7 +9,7 @@ use agent_sensor_common::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 
 /// Default ring size; the daemon overrides it with `--ring-bytes`.
@@ -192,3 +193,65 @@ pub fn count_drop(slot: u32) {
         unsafe { *count += 1 };
     }
 }
+
+/// Agents whose egress is enforced in the kernel (value unused).
+#[map]
+pub static EGRESS_AGENTS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Allowed destinations per agent: CIDRs from the policy, addresses from DNS answers for
+/// allowed names.
+#[map]
+pub static EGRESS_ALLOW4: LpmTrie<EgressKey4, EgressPorts> = LpmTrie::with_max_entries(65536, 0);
+
+#[map]
+pub static EGRESS_ALLOW6: LpmTrie<EgressKey6, EgressPorts> = LpmTrie::with_max_entries(65536, 0);
+
+/// (agent, name hash) → the ports the name allows and whether names below it count.
+#[map]
+pub static ALLOWED_NAMES: HashMap<NameKey, EgressPorts> = HashMap::with_max_entries(65536, 0);
+
+/// The host's resolvers (IPv4-mapped or IPv6): port 53 to them is never egress.
+#[map]
+pub static DNS_RESOLVERS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(64, 0);
+
+/// Labels of a DNS name the parser keeps.
+pub const DNS_MAX_LABELS: usize = 16;
+/// Bytes of a DNS answer parsed.
+pub const DNS_BYTES: usize = 512;
+
+/// Where a DNS answer is parsed (values in map memory: see `Scratch` for why).
+#[repr(C)]
+pub struct DnsScratch {
+    /// What `syscall_sys_exit` leaves for the tail-called parser: whose answer, where, how long.
+    pub agent: u64,
+    pub data: u64,
+    pub len: u64,
+    /// Parser state between bpf_loop steps (map memory: see `Scratch` for why).
+    pub n: u64,
+    pub cursor: u64,
+    pub label: u64,
+    pub hash: u64,
+    pub answers: u64,
+    pub rule: agent_sensor_common::egress::EgressPorts,
+    pub _pad0: [u8; 4],
+    pub starts: [u64; DNS_MAX_LABELS],
+    pub hashes: [u64; DNS_MAX_LABELS],
+    pub buf: [u8; DNS_BYTES + 64],
+}
+
+#[map]
+pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Programs `syscall_sys_exit` tail-calls (verified on their own, so its own verification
+/// stays small): slot [`TAIL_DNS_ANSWER`] parses DNS answers for the egress allowlists.
+#[map]
+pub static TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub const TAIL_DNS_ANSWER: u32 = 0;
+
+/// Files whose opening kills the opener in the kernel (key: kernel dev, inode).
+#[map]
+pub static KILL_ON_ACCESS: HashMap<[u64; 2], u32> = HashMap::with_max_entries(4096, 0);
+
+/// Executables an agent is killed for executing, before the new image runs.
+#[map]
+pub static FORBIDDEN_EXEC: HashMap<[u64; 2], u32> = HashMap::with_max_entries(4096, 0);

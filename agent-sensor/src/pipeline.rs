@@ -15,7 +15,7 @@ use aya::maps::{HashMap, MapData, RingBuf};
 use crate::{
     agents::registry::AgentState,
     agents::{discovery, registry::Registry, Correlator},
-    detect::{AgentView, Context, Detector, OtherAgent, SensorSelf},
+    detect::{AgentView, Context, Detector, Finding, OtherAgent, SensorSelf},
     events::{self, Body, Clock, Event},
     export::{
         alerts::{Action, Alert, AlertWriter},
@@ -24,7 +24,7 @@ use crate::{
         ocsf::AlertFormat,
         webhook::WebhookSink,
     },
-    policy::{Mode, Policy, Response, Severity},
+    policy::{Mode, Policy, Response, RuleId, Severity},
     respond::{self, Containment},
 };
 
@@ -173,7 +173,11 @@ impl Pipeline {
             sensor: &self.sensor,
             policy: &self.policy,
         };
-        let findings = self.detector.observe(&ctx, event);
+        let mut findings = self.detector.observe(&ctx, event);
+        let killed = event.flags & flags::KILLED_IN_KERNEL != 0;
+        if killed && findings.is_empty() {
+            findings.push(killed_in_kernel(event, &self.policy));
+        }
         if findings.is_empty() {
             return Ok(());
         }
@@ -184,18 +188,27 @@ impl Pipeline {
                 m.detection_latency(latency);
             }
         }
-        let (name, profile) = (agent.name.clone(), agent.profile.clone());
+        let name = agent.name.clone();
+        let responses: Vec<Response> = findings
+            .iter()
+            .map(|f| agent.scope.response(f.rule))
+            .collect();
         let exe = self
             .registry
             .exe_of(event.agent_id, event.tgid)
             .map(str::to_string);
-        for finding in findings {
-            let response = self.policy.response(finding.rule, &profile);
+        for (finding, response) in findings.into_iter().zip(responses) {
             let mode = self.policy.mode();
-            let outcome = match (response, mode) {
-                (Response::Alert, _) => "reported".to_string(),
-                (r, Mode::Monitor) => format!("would {}", response_verb(r)),
-                (r, Mode::Enforce) => self.enforce(event.agent_id, r),
+            let outcome = if killed {
+                "killed in the kernel before the call returned".to_string()
+            } else if response == Response::Deny && denied_in_kernel(event) {
+                "denied in the kernel (EPERM): nothing was sent".to_string()
+            } else {
+                match (response, mode) {
+                    (Response::Alert, _) => "reported".to_string(),
+                    (r, Mode::Monitor) => format!("would {}", response_verb(r)),
+                    (r, Mode::Enforce) => self.enforce(event.agent_id, r),
+                }
             };
             let alert = Alert {
                 agent: name.clone(),
@@ -344,6 +357,44 @@ impl Pipeline {
             })?;
         }
         self.flush()
+    }
+}
+
+/// A connect or send the egress programs refused (they make it fail with EPERM).
+fn denied_in_kernel(event: &Event) -> bool {
+    const EPERM: i64 = -1;
+    match &event.body {
+        Body::Net(net) => event.kind == EventKind::NetDenied || net.ret == EPERM,
+        _ => false,
+    }
+}
+
+/// The finding for a process the kernel killed on its own (a kill-on-access file opened, a
+/// forbidden binary executed) when no rule said more.
+fn killed_in_kernel(event: &Event, policy: &Policy) -> Finding {
+    let (rule, what) = match &event.body {
+        Body::Exec { filename, .. } => (
+            RuleId::SuspiciousTool,
+            format!(
+                "executed forbidden binary {}",
+                events::escape::escape(filename)
+            ),
+        ),
+        Body::File(f) => (
+            RuleId::SensitiveRead,
+            format!(
+                "opened kill-on-access file {}",
+                events::escape::escape(f.path.as_deref().unwrap_or(&f.path_arg))
+            ),
+        ),
+        _ => (RuleId::TamperSensor, "was killed in the kernel".to_string()),
+    };
+    Finding {
+        rule,
+        severity: policy.rule(rule).severity.max(Severity::High),
+        summary: format!("{what}; killed in the kernel"),
+        evidence: vec![event.clone()],
+        score: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! its canonical path, device and inode.
 
 use agent_sensor_common::{
+    flags,
     syscalls::{nr, SyscallSpec as Spec, NO_ARG as NONE},
     EventKind, FileEvent, MAX_KERNEL_PATH, MAX_USER_PATH,
 };
@@ -10,8 +11,8 @@ use aya_ebpf::helpers::generated::bpf_probe_read_user_str;
 
 use crate::{
     emit::Record,
-    kernel::{current_task, file_identity, read_ptr, task_file, walk_path},
-    maps::{off, Pending},
+    kernel::{current_task, file_identity, kill_if_listed, read_ptr, task_file, walk_path},
+    maps::{off, Pending, KILL_ON_ACCESS},
 };
 
 /// `AT_FDCWD`.
@@ -183,6 +184,9 @@ fn try_exit(p: &Pending, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
         let (d, i, _) = file_identity(file);
         dev = d;
         ino = i;
+        if spec.kind == EventKind::FileOpen as u16 && kill_if_listed(&KILL_ON_ACCESS, dev, ino) {
+            record.add_flags(flags::KILLED_IN_KERNEL);
+        }
     } else if spec.kind == EventKind::FileChdir as u16 && ret == 0 {
         if let Some(fs) = read_ptr(task, off!(task_fs)) {
             resolved_len = record.append_walk(fs + off!(fs_pwd));

@@ -1,3 +1,5 @@
+pub mod dns;
+pub mod egress;
 pub mod file;
 pub mod net;
 pub mod process;

@@ -76,8 +76,13 @@ const DNS_PORT_BE: u16 = 53u16.to_be();
 
 /// Reads the source address and data of a successful recvfrom/recvmsg, and emits them only for
 /// DNS answers (source port 53): everything else received is counted, not recorded.
-/// `args` are the call's arguments 0, 1, 4 and 5, read from the registers at exit.
-pub fn recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> Option<()> {
+/// `args` are the call's arguments 0, 1, 4 and 5, read from the registers at exit. Returns
+/// true when an enforced agent's DNS answer was stashed for the parser to tail-call.
+pub fn recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> bool {
+    try_recv_exit(nr, args, kind, agent, ret).unwrap_or(false)
+}
+
+fn try_recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> Option<bool> {
     if ret <= 0 {
         return None;
     }
@@ -100,10 +105,15 @@ pub fn recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> Op
     if head[1] != DNS_PORT_BE || !(head[0] == 2 || head[0] == 10) {
         return None;
     }
+    // An enforced agent's allowlist learns the answer before the agent sees it: the caller
+    // tail-calls the parser once the record is out.
+    let learn = super::dns::stash(agent, data, ret as u64);
     let mut len = [0u32; 1];
     // SAFETY: as above.
     unsafe { bpf_probe_read_user(len.as_mut_ptr().cast(), 4, len_ptr as *const _) };
-    let (record, payload) = Record::start::<NetEvent>(kind, agent, 0)?;
+    let Some((record, payload)) = Record::start::<NetEvent>(kind, agent, 0) else {
+        return Some(learn);
+    };
     let sockaddr_len = copy_user(addr, len[0] as u64, record.tail(), MAX_SOCKADDR);
     record.grow(sockaddr_len as u64);
     let data_len = copy_user(data, ret as u64, record.tail(), MAX_SEND_DATA);
@@ -118,7 +128,7 @@ pub fn recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> Op
         (*payload).data_len = data_len;
     }
     record.submit();
-    Some(())
+    Some(learn)
 }
 
 fn try_exit(p: &Pending, kind: u16, agent: u64, ret: i64) -> Option<()> {

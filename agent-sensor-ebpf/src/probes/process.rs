@@ -150,6 +150,11 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
     let (dev, ino, mode) = read_ptr(bprm, off!(binprm_file))
         .map(file_identity)
         .unwrap_or((0, 0, 0));
+    // A forbidden binary dies before its first instruction: the signal is delivered on the
+    // way back to user space, which the new image never reaches.
+    if crate::kernel::kill_if_listed(&crate::maps::FORBIDDEN_EXEC, dev, ino) {
+        record.add_flags(flags::KILLED_IN_KERNEL);
+    }
     // SAFETY: payload points into the scratch record.
     unsafe {
         (*payload).filename_len = filename_len as u16;

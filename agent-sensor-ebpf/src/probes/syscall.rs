@@ -18,7 +18,9 @@ use aya_ebpf::{
 use super::{file, net, process_calls, sockets};
 use crate::{
     kernel::read,
-    maps::{count_drop, off, Pending, PENDING, PENDING_SCRATCH, SYSCALL_SPECS},
+    maps::{
+        count_drop, off, Pending, PENDING, PENDING_SCRATCH, SYSCALL_SPECS, TAIL, TAIL_DNS_ANSWER,
+    },
     tracking::tracked_agent,
 };
 
@@ -101,7 +103,11 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Option<()> {
             read(regs, off!(regs_args[4])).unwrap_or(0),
             read(regs, off!(regs_args[5])).unwrap_or(0),
         ];
-        return net::recv_exit(nr as u32, args, spec.kind, agent, ret);
+        if net::recv_exit(nr as u32, args, spec.kind, agent, ret) {
+            // SAFETY: same program type; on success it does not return.
+            unsafe { TAIL.tail_call(ctx, TAIL_DNS_ANSWER) };
+        }
+        return None;
     }
     if !matches!(spec.family, family::FILE | family::NET | family::PROCESS) {
         return None;

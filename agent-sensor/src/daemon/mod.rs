@@ -73,6 +73,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up in-kernel enforcement: {0}")]
+    Enforcement(#[source] crate::respond::kernel::KernelPolicyError),
     #[error("cannot write events: {0}")]
     EventsWrite(#[source] std::io::Error),
     #[error("ring buffer polling failed: {0}")]
@@ -166,8 +168,19 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
             .unwrap_or(LoadOptions::default().ring_bytes),
         discovery_executables: policy.file.discovery.executables.clone(),
         discovery_env_marker: policy.file.discovery.env_marker,
+        resolvers: policy.file.enforcement.resolvers.clone(),
     };
     let mut sensor = LoadedSensor::load(&load)?;
+    if policy.mode() == Mode::Enforce {
+        let enforcement = &policy.file.enforcement;
+        for (map, paths) in [
+            ("KILL_ON_ACCESS", &enforcement.kill_on_access),
+            ("FORBIDDEN_EXEC", &enforcement.forbidden_exec),
+        ] {
+            crate::respond::kernel::fill_inode_list(&mut sensor.ebpf, map, paths)
+                .map_err(DaemonError::Enforcement)?;
+        }
+    }
 
     // aya-log records from the programs go to this daemon's log.
     let log_forwarder = match aya_log::EbpfLogger::init(&mut sensor.ebpf) {

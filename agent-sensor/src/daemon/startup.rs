@@ -14,6 +14,7 @@ use crate::{
     },
     loader::LoadedSensor,
     pipeline::Pipeline,
+    policy::{Mode, Response, RuleId},
     respond::{self, Containment, RespondError},
     system, tracking,
 };
@@ -130,6 +131,12 @@ impl Agents {
             Some(cgroup.clone()),
             uid,
         );
+        if let Err(e) = enforce_egress(sensor, pipeline, id) {
+            // Never run an agent whose egress enforcement failed: undo and refuse.
+            let _ = tracking::untrack_cgroup(sensor, &cgroup);
+            let _ = std::fs::remove_dir(&cgroup);
+            return Err(format!("cannot enforce the agent's egress allowlist: {e}"));
+        }
         self.save(pipeline);
         Ok((id, cgroup))
     }
@@ -174,6 +181,12 @@ impl Agents {
             );
             for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
                 pipeline.registry.add_process(agent.id, pid, 0, exe_of(pid));
+            }
+            if let Err(e) = enforce_egress(sensor, pipeline, agent.id) {
+                log::error!(
+                    "agent {}: egress not enforced in the kernel: {e}",
+                    agent.name
+                );
             }
             log::info!(
                 "restored agent {} (id {}) from {}",
@@ -237,6 +250,9 @@ impl Agents {
         if let Some(m) = &pipeline.metrics {
             m.forget_agent(&agent.name);
         }
+        if let Err(e) = respond::kernel::release_egress(&mut sensor.ebpf, id) {
+            log::warn!("cannot release agent {id}'s egress allowlist: {e}");
+        }
         if let Some(cgroup) = agent.cgroup.clone() {
             if let Err(e) = tracking::untrack_cgroup(sensor, &cgroup) {
                 log::warn!("cannot untrack cgroup {}: {e}", cgroup.display());
@@ -286,4 +302,28 @@ impl Agents {
             log::error!("cannot save agents to {}: {e}", self.state_file.display());
         }
     }
+}
+
+/// In enforce mode, an agent whose policy answers unallowed egress with `deny` gets its
+/// allowlist in the kernel: from then on a connection or send elsewhere fails with EPERM.
+fn enforce_egress(
+    sensor: &mut LoadedSensor,
+    pipeline: &Pipeline,
+    id: u64,
+) -> Result<(), respond::kernel::KernelPolicyError> {
+    let Some(agent) = pipeline.registry.get(id) else {
+        return Ok(());
+    };
+    let denies = [RuleId::UnallowedEgress, RuleId::SensitiveThenEgress]
+        .iter()
+        .any(|rule| agent.scope.response(*rule) == Response::Deny);
+    if pipeline.policy.mode() != Mode::Enforce || !denies {
+        return Ok(());
+    }
+    respond::kernel::enforce_egress(&mut sensor.ebpf, id, &agent.scope)?;
+    log::info!(
+        "agent {} (id {id}): egress allowlist enforced in the kernel",
+        agent.name
+    );
+    Ok(())
 }

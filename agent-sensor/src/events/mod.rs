@@ -302,7 +302,8 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         | EventKind::NetListen
         | EventKind::NetAccept
         | EventKind::NetSend
-        | EventKind::NetRecv => Body::Net(decode_net(kind, record)?),
+        | EventKind::NetRecv
+        | EventKind::NetDenied => Body::Net(decode_net(kind, record)?),
         EventKind::NetClose => {
             let (p, _) = payload::<SockCloseEvent>(record)?;
             Body::SockClose(sock_close(&p, false))

@@ -10,8 +10,8 @@ use agent_sensor_common::{
     SensorConfig, SockStats, TrackedTask,
 };
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::RawTracePoint,
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSockAddr, RawTracePoint},
     Ebpf, EbpfLoader,
 };
 use thiserror::Error;
@@ -57,6 +57,11 @@ pub enum LoadError {
     },
     #[error("the eBPF object has no program `{0}` (object and daemon out of sync)")]
     MissingProgram(&'static str),
+    #[error("cannot prepare the agents' cgroup {path}: {source}")]
+    AgentsCgroup {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("the eBPF object has no map `{0}` (object and daemon out of sync)")]
     MissingMap(&'static str),
     #[error("eBPF map `{map}`: {source}")]
@@ -70,7 +75,16 @@ pub enum LoadError {
 /// A one-paragraph form of a program error: the verifier's log can run to thousands of lines,
 /// of which the last few say why it gave up.
 fn summarize(err: &aya::programs::ProgramError) -> String {
-    let text = err.to_string();
+    let mut text = err.to_string();
+    // The errno is in the source chain (e.g. of a failed bpf_link_create).
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(&format!(": {more}"));
+        }
+        source = e.source();
+    }
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.len() <= 4 {
         return lines.join(" ");
@@ -95,6 +109,8 @@ pub struct LoadOptions {
     pub discovery_executables: Vec<String>,
     /// Whether `AGENT_SENSOR_AGENT=<name>` in an environment makes a process an agent.
     pub discovery_env_marker: bool,
+    /// DNS resolvers besides /etc/resolv.conf's.
+    pub resolvers: Vec<std::net::IpAddr>,
 }
 
 impl Default for LoadOptions {
@@ -103,8 +119,101 @@ impl Default for LoadOptions {
             ring_bytes: 8 * 1024 * 1024,
             discovery_executables: Vec::new(),
             discovery_env_marker: false,
+            resolvers: Vec::new(),
         }
     }
+}
+
+/// The egress programs and the hook each attaches to, on the agents' parent cgroup.
+pub const EGRESS_PROGRAMS: [&str; 4] = [
+    "egress_connect4",
+    "egress_connect6",
+    "egress_sendmsg4",
+    "egress_sendmsg6",
+];
+
+/// Attaches the egress programs to the parent of every agent cgroup (created if missing), so
+/// they apply to each agent cgroup below it. Attached as bpf links, which coexist with other
+/// links on the same cgroup (another sensor instance's, say); each program decides only for
+/// its own agents.
+fn attach_egress(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) -> Result<(), LoadError> {
+    let root = system::cgroup2_root()?;
+    let parent = crate::respond::agents_parent(&root);
+    std::fs::create_dir_all(&parent).map_err(|source| LoadError::AgentsCgroup {
+        path: parent.clone(),
+        source,
+    })?;
+    let cgroup = std::fs::File::open(&parent).map_err(|source| LoadError::AgentsCgroup {
+        path: parent.clone(),
+        source,
+    })?;
+    for program in EGRESS_PROGRAMS {
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(program)
+            .ok_or(LoadError::MissingProgram(program))?
+            .try_into()
+            .map_err(|error| LoadError::Program { program, error })?;
+        prog.load().map_err(|error| {
+            log::debug!("verifier output for {program}: {error}");
+            LoadError::Program { program, error }
+        })?;
+        prog.attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|error| LoadError::Program { program, error })?;
+        attached.push(program);
+    }
+    Ok(())
+}
+
+/// Programs reached only by tail call from `syscall_sys_exit`: loaded, never attached.
+fn load_tail_calls(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let program = "syscall_dns_answer";
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .ok_or(LoadError::MissingProgram(program))?
+        .try_into()
+        .map_err(|error| LoadError::Program { program, error })?;
+    prog.load().map_err(|error| {
+        log::debug!("verifier output for {program}: {error}");
+        LoadError::Program { program, error }
+    })?;
+    let fd = prog
+        .fd()
+        .map_err(|error| LoadError::Program { program, error })?
+        .try_clone()
+        .map_err(|e| LoadError::Program {
+            program,
+            error: aya::programs::ProgramError::IOError(e),
+        })?;
+    let mut tail: ProgramArray<_> =
+        ProgramArray::try_from(ebpf.map_mut("TAIL").ok_or(LoadError::MissingMap("TAIL"))?)
+            .map_err(map_err("TAIL"))?;
+    tail.set(0, &fd, 0).map_err(map_err("TAIL"))
+}
+
+/// Nameservers of /etc/resolv.conf plus `extra`: port 53 to them is name resolution, not egress.
+fn fill_resolvers(ebpf: &mut Ebpf, extra: &[std::net::IpAddr]) -> Result<(), LoadError> {
+    let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let from_conf = conf.lines().filter_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next() == Some("nameserver"))
+            .then(|| words.next()?.parse().ok())
+            .flatten()
+    });
+    let mut resolvers: HashMap<_, [u8; 16], u32> = HashMap::try_from(
+        ebpf.map_mut("DNS_RESOLVERS")
+            .ok_or(LoadError::MissingMap("DNS_RESOLVERS"))?,
+    )
+    .map_err(map_err("DNS_RESOLVERS"))?;
+    for ip in from_conf.chain(extra.iter().copied()) {
+        let v6 = match ip {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            std::net::IpAddr::V6(v6) => v6,
+        };
+        resolvers
+            .insert(v6.octets(), 1, 0)
+            .map_err(map_err("DNS_RESOLVERS"))?;
+    }
+    Ok(())
 }
 
 /// A comm as the kernel keeps it: at most 15 bytes, NUL-padded to 16.
@@ -197,6 +306,9 @@ impl LoadedSensor {
                 .map_err(|error| LoadError::Program { program, error })?;
             attached.push(program);
         }
+        load_tail_calls(&mut ebpf)?;
+        attach_egress(&mut ebpf, &mut attached)?;
+        fill_resolvers(&mut ebpf, &options.resolvers)?;
         Ok(Self { ebpf, attached })
     }
 

@@ -95,6 +95,27 @@ impl EgressAllow {
 
     /// Loopback (and the unspecified address, which Linux connects to locally) always; else
     /// an allowed port and an allowed CIDR or resolved name.
+    /// Names allowed exactly (lowercase, no trailing dot).
+    pub fn exact_names(&self) -> impl Iterator<Item = &[u8]> {
+        self.exact.iter().map(Vec::as_slice)
+    }
+
+    /// Domains whose every name below is allowed (`*.domain`), without the leading dot.
+    pub fn below_domains(&self) -> impl Iterator<Item = &[u8]> {
+        self.suffixes
+            .iter()
+            .map(|s| s.strip_prefix(b".").unwrap_or(s))
+    }
+
+    pub fn cidrs(&self) -> &[ipnet::IpNet] {
+        &self.cidrs
+    }
+
+    /// The allowed ports, `None` for any.
+    pub fn ports(&self) -> Option<&BTreeSet<u16>> {
+        self.ports.as_ref()
+    }
+
     pub fn allows(&self, ip: IpAddr, port: u16, dns_name: Option<&[u8]>) -> bool {
         let ip = ip.to_canonical();
         if ip.is_loopback() || ip.is_unspecified() {

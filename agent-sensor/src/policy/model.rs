@@ -357,6 +357,19 @@ impl Default for SensorFile {
     }
 }
 
+/// `[enforcement]`: what the kernel itself stops in `mode = "enforce"`, for every agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Enforcement {
+    /// Files whose opening kills the opener before open() returns (absolute paths; matched by
+    /// device and inode, so every name of the file counts).
+    pub kill_on_access: Vec<String>,
+    /// Executables an agent is killed for running, before their first instruction.
+    pub forbidden_exec: Vec<String>,
+    /// DNS resolvers besides those in /etc/resolv.conf: port 53 to them is not egress.
+    pub resolvers: Vec<std::net::IpAddr>,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -367,4 +380,5 @@ pub struct PolicyFile {
     pub rules: BTreeMap<RuleId, RuleConfig>,
     pub profiles: BTreeMap<String, ProfileFile>,
     pub agents: BTreeMap<String, AgentFile>,
+    pub enforcement: Enforcement,
 }

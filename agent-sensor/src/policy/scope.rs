@@ -108,6 +108,11 @@ impl AgentScope {
     }
 
     /// Inside the worktree (component-wise). An agent without a worktree has nothing inside.
+    /// Where the agent may connect, compiled (for the in-kernel allowlist).
+    pub fn egress(&self) -> &EgressAllow {
+        &self.egress
+    }
+
     pub fn in_worktree(&self, path: &[u8]) -> bool {
         !self.roots.worktree.is_empty() && path_under(path, &self.roots.worktree)
     }

@@ -50,7 +50,13 @@ fn builtin_parses_validates_and_lists_every_rule() {
             "{} missing",
             id.as_str()
         );
-        assert_eq!(policy.rule(id).response, Response::Alert);
+        // Exfiltration is refused and remote control killed in enforce mode; the rest alerts.
+        let expected = match id {
+            RuleId::UnallowedEgress | RuleId::SensitiveThenEgress => Response::Deny,
+            RuleId::DnsTunnel | RuleId::ReverseShell => Response::Kill,
+            _ => Response::Alert,
+        };
+        assert_eq!(policy.rule(id).response, expected, "{}", id.as_str());
     }
     let severity = |id| policy.rule(id).severity;
     assert_eq!(severity(RuleId::SensitiveThenEgress), Severity::Critical);
@@ -315,7 +321,7 @@ fn profiles_extend_default_and_agents_add() {
 [profiles.ci]
 writable = ["/builds/**"]
 readable = ["~/.config/gh/hosts.yml"]
-responses = { "exec.reverse_shell" = "kill" }
+responses = { "exec.suspicious_tool" = "kill" }
 [profiles.ci.egress]
 hosts = ["gitlab.example.com"]
 ports = [22]
@@ -332,7 +338,7 @@ worktree = "~/src/bot"
 writable = ["/extra/**"]
 sensitive = ["{worktree}/secrets/**"]
 thresholds = { exfil_window_secs = 30 }
-responses = { "exfil.unallowed_egress" = "deny" }
+responses = { "exfil.unallowed_egress" = "alert" }
 egress = { cidrs = ["10.0.0.0/8"] }
 "#;
     let policy = check(text, "policy.toml").unwrap();
@@ -354,13 +360,15 @@ egress = { cidrs = ["10.0.0.0/8"] }
     assert_eq!(scope.thresholds.dns_label_max, 40);
     assert_eq!(scope.thresholds.exfil_window_secs, 30);
     assert_eq!(scope.thresholds.dns_burst_unique, 40);
-    assert_eq!(scope.response(RuleId::ReverseShell), Response::Kill);
-    assert_eq!(scope.response(RuleId::UnallowedEgress), Response::Deny);
+    assert_eq!(scope.response(RuleId::SuspiciousTool), Response::Kill);
+    assert_eq!(scope.response(RuleId::UnallowedEgress), Response::Alert);
     assert_eq!(scope.response(RuleId::TamperSensor), Response::Alert);
     // Another agent of the profile gets none of bot's additions.
     let other = policy.scope_for(&identity("ci"));
     assert!(!other.may_write(b"/extra/y"));
-    assert_eq!(other.response(RuleId::UnallowedEgress), Response::Alert);
+    // bot's own `alert` override is bot's; the profile's `kill` is every ci agent's.
+    assert_eq!(other.response(RuleId::UnallowedEgress), Response::Deny);
+    assert_eq!(other.response(RuleId::SuspiciousTool), Response::Kill);
     // `extends = ""` starts from nothing.
     let bare = policy.scope_for(&identity("bare"));
     assert!(bare.may_write(b"/only/z"));

@@ -10,6 +10,8 @@ use std::{
 
 use thiserror::Error;
 
+pub mod kernel;
+
 use crate::agents::registry::{AgentState, Registry};
 
 #[derive(Debug, Error)]
@@ -38,11 +40,14 @@ pub fn agents_parent(cgroup_root: &Path) -> PathBuf {
 
 /// `cgroup` must be a direct child of the agents' parent: never the root, never the sensor's.
 fn check(cgroup: &Path, parent: &Path) -> Result<(), RespondError> {
+    // The sensor's own cgroup v2 ("0::/path" in /proc/self/cgroup), below the hierarchy root
+    // that `parent` is in.
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let root = parent.parent().unwrap_or(parent);
     let is_own = own
         .lines()
         .filter_map(|l| l.strip_prefix("0::"))
-        .any(|rel| !rel.is_empty() && cgroup.ends_with(rel.trim_start_matches('/')));
+        .any(|rel| root.join(rel.trim_start_matches('/')) == cgroup);
     if cgroup.parent() != Some(parent) || is_own || !cgroup.join("cgroup.procs").exists() {
         return Err(RespondError::NotAgentCgroup(cgroup.to_path_buf()));
     }

@@ -1,0 +1,133 @@
+//! In-kernel egress allowlists of enforced agents (cgroup sock_addr programs) and the DNS
+//! names whose answers extend them, decided in the kernel before the answer reaches the agent.
+
+use crate::assert_size;
+
+/// LPM trie data of an IPv4 allowlist entry: the agent, then the address. The prefix length
+/// counts 64 bits of agent id plus the CIDR's prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressKey4 {
+    /// Agent id, big-endian (so that it is the leading 64 bits of the key).
+    pub agent: [u8; 8],
+    pub addr: [u8; 4],
+}
+assert_size!(EgressKey4, 12);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressKey6 {
+    pub agent: [u8; 8],
+    pub addr: [u8; 16],
+}
+assert_size!(EgressKey6, 24);
+
+/// Most ports one allowlist entry can name.
+pub const MAX_PORTS: usize = 8;
+
+/// Value of an allowlist entry or of an allowed name: the ports it allows (none: any port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressPorts {
+    pub count: u16,
+    /// [`name_flags`] bits (for allowed names).
+    pub flags: u16,
+    pub ports: [u16; MAX_PORTS],
+}
+assert_size!(EgressPorts, 20);
+
+impl EgressPorts {
+    pub fn allows(&self, port: u16) -> bool {
+        if self.count == 0 {
+            return true;
+        }
+        let mut i = 0;
+        while i < MAX_PORTS {
+            if (i as u16) < self.count && self.ports[i] == port {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+pub mod name_flags {
+    /// The name itself is allowed.
+    pub const EXACT: u16 = 1 << 0;
+    /// Every name below it is allowed (`*.name`).
+    pub const BELOW: u16 = 1 << 1;
+}
+
+/// Key of `ALLOWED_NAMES`: agent and the hash of a DNS name (see [`name_hash_step`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    pub agent_id: u64,
+    pub hash: u64,
+}
+assert_size!(NameKey, 16);
+
+/// Hash of a DNS name, computed over its characters from the last to the first, lowercased,
+/// with `.` between labels. Computed backwards so that one pass over a name in the kernel
+/// yields the hash of every suffix (`api.anthropic.com`, `anthropic.com`, `com`).
+pub const NAME_HASH_MULTIPLIER: u64 = 0x100_0000_01b3;
+
+#[inline(always)]
+pub const fn name_hash_step(hash: u64, byte: u8) -> u64 {
+    let lower = if byte >= b'A' && byte <= b'Z' {
+        byte + 32
+    } else {
+        byte
+    };
+    hash.wrapping_mul(NAME_HASH_MULTIPLIER)
+        .wrapping_add(lower as u64 + 1)
+}
+
+/// The hash of a whole name (user space; the kernel gets the same value by its own pass).
+pub fn name_hash(name: &[u8]) -> u64 {
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    let mut hash = 0u64;
+    let mut i = name.len();
+    while i > 0 {
+        i -= 1;
+        hash = name_hash_step(hash, name[i]);
+    }
+    hash
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)] integers and byte arrays only, no implicit padding.
+    unsafe impl aya::Pod for super::EgressKey4 {}
+    unsafe impl aya::Pod for super::EgressKey6 {}
+    unsafe impl aya::Pod for super::EgressPorts {}
+    unsafe impl aya::Pod for super::NameKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_hashes_ignore_case_and_a_trailing_dot_and_differ_by_suffix() {
+        assert_eq!(
+            name_hash(b"API.Anthropic.com."),
+            name_hash(b"api.anthropic.com")
+        );
+        assert_ne!(name_hash(b"anthropic.com"), name_hash(b"evilanthropic.com"));
+        assert_ne!(name_hash(b"a.com"), name_hash(b"com"));
+    }
+
+    #[test]
+    fn ports_allow_listed_ones_or_any_when_empty() {
+        let any = EgressPorts::default();
+        assert!(any.allows(1));
+        let some = EgressPorts {
+            count: 2,
+            flags: 0,
+            ports: [443, 80, 0, 0, 0, 0, 0, 0],
+        };
+        assert!(some.allows(443) && some.allows(80) && !some.allows(22) && !some.allows(0));
+    }
+}

@@ -1,0 +1,148 @@
+//! In-kernel egress allowlists: cgroup sock_addr programs on the agents' parent cgroup refuse
+//! (EPERM) a connect or an addressed send of an enforced agent to a destination its policy
+//! does not allow. Nothing is sent: the check runs before the kernel builds a packet.
+
+use agent_sensor_common::{
+    egress::{EgressKey4, EgressKey6, EgressPorts},
+    EventKind, NetEvent,
+};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::cgroup_sock_addr, maps::lpm_trie::Key,
+    programs::SockAddrContext,
+};
+
+use crate::{
+    emit::Record,
+    maps::{DNS_RESOLVERS, EGRESS_AGENTS, EGRESS_ALLOW4, EGRESS_ALLOW6},
+    tracking::tracked_agent,
+};
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const CONNECT: u32 = 42;
+const SENDMSG: u32 = 46;
+
+#[cgroup_sock_addr(connect4)]
+pub fn egress_connect4(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, false, CONNECT)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn egress_connect6(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, true, CONNECT)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn egress_sendmsg4(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, false, SENDMSG)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn egress_sendmsg6(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, true, SENDMSG)
+}
+
+#[inline(always)]
+fn decide(ctx: &SockAddrContext, v6: bool, nr: u32) -> i32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(agent) = tracked_agent(tgid) else {
+        return ALLOW;
+    };
+    // SAFETY: the value is only tested for presence.
+    if unsafe { EGRESS_AGENTS.get(&agent) }.is_none() {
+        return ALLOW;
+    }
+    // SAFETY: the context the kernel passed.
+    let sa = unsafe { &*ctx.sock_addr };
+    let port = u16::from_be(sa.user_port as u16);
+    let mut addr = [0u8; 16];
+    if v6 {
+        for (i, word) in sa.user_ip6.iter().enumerate() {
+            addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+    } else {
+        // IPv4 as v4-mapped IPv6 for the resolver map.
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12..].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    }
+    if allowed(agent, &addr, v6, port) {
+        return ALLOW;
+    }
+    report(agent, &addr, v6, port, nr);
+    DENY
+}
+
+#[inline(always)]
+fn allowed(agent: u64, addr: &[u8; 16], v6: bool, port: u16) -> bool {
+    let v4_mapped = addr[..10].iter().all(|b| *b == 0) && addr[10] == 0xff && addr[11] == 0xff;
+    let loopback = if v4_mapped {
+        addr[12] == 127
+    } else {
+        addr[..15].iter().all(|b| *b == 0) && addr[15] == 1
+    };
+    // SAFETY: the value is only tested for presence.
+    if loopback || (port == 53 && unsafe { DNS_RESOLVERS.get(addr) }.is_some()) {
+        return true;
+    }
+    let agent_bytes = agent.to_be_bytes();
+    let rule: Option<&EgressPorts> = if v6 && !v4_mapped {
+        let key = Key::new(
+            64 + 128,
+            EgressKey6 {
+                agent: agent_bytes,
+                addr: *addr,
+            },
+        );
+        EGRESS_ALLOW6.get(&key)
+    } else {
+        let v4 = [addr[12], addr[13], addr[14], addr[15]];
+        let key = Key::new(
+            64 + 32,
+            EgressKey4 {
+                agent: agent_bytes,
+                addr: v4,
+            },
+        );
+        EGRESS_ALLOW4.get(&key)
+    };
+    rule.is_some_and(|r| r.allows(port))
+}
+
+/// A `net.denied` record: the destination as a sockaddr, as the other net events carry it.
+#[inline(always)]
+fn report(agent: u64, addr: &[u8; 16], v6: bool, port: u16, nr: u32) {
+    let Some((record, payload)) = Record::start::<NetEvent>(EventKind::NetDenied as u16, agent, 0)
+    else {
+        return;
+    };
+    let tail = record.tail();
+    let len: u16 = if v6 { 28 } else { 16 };
+    // SAFETY: the tail has MAX_EVENT_BYTES of room; sockaddr_in/_in6 layouts.
+    unsafe {
+        core::ptr::write_bytes(tail, 0, 28);
+        let family = if v6 { AF_INET6 } else { AF_INET };
+        tail.cast::<[u8; 2]>().write_unaligned(family.to_ne_bytes());
+        tail.add(2)
+            .cast::<[u8; 2]>()
+            .write_unaligned(port.to_be_bytes());
+        if v6 {
+            tail.add(8).cast::<[u8; 16]>().write_unaligned(*addr);
+        } else {
+            tail.add(4)
+                .cast::<[u8; 4]>()
+                .write_unaligned([addr[12], addr[13], addr[14], addr[15]]);
+        }
+    }
+    record.grow(len as u64);
+    // SAFETY: payload points into the scratch record.
+    unsafe {
+        (*payload).nr = nr;
+        (*payload).fd = -1;
+        (*payload).ret = -1; // EPERM
+        (*payload).sockaddr_len = len;
+    }
+    record.submit();
+}

@@ -98,6 +98,8 @@ pub struct Sensor {
     stderr_lines: mpsc::Receiver<String>,
     pub log: Vec<String>,
     _dir: TempDir,
+    /// Set by `crash`: the agents must outlive this sensor.
+    keep_agents: bool,
 }
 
 /// A temporary directory removed on drop.
@@ -128,14 +130,21 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
 impl Sensor {
     /// Starts `agent-sensor run --events FILE <args>` and waits until it says it is ready.
     pub fn start(args: &[&str]) -> Self {
-        let dir = TempDir::new("sensor");
+        Self::start_in(TempDir::new("sensor"), args)
+    }
+
+    /// Starts a sensor whose files (events, alerts, state, socket) live in `dir`: a sensor
+    /// restarted after `crash` finds its predecessor's state there.
+    pub fn start_in(dir: TempDir, args: &[&str]) -> Self {
         let events_path = dir.0.join("events.jsonl");
         let alerts_path = dir.0.join("alerts.jsonl");
         let state_dir = dir.0.join("state");
@@ -174,6 +183,7 @@ impl Sensor {
             stderr_lines: rx,
             log: Vec::new(),
             _dir: dir,
+            keep_agents: false,
         };
         sensor.wait_for_log("agent-sensor ready", Duration::from_secs(120));
         sensor
@@ -235,6 +245,13 @@ impl Sensor {
 
     /// SIGINT, wait for a clean exit, and return every event written.
     pub fn stop(&mut self) -> Vec<Value> {
+        self.stop_only();
+        read_events(&self.events_path)
+    }
+
+    /// SIGINT and wait for a clean exit (the events file may hold a record torn by an
+    /// earlier crash, so it is not parsed).
+    pub fn stop_only(&mut self) {
         let mut child = self.child.take().expect("sensor running");
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -255,7 +272,18 @@ impl Sensor {
             "sensor exited with {status}:\n{}",
             self.log.join("\n")
         );
-        read_events(&self.events_path)
+    }
+}
+
+impl Sensor {
+    /// `kill -9` of the daemon; returns its directory for the next one.
+    pub fn crash(mut self) -> TempDir {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.keep_agents = true;
+        std::mem::replace(&mut self._dir, TempDir(PathBuf::new()))
     }
 }
 
@@ -264,6 +292,9 @@ impl Drop for Sensor {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if self.keep_agents {
+            return;
         }
         // Agents outlive a stopped sensor by design; a test's must not outlive the test.
         let saved = std::fs::read_to_string(self.state_dir.join("agents.json")).unwrap_or_default();

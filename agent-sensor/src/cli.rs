@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Where `--persist` pins by default.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/agent-sensor";
+
 use agent_sensor::{
     control::DEFAULT_SOCKET,
     daemon::Output,
@@ -72,6 +75,12 @@ pub enum Command {
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         control_socket: PathBuf,
     },
+    /// Remove everything a `run --persist` daemon left pinned in the kernel (programs, links,
+    /// maps). Run it with the daemon stopped.
+    Uninstall {
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+        persist_dir: PathBuf,
+    },
     /// Validate a policy file; every error names its line and key.
     CheckConfig {
         /// The policy file (TOML).
@@ -131,6 +140,16 @@ pub struct RunArgs {
     /// The control socket `exec`, `agents`, `thaw` and `kill` talk to (root only, mode 0600).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     pub control_socket: PathBuf,
+
+    /// Pin maps and programs in this bpffs directory: tracking, capture and in-kernel
+    /// enforcement go on while the daemon is down, and the next daemon takes over (with what
+    /// the ring buffer collected meanwhile). Without it, stopping the daemon removes everything.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = DEFAULT_PIN_DIR)]
+    pub persist: Option<PathBuf>,
+
+    /// With --persist: at stop, remove the pins too (same as `agent-sensor uninstall`).
+    #[arg(long, requires = "persist")]
+    pub detach: bool,
 
     /// Size of the kernel→daemon ring buffer in bytes: a power of two, at least 4096.
     #[arg(long, value_name = "BYTES")]

@@ -57,6 +57,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 },
                 metrics_agent_labels: args.metrics_agent_labels,
                 webhook_url: args.webhook_url,
+                persist: args.persist,
+                detach: args.detach,
                 track_pids: args.track_pids,
                 track_cgroups: args.track_cgroups,
             };
@@ -72,6 +74,15 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             control_socket,
         } => commands::agents(&control_socket, json),
         Command::CheckConfig { file } => commands::check_config(&file),
+        Command::Uninstall { persist_dir } => {
+            agent_sensor::system::require_root()?;
+            let (links, maps) = agent_sensor::loader::persist::remove_all(&persist_dir);
+            println!(
+                "removed {links} pinned links and {maps} pinned maps from {}",
+                persist_dir.display()
+            );
+            Ok(())
+        }
         Command::Thaw {
             agent,
             control_socket,

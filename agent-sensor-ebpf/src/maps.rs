@@ -92,10 +92,24 @@ pub struct Pending {
     pub args: [u64; 6],
     pub path: [u8; MAX_USER_PATH],
     pub path2: [u8; MAX_USER_PATH],
+}
+
+/// The directories relative paths of a pending syscall start from, kept apart from `Pending`
+/// because few calls need them: every syscall copies its `Pending` into the hash map, and
+/// these would quadruple that copy.
+#[repr(C)]
+pub struct PendingBase {
     /// Walks write up to `MAX_COMPONENT` bytes past their bound check: room for that.
     pub base: [u8; MAX_KERNEL_PATH + MAX_COMPONENT],
     pub base2: [u8; MAX_KERNEL_PATH + MAX_COMPONENT],
 }
+
+#[map]
+pub static PENDING_BASE_SCRATCH: PerCpuArray<PendingBase> = PerCpuArray::with_max_entries(1, 0);
+
+/// pid_tgid → the start directories of the syscall that thread is in (when it has any).
+#[map]
+pub static PENDING_BASE: LruHashMap<u64, PendingBase> = LruHashMap::with_max_entries(1024, 0);
 
 /// Pending entries are composed here (too large for the 512-byte stack), then inserted.
 #[map]
@@ -103,7 +117,7 @@ pub static PENDING_SCRATCH: PerCpuArray<Pending> = PerCpuArray::with_max_entries
 
 /// pid_tgid → the syscall that thread is in.
 #[map]
-pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(MAX_PENDING, 0);
+pub static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(MAX_PENDING, 0);
 
 /// Sockets of agents (key: `struct sock` address) and the bytes moved over them so far.
 /// LRU: a socket whose close the sensor never saw ages out instead of filling the map.

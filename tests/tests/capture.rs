@@ -527,3 +527,20 @@ fn unlink_through_a_symlinked_directory_reports_where_the_file_really_was() {
     );
     assert_eq!(unlink["path_source"], "resolved", "{unlink:#}");
 }
+
+#[test]
+fn a_failed_relative_open_is_reported_against_the_cwd() {
+    if !can_run_kernel_tests("a_failed_relative_open_is_reported_against_the_cwd") {
+        return;
+    }
+    // A failed open has no fd to resolve: its start directory is walked at exit instead.
+    let (_dir, root) = scratch("failedopen");
+    let script =
+        "import os, sys\nos.chdir(sys.argv[1])\ntry: open('missing.txt')\nexcept OSError: pass";
+    let (pid, events) = capture("failedopen", script, &[s(&root)]);
+    let open = find(&events, "file.open", pid, |e| {
+        e["path_arg"] == "missing.txt"
+    });
+    assert_eq!(open["ret"], -2, "{open:#}");
+    assert_eq!(open["path"], s(&root.join("missing.txt")), "{open:#}");
+}

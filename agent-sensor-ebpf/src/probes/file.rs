@@ -7,12 +7,12 @@ use agent_sensor_common::{
     syscalls::{nr, SyscallSpec as Spec, NO_ARG as NONE},
     EventKind, FileEvent, MAX_KERNEL_PATH, MAX_USER_PATH,
 };
-use aya_ebpf::helpers::generated::bpf_probe_read_user_str;
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user_str};
 
 use crate::{
     emit::Record,
     kernel::{current_task, file_identity, kill_if_listed, read_ptr, task_file, walk_path},
-    maps::{off, Pending, KILL_ON_ACCESS},
+    maps::{off, Pending, KILL_ON_ACCESS, PENDING_BASE, PENDING_BASE_SCRATCH},
 };
 
 /// `AT_FDCWD`.
@@ -85,10 +85,18 @@ fn dirfd_of(p: &Pending, index: u8) -> i64 {
 
 pub fn enter(p: &mut Pending, spec: &Spec) {
     let mut flags = 0u16;
+    let Some(bases) = PENDING_BASE_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
+    let bases = unsafe { &mut *bases };
+    // An open that succeeds is resolved from its fd at exit: its start directory is walked
+    // there, only if it fails.
+    let opens = spec.kind == EventKind::FileOpen as u16;
     if spec.path != NONE {
         p.path_len = read_user_path(arg(p, spec.path), p.path.as_mut_ptr(), &mut flags);
-        if p.path_len > 0 && p.path[0] != b'/' {
-            p.base_len = walk_base(dirfd_of(p, spec.dirfd), p.base.as_mut_ptr(), &mut flags);
+        if p.path_len > 0 && p.path[0] != b'/' && !opens {
+            p.base_len = walk_base(dirfd_of(p, spec.dirfd), bases.base.as_mut_ptr(), &mut flags);
         }
     }
     if spec.path2 != NONE {
@@ -98,9 +106,19 @@ pub fn enter(p: &mut Pending, spec: &Spec) {
         if relative && spec.kind as u16 != EventKind::FileSymlink as u16 {
             let dirfd2 = dirfd_of(p, spec.dirfd2);
             if dirfd2 != dirfd_of(p, spec.dirfd) || p.base_len == 0 {
-                p.base2_len = walk_base(dirfd2, p.base2.as_mut_ptr(), &mut flags);
+                p.base2_len = walk_base(dirfd2, bases.base2.as_mut_ptr(), &mut flags);
             }
         }
+    }
+    if (p.base_len > 0 || p.base2_len > 0)
+        && PENDING_BASE
+            .insert(&bpf_get_current_pid_tgid(), &*bases, 0)
+            .is_err()
+    {
+        // Without its start directory the event keeps the argument only (path_source tells).
+        p.base_len = 0;
+        p.base2_len = 0;
+        flags |= agent_sensor_common::flags::PATH_UNRESOLVED;
     }
     match p.nr {
         // creat has no flags argument: record what it means.
@@ -156,7 +174,11 @@ fn try_exit(p: &Pending, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
     let path_first = record.tail();
     let path_len = append_user_path(&record, p.path.as_ptr(), p.path_len, path_user);
     // SAFETY: `path_first` is inside the scratch buffer.
-    let late_relative = p.path_len == 0 && path_len > 0 && unsafe { *path_first } != b'/';
+    let relative = path_len > 0 && unsafe { *path_first } != b'/';
+    // The start directory is walked now when entry could not (the string was unreadable
+    // then) or did not (an open, which failed so has no fd to resolve).
+    let late_relative =
+        relative && (p.path_len == 0 || (spec.kind == EventKind::FileOpen as u16 && ret < 0));
     let path2_user = if spec.path2 != NONE {
         arg(p, spec.path2)
     } else {
@@ -192,16 +214,33 @@ fn try_exit(p: &Pending, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
             resolved_len = record.append_walk(fs + off!(fs_pwd));
         }
     }
-    let base_len = if late_relative {
+    let mut base_len = if late_relative {
         let mut flags = 0;
         let len = walk_base(dirfd_of(p, spec.dirfd), record.tail(), &mut flags);
         record.add_flags(flags);
         record.grow(len as u64);
         len
     } else {
-        record.append(p.base.as_ptr(), p.base_len, MAX_KERNEL_PATH as u64 - 1)
+        0
     };
-    let base2_len = record.append(p.base2.as_ptr(), p.base2_len, MAX_KERNEL_PATH as u64 - 1);
+    let mut base2_len = 0;
+    if p.base_len > 0 || p.base2_len > 0 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        if let Some(bases) = PENDING_BASE.get_ptr(&pid_tgid) {
+            // SAFETY: pointer from a successful lookup; only this thread uses its entry.
+            let bases = unsafe { &*bases };
+            if !late_relative {
+                base_len =
+                    record.append(bases.base.as_ptr(), p.base_len, MAX_KERNEL_PATH as u64 - 1);
+            }
+            base2_len = record.append(
+                bases.base2.as_ptr(),
+                p.base2_len,
+                MAX_KERNEL_PATH as u64 - 1,
+            );
+        }
+        let _ = PENDING_BASE.remove(&pid_tgid);
+    }
     // SAFETY: payload points into the scratch record.
     unsafe {
         (*payload).nr = p.nr;

@@ -137,6 +137,7 @@ impl Pipeline {
         if event.kind == EventKind::ProcessExit {
             self.exited_processes.insert(event.tgid);
         }
+        let event = Arc::new(event);
         if self.registry.observe(&event) {
             self.exited_agents.push(event.agent_id);
         }

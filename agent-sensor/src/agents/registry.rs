@@ -4,6 +4,7 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,8 @@ pub struct Agent {
     pub state: AgentState,
     pub processes: BTreeMap<u32, ProcessInfo>,
     pub alerts: BTreeMap<RuleId, u64>,
-    pub recent: VecDeque<Event>,
+    /// Shared with the pipeline: keeping an event here costs a reference count, not a copy.
+    pub recent: VecDeque<Arc<Event>>,
     pub scope: AgentScope,
 }
 
@@ -213,14 +215,14 @@ impl Registry {
 
     /// Updates the process tree and the recent-event ring. Returns true when the event ended
     /// the agent's last process.
-    pub fn observe(&mut self, event: &Event) -> bool {
+    pub fn observe(&mut self, event: &Arc<Event>) -> bool {
         let Some(agent) = self.agents.get_mut(&event.agent_id) else {
             return false;
         };
         if agent.recent.len() == self.recent_capacity {
             agent.recent.pop_front();
         }
-        agent.recent.push_back(event.clone());
+        agent.recent.push_back(Arc::clone(event));
         match &event.body {
             Body::Fork { child_tgid, .. } if *child_tgid != event.tgid => {
                 let parent_exe = agent.processes.get(&event.tgid).map(|p| p.exe.clone());
@@ -382,29 +384,29 @@ mod tests {
             child_pid: 11,
             child_tgid: 11,
         };
-        assert!(!reg.observe(&event(id, 10, EventKind::ProcessFork, fork)));
+        assert!(!reg.observe(&Arc::new(event(id, 10, EventKind::ProcessFork, fork))));
         assert_eq!(reg.get(id).unwrap().processes.len(), 2);
-        assert!(!reg.observe(&event(
+        assert!(!reg.observe(&Arc::new(event(
             id,
             11,
             EventKind::ProcessExit,
             Body::Exit { raw: 0 }
-        )));
-        assert!(reg.observe(&event(
+        ))));
+        assert!(reg.observe(&Arc::new(event(
             id,
             10,
             EventKind::ProcessExit,
             Body::Exit { raw: 0 }
-        )));
+        ))));
         assert_eq!(reg.get(id).unwrap().state, AgentState::Exited);
         // The recent ring is bounded.
         for _ in 0..10 {
-            reg.observe(&event(
+            reg.observe(&Arc::new(event(
                 id,
                 10,
                 EventKind::ProcessExit,
                 Body::Exit { raw: 0 },
-            ));
+            )));
         }
         assert_eq!(reg.get(id).unwrap().recent.len(), 4);
     }

@@ -208,3 +208,17 @@ pub fn kill_if_listed(list: &aya_ebpf::maps::HashMap<[u64; 2], u32>, dev: u64, i
     // SAFETY: plain helper call; SIGKILL.
     unsafe { aya_ebpf::helpers::generated::bpf_send_signal(9) == 0 }
 }
+
+/// `*counter += value` as one BPF atomic add: threads of one process on different CPUs may
+/// update one counter at once. (core's atomics are not available on the BPF target.)
+#[inline(always)]
+pub unsafe fn atomic_add(counter: *mut u64, value: u64) {
+    // SAFETY: the caller passes a valid, 8-aligned pointer into a map value.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({counter} + 0) += {value}",
+            counter = in(reg) counter,
+            value = in(reg) value,
+        );
+    }
+}

@@ -32,6 +32,24 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 pub static TRACKED_TASKS: HashMap<u32, TrackedTask> =
     HashMap::with_max_entries(MAX_TRACKED_TASKS, 0);
 
+/// Bumped (kernel and user space) on every change of `TRACKED_TASKS`: a per-CPU decision
+/// cached under an older generation is stale.
+#[map]
+pub static TRACKING_GENERATION: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The last tracking decision on this CPU: syscalls come in runs from one task, and an array
+/// lookup (inlined by the verifier) is far cheaper than the hash lookup it saves.
+#[repr(C)]
+pub struct HotDecision {
+    pub tgid: u64,
+    pub generation: u64,
+    /// 0: untracked.
+    pub agent: u64,
+}
+
+#[map]
+pub static HOT_DECISION: PerCpuArray<HotDecision> = PerCpuArray::with_max_entries(1, 0);
+
 /// cgroup v2 id → agent: every task that enters one of these cgroups is tracked.
 #[map]
 pub static TRACKED_CGROUPS: HashMap<u64, TrackedTask> =

@@ -4,7 +4,8 @@ use agent_sensor_common::{discovery, drop_slot, TrackedTask};
 use aya_ebpf::helpers::generated::bpf_get_current_cgroup_id;
 
 use crate::maps::{
-    count_drop, CONFIG, DISCOVERY_COMMS, ENV_SCRATCH, TRACKED_CGROUPS, TRACKED_TASKS,
+    count_drop, CONFIG, DISCOVERY_COMMS, ENV_SCRATCH, HOT_DECISION, TRACKED_CGROUPS, TRACKED_TASKS,
+    TRACKING_GENERATION,
 };
 
 /// The hot-path check every syscall of every task on the host pays: one hash lookup.
@@ -46,11 +47,46 @@ pub fn track(tgid: u32, agent: u64) {
     {
         count_drop(drop_slot::TRACKING_FULL);
     }
+    bump_generation();
 }
 
 #[inline(always)]
 pub fn untrack(tgid: u32) {
     let _ = TRACKED_TASKS.remove(&tgid);
+    bump_generation();
+}
+
+#[inline(always)]
+fn bump_generation() {
+    if let Some(generation) = TRACKING_GENERATION.get_ptr_mut(0) {
+        // SAFETY: pointer into an array map value; the add is atomic across CPUs.
+        unsafe { crate::kernel::atomic_add(generation, 1) };
+    }
+}
+
+/// `tracked_agent` for the syscall hot path: the last decision on this CPU is reused while
+/// the same process goes on making syscalls and nothing was tracked or untracked meanwhile.
+#[inline(always)]
+pub fn hot_tracked_agent(tgid: u32) -> Option<u64> {
+    let (Some(generation), Some(cache)) =
+        (TRACKING_GENERATION.get_ptr(0), HOT_DECISION.get_ptr_mut(0))
+    else {
+        return tracked_agent(tgid);
+    };
+    // SAFETY: pointers from array lookups; the per-CPU entry is this CPU's alone.
+    unsafe {
+        // Read the generation before the lookup: a change after it is seen next time.
+        let generation = core::ptr::read_volatile(generation);
+        if (*cache).tgid == tgid as u64 && (*cache).generation == generation {
+            let agent = (*cache).agent;
+            return if agent == 0 { None } else { Some(agent) };
+        }
+        let agent = tracked_agent(tgid);
+        (*cache).tgid = tgid as u64;
+        (*cache).generation = generation;
+        (*cache).agent = agent.unwrap_or(0);
+        agent
+    }
 }
 
 #[inline(always)]

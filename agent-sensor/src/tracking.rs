@@ -50,6 +50,7 @@ pub fn track_pid(sensor: &mut LoadedSensor, pid: u32, agent_id: u64) -> Result<(
     sensor
         .tracked_tasks()?
         .insert(pid, TrackedTask { agent_id }, 0)?;
+    sensor.bump_tracking_generation()?;
     Ok(())
 }
 
@@ -78,5 +79,6 @@ pub fn track_cgroup(
     for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
         tasks.insert(pid, TrackedTask { agent_id }, 0)?;
     }
+    sensor.bump_tracking_generation()?;
     Ok(id)
 }

@@ -6,6 +6,7 @@
 //! the eBPF object. Running a task twice rebuilds nothing that did not change.
 
 mod bench;
+mod fuzz;
 mod toolchain;
 
 use std::{
@@ -42,11 +43,11 @@ enum Task {
     },
     /// Build, then print the kernel capability table (`agent-sensor probe`).
     Probe,
-    /// Build, then measure the sensor as root and rewrite its section of BENCHMARKS.md.
-    Bench {
-        #[command(subcommand)]
-        suite: bench::Suite,
-    },
+    /// Build, then measure the sensor (and its peers, bpftrace and auditd) as root: every
+    /// section of BENCHMARKS.md and its plot, or the one section named.
+    Bench(bench::BenchArgs),
+    /// Run every fuzz target (cargo-fuzz, nightly) for a bounded time; fail on a crash.
+    Fuzz(fuzz::FuzzArgs),
     /// The load `bench` measures, run by `bench` in processes of their own.
     #[command(hide = true)]
     BenchWorkload(bench::workload::WorkloadArgs),
@@ -71,8 +72,9 @@ fn main() -> Result<()> {
             let binary = build()?;
             exec_as_root(&binary, ["probe".to_string()])?;
         }
-        Task::Bench { suite } => bench::run(suite)?,
+        Task::Bench(args) => bench::run(args)?,
         Task::BenchWorkload(args) => bench::workload::run(args)?,
+        Task::Fuzz(args) => fuzz::run(args)?,
     }
     Ok(())
 }

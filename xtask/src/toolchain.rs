@@ -53,7 +53,7 @@ fn ensure_rust_src() -> Result<()> {
 
 /// Where the toolchain-specific tools live: `$AGENT_SENSOR_TOOLS_DIR`, else
 /// `$XDG_CACHE_HOME/agent-sensor/tools`, else `~/.cache/agent-sensor/tools`.
-fn tools_root() -> PathBuf {
+pub(crate) fn tools_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("AGENT_SENSOR_TOOLS_DIR") {
         return PathBuf::from(dir);
     }

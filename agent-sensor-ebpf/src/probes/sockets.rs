@@ -38,7 +38,7 @@ pub fn count(direction: u8, fd: i64, ret: i64, agent: u64) -> Option<()> {
         } else {
             core::ptr::addr_of_mut!((*stats).bytes_received)
         };
-        atomic_add(counter, ret as u64);
+        crate::kernel::atomic_add(counter, ret as u64);
     }
     Some(())
 }
@@ -74,18 +74,4 @@ pub fn close(fd: i64, agent: u64) -> Option<()> {
     }
     record.submit();
     Some(())
-}
-
-/// `*counter += value` as one BPF atomic add: threads of one process on different CPUs may
-/// count on the same socket at once. (core's atomics are not available on the BPF target.)
-#[inline(always)]
-unsafe fn atomic_add(counter: *mut u64, value: u64) {
-    // SAFETY: the caller passes a valid, 8-aligned pointer into a map value.
-    unsafe {
-        core::arch::asm!(
-            "lock *(u64 *)({counter} + 0) += {value}",
-            counter = in(reg) counter,
-            value = in(reg) value,
-        );
-    }
 }

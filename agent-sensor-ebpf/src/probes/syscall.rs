@@ -21,7 +21,7 @@ use crate::{
     maps::{
         count_drop, off, Pending, PENDING, PENDING_SCRATCH, SYSCALL_SPECS, TAIL, TAIL_DNS_ANSWER,
     },
-    tracking::tracked_agent,
+    tracking::hot_tracked_agent,
 };
 
 #[inline(always)]
@@ -40,7 +40,7 @@ pub fn syscall_sys_enter(ctx: RawTracePointContext) -> i32 {
 
 fn try_sys_enter(ctx: &RawTracePointContext) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    tracked_agent((pid_tgid >> 32) as u32)?;
+    hot_tracked_agent((pid_tgid >> 32) as u32)?;
     let nr: u64 = ctx.arg(1);
     let spec = spec(nr)?;
     let regs: u64 = ctx.arg(0);
@@ -48,7 +48,7 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Option<()> {
         family::NONE | family::RECV => return None,
         family::CLOSE => {
             let fd: u64 = read(regs, off!(regs_args[0]))?;
-            let agent = tracked_agent((pid_tgid >> 32) as u32)?;
+            let agent = hot_tracked_agent((pid_tgid >> 32) as u32)?;
             return sockets::close(fd as i32 as i64, agent);
         }
         _ => {}
@@ -87,7 +87,7 @@ pub fn syscall_sys_exit(ctx: RawTracePointContext) -> i32 {
 
 fn try_sys_exit(ctx: &RawTracePointContext) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let agent = tracked_agent((pid_tgid >> 32) as u32)?;
+    let agent = hot_tracked_agent((pid_tgid >> 32) as u32)?;
     let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     let nr: u64 = read(regs, off!(regs_nr))?;

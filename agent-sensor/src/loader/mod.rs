@@ -372,6 +372,24 @@ impl LoadedSensor {
         HashMap::try_from(map).map_err(map_err("TRACKED_CGROUPS"))
     }
 
+    /// Tells the syscall programs that `TRACKED_TASKS` changed (call after the change): their
+    /// per-CPU cached decisions become stale. A jump by 2^32 cannot collide with the kernel's
+    /// own increments, even if one races this read-modify-write.
+    pub fn bump_tracking_generation(&mut self) -> Result<(), LoadError> {
+        let map = self
+            .ebpf
+            .map_mut("TRACKING_GENERATION")
+            .ok_or(LoadError::MissingMap("TRACKING_GENERATION"))?;
+        let mut generation: Array<_, u64> =
+            Array::try_from(map).map_err(map_err("TRACKING_GENERATION"))?;
+        let now = generation
+            .get(&0, 0)
+            .map_err(map_err("TRACKING_GENERATION"))?;
+        generation
+            .set(0, now.wrapping_add(1 << 32), 0)
+            .map_err(map_err("TRACKING_GENERATION"))
+    }
+
     /// Byte counts of agent sockets (key: `struct sock` address).
     pub fn sock_stats(&mut self) -> Result<HashMap<&mut MapData, u64, SockStats>, LoadError> {
         let map = self

@@ -21,9 +21,10 @@ use crate::system;
 
 /// Maps whose contents must outlive a daemon: tracking, the ring, enforcement, counters.
 /// (Per-CPU scratch maps are not state: each load has its own.)
-pub const PERSISTENT_MAPS: [&str; 17] = [
+pub const PERSISTENT_MAPS: [&str; 18] = [
     "EVENTS",
     "TRACKED_TASKS",
+    "TRACKING_GENERATION",
     "TRACKED_CGROUPS",
     "DROPS",
     "CONFIG",

@@ -44,6 +44,27 @@ pub fn remove_stale(root: &Path) {
 
 const PREFIX: &str = "agent-sensor-bench-";
 
+/// Every agent the bench starts with `agent-sensor exec` has a name starting with this.
+pub const AGENT_PREFIX: &str = "bench-";
+
+/// Removes the empty cgroups the sensor made for the bench's agents
+/// (`<root>/agent-sensor/bench-…`) and did not remove itself before it stopped.
+pub fn remove_agent_cgroups(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root.join("agent-sensor")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(AGENT_PREFIX)
+        {
+            // rmdir refuses a cgroup that still has processes.
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
 /// A cgroup the benchmark created; on drop its processes are killed and it is removed.
 pub struct BenchCgroup {
     pub path: PathBuf,
@@ -57,6 +78,15 @@ impl BenchCgroup {
             .with_context(|| format!("cannot create cgroup {}", path.display()))?;
         let procs = CString::new(path.join("cgroup.procs").as_os_str().as_bytes())?;
         Ok(Self { path, procs })
+    }
+
+    /// The cgroup v2 id (what bpf_get_current_cgroup_id and bpftrace's `cgroup` return): the
+    /// inode number of its directory.
+    pub fn id(&self) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt as _;
+        Ok(std::fs::metadata(&self.path)
+            .with_context(|| format!("cannot stat {}", self.path.display()))?
+            .ino())
     }
 
     /// Makes the command's process join this cgroup before it execs, so the sensor tracks it

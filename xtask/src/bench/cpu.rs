@@ -23,9 +23,46 @@ impl OtherCpu {
     /// Cores' worth of CPU used since `start` by everything but xtask and the children it has
     /// reaped: call it once the measurement's processes (sensor included) have exited.
     pub fn cores(&self) -> Result<f64> {
-        let others = (host_busy_seconds()? - self.host_busy) - (our_seconds() - self.ours);
-        Ok(others.max(0.0) / self.started.elapsed().as_secs_f64())
+        self.cores_excluding(0.0)
     }
+
+    /// Like [`cores`](Self::cores), also leaving out `tools` seconds of CPU used meanwhile by
+    /// processes the bench started and has not reaped yet (a sensor, bpftrace, auditd).
+    pub fn cores_excluding(&self, tools: f64) -> Result<f64> {
+        Ok(self.seconds_excluding(tools)? / self.started.elapsed().as_secs_f64())
+    }
+
+    /// CPU seconds (not cores) used by others since `start`, `tools` left out.
+    pub fn seconds_excluding(&self, tools: f64) -> Result<f64> {
+        let others = (host_busy_seconds()? - self.host_busy) - (our_seconds() - self.ours) - tools;
+        Ok(others.max(0.0))
+    }
+
+    pub fn elapsed_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// User plus system CPU time process `pid` has used so far, in seconds (0 once it is gone).
+pub fn process_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name start at field 3 (state); utime and stime
+    // are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |field: usize| -> u64 {
+        fields
+            .get(field - 3)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(14) + ticks(15)) as f64 / ticks_per_second
 }
 
 /// Busy time of all CPUs from the `cpu` line of /proc/stat: user, nice, system, irq, softirq

@@ -1,4 +1,6 @@
-//! The capture section of BENCHMARKS.md: the command, the machine, the numbers and the verdicts.
+//! BENCHMARKS.md: its sections (each between `bench:NAME:start` and `bench:NAME:end` markers,
+//! rewritten in place by its command), the capture section's rendering, and the helpers every
+//! section uses (statistics, number formats, target verdicts).
 
 use std::{path::Path, process::Command};
 
@@ -6,15 +8,14 @@ use anyhow::{Context as _, Result};
 
 use super::{workload::WARM_UP_ITERATIONS, Capture, LoopScenario};
 
-const SECTION_START: &str = "<!-- bench:capture:start -->";
-const SECTION_END: &str = "<!-- bench:capture:end -->";
-
-/// Written when BENCHMARKS.md does not exist yet.
+/// The file's first lines, written when the whole file is rewritten.
 const INTRO: &str = "# Benchmarks
 
 Every number in this file was produced by the command shown beside it, on the machine described
 there; none is typed in by hand. Each section is rewritten in place by its command (between the
-`bench:…:start` and `bench:…:end` markers), so a rerun replaces the previous results.
+`bench:…:start` and `bench:…:end` markers), so a rerun replaces the previous results:
+`cargo xtask bench` runs every section's scenarios in one run and rewrites them all;
+`cargo xtask bench <section>` reruns one.
 ";
 
 // Targets from the issue.
@@ -25,10 +26,13 @@ const MAX_RSS_MIB: f64 = 64.0;
 
 /// Where the numbers were measured.
 pub struct Machine {
-    kernel: String,
-    cpu_model: String,
-    cores: usize,
-    revision: String,
+    pub kernel: String,
+    pub cpu_model: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub revision: String,
+    /// Which binary was measured: built here from `revision`, or given.
+    pub sensor: String,
 }
 
 impl Machine {
@@ -49,8 +53,28 @@ impl Machine {
                 .lines()
                 .filter(|line| line.starts_with("processor"))
                 .count(),
+            memory_gib: read("/proc/meminfo")?
+                .lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+                .map_or(0.0, |kib| kib / 1024.0 / 1024.0),
+            sensor: format!("`target/release/agent-sensor` built from {}", revision()),
             revision: revision(),
         })
+    }
+
+    /// "kernel `…`, CPU …, N cores, M GiB".
+    pub fn describe(&self) -> String {
+        format!(
+            "kernel `{}`, CPU {}, {} cores, {:.0} GiB of memory",
+            self.kernel, self.cpu_model, self.cores, self.memory_gib
+        )
     }
 }
 
@@ -79,14 +103,11 @@ fn revision() -> String {
 
 pub fn render(capture: &Capture, machine: &Machine) -> String {
     let args = &capture.args;
-    let command: Vec<String> = std::env::args().skip(1).collect();
     let [no_sensor, untracked, tracked, no_sensor_again] = &capture.loops;
     let baseline = median(&no_sensor.ns_per_iteration);
     let overhead = |scenario: &LoopScenario| median(&scenario.ns_per_iteration) / baseline - 1.0;
     let mut out = vec![
-        format!("### {}", utc_now()),
-        String::new(),
-        format!("Command: `cargo xtask {}`  ", command.join(" ")),
+        heading(),
         format!(
             "(N = {} open/close pairs per run, R = {} runs per scenario, {} s per sustained load)",
             thousands(args.iterations),
@@ -94,22 +115,17 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
             args.load_seconds
         ),
         String::new(),
-        format!(
-            "Machine: kernel `{}`, CPU {}, {} cores.  ",
-            machine.kernel, machine.cpu_model, machine.cores
-        ),
-        format!(
-            "Sensor: `target/release/agent-sensor` built from {}.",
-            machine.revision
-        ),
+        format!("Machine: {}.  ", machine.describe()),
+        format!("Sensor: {}.", machine.sensor),
         String::new(),
         "#### open/close loop".into(),
         String::new(),
         format!(
             "`open(\"/dev/null\", O_RDONLY)` + `close` N times in a process of its own, timed \
              with the monotonic clock around the loop only, after {} untimed iterations; nothing \
-             pinned. The sensor (`agent-sensor run --events /dev/null --track-cgroup <cgroup>`) \
-             is started once per scenario; a tracked loop joins the tracked cgroup before it \
+             pinned. The sensor (`agent-sensor run --events /dev/null --track-cgroup <cgroup>`, with a \
+             state dir and control socket of its own and `--metrics-addr none`) is started \
+             once per scenario; a tracked loop joins the tracked cgroup before it \
              execs. \"Other CPU\" is what processes other than the bench's own used meanwhile \
              (host busy time from /proc/stat minus the bench's and its children's): a build \
              running beside the bench shows there. The last row repeats the first: how far the \
@@ -272,9 +288,60 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
     out.join("\n")
 }
 
+/// `### <date>` and the command line that produced a section.
+pub fn heading() -> String {
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    format!(
+        "### {}\n\nCommand: `cargo xtask {}`  ",
+        utc_now(),
+        command.join(" ")
+    )
+}
+
+/// One target of the issue and how this run did.
+pub struct Target {
+    pub name: String,
+    pub measured: String,
+    /// PASS, MISS …, or "—" for what is reported without a number to meet.
+    pub verdict: String,
+}
+
+impl Target {
+    /// PASS when `value` ≤ `limit`, else MISS by the gap; a value closer to the limit than
+    /// `noise` says so.
+    pub fn limit(name: String, value: f64, limit: f64, noise: f64) -> Self {
+        Self {
+            name,
+            measured: percent(value),
+            verdict: overhead_verdict(value, limit, noise),
+        }
+    }
+
+    pub fn passed(&self) -> Option<bool> {
+        if self.verdict.starts_with("PASS") {
+            Some(true)
+        } else if self.verdict.starts_with("MISS") {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+pub fn targets_table(targets: &[Target]) -> Vec<String> {
+    let mut out = vec![
+        "| target | measured | result |".to_string(),
+        "| --- | --- | --- |".to_string(),
+    ];
+    for t in targets {
+        out.push(format!("| {} | {} | {} |", t.name, t.measured, t.verdict));
+    }
+    out
+}
+
 /// PASS or MISS against `limit`; a verdict closer to the limit than the baseline's own drift
-/// says so, as noise could have decided it.
-fn overhead_verdict(overhead: f64, limit: f64, drift: f64) -> String {
+/// (or another noise estimate) says so, as noise could have decided it.
+pub fn overhead_verdict(overhead: f64, limit: f64, drift: f64) -> String {
     let verdict = if overhead <= limit {
         "PASS".to_string()
     } else {
@@ -285,40 +352,95 @@ fn overhead_verdict(overhead: f64, limit: f64, drift: f64) -> String {
     };
     if (overhead - limit).abs() < drift.abs() {
         format!(
-            "{verdict} (within the baseline's own drift of {})",
-            percent(drift)
+            "{verdict} (within the noise of ±{})",
+            percent_plain(drift.abs())
         )
     } else {
         verdict
     }
 }
 
-/// Replaces the capture section of BENCHMARKS.md (creating the file or the section if needed).
-pub fn replace_section(path: &Path, body: &str) -> Result<()> {
-    let old = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => INTRO.to_string(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let section = format!("{SECTION_START}\n{body}{SECTION_END}");
-    let new = match (old.find(SECTION_START), old.find(SECTION_END)) {
-        (Some(start), Some(end)) if start < end => format!(
-            "{}{section}{}",
-            &old[..start],
-            &old[end + SECTION_END.len()..]
-        ),
-        _ => format!("{}\n\n## capture\n\n{section}\n", old.trim_end()),
-    };
-    std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
+/// One section of BENCHMARKS.md: its marker name, its heading, its body.
+pub struct Section {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub body: String,
 }
 
-fn sorted(values: &[f64]) -> Vec<f64> {
+fn markers(name: &str) -> (String, String) {
+    (
+        format!("<!-- bench:{name}:start -->"),
+        format!("<!-- bench:{name}:end -->"),
+    )
+}
+
+fn read_or_intro(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(INTRO.to_string()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Replaces one section of BENCHMARKS.md in place (appending it if the file lacks it).
+pub fn replace_section(path: &Path, section: &Section) -> Result<()> {
+    let old = read_or_intro(path)?;
+    std::fs::write(path, with_section(&old, section))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn with_section(old: &str, section: &Section) -> String {
+    let (start_marker, end_marker) = markers(section.name);
+    let block = format!("{start_marker}\n{}{end_marker}", section.body);
+    match (old.find(&start_marker), old.find(&end_marker)) {
+        (Some(start), Some(end)) if start < end => {
+            format!("{}{block}{}", &old[..start], &old[end + end_marker.len()..])
+        }
+        _ => format!("{}\n\n## {}\n\n{block}\n", old.trim_end(), section.title),
+    }
+}
+
+/// Rewrites the whole file: the introduction, then every section in order; sections of the
+/// old file that are not given (none, after a full run) are kept after them.
+pub fn rewrite(path: &Path, sections: &[Section]) -> Result<()> {
+    let old = read_or_intro(path)?;
+    let mut text = INTRO.to_string();
+    for section in sections {
+        text = with_section(&text, section);
+    }
+    // Sections of the old file this run did not produce.
+    let mut rest = old.as_str();
+    while let Some(at) = rest.find("<!-- bench:") {
+        let after = &rest[at + "<!-- bench:".len()..];
+        let Some(name) = after.split(':').next() else {
+            break;
+        };
+        let (start_marker, end_marker) = markers(name);
+        let Some(end) = rest.find(&end_marker) else {
+            break;
+        };
+        if !sections.iter().any(|s| s.name == name) && rest[at..].starts_with(&start_marker) {
+            let body = &rest[at + start_marker.len()..end];
+            text = format!(
+                "{}\n\n## {name}\n\n{start_marker}{body}{end_marker}\n",
+                text.trim_end()
+            );
+        }
+        rest = &rest[end + end_marker.len()..];
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn sorted(values: &[f64]) -> Vec<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted
 }
 
-fn median(values: &[f64]) -> f64 {
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
     let sorted = sorted(values);
     let mid = sorted.len() / 2;
     if sorted.len().is_multiple_of(2) {
@@ -328,24 +450,44 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-fn min(values: &[f64]) -> f64 {
-    sorted(values)[0]
+pub fn min(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
-fn max(values: &[f64]) -> f64 {
-    sorted(values)[values.len() - 1]
+pub fn max(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
 
-fn percent(ratio: f64) -> String {
+/// The q-quantile by the nearest-rank method (q = 1: the maximum); None when empty.
+pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let sorted = sorted(values);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+/// A signed percentage: "+12.3 %".
+pub fn percent(ratio: f64) -> String {
     format!("{:+.1} %", ratio * 100.0)
 }
 
-fn mib(kib: u64) -> f64 {
+/// An unsigned percentage: "12.3 %" (two decimals below 1 %).
+pub fn percent_plain(ratio: f64) -> String {
+    if ratio > 0.0 && ratio < 0.01 {
+        format!("{:.2} %", ratio * 100.0)
+    } else {
+        format!("{:.1} %", ratio * 100.0)
+    }
+}
+
+pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
 /// 1234567 → "1,234,567".
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, digit) in digits.chars().enumerate() {
@@ -357,7 +499,7 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn utc_now() -> String {
+pub fn utc_now() -> String {
     // SAFETY: time(NULL) and gmtime_r into a zeroed struct we own.
     let tm = unsafe {
         let now = libc::time(std::ptr::null_mut());
@@ -394,19 +536,72 @@ mod tests {
     }
 
     #[test]
+    fn percentiles_by_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 0.5), Some(50.0));
+        assert_eq!(percentile(&values, 0.99), Some(99.0));
+        assert_eq!(percentile(&values, 1.0), Some(100.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
     fn replaces_only_the_section() {
+        let (start, end) = markers("capture");
+        let old = format!("intro\n\n## capture\n\n{start}\nold\n{end}\n\n## other\n");
+        let section = Section {
+            name: "capture",
+            title: "capture",
+            body: "new\n".into(),
+        };
+        assert_eq!(
+            with_section(&old, &section),
+            format!("intro\n\n## capture\n\n{start}\nnew\n{end}\n\n## other\n")
+        );
+        let appended = with_section(
+            "intro\n",
+            &Section {
+                name: "x",
+                ..section
+            },
+        );
+        assert!(
+            appended.ends_with("## capture\n\n<!-- bench:x:start -->\nnew\n<!-- bench:x:end -->\n")
+        );
+    }
+
+    #[test]
+    fn a_full_rewrite_orders_sections_and_keeps_others() {
         let path = std::env::temp_dir().join(format!("bench-md-{}", std::process::id()));
+        let (cs, ce) = markers("capture");
+        let (ks, ke) = markers("kept");
         std::fs::write(
             &path,
-            format!("intro\n\n## capture\n\n{SECTION_START}\nold\n{SECTION_END}\n\n## other\n"),
+            format!("old intro\n\n## capture\n\n{cs}\nold\n{ce}\n\n## kept\n\n{ks}\nk\n{ke}\n"),
         )
         .unwrap();
-        replace_section(&path, "new\n").unwrap();
+        rewrite(
+            &path,
+            &[
+                Section {
+                    name: "summary",
+                    title: "Summary",
+                    body: "s\n".into(),
+                },
+                Section {
+                    name: "capture",
+                    title: "capture",
+                    body: "c\n".into(),
+                },
+            ],
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let _ = std::fs::remove_file(&path);
-        assert_eq!(
-            text,
-            format!("intro\n\n## capture\n\n{SECTION_START}\nnew\n{SECTION_END}\n\n## other\n")
-        );
+        assert!(text.starts_with(INTRO));
+        let summary = text.find("## Summary").unwrap();
+        let capture = text.find("## capture").unwrap();
+        let kept = text.find(&format!("{ks}\nk\n{ke}")).unwrap();
+        assert!(summary < capture && capture < kept, "{text}");
+        assert!(!text.contains("old intro") && !text.contains("\nold\n"));
     }
 }

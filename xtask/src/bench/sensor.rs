@@ -1,10 +1,12 @@
-//! A sensor the benchmark started: `agent-sensor run --events /dev/null --track-cgroup DIR`,
-//! read through its stderr log and /proc, stopped with SIGINT (killed if dropped while running).
+//! A sensor the benchmark started: `agent-sensor run --events /dev/null` with a state dir,
+//! control socket and (optionally) alerts file and metrics address of its own, read through
+//! its stderr log, its metrics and /proc, stopped with SIGINT (killed if dropped while
+//! running).
 
 use std::{
     io::{BufRead as _, BufReader},
     os::unix::process::CommandExt as _,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -14,8 +16,26 @@ use anyhow::{bail, Context as _, Result};
 
 pub struct RunningSensor {
     child: Option<Child>,
+    binary: PathBuf,
     stderr_lines: mpsc::Receiver<String>,
     log: Vec<String>,
+    /// State dir, control socket and alerts file; removed when the sensor is gone.
+    dir: PathBuf,
+    metrics_url: Option<String>,
+}
+
+/// How to start a sensor beyond `run --events /dev/null`.
+#[derive(Default)]
+pub struct SensorOptions<'a> {
+    /// `--track-cgroup` each (capture-only agents).
+    pub track_cgroups: Vec<&'a Path>,
+    /// Serve metrics on an ephemeral loopback port (otherwise `--metrics-addr none`).
+    pub metrics: bool,
+    /// Write alerts to `alerts.jsonl` in the sensor's directory.
+    pub alerts: bool,
+    pub policy: Option<&'a Path>,
+    /// `--mode enforce`.
+    pub enforce: bool,
 }
 
 /// What the sensor said about its run when it stopped.
@@ -41,8 +61,26 @@ pub struct Memory {
 }
 
 impl RunningSensor {
-    /// Starts the sensor tracking `cgroup` and waits until it says it is ready.
-    pub fn start(binary: &Path, cgroup: &Path) -> Result<Self> {
+    /// Starts the sensor tracking `cgroup` and waits until it says it is ready; its files go
+    /// to a directory of its own under `base`.
+    pub fn start(binary: &Path, base: &Path, cgroup: &Path) -> Result<Self> {
+        Self::start_with(
+            binary,
+            base,
+            &SensorOptions {
+                track_cgroups: vec![cgroup],
+                ..SensorOptions::default()
+            },
+        )
+    }
+
+    pub fn start_with(binary: &Path, base: &Path, options: &SensorOptions) -> Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = base.join(format!("sensor-{n}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let mut command = Command::new(binary);
         // SAFETY: prctl is async-signal-safe and touches only the child.
         unsafe {
@@ -54,10 +92,35 @@ impl RunningSensor {
                 Ok(())
             });
         }
-        let mut child = command
+        command
             .args(["run", "--log-level", "info", "--events", "/dev/null"])
-            .arg("--track-cgroup")
-            .arg(cgroup)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--control-socket")
+            .arg(dir.join("control.sock"))
+            .args([
+                "--metrics-addr",
+                if options.metrics {
+                    "127.0.0.1:0"
+                } else {
+                    "none"
+                },
+            ]);
+        for cgroup in &options.track_cgroups {
+            command.arg("--track-cgroup").arg(cgroup);
+        }
+        if options.alerts {
+            // Created first, so that a watcher can follow it from the start.
+            std::fs::write(dir.join("alerts.jsonl"), b"")?;
+            command.arg("--alerts").arg(dir.join("alerts.jsonl"));
+        }
+        if let Some(policy) = options.policy {
+            command.arg("--policy").arg(policy);
+        }
+        if options.enforce {
+            command.args(["--mode", "enforce"]);
+        }
+        let mut child = command
             // The log lines read below are info level; RUST_LOG would override --log-level.
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -77,11 +140,73 @@ impl RunningSensor {
         });
         let mut sensor = Self {
             child: Some(child),
+            binary: binary.to_path_buf(),
             stderr_lines: rx,
             log: Vec::new(),
+            dir,
+            metrics_url: None,
         };
-        sensor.wait_for_log("agent-sensor ready", Duration::from_secs(120))?;
+        sensor.wait_for_log("agent-sensor ready", Duration::from_secs(180))?;
+        if options.metrics {
+            let ready = sensor
+                .log
+                .iter()
+                .find(|line| line.contains("agent-sensor ready"))
+                .cloned()
+                .unwrap_or_default();
+            sensor.metrics_url =
+                Some(metrics_url(&ready).with_context(|| {
+                    format!("no `metrics http://…` in the ready line `{ready}`")
+                })?);
+        }
         Ok(sensor)
+    }
+
+    /// `http://127.0.0.1:PORT/metrics`, when started with metrics.
+    pub fn metrics_url(&self) -> Result<&str> {
+        self.metrics_url
+            .as_deref()
+            .context("the sensor was started without metrics")
+    }
+
+    pub fn alerts_path(&self) -> PathBuf {
+        self.dir.join("alerts.jsonl")
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// `agent-sensor exec --agent NAME --worktree DIR [--profile P] --control-socket S --`;
+    /// the caller appends the command.
+    pub fn exec_command(&self, agent: &str, worktree: &Path, profile: Option<&str>) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["exec", "--agent", agent, "--worktree"])
+            .arg(worktree)
+            .arg("--control-socket")
+            .arg(self.control_socket());
+        if let Some(profile) = profile {
+            cmd.args(["--profile", profile]);
+        }
+        cmd.arg("--");
+        cmd
+    }
+
+    /// `agent-sensor <verb> NAME --control-socket S` (thaw, kill), which must succeed.
+    pub fn control(&self, verb: &str, agent: &str) -> Result<()> {
+        let output = Command::new(&self.binary)
+            .args([verb, agent])
+            .arg("--control-socket")
+            .arg(self.control_socket())
+            .output()
+            .with_context(|| format!("cannot run agent-sensor {verb}"))?;
+        if !output.status.success() {
+            bail!(
+                "agent-sensor {verb} {agent} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
@@ -116,23 +241,10 @@ impl RunningSensor {
 
     /// User plus system CPU time the sensor has used so far, in seconds.
     pub fn cpu_seconds(&self) -> Result<f64> {
-        let path = format!("/proc/{}/stat", self.pid());
-        let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-        // Fields after the parenthesised command name start at field 3 (state); utime and
-        // stime are fields 14 and 15.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |field: usize| -> Result<u64> {
-            fields
-                .get(field - 3)
-                .and_then(|value| value.parse().ok())
-                .with_context(|| format!("no field {field} in {path}"))
-        };
-        // SAFETY: sysconf has no preconditions.
-        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Ok((ticks(14)? + ticks(15)?) as f64 / ticks_per_second)
+        if !Path::new(&format!("/proc/{}", self.pid())).exists() {
+            bail!("the sensor (pid {}) is gone", self.pid());
+        }
+        Ok(super::cpu::process_seconds(self.pid()))
     }
 
     pub fn memory(&self) -> Result<Memory> {
@@ -173,11 +285,19 @@ impl RunningSensor {
         while let Ok(line) = self.stderr_lines.recv_timeout(Duration::from_secs(5)) {
             self.log.push(line);
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
         if !status.success() {
             bail!("the sensor exited with {status}:\n{}", self.log.join("\n"));
         }
         totals(&self.log)
     }
+}
+
+/// The metrics URL in the ready line: `… metrics http://ADDR/metrics …`.
+fn metrics_url(ready: &str) -> Option<String> {
+    let at = ready.find("metrics http://")? + "metrics ".len();
+    let url = ready[at..].split_whitespace().next()?;
+    Some(url.trim_end_matches([';', ',']).to_string())
 }
 
 impl Drop for RunningSensor {
@@ -188,6 +308,7 @@ impl Drop for RunningSensor {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -236,5 +357,16 @@ mod tests {
             (1234, 5, 15)
         );
         assert!(!totals.lossless());
+    }
+
+    #[test]
+    fn reads_the_metrics_url_from_the_ready_line() {
+        let line = "[2025-01-01T00:00:00Z INFO] agent-sensor ready: 9 programs attached (…); \
+                    mode monitor; control socket /x.sock; metrics http://127.0.0.1:40123/metrics";
+        assert_eq!(
+            metrics_url(line).as_deref(),
+            Some("http://127.0.0.1:40123/metrics")
+        );
+        assert_eq!(metrics_url("agent-sensor ready: …; metrics off"), None);
     }
 }

@@ -1,17 +1,37 @@
-//! The load the benchmark measures: `open("/dev/null")` + `close` in a loop, in a process of its
-//! own (`xtask bench-workload open-close …`), so that the sensor can track it by cgroup and the
-//! bench process itself stays untracked.
+//! The loads the benchmark measures, each in a process of its own (`xtask bench-workload …`,
+//! this same binary), so that a tool can track it by cgroup, login uid or `agent-sensor exec`
+//! while the bench process itself stays untracked:
+//!
+//! - `open-close`: `open("/dev/null")` + `close` in a loop, optionally paced to a rate;
+//! - `tcp-connect`: connect to a listener on 127.0.0.1 (the bench's, see [`Listener`]) and
+//!   close, in a loop;
+//! - `fork-exec`: fork, exec `/bin/true`, wait, in a loop;
+//! - `read-files`: open and read distinct files one after the other (sensitive files for the
+//!   detection and containment latency), then wait.
+//!
+//! Each prints `iterations=N ns_per_iteration=X`, timed with the monotonic clock around the
+//! loop only.
 
 use std::{
+    ffi::CString,
+    io::Read as _,
+    net::{Ipv4Addr, SocketAddrV4, TcpListener},
+    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
+    path::PathBuf,
     process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 
-/// Untimed iterations before the timed loop, so that first-touch costs (page faults, cold
-/// caches, the sensor's first map entries for this process) stay out of the measurement.
+/// Untimed iterations of the open/close loop before the timed loop, so that first-touch costs
+/// (page faults, cold caches, the sensor's first map entries for this process) stay out of the
+/// measurement. The other loops warm up with [`warm_up`] iterations of their own.
 pub const WARM_UP_ITERATIONS: u64 = 10_000;
 
 /// Iterations between clock reads when the loop runs for a duration.
@@ -25,8 +45,7 @@ pub struct WorkloadArgs {
 
 #[derive(Subcommand)]
 enum Workload {
-    /// open("/dev/null", O_RDONLY) + close in a loop; prints
-    /// `iterations=N ns_per_iteration=X`, timed around the loop only.
+    /// open("/dev/null", O_RDONLY) + close in a loop.
     OpenClose {
         /// Run exactly this many iterations.
         #[arg(long, conflicts_with = "seconds", required_unless_present = "seconds")]
@@ -34,39 +53,135 @@ enum Workload {
         /// Run for this long instead (checked every few thousand iterations).
         #[arg(long)]
         seconds: Option<f64>,
+        /// Pace the loop to this many iterations per second (no warm-up then).
+        #[arg(long)]
+        per_second: Option<f64>,
+        /// Wait until this file exists before starting (a start signal for many processes).
+        #[arg(long)]
+        wait_for: Option<PathBuf>,
+    },
+    /// socket + connect to 127.0.0.1:PORT + close (with SO_LINGER 0: no TIME_WAIT left
+    /// behind) in a loop.
+    TcpConnect {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        iterations: u64,
+    },
+    /// fork + execve(PROGRAM) + waitpid in a loop.
+    ForkExec {
+        #[arg(long)]
+        iterations: u64,
+        #[arg(long, default_value = "/bin/true")]
+        program: PathBuf,
+    },
+    /// open + read + close DIR/PREFIX<i> for i in FIRST..FIRST+COUNT, INTERVAL apart, then
+    /// sleep HOLD (an agent that stays alive to be frozen).
+    ReadFiles {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 0)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
     },
 }
 
 pub fn run(args: WorkloadArgs) -> Result<()> {
-    let Workload::OpenClose {
-        iterations,
-        seconds,
-    } = args.workload;
-    open_close(WARM_UP_ITERATIONS)?;
-    // Instant is CLOCK_MONOTONIC.
-    let start = Instant::now();
-    let done = match (iterations, seconds) {
-        (Some(n), _) => {
-            open_close(n)?;
-            n
-        }
-        (None, Some(seconds)) => {
-            let deadline = start + Duration::from_secs_f64(seconds);
-            let mut done = 0;
-            while Instant::now() < deadline {
-                open_close(BATCH)?;
-                done += BATCH;
+    let (done, elapsed) = match args.workload {
+        Workload::OpenClose {
+            iterations,
+            seconds,
+            per_second,
+            wait_for,
+        } => {
+            if let Some(path) = wait_for {
+                while !path.exists() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
-            done
+            match per_second {
+                Some(rate) => {
+                    let seconds = seconds.context("--per-second needs --seconds")?;
+                    paced_open_close(rate, Duration::from_secs_f64(seconds))?
+                }
+                None => {
+                    open_close(WARM_UP_ITERATIONS)?;
+                    timed(|| match (iterations, seconds) {
+                        (Some(n), _) => open_close(n).map(|()| n),
+                        (None, Some(seconds)) => {
+                            let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+                            let mut done = 0;
+                            while Instant::now() < deadline {
+                                open_close(BATCH)?;
+                                done += BATCH;
+                            }
+                            Ok(done)
+                        }
+                        (None, None) => bail!("give --iterations or --seconds"),
+                    })?
+                }
+            }
         }
-        (None, None) => bail!("give --iterations or --seconds"),
+        Workload::TcpConnect { port, iterations } => {
+            let address = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+            tcp_connect(address, warm_up(iterations))?;
+            timed(|| tcp_connect(address, iterations).map(|()| iterations))?
+        }
+        Workload::ForkExec {
+            iterations,
+            program,
+        } => {
+            let program = CString::new(program.as_os_str().as_bytes())?;
+            fork_exec(&program, warm_up(iterations))?;
+            timed(|| fork_exec(&program, iterations).map(|()| iterations))?
+        }
+        Workload::ReadFiles {
+            dir,
+            prefix,
+            first,
+            count,
+            interval_ms,
+            hold_ms,
+        } => {
+            let result = timed(|| {
+                for i in first..first + count {
+                    let path = dir.join(format!("{prefix}{i}"));
+                    let mut content = Vec::new();
+                    std::fs::File::open(&path)
+                        .and_then(|mut file| file.read_to_end(&mut content))
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    std::thread::sleep(Duration::from_millis(interval_ms));
+                }
+                Ok(count)
+            })?;
+            std::thread::sleep(Duration::from_millis(hold_ms));
+            result
+        }
     };
-    let elapsed = start.elapsed();
     println!(
         "iterations={done} ns_per_iteration={:.1}",
         elapsed.as_nanos() as f64 / done.max(1) as f64
     );
     Ok(())
+}
+
+/// Untimed iterations before a timed loop of `iterations`: 1 %, at least 10.
+fn warm_up(iterations: u64) -> u64 {
+    (iterations / 100).max(10)
+}
+
+fn timed(work: impl FnOnce() -> Result<u64>) -> Result<(u64, Duration)> {
+    // Instant is CLOCK_MONOTONIC.
+    let start = Instant::now();
+    let done = work()?;
+    Ok((done, start.elapsed()))
 }
 
 fn open_close(iterations: u64) -> Result<()> {
@@ -87,7 +202,104 @@ fn open_close(iterations: u64) -> Result<()> {
     Ok(())
 }
 
-/// How long a workload process runs.
+/// The open/close loop at `rate` iterations per second for `length`: each wake-up catches up
+/// with the schedule, then sleeps until the next iteration is due.
+fn paced_open_close(rate: f64, length: Duration) -> Result<(u64, Duration)> {
+    // SAFETY: prctl on this process only; 1 ns timer slack makes the sleeps precise.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
+    timed(|| {
+        let start = Instant::now();
+        let mut done = 0u64;
+        loop {
+            let elapsed = start.elapsed();
+            if elapsed >= length {
+                break;
+            }
+            let due = (elapsed.as_secs_f64() * rate) as u64;
+            if due > done {
+                let n = (due - done).min(BATCH);
+                open_close(n)?;
+                done += n;
+            } else {
+                let next = Duration::from_secs_f64((done + 1) as f64 / rate);
+                std::thread::sleep(next.saturating_sub(elapsed).min(length - elapsed));
+            }
+        }
+        Ok(done)
+    })
+}
+
+fn tcp_connect(address: SocketAddrV4, iterations: u64) -> Result<()> {
+    let sockaddr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: address.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*address.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    for _ in 0..iterations {
+        // SAFETY: plain socket calls on a descriptor this loop owns and closes.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error()).context("socket");
+            }
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            );
+            let connected = libc::connect(
+                fd,
+                (&raw const sockaddr).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            let error = std::io::Error::last_os_error();
+            libc::close(fd);
+            if connected != 0 {
+                return Err(error).with_context(|| format!("cannot connect to {address}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fork_exec(program: &CString, iterations: u64) -> Result<()> {
+    let argv = [program.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null()];
+    for _ in 0..iterations {
+        // SAFETY: the child only calls execve and _exit (async-signal-safe), with arguments
+        // prepared before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error()).context("fork");
+        }
+        if pid == 0 {
+            unsafe {
+                libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for the child just created.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+            return Err(std::io::Error::last_os_error()).context("waitpid");
+        }
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            bail!("{program:?} failed (wait status {status})");
+        }
+    }
+    Ok(())
+}
+
+/// How long an open/close workload process runs.
 pub enum Length {
     Iterations(u64),
     Seconds(u64),
@@ -99,17 +311,117 @@ pub struct LoopResult {
     pub ns_per_iteration: f64,
 }
 
-/// A command that runs the open/close workload (this same xtask binary, hidden subcommand).
-pub fn open_close_command(length: Length) -> Result<Command> {
-    let exe = std::env::current_exe().context("cannot find the xtask binary")?;
-    let mut cmd = Command::new(exe);
-    cmd.args(["bench-workload", "open-close"]);
-    match length {
-        Length::Iterations(n) => cmd.args(["--iterations", &n.to_string()]),
-        Length::Seconds(s) => cmd.args(["--seconds", &s.to_string()]),
+/// The copy of this binary the workloads run from (see [`use_copy_in`]).
+static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Copies this xtask binary into `dir` and runs every workload from the copy: a rebuild of
+/// target/debug/xtask during the bench (`cargo xtask …` by someone else) replaces the file
+/// the workloads would otherwise exec. /proc/self/exe reads the running image even then.
+pub fn use_copy_in(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let copy = dir.join("xtask");
+    std::fs::copy("/proc/self/exe", &copy)
+        .with_context(|| format!("cannot copy the xtask binary to {}", copy.display()))?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+    let _ = EXE.set(copy);
+    Ok(())
+}
+
+/// This same xtask binary (its copy), running the hidden `bench-workload` subcommand.
+fn workload_command(args: &[String]) -> Result<Command> {
+    let exe = match EXE.get() {
+        Some(copy) => copy.clone(),
+        None => std::env::current_exe().context("cannot find the xtask binary")?,
     };
+    let mut cmd = Command::new(exe);
+    cmd.arg("bench-workload").args(args);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped());
     Ok(cmd)
+}
+
+/// A command that runs the open/close workload.
+pub fn open_close_command(length: Length) -> Result<Command> {
+    let mut args = vec!["open-close".to_string()];
+    match length {
+        Length::Iterations(n) => args.extend(["--iterations".into(), n.to_string()]),
+        Length::Seconds(s) => args.extend(["--seconds".into(), s.to_string()]),
+    }
+    workload_command(&args)
+}
+
+/// The open/close workload paced to `per_second` for `seconds`, optionally waiting for a
+/// start file first.
+pub fn paced_open_close_command(
+    per_second: f64,
+    seconds: f64,
+    wait_for: Option<&std::path::Path>,
+) -> Result<Command> {
+    let mut args = vec![
+        "open-close".to_string(),
+        "--per-second".into(),
+        format!("{per_second}"),
+        "--seconds".into(),
+        format!("{seconds}"),
+    ];
+    if let Some(path) = wait_for {
+        args.extend(["--wait-for".into(), path.display().to_string()]);
+    }
+    workload_command(&args)
+}
+
+/// The microbenchmarks compared across tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Micro {
+    OpenClose,
+    TcpConnect,
+    ForkExec,
+}
+
+impl Micro {
+    pub const ALL: [Micro; 3] = [Micro::OpenClose, Micro::TcpConnect, Micro::ForkExec];
+
+    /// The command for `iterations` timed iterations; `port` is the bench's listener.
+    pub fn command(self, iterations: u64, port: u16) -> Result<Command> {
+        let n = iterations.to_string();
+        let args: Vec<String> = match self {
+            Micro::OpenClose => vec!["open-close".into(), "--iterations".into(), n],
+            Micro::TcpConnect => vec![
+                "tcp-connect".into(),
+                "--port".into(),
+                port.to_string(),
+                "--iterations".into(),
+                n,
+            ],
+            Micro::ForkExec => vec!["fork-exec".into(), "--iterations".into(), n],
+        };
+        workload_command(&args)
+    }
+}
+
+/// The read-files workload (see [`Workload::ReadFiles`]).
+pub fn read_files_command(
+    dir: &std::path::Path,
+    prefix: &str,
+    first: u64,
+    count: u64,
+    interval_ms: u64,
+    hold_ms: u64,
+) -> Result<Command> {
+    workload_command(&[
+        "read-files".into(),
+        "--dir".into(),
+        dir.display().to_string(),
+        "--prefix".into(),
+        prefix.into(),
+        "--first".into(),
+        first.to_string(),
+        "--count".into(),
+        count.to_string(),
+        "--interval-ms".into(),
+        interval_ms.to_string(),
+        "--hold-ms".into(),
+        hold_ms.to_string(),
+    ])
 }
 
 /// Waits for a workload process and reads its result.
@@ -118,9 +430,12 @@ pub fn finish(child: std::process::Child) -> Result<LoopResult> {
         .wait_with_output()
         .context("cannot wait for the workload")?;
     if !output.status.success() {
-        bail!("the open/close workload failed ({})", output.status);
+        bail!("the workload failed ({})", output.status);
     }
-    let text = String::from_utf8_lossy(&output.stdout);
+    parse_result(&String::from_utf8_lossy(&output.stdout))
+}
+
+fn parse_result(text: &str) -> Result<LoopResult> {
     let field = |name: &str| {
         text.split_whitespace()
             .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
@@ -130,4 +445,62 @@ pub fn finish(child: std::process::Child) -> Result<LoopResult> {
         iterations: field("iterations")?.parse()?,
         ns_per_iteration: field("ns_per_iteration")?.parse()?,
     })
+}
+
+/// A TCP listener on 127.0.0.1 in the bench process: a thread accepts and closes every
+/// connection until dropped.
+pub struct Listener {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Listener {
+    pub fn start() -> Result<Self> {
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot listen on 127.0.0.1")?;
+        let port = listener.local_addr()?.port();
+        // A long accept queue: the loop must never wait for this thread.
+        // SAFETY: listen(2) again on our own socket only changes its backlog.
+        unsafe { libc::listen(listener.as_raw_fd(), 4096) };
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            for connection in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                drop(connection);
+            }
+        });
+        Ok(Self {
+            port,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept call with one last connection.
+        let _ = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_result_line() {
+        let result = parse_result("iterations=500 ns_per_iteration=612.5\n").unwrap();
+        assert_eq!(result.iterations, 500);
+        assert_eq!(result.ns_per_iteration, 612.5);
+        assert!(parse_result("nothing").is_err());
+    }
 }

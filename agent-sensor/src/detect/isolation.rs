@@ -50,6 +50,18 @@ pub fn writes_outside(ctx: &Context, state: &AgentState, event: &Event, path: &[
         || shared_git(state, event, path, true))
 }
 
+/// `git clone` of a local path hard-links the source's objects into the new repository. Git
+/// objects are read-only and content-addressed (a write through such a link would corrupt the
+/// object's own hash), so sharing them is no way out.
+fn git_object_share(existing: &[u8], new: &[u8]) -> bool {
+    // `<repo>/.git/objects/` or a bare `<repo>.git/objects/`.
+    let in_objects = |p: &[u8]| {
+        p.windows(14).any(|w| w == b"/.git/objects/")
+            || p.windows(13).any(|w| w == b".git/objects/")
+    };
+    in_objects(existing) && in_objects(new)
+}
+
 /// link(existing, new) with `new` where the agent may write and `existing` where it may not.
 pub fn link_escape(
     ctx: &Context,
@@ -67,6 +79,7 @@ pub fn link_escape(
         .find(|t| t.access == Access::Write(WriteOp::Link))?;
     if writes_outside(ctx, state, event, &new.path)
         || !writes_outside(ctx, state, event, &existing.path)
+        || git_object_share(&existing.path, &new.path)
     {
         return None;
     }
@@ -320,6 +333,12 @@ mod tests {
             RuleId::WriteOutsideWorktree,
             "/home/u/x",
         );
+        // `git clone /local/repo` hard-links the source's objects: not an escape.
+        assert_silent(fx.feed(link(
+            PID,
+            "/srv/repo/.git/objects/ab/cdef",
+            "/work/a/.git/objects/ab/cdef",
+        )));
         // A symlink created inside the worktree pointing out is no write outside…
         assert_silent(fx.feed(symlink(PID, "/etc", "/work/a/etc-link")));
         // …but a symlink planted outside is.

@@ -55,10 +55,7 @@ pub fn writes_outside(ctx: &Context, state: &AgentState, event: &Event, path: &[
 /// object's own hash), so sharing them is no way out.
 fn git_object_share(existing: &[u8], new: &[u8]) -> bool {
     // `<repo>/.git/objects/` or a bare `<repo>.git/objects/`.
-    let in_objects = |p: &[u8]| {
-        p.windows(14).any(|w| w == b"/.git/objects/")
-            || p.windows(13).any(|w| w == b".git/objects/")
-    };
+    let in_objects = |p: &[u8]| p.windows(13).any(|w| w == b".git/objects/");
     in_objects(existing) && in_objects(new)
 }
 

@@ -87,8 +87,8 @@ pub fn agents(socket: &PathBuf, json: bool) -> Result<()> {
 
 fn table(agents: &[AgentSummary]) -> String {
     let mut out = format!(
-        "{:<6} {:<20} {:<10} {:<8} {:>5} {:>6}  {}\n",
-        "ID", "NAME", "STATE", "ORIGIN", "PROCS", "ALERTS", "WORKTREE"
+        "{:<6} {:<20} {:<10} {:<8} {:>5} {:>6}  {:<40} {}\n",
+        "ID", "NAME", "STATE", "ORIGIN", "PROCS", "ALERTS", "WORKTREE", "LAST RESPONSE"
     );
     for a in agents {
         let alerts: u64 = a.alerts.values().sum();
@@ -97,15 +97,21 @@ fn table(agents: &[AgentSummary]) -> String {
         } else {
             a.id.to_string()
         };
+        let last = a
+            .responses
+            .last()
+            .map(|r| format!("{} by {}: {}", r.action, r.by, r.outcome))
+            .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<6} {:<20} {:<10} {:<8} {:>5} {:>6}  {}\n",
+            "{:<6} {:<20} {:<10} {:<8} {:>5} {:>6}  {:<40} {}\n",
             id,
             a.name,
             format!("{:?}", a.state).to_lowercase(),
             format!("{:?}", a.origin).to_lowercase(),
             a.processes.len(),
             alerts,
-            a.worktree.display()
+            a.worktree.display(),
+            last
         ));
     }
     out

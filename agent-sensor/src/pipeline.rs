@@ -13,7 +13,7 @@ use agent_sensor_common::{flags, EventKind, SockCloseEvent, SockStats};
 use aya::maps::{HashMap, MapData, RingBuf};
 
 use crate::{
-    agents::registry::AgentState,
+    agents::registry::{AgentState, ResponseRecord},
     agents::{discovery, registry::Registry, Correlator},
     detect::{AgentView, Context, Detector, Finding, OtherAgent, SensorSelf},
     events::{self, Body, Clock, Event},
@@ -270,6 +270,15 @@ impl Pipeline {
         self.stats.alerts += 1;
         self.registry
             .count_alert(alert.agent_id, alert.finding.rule);
+        if alert.action.response != Response::Alert {
+            let record = ResponseRecord {
+                ts: self.clock.rfc3339(alert.ktime_ns()),
+                by: alert.finding.rule.as_str().to_string(),
+                action: response_verb(alert.action.response).to_string(),
+                outcome: alert.action.outcome.clone(),
+            };
+            self.registry.record_response(alert.agent_id, record);
+        }
         log::warn!(
             "ALERT {} [{}] agent {}: {}",
             alert.finding.rule.as_str(),

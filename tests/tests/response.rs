@@ -360,6 +360,41 @@ fn freeze_stops_the_whole_tree_until_a_human_decides() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(!status.success());
+    // The history says what was done, by whom.
+    let agents = Command::new(sensor_binary())
+        .args(["agents", "--json", "--control-socket"])
+        .arg(&sensor.socket)
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&agents.stdout).unwrap();
+    let me_now = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "freezer")
+        .unwrap();
+    let history: Vec<(String, String)> = me_now["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().into(),
+                r["by"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (
+                "freeze".to_string(),
+                "credential.sensitive_read".to_string()
+            ),
+            ("kill".to_string(), "human".to_string())
+        ],
+        "{me_now:#}"
+    );
     let procs =
         std::fs::read_to_string(Path::new(me["cgroup"].as_str().unwrap()).join("cgroup.procs"))
             .unwrap_or_default();

@@ -55,6 +55,8 @@ pub struct Agent {
     pub state: AgentState,
     pub processes: BTreeMap<u32, ProcessInfo>,
     pub alerts: BTreeMap<RuleId, u64>,
+    /// What was done about it, newest last (bounded).
+    pub responses: VecDeque<ResponseRecord>,
     /// Shared with the pipeline: keeping an event here costs a reference count, not a copy.
     pub recent: VecDeque<Arc<Event>>,
     pub scope: AgentScope,
@@ -68,6 +70,19 @@ impl Agent {
     }
 }
 
+/// One response to an agent: a rule's (freeze, kill, deny…) or a human's (thaw, kill).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResponseRecord {
+    pub ts: String,
+    /// The rule id, or `human` for `agent-sensor thaw|kill`.
+    pub by: String,
+    pub action: String,
+    pub outcome: String,
+}
+
+/// Responses kept per agent.
+const RESPONSES_KEPT: usize = 16;
+
 /// What `agent-sensor agents` shows of one agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AgentSummary {
@@ -80,6 +95,8 @@ pub struct AgentSummary {
     pub processes: Vec<u32>,
     pub alerts: BTreeMap<String, u64>,
     pub cgroup: Option<PathBuf>,
+    /// Response history, newest last.
+    pub responses: Vec<ResponseRecord>,
 }
 
 /// What survives a daemon restart of an exec'd agent (its cgroup keeps the processes).
@@ -192,6 +209,7 @@ impl Registry {
             state: AgentState::Running,
             processes: BTreeMap::new(),
             alerts: BTreeMap::new(),
+            responses: VecDeque::new(),
             recent: VecDeque::new(),
             scope,
         };
@@ -304,8 +322,19 @@ impl Registry {
                     .map(|(r, n)| (r.as_str().to_string(), *n))
                     .collect(),
                 cgroup: a.cgroup.clone(),
+                responses: a.responses.iter().cloned().collect(),
             })
             .collect()
+    }
+
+    /// Notes a response in the agent's history.
+    pub fn record_response(&mut self, agent_id: u64, record: ResponseRecord) {
+        if let Some(agent) = self.agents.get_mut(&agent_id) {
+            if agent.responses.len() == RESPONSES_KEPT {
+                agent.responses.pop_front();
+            }
+            agent.responses.push_back(record);
+        }
     }
 
     /// Exec'd agents still running, for the state file.

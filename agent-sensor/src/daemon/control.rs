@@ -118,6 +118,20 @@ fn steer(pipeline: &mut Pipeline, agents: &mut Agents, name: &str, what: Steer) 
         Steer::Thaw => agents.contain(pipeline, id, Containment::Thaw),
         Steer::Kill => agents.contain(pipeline, id, Containment::Kill),
     };
+    let record = crate::agents::registry::ResponseRecord {
+        ts: pipeline.clock.rfc3339(crate::events::Clock::now_ktime_ns()),
+        by: "human".into(),
+        action: match what {
+            Steer::Thaw => "thaw",
+            Steer::Kill => "kill",
+        }
+        .into(),
+        outcome: match &result {
+            Ok(took) => format!("done in {} µs", took.as_micros()),
+            Err(e) => format!("failed: {e}"),
+        },
+    };
+    pipeline.registry.record_response(id, record);
     match result {
         Ok(_) => Reply::Done {
             message: format!(

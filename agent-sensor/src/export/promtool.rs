@@ -351,7 +351,7 @@ mod tests {
     fn systemd_unit_is_hardened_and_verifies() {
         let unit_path = deploy_dir().join("systemd/agent-sensor.service");
         let unit = std::fs::read_to_string(&unit_path).unwrap();
-        let exec = "ExecStart=/usr/local/bin/agent-sensor run --policy /etc/agent-sensor/policy.toml --alerts /var/log/agent-sensor/alerts.jsonl --metrics-addr 127.0.0.1:9464";
+        let exec = "ExecStart=/usr/local/bin/agent-sensor run --persist --policy /etc/agent-sensor/policy.toml --alerts /var/log/agent-sensor/alerts.jsonl --metrics-addr 127.0.0.1:9464";
         assert!(unit.lines().any(|l| l == exec), "ExecStart");
         let setting = |key: &str| {
             unit.lines()

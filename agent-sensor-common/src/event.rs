@@ -222,8 +222,12 @@ pub struct ExecEvent {
     /// is a reverse shell.
     pub stdio: [u8; 3],
     pub _pad0: u8,
+    /// Length of the kernel's walk of the executed file's path (after the argv): the file that
+    /// really ran, whatever symlink `filename` named.
+    pub exe_len: u16,
+    pub _pad1: [u8; 6],
 }
-assert_size!(ExecEvent, 32);
+assert_size!(ExecEvent, 40);
 
 /// Kinds of file behind a standard fd, from the inode's type bits.
 pub mod stdio {

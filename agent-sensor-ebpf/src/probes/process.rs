@@ -147,9 +147,11 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
         stdio_kind(task, 1),
         stdio_kind(task, 2),
     ];
-    let (dev, ino, mode) = read_ptr(bprm, off!(binprm_file))
-        .map(file_identity)
-        .unwrap_or((0, 0, 0));
+    let exec_file = read_ptr(bprm, off!(binprm_file));
+    let exe_len = exec_file
+        .map(|file| record.append_walk(file + off!(file_path)))
+        .unwrap_or(0);
+    let (dev, ino, mode) = exec_file.map(file_identity).unwrap_or((0, 0, 0));
     // A forbidden binary dies before its first instruction: the signal is delivered on the
     // way back to user space, which the new image never reaches.
     if crate::kernel::kill_if_listed(&crate::maps::FORBIDDEN_EXEC, dev, ino) {
@@ -159,6 +161,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
     unsafe {
         (*payload).filename_len = filename_len as u16;
         (*payload).argv_len = argv_len as u16;
+        (*payload).exe_len = exe_len;
         (*payload).old_pid = old_pid;
         (*payload).dev = dev;
         (*payload).ino = ino;

@@ -253,13 +253,19 @@ impl Registry {
                     },
                 );
             }
-            Body::Exec { filename, argv, .. } => {
+            Body::Exec {
+                filename,
+                exe,
+                argv,
+                ..
+            } => {
                 let info = agent.processes.entry(event.tgid).or_insert(ProcessInfo {
                     ppid: event.ppid,
                     exe: String::new(),
                     argv: Vec::new(),
                 });
-                info.exe = crate::events::escape::escape(filename);
+                // The walked file, not the name: a symlink called `systemd` is still cat.
+                info.exe = crate::events::escape::escape(exe.as_deref().unwrap_or(filename));
                 info.argv = argv
                     .iter()
                     .map(|a| crate::events::escape::escape(a))

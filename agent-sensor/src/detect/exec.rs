@@ -99,6 +99,7 @@ fn is_shell(name: &str) -> bool {
 fn reverse_shell(event: &Event, processes: &Processes) -> Option<Candidate> {
     let Body::Exec {
         filename,
+        exe,
         argv,
         stdio,
         ..
@@ -113,6 +114,11 @@ fn reverse_shell(event: &Event, processes: &Processes) -> Option<Candidate> {
         (false, false) => return None,
     };
     let (name, _) = program(filename, argv);
+    let real = exe.as_deref().map(|exe| program(exe, argv).0);
+    let name = match real {
+        Some(real) if !is_shell(&name) && is_shell(&real) => real,
+        _ => name,
+    };
     if !is_shell(&name) {
         return None;
     }
@@ -193,10 +199,31 @@ pub fn note_remote_socket(ctx: &Context, event: &Event, net: &NetBody, processes
     );
 }
 
+/// Judges the exec by the name it was called with and, when a symlink stood in between, by the
+/// file that really ran: `~/bin/ls -> /usr/bin/nc` is still netcat.
 fn suspicious_tool(ctx: &Context, event: &Event) -> Option<Candidate> {
-    let Body::Exec { filename, argv, .. } = &event.body else {
+    let Body::Exec {
+        filename,
+        exe,
+        argv,
+        ..
+    } = &event.body
+    else {
         return None;
     };
+    suspicious_tool_named(ctx, event, filename, argv).or_else(|| {
+        exe.as_deref()
+            .filter(|exe| basename(exe) != basename(filename))
+            .and_then(|exe| suspicious_tool_named(ctx, event, exe, argv))
+    })
+}
+
+fn suspicious_tool_named(
+    ctx: &Context,
+    event: &Event,
+    filename: &[u8],
+    argv: &[Vec<u8>],
+) -> Option<Candidate> {
     let (name, args) = program(filename, argv);
     let (target, why) = if NETCATS.contains(&name.as_str()) {
         if argv::netcat_is_local(&args) {
@@ -276,7 +303,10 @@ fn host_allowed(ctx: &Context, host: &str, port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::testkit::*;
-    use crate::{events::Stdio, policy::RuleId};
+    use crate::{
+        events::{Body, Stdio},
+        policy::RuleId,
+    };
 
     const SOCKETS: [Stdio; 3] = [Stdio::Socket, Stdio::Socket, Stdio::Socket];
 
@@ -418,6 +448,18 @@ mod tests {
             RuleId::SuspiciousTool,
             "socat",
         );
+    }
+
+    #[test]
+    fn a_netcat_behind_a_harmless_looking_symlink_is_judged_by_the_file_that_ran() {
+        let mut fx = Fixture::new();
+        let mut disguised = exec(PID, "/home/a/bin/ls", &["ls", "203.0.113.5", "4444"]);
+        if let Body::Exec { exe, .. } = &mut disguised.body {
+            *exe = Some(b"/usr/bin/nc".to_vec());
+        }
+        assert_fires(fx.feed(disguised), RuleId::SuspiciousTool, "ran nc");
+        // The same call without the link behind it is plain ls.
+        assert_silent(fx.feed(exec(PID, "/home/a/bin/ls", &["ls", "203.0.113.5", "4444"])));
     }
 
     #[test]

@@ -268,6 +268,9 @@ pub fn exec(pid: u32, filename: &str, argv: &[&str]) -> Event {
         pid,
         Body::Exec {
             filename: filename.as_bytes().to_vec(),
+            exe: filename
+                .starts_with('/')
+                .then(|| filename.as_bytes().to_vec()),
             argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
             old_pid: pid,
             dev: 0,

@@ -115,6 +115,7 @@ impl Event {
             }),
             Body::Exec {
                 filename,
+                exe,
                 argv,
                 old_pid,
                 dev,
@@ -124,6 +125,7 @@ impl Event {
             } => json!({
                 "stdio": stdio.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
                 "filename": escape(filename),
+                "exe": exe.as_deref().map(escape),
                 "argv": argv.iter().map(|a| escape(a)).collect::<Vec<_>>(),
                 "old_pid": old_pid,
                 "dev": dev,

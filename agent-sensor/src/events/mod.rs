@@ -146,7 +146,10 @@ pub enum Body {
         child_tgid: u32,
     },
     Exec {
+        /// The path exec was called with (may be a symlink, may be relative).
         filename: Vec<u8>,
+        /// The executed file's path as the kernel walked it: the binary that really runs.
+        exe: Option<Vec<u8>>,
         argv: Vec<Vec<u8>>,
         old_pid: u32,
         dev: u64,
@@ -329,6 +332,12 @@ fn decode_exec(record: &[u8]) -> Result<Body, DecodeError> {
     let (p, mut tail) = payload::<ExecEvent>(record)?;
     let filename = tail.take(p.filename_len as usize)?.to_vec();
     let raw_argv = tail.take(p.argv_len as usize)?;
+    let exe = tail.take(p.exe_len as usize)?;
+    let exe = if p.exe_len == 0 {
+        None
+    } else {
+        Some(path::decode_walk(exe).map_err(|_| DecodeError::BadPath)?)
+    };
     let mut argv: Vec<Vec<u8>> = raw_argv.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
     // argv memory ends with a NUL, which leaves one empty piece behind.
     if raw_argv.last() == Some(&0) {
@@ -336,6 +345,7 @@ fn decode_exec(record: &[u8]) -> Result<Body, DecodeError> {
     }
     Ok(Body::Exec {
         filename,
+        exe,
         argv,
         old_pid: p.old_pid,
         dev: user_dev(p.dev),

@@ -27,22 +27,41 @@ fn record<P>(kind: EventKind, payload: &P, tail: &[u8]) -> Vec<u8> {
 #[test]
 fn decodes_exec_with_argv() {
     let tail = b"/bin/echo\0echo\0hi there\0";
+    let walk = b"\x09coreutils\x03bin\x03usr";
     let p = ExecEvent {
         filename_len: 9,
         argv_len: (tail.len() - 10) as u16,
+        exe_len: walk.len() as u16,
         ..Default::default()
     };
     let mut t = tail[..9].to_vec();
     t.extend_from_slice(&tail[10..]);
+    t.extend_from_slice(walk);
     let ev = decode(&record(EventKind::ProcessExec, &p, &t)).unwrap();
     assert_eq!(ev.comm, b"test");
     match ev.body {
-        Body::Exec { filename, argv, .. } => {
+        Body::Exec {
+            filename,
+            exe,
+            argv,
+            ..
+        } => {
             assert_eq!(filename, b"/bin/echo");
+            assert_eq!(exe.as_deref(), Some(&b"/usr/bin/coreutils"[..]));
             assert_eq!(argv, vec![b"echo".to_vec(), b"hi there".to_vec()]);
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn an_exec_whose_exe_walk_overruns_the_record_is_rejected() {
+    let p = ExecEvent {
+        filename_len: 4,
+        exe_len: 200,
+        ..Default::default()
+    };
+    assert!(decode(&record(EventKind::ProcessExec, &p, b"/x\0\0\x01a")).is_err());
 }
 
 #[test]

@@ -171,8 +171,14 @@ fn process_of(event: &Event, clock: &Clock) -> Value {
     if event.ppid != 0 {
         process.insert("parent_process".into(), json!({ "pid": event.ppid }));
     }
-    if let Body::Exec { filename, argv, .. } = &event.body {
-        let path = escape(filename);
+    if let Body::Exec {
+        filename,
+        exe,
+        argv,
+        ..
+    } = &event.body
+    {
+        let path = escape(exe.as_deref().unwrap_or(filename));
         process.insert("file".into(), file_object(&path));
         process.insert(
             "cmd_line".into(),
@@ -393,6 +399,7 @@ mod tests {
             1_000_000_000,
             Body::Exec {
                 filename: b"/usr/bin/bash".to_vec(),
+                exe: None,
                 argv: vec![b"bash".to_vec(), b"-i".to_vec()],
                 old_pid: 4242,
                 dev: 1,

@@ -1,0 +1,1142 @@
+//! Evasion against the real kernel: for every evasion the README's "Known gaps" table calls
+//! caught, a scripted agent (started with `agent-sensor exec`) tries it on a sensitive file or on
+//! a file outside its worktree, and the test asserts the alert, with the real canonical path.
+//! For the evasions the table lists as gaps, `gap_…_is_at_least_recorded` tests pin down the
+//! partial behaviour the table promises. LD_PRELOAD and an fd received over a unix socket from
+//! an untracked helper have nothing recorded to assert and are not tested here.
+//!
+//! Every case reads its own secret (or writes its own outside file): alerts are deduplicated per
+//! agent, rule and target, so a shared target could hide a miss behind an earlier case's alert.
+//! Scripts check that they really did what they claim (read the secret, were re-parented…), so
+//! a case that silently did nothing fails instead of passing.
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use agent_sensor_tests::*;
+use serde_json::Value;
+
+const PYTHON: &str = "/usr/bin/python3";
+const CAT: &str = "/usr/bin/cat";
+const SENSITIVE_READ: &str = "credential.sensitive_read";
+const WRITE_OUTSIDE: &str = "isolation.write_outside_worktree";
+
+/// A scratch area outside /tmp: a worktree, an "outside" directory, secrets (sensitive by the
+/// test policy) and the scripts the agents run.
+struct Scene {
+    _dir: TempDir,
+    root: PathBuf,
+    worktree: PathBuf,
+    outside: PathBuf,
+    secrets: PathBuf,
+    scripts: PathBuf,
+    policy: PathBuf,
+}
+
+impl Scene {
+    fn new(tag: &str) -> Self {
+        let dir = TempDir::outside_tmp(tag);
+        let root = std::fs::canonicalize(&dir.0).unwrap();
+        let worktree = git_worktree(&root, "work");
+        let outside = root.join("outside");
+        let secrets = root.join("secrets");
+        let scripts = root.join("scripts");
+        for d in [&outside, &secrets, &scripts] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let policy = root.join("policy.toml");
+        let text = format!(
+            "[discovery]\nprofile = \"test\"\n\n\
+             [profiles.test]\n\
+             sensitive = [\"{}/secrets/**\"]\n",
+            root.display()
+        );
+        std::fs::write(&policy, text).unwrap();
+        Scene {
+            _dir: dir,
+            root,
+            worktree,
+            outside,
+            secrets,
+            scripts,
+            policy,
+        }
+    }
+
+    fn sensor(&self) -> Sensor {
+        Sensor::start(&["--policy", s(&self.policy), "--mode", "monitor"])
+    }
+
+    /// A new sensitive file `secrets/<name>` (content `secret:<name>`); its canonical path.
+    fn secret(&self, name: &str) -> PathBuf {
+        let path = self.secrets.join(name);
+        std::fs::write(&path, format!("secret:{name}\n")).unwrap();
+        path
+    }
+
+    /// A new file `outside/<name>` holding `content`; its canonical path.
+    fn outside_file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.outside.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// Writes a python script (outside the worktree, not sensitive); returns its path.
+    fn script(&self, name: &str, text: &str) -> String {
+        let path = self.scripts.join(format!("{name}.py"));
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+}
+
+/// The file a program path names once symlinks are followed: what the kernel reports as the
+/// executable (`/usr/bin/python3` is `/usr/bin/python3.11`, `/bin/sh` is `/usr/bin/dash`).
+fn real(program: &str) -> String {
+    std::fs::canonicalize(program)
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Runs `argv` (no shell in between) as agent `name` through `agent-sensor exec`, in the
+/// worktree; panics unless it exits 0; returns its stdout.
+fn run_agent(sensor: &Sensor, name: &str, worktree: &Path, argv: &[&str]) -> String {
+    let out = Command::new(sensor_binary())
+        .args(["exec", "--agent", name, "--worktree", s(worktree)])
+        .arg("--control-socket")
+        .arg(&sensor.socket)
+        .arg("--")
+        .args(argv)
+        .current_dir(worktree)
+        .stdin(Stdio::null())
+        .output()
+        .expect("agent-sensor exec");
+    assert!(
+        out.status.success(),
+        "agent {name} ({argv:?}) failed with {}:\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stops the sensor (every event is processed by then); returns (events, alerts).
+fn finish(mut sensor: Sensor) -> (Vec<Value>, Vec<Value>) {
+    let events = sensor.stop();
+    let alerts = sensor.alerts();
+    (events, alerts)
+}
+
+/// The alert of `rule` for `agent` with an evidence event whose `path` or `path2` is `path`,
+/// and that evidence event; panics listing every alert if there is none.
+fn expect_alert<'a>(
+    alerts: &'a [Value],
+    rule: &str,
+    agent: &str,
+    path: &Path,
+) -> (&'a Value, &'a Value) {
+    alerts
+        .iter()
+        .filter(|a| a["rule"] == rule && a["agent"] == agent)
+        .find_map(|a| {
+            let evidence = a["evidence"].as_array()?.iter().find(|e| {
+                e["path"].as_str() == Some(s(path)) || e["path2"].as_str() == Some(s(path))
+            })?;
+            Some((a, evidence))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {rule} alert for agent {agent} on {}; alerts: {alerts:#?}",
+                path.display()
+            )
+        })
+}
+
+/// The value after `key=` in `key=value` words printed by a script.
+fn field(out: &str, key: &str) -> u64 {
+    out.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in the script's output {out:?}"))
+}
+
+/// Events of `kind` of process (tgid) `tgid`.
+fn events_of<'a>(events: &'a [Value], kind: &str, tgid: u64) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == kind && e["tgid"] == tgid)
+        .collect()
+}
+
+#[test]
+fn openat2_with_resolve_flags_is_judged_by_the_file_opened() {
+    if !can_run_kernel_tests("openat2_with_resolve_flags_is_judged_by_the_file_opened") {
+        return;
+    }
+    let scene = Scene::new("openat2");
+    let beneath = scene.secret("beneath");
+    let nosym = scene.secret("nosymlinks");
+    let inroot = scene.secret("inroot");
+    let script = scene.script(
+        "openat2",
+        "import ctypes, errno, os, struct, sys\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         libc.syscall.restype = ctypes.c_long\n\
+         NO_XDEV, NO_MAGICLINKS, NO_SYMLINKS, BENEATH, IN_ROOT = 1, 2, 4, 8, 16\n\
+         def openat2(dirfd, path, resolve):\n\
+         \x20   how = ctypes.create_string_buffer(struct.pack('QQQ', os.O_RDONLY | os.O_CLOEXEC, 0, resolve), 24)\n\
+         \x20   fd = libc.syscall(ctypes.c_long(437), ctypes.c_long(dirfd), ctypes.c_char_p(path.encode()), how, ctypes.c_long(24))\n\
+         \x20   if fd < 0:\n\
+         \x20       raise OSError(ctypes.get_errno(), 'openat2 ' + path)\n\
+         \x20   data = os.read(fd, 100)\n\
+         \x20   os.close(fd)\n\
+         \x20   assert data.startswith(b'secret:'), data\n\
+         secrets, root = sys.argv[1], sys.argv[2]\n\
+         d = os.open(secrets, os.O_RDONLY | os.O_DIRECTORY)\n\
+         # The flags are really enforced: escaping the dirfd is refused.\n\
+         try:\n\
+         \x20   openat2(d, '../secrets/beneath', BENEATH)\n\
+         \x20   sys.exit('RESOLVE_BENEATH did not refuse ..')\n\
+         except OSError as e:\n\
+         \x20   assert e.errno == errno.EXDEV, e\n\
+         openat2(d, 'beneath', BENEATH | NO_XDEV)\n\
+         openat2(-100, secrets + '/nosymlinks', NO_SYMLINKS | NO_MAGICLINKS)\n\
+         # '/secrets/inroot' means <root>/secrets/inroot: the dirfd is the root.\n\
+         r = os.open(root, os.O_RDONLY | os.O_DIRECTORY)\n\
+         openat2(r, '/secrets/inroot', IN_ROOT)\n",
+    );
+    let sensor = scene.sensor();
+    run_agent(
+        &sensor,
+        "openat2",
+        &scene.worktree,
+        &[PYTHON, &script, s(&scene.secrets), s(&scene.root)],
+    );
+    let (_, alerts) = finish(sensor);
+    let nosym_arg = nosym.to_str().unwrap().to_string();
+    for (secret, path_arg) in [
+        (&beneath, "beneath"),
+        (&nosym, nosym_arg.as_str()),
+        (&inroot, "/secrets/inroot"),
+    ] {
+        let (alert, ev) = expect_alert(&alerts, SENSITIVE_READ, "openat2", secret);
+        assert_eq!(ev["syscall"], "openat2", "{alert:#}");
+        assert_eq!(ev["path_arg"], path_arg, "{alert:#}");
+        assert_eq!(ev["path_source"], "kernel", "{alert:#}");
+        assert_eq!(alert["exe"], real(PYTHON), "{alert:#}");
+    }
+}
+
+#[test]
+fn proc_root_cwd_and_fd_paths_report_the_canonical_path() {
+    if !can_run_kernel_tests("proc_root_cwd_and_fd_paths_report_the_canonical_path") {
+        return;
+    }
+    let scene = Scene::new("procpaths");
+    let cases = [
+        scene.secret("procroot"),
+        scene.secret("threadself"),
+        scene.secret("pidcwd"),
+        scene.secret("othercwd"),
+        scene.secret("devfd"),
+    ];
+    let script = scene.script(
+        "procpaths",
+        "import os, subprocess, sys\n\
+         secrets = sys.argv[1]\n\
+         def read(p):\n\
+         \x20   with open(p) as f:\n\
+         \x20       assert f.read().startswith('secret:'), p\n\
+         read('/proc/self/root' + secrets + '/procroot')\n\
+         read('/proc/thread-self/root' + secrets + '/threadself')\n\
+         os.chdir(secrets)\n\
+         read('/proc/%d/cwd/pidcwd' % os.getpid())\n\
+         os.chdir('/')\n\
+         # Another process of the agent sits in the secrets directory.\n\
+         other = subprocess.Popen(['/bin/sleep', '30'], cwd=secrets)\n\
+         read('/proc/%d/cwd/othercwd' % other.pid)\n\
+         other.kill(); other.wait()\n\
+         d = os.open(secrets, os.O_PATH | os.O_DIRECTORY)\n\
+         read('/dev/fd/%d/devfd' % d)\n",
+    );
+    let sensor = scene.sensor();
+    run_agent(
+        &sensor,
+        "procpaths",
+        &scene.worktree,
+        &[PYTHON, &script, s(&scene.secrets)],
+    );
+    // `cat` resolves /proc/self as itself, not as its parent.
+    let cat_case = scene.secret("catprocroot");
+    let cat_arg = format!("/proc/self/root{}", s(&cat_case));
+    run_agent(
+        &sensor,
+        "catprocroot",
+        &scene.worktree,
+        &["/bin/sh", "-c", &format!("{CAT} {cat_arg} > /dev/null")],
+    );
+    let (_, alerts) = finish(sensor);
+    let prefixes = [
+        "/proc/self/root/",
+        "/proc/thread-self/root/",
+        "/proc/",
+        "/proc/",
+        "/dev/fd/",
+    ];
+    for (secret, prefix) in cases.iter().zip(prefixes) {
+        let (alert, ev) = expect_alert(&alerts, SENSITIVE_READ, "procpaths", secret);
+        let arg = ev["path_arg"].as_str().unwrap_or_default();
+        assert!(arg.starts_with(prefix), "{alert:#}");
+        assert_eq!(ev["path_source"], "kernel", "{alert:#}");
+    }
+    let (alert, ev) = expect_alert(&alerts, SENSITIVE_READ, "catprocroot", &cat_case);
+    assert_eq!(ev["path_arg"], cat_arg.as_str(), "{alert:#}");
+    assert_eq!(alert["exe"], real(CAT), "{alert:#}");
+}
+
+#[test]
+fn path_only_calls_through_proc_paths_are_caught_with_the_real_path() {
+    if !can_run_kernel_tests("path_only_calls_through_proc_paths_are_caught_with_the_real_path") {
+        return;
+    }
+    let scene = Scene::new("procpathonly");
+    let victim = scene.outside_file("victim", "v");
+    let made = scene.outside.join("madedir");
+    let moved = scene.outside.join("moved");
+    // The caller stays alive for a while: the README promises resolution "as the calling
+    // process, best effort", which needs its /proc entry.
+    let script = scene.script(
+        "pathonly",
+        "import os, sys, time\n\
+         outside = sys.argv[1]\n\
+         os.unlink('/proc/self/root' + outside + '/victim')\n\
+         os.mkdir('/proc/%d/cwd/../outside/madedir' % os.getpid())\n\
+         open('tomove', 'w').close()\n\
+         os.rename('tomove', '/proc/thread-self/cwd/../outside/moved')\n\
+         time.sleep(1.5)\n",
+    );
+    let sensor = scene.sensor();
+    run_agent(
+        &sensor,
+        "pathonly",
+        &scene.worktree,
+        &[PYTHON, &script, s(&scene.outside)],
+    );
+    assert!(!victim.exists() && made.is_dir() && moved.exists());
+    let (_, alerts) = finish(sensor);
+    for target in [&victim, &made, &moved] {
+        expect_alert(&alerts, WRITE_OUTSIDE, "pathonly", target);
+    }
+}
+
+#[test]
+fn a_double_forked_setsid_grandchild_outliving_the_agent_is_still_the_agent() {
+    if !can_run_kernel_tests(
+        "a_double_forked_setsid_grandchild_outliving_the_agent_is_still_the_agent",
+    ) {
+        return;
+    }
+    let scene = Scene::new("doublefork");
+    let secret = scene.secret("orphan");
+    let marker = scene.worktree.join("grandchild.done");
+    // The grandchild waits until its parent is gone (re-parented) and the agent's own process
+    // has exited and been reaped, then reads the secret and leaves a marker.
+    let script = scene.script(
+        "doublefork",
+        "import os, sys, time\n\
+         secret, marker = sys.argv[1], sys.argv[2]\n\
+         top = os.getpid()\n\
+         if os.fork() == 0:\n\
+         \x20   os.setsid()\n\
+         \x20   middle = os.getpid()\n\
+         \x20   if os.fork() == 0:\n\
+         \x20       null = os.open('/dev/null', os.O_RDWR)\n\
+         \x20       for fd in (0, 1, 2):\n\
+         \x20           os.dup2(null, fd)\n\
+         \x20       deadline = time.time() + 20\n\
+         \x20       def alive(pid):\n\
+         \x20           try:\n\
+         \x20               os.kill(pid, 0)\n\
+         \x20               return True\n\
+         \x20           except ProcessLookupError:\n\
+         \x20               return False\n\
+         \x20       while os.getppid() == middle or alive(top):\n\
+         \x20           if time.time() > deadline:\n\
+         \x20               os._exit(1)\n\
+         \x20           time.sleep(0.01)\n\
+         \x20       with open(secret) as f:\n\
+         \x20           ok = f.read().startswith('secret:')\n\
+         \x20       with open(marker + '.tmp', 'w') as f:\n\
+         \x20           f.write('pid=%d ppid=%d middle=%d top=%d sid=%d ok=%d' % (os.getpid(), os.getppid(), middle, top, os.getsid(0), ok))\n\
+         \x20       os.rename(marker + '.tmp', marker)\n\
+         \x20       os._exit(0)\n\
+         \x20   os._exit(0)\n\
+         os.wait()\n",
+    );
+    let sensor = scene.sensor();
+    run_agent(
+        &sensor,
+        "doublefork",
+        &scene.worktree,
+        &[PYTHON, &script, s(&secret), s(&marker)],
+    );
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the grandchild never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(field(&out, "ok"), 1, "{out}");
+    let (pid, ppid, middle, top, sid) = (
+        field(&out, "pid"),
+        field(&out, "ppid"),
+        field(&out, "middle"),
+        field(&out, "top"),
+        field(&out, "sid"),
+    );
+    assert!(ppid != middle && ppid != top, "not re-parented: {out}");
+    assert_eq!(sid, middle, "setsid did not take: {out}");
+    let (_, alerts) = finish(sensor);
+    let (alert, ev) = expect_alert(&alerts, SENSITIVE_READ, "doublefork", &secret);
+    assert_eq!(alert["pid"], pid, "{alert:#}");
+    assert_eq!(ev["ppid"], ppid, "{alert:#}");
+}
+
+#[test]
+fn changing_comm_or_argv0_does_not_hide_the_agent_or_its_executable() {
+    if !can_run_kernel_tests("changing_comm_or_argv0_does_not_hide_the_agent_or_its_executable") {
+        return;
+    }
+    let scene = Scene::new("comm");
+    let comm_secret = scene.secret("comm");
+    let bash_secret = scene.secret("bashexeca");
+    let execv_secret = scene.secret("execv");
+    let comm_script = scene.script(
+        "comm",
+        "import ctypes, os, sys\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         assert libc.prctl(15, b'systemd', 0, 0, 0) == 0  # PR_SET_NAME\n\
+         assert open('/proc/self/comm').read().strip() == 'systemd'\n\
+         with open(sys.argv[1]) as f:\n\
+         \x20   assert f.read().startswith('secret:')\n\
+         print('pid=%d' % os.getpid())\n",
+    );
+    let execv_script = scene.script(
+        "execv",
+        "import os, sys\n\
+         print('pid=%d' % os.getpid(), flush=True)\n\
+         os.execv(sys.argv[1], ['/usr/sbin/sshd', sys.argv[2]])\n",
+    );
+    let sensor = scene.sensor();
+    let out = run_agent(
+        &sensor,
+        "comm",
+        &scene.worktree,
+        &[PYTHON, &comm_script, s(&comm_secret)],
+    );
+    let comm_pid = field(&out, "pid");
+    run_agent(
+        &sensor,
+        "bash-exec-a",
+        &scene.worktree,
+        &[
+            "/bin/bash",
+            "-c",
+            &format!(
+                "exec -a '[kworker/0:1]' {CAT} {} > /dev/null",
+                s(&bash_secret)
+            ),
+        ],
+    );
+    let out = run_agent(
+        &sensor,
+        "execv",
+        &scene.worktree,
+        &[PYTHON, &execv_script, CAT, s(&execv_secret)],
+    );
+    let execv_pid = field(&out, "pid");
+    let (events, alerts) = finish(sensor);
+    let cat_ino = std::fs::metadata(CAT).unwrap().ino();
+
+    let (alert, ev) = expect_alert(&alerts, SENSITIVE_READ, "comm", &comm_secret);
+    assert_eq!(alert["pid"], comm_pid, "{alert:#}");
+    assert_eq!(alert["exe"], real(PYTHON), "{alert:#}");
+    assert_eq!(
+        ev["comm"], "systemd",
+        "the rename did not happen? {alert:#}"
+    );
+
+    for (agent, secret, fake) in [
+        ("bash-exec-a", &bash_secret, "[kworker/0:1]"),
+        ("execv", &execv_secret, "/usr/sbin/sshd"),
+    ] {
+        let (alert, _) = expect_alert(&alerts, SENSITIVE_READ, agent, secret);
+        assert_eq!(alert["exe"], real(CAT), "{alert:#}");
+        let pid = alert["pid"].as_u64().unwrap();
+        let exec = events_of(&events, "process.exec", pid)
+            .into_iter()
+            .find(|e| e["filename"] == CAT)
+            .unwrap_or_else(|| panic!("no exec of {CAT} by {pid}: {events:#?}"));
+        assert_eq!(exec["argv"][0], fake, "argv[0] was not faked: {exec:#}");
+        assert_eq!(exec["ino"], cat_ino, "{exec:#}");
+    }
+    assert!(
+        events_of(&events, "process.exec", execv_pid)
+            .iter()
+            .any(|e| e["filename"] == CAT),
+        "the python's own exec of cat is missing"
+    );
+}
+
+#[test]
+fn exec_through_a_symlink_named_like_a_daemon_reports_the_real_executable() {
+    if !can_run_kernel_tests(
+        "exec_through_a_symlink_named_like_a_daemon_reports_the_real_executable",
+    ) {
+        return;
+    }
+    // Executing through a symlink changes comm (the kernel takes the link's name) and argv[0]
+    // at once; the alert should still name the binary that ran.
+    let scene = Scene::new("execlink");
+    let secret = scene.secret("vialink");
+    let bin = scene.root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let link = bin.join("systemd");
+    std::os::unix::fs::symlink(CAT, &link).unwrap();
+    let sensor = scene.sensor();
+    run_agent(
+        &sensor,
+        "execlink",
+        &scene.worktree,
+        &[
+            "/bin/sh",
+            "-c",
+            &format!("{} {} > /dev/null", s(&link), s(&secret)),
+        ],
+    );
+    let (events, alerts) = finish(sensor);
+    let (alert, ev) = expect_alert(&alerts, SENSITIVE_READ, "execlink", &secret);
+    let pid = alert["pid"].as_u64().unwrap();
+    let exec = events_of(&events, "process.exec", pid)
+        .into_iter()
+        .last()
+        .unwrap_or_else(|| panic!("no exec event of {pid}"));
+    // The image is the real cat (by inode), whatever it was called.
+    assert_eq!(
+        exec["ino"],
+        std::fs::metadata(CAT).unwrap().ino(),
+        "{exec:#}"
+    );
+    assert_eq!(ev["comm"], "systemd", "{alert:#}");
+    // Both names are kept: the one the agent used and the file that ran.
+    assert_eq!(exec["filename"], s(&link), "{exec:#}");
+    assert_eq!(
+        alert["exe"],
+        real(CAT),
+        "the alert names the symlink, not the executable: {alert:#}\nexec event: {exec:#}"
+    );
+}
+
+#[test]
+fn interpreters_are_judged_by_their_syscalls() {
+    if !can_run_kernel_tests("interpreters_are_judged_by_their_syscalls") {
+        return;
+    }
+    let scene = Scene::new("interp");
+    let py = scene.secret("pythonc");
+    let py_obf = scene.secret("pythonobf");
+    let sh = scene.secret("shc");
+    let sh_builtin = scene.secret("shbuiltin");
+    let bash = scene.secret("bashc");
+    let perl = scene.secret("perle");
+    let have_perl = Path::new("/usr/bin/perl").exists();
+    let sensor = scene.sensor();
+    let py_code = format!("assert open('{}').read().startswith('secret:')", s(&py));
+    run_agent(
+        &sensor,
+        "pythonc",
+        &scene.worktree,
+        &[PYTHON, "-c", &py_code],
+    );
+    // The same, hex-escaped: nothing in the command line names the file.
+    let hidden: String = format!("open('{}').read()", s(&py_obf))
+        .bytes()
+        .map(|b| format!("\\x{b:02x}"))
+        .collect();
+    let obf_code = format!("exec(b'{hidden}'.decode())");
+    run_agent(
+        &sensor,
+        "pythonobf",
+        &scene.worktree,
+        &[PYTHON, "-c", &obf_code],
+    );
+    run_agent(
+        &sensor,
+        "shc",
+        &scene.worktree,
+        &["/bin/sh", "-c", &format!("{CAT} {} > /dev/null", s(&sh))],
+    );
+    // Only the shell itself: a redirection, no child process.
+    run_agent(
+        &sensor,
+        "shbuiltin",
+        &scene.worktree,
+        &[
+            "/bin/sh",
+            "-c",
+            &format!("read -r l < {} && test -n \"$l\"", s(&sh_builtin)),
+        ],
+    );
+    run_agent(
+        &sensor,
+        "bashc",
+        &scene.worktree,
+        &[
+            "/bin/bash",
+            "-c",
+            &format!("x=$(< {}) && test -n \"$x\"", s(&bash)),
+        ],
+    );
+    if have_perl {
+        run_agent(
+            &sensor,
+            "perle",
+            &scene.worktree,
+            &[
+                "/usr/bin/perl",
+                "-e",
+                "open(F, '<', $ARGV[0]) or die; my $l = <F>; $l =~ /^secret:/ or die",
+                s(&perl),
+            ],
+        );
+    } else {
+        eprintln!("perl case skipped: /usr/bin/perl does not exist");
+    }
+    let (_, alerts) = finish(sensor);
+    let mut cases = vec![
+        ("pythonc", &py, PYTHON),
+        ("pythonobf", &py_obf, PYTHON),
+        ("shc", &sh, CAT),
+        ("shbuiltin", &sh_builtin, "/bin/sh"),
+        ("bashc", &bash, "/bin/bash"),
+    ];
+    if have_perl {
+        cases.push(("perle", &perl, "/usr/bin/perl"));
+    }
+    for (agent, secret, exe) in cases {
+        let (alert, _) = expect_alert(&alerts, SENSITIVE_READ, agent, secret);
+        assert_eq!(alert["exe"], real(exe), "{alert:#}");
+    }
+}
+
+#[test]
+fn vfork_children_are_tracked() {
+    if !can_run_kernel_tests("vfork_children_are_tracked") {
+        return;
+    }
+    let scene = Scene::new("vfork");
+    let spawned = scene.secret("posixspawn");
+    let sub = scene.secret("subprocess");
+    // glibc's posix_spawn is clone3(CLONE_VM | CLONE_VFORK); CPython's subprocess uses vfork
+    // too where it can.
+    let script = scene.script(
+        "vfork",
+        "import os, subprocess, sys\n\
+         null = [(os.POSIX_SPAWN_OPEN, 1, '/dev/null', os.O_WRONLY, 0)]\n\
+         pid = os.posix_spawn(sys.argv[1], ['cat', sys.argv[2]], dict(os.environ), file_actions=null)\n\
+         _, status = os.waitpid(pid, 0)\n\
+         assert status == 0, status\n\
+         p = subprocess.Popen([sys.argv[1], sys.argv[3]], stdout=subprocess.DEVNULL)\n\
+         assert p.wait() == 0\n\
+         print('parent=%d spawned=%d sub=%d' % (os.getpid(), pid, p.pid))\n",
+    );
+    let sensor = scene.sensor();
+    let out = run_agent(
+        &sensor,
+        "vfork",
+        &scene.worktree,
+        &[PYTHON, &script, CAT, s(&spawned), s(&sub)],
+    );
+    let parent = field(&out, "parent");
+    let (events, alerts) = finish(sensor);
+    for (secret, key) in [(&spawned, "spawned"), (&sub, "sub")] {
+        let child = field(&out, key);
+        let (alert, _) = expect_alert(&alerts, SENSITIVE_READ, "vfork", secret);
+        assert_eq!(alert["pid"], child, "{alert:#}");
+        assert_eq!(alert["exe"], real(CAT), "{alert:#}");
+        assert!(
+            events_of(&events, "process.fork", parent)
+                .iter()
+                .any(|e| e["child_tgid"] == child),
+            "no process.fork of {parent} -> {child}"
+        );
+    }
+}
+
+#[test]
+fn threads_are_tracked() {
+    if !can_run_kernel_tests("threads_are_tracked") {
+        return;
+    }
+    let scene = Scene::new("threads");
+    let read_secret = scene.secret("threadread");
+    let exec_secret = scene.secret("threadexec");
+    // One thread reads the secret; then another thread execs cat (the kernel turns the
+    // exec'ing thread into the process leader).
+    let script = scene.script(
+        "threads",
+        "import os, sys, threading\n\
+         out = {}\n\
+         def reader():\n\
+         \x20   with open(sys.argv[1]) as f:\n\
+         \x20       assert f.read().startswith('secret:')\n\
+         \x20   out['tid'] = threading.get_native_id()\n\
+         t = threading.Thread(target=reader)\n\
+         t.start(); t.join()\n\
+         print('pid=%d tid=%d' % (os.getpid(), out['tid']), flush=True)\n\
+         def execer():\n\
+         \x20   fd = os.open('/dev/null', os.O_WRONLY)\n\
+         \x20   os.dup2(fd, 1)\n\
+         \x20   os.execv(sys.argv[3], ['cat', sys.argv[2]])\n\
+         threading.Thread(target=execer).start()\n\
+         threading.Event().wait(30)\n",
+    );
+    let sensor = scene.sensor();
+    let out = run_agent(
+        &sensor,
+        "threads",
+        &scene.worktree,
+        &[PYTHON, &script, s(&read_secret), s(&exec_secret), CAT],
+    );
+    let (pid, tid) = (field(&out, "pid"), field(&out, "tid"));
+    assert_ne!(pid, tid);
+    let (_, alerts) = finish(sensor);
+    let (alert, ev) = expect_alert(&alerts, SENSITIVE_READ, "threads", &read_secret);
+    assert_eq!(ev["pid"], tid, "{alert:#}");
+    assert_eq!(ev["tgid"], pid, "{alert:#}");
+    let (alert, _) = expect_alert(&alerts, SENSITIVE_READ, "threads", &exec_secret);
+    assert_eq!(alert["pid"], pid, "{alert:#}");
+    assert_eq!(alert["exe"], real(CAT), "{alert:#}");
+}
+
+/// Whether this host lets us create a user namespace (`unshare -U -r`).
+fn user_namespaces_work() -> Result<(), String> {
+    let out = Command::new("unshare")
+        .args(["-U", "-r", "true"])
+        .output()
+        .map_err(|e| format!("unshare: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+#[test]
+fn new_namespaces_do_not_shake_off_tracking() {
+    if !can_run_kernel_tests("new_namespaces_do_not_shake_off_tracking") {
+        return;
+    }
+    let scene = Scene::new("ns");
+    let mut cases: Vec<(&str, Vec<&str>)> = vec![
+        ("mountns", vec!["-m"]),
+        ("netns", vec!["-n"]),
+        ("pidns", vec!["-p", "-f"]),
+        ("utsipcns", vec!["-u", "-i"]),
+    ];
+    match user_namespaces_work() {
+        Ok(()) => {
+            cases.push(("userns", vec!["-U", "-r"]));
+            cases.push(("allns", vec!["-U", "-r", "-m", "-n", "-p", "-f"]));
+        }
+        Err(why) => eprintln!("user namespace cases skipped: `unshare -U -r` fails: {why}"),
+    }
+    let sensor = scene.sensor();
+    let mut secrets = Vec::new();
+    for (name, flags) in &cases {
+        let secret = scene.secret(name);
+        let mut argv = vec!["/usr/bin/unshare"];
+        argv.extend(flags);
+        let cmd = format!("{CAT} {} > /dev/null", s(&secret));
+        argv.extend(["/bin/sh", "-c", &cmd]);
+        run_agent(&sensor, name, &scene.worktree, &argv);
+        secrets.push(secret);
+    }
+    // A chroot changes what "/" means for the agent, not the path reported.
+    let chrooted = scene.secret("chroot");
+    let code = format!(
+        "import os; os.chroot('{}'); os.chdir('/'); assert open('/secrets/chroot').read().startswith('secret:')",
+        s(&scene.root)
+    );
+    run_agent(&sensor, "chroot", &scene.worktree, &[PYTHON, "-c", &code]);
+    let (_, alerts) = finish(sensor);
+    for ((name, _), secret) in cases.iter().zip(&secrets) {
+        // `unshare -m` keeps the same root: the path is the host's.
+        let (alert, _) = expect_alert(&alerts, SENSITIVE_READ, name, secret);
+        assert_eq!(alert["exe"], real(CAT), "{alert:#}");
+    }
+    let (alert, ev) = expect_alert(&alerts, SENSITIVE_READ, "chroot", &chrooted);
+    assert_eq!(ev["path_arg"], "/secrets/chroot", "{alert:#}");
+}
+
+#[test]
+fn renames_and_links_across_the_worktree_boundary_are_caught() {
+    if !can_run_kernel_tests("renames_and_links_across_the_worktree_boundary_are_caught") {
+        return;
+    }
+    let scene = Scene::new("renames");
+    let w = &scene.worktree;
+    let pulled_in = scene.outside_file("x", "from outside\n");
+    let overwritten = scene.outside_file("z", "old z\n");
+    let exchanged = scene.outside_file("a", "outside a\n");
+    let sym_target = scene.outside_file("symtarget", "t\n");
+    let sub = scene.outside.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(w.join("y"), "inside y\n").unwrap();
+    std::fs::write(w.join("swapme"), "inside swap\n").unwrap();
+    let via_dir = scene.outside.join("viadir");
+    let via_file = scene.outside.join("viafile");
+    let exchange = scene.script(
+        "exchange",
+        "import ctypes, os, sys\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         # renameat2(AT_FDCWD, 'swapme', AT_FDCWD, outside, RENAME_EXCHANGE)\n\
+         r = libc.syscall(ctypes.c_long(316), ctypes.c_long(-100), b'swapme', ctypes.c_long(-100), sys.argv[1].encode(), ctypes.c_long(2))\n\
+         assert r == 0, os.strerror(ctypes.get_errno())\n",
+    );
+    // `link/../x` is the parent of the link's target plus x, not `<worktree>/x`.
+    let dotdot = scene.script(
+        "dotdot",
+        "import os, sys, time\n\
+         os.symlink(sys.argv[1], 'link')\n\
+         os.mkdir('link/../viadir')\n\
+         open('f', 'w').close()\n\
+         os.rename('f', 'link/../viafile')\n\
+         time.sleep(1.5)\n",
+    );
+    let sensor = scene.sensor();
+    run_agent(&sensor, "rename-in", w, &["/bin/mv", s(&pulled_in), "y"]);
+    run_agent(
+        &sensor,
+        "rename-over",
+        w,
+        &[
+            "/bin/sh",
+            "-c",
+            &format!("echo new > y2 && mv y2 {}", s(&overwritten)),
+        ],
+    );
+    run_agent(&sensor, "exchange", w, &[PYTHON, &exchange, s(&exchanged)]);
+    run_agent(
+        &sensor,
+        "file-symlink",
+        w,
+        &[
+            "/bin/sh",
+            "-c",
+            &format!("ln -s {} l && echo x >> l", s(&sym_target)),
+        ],
+    );
+    run_agent(&sensor, "dotdot", w, &[PYTHON, &dotdot, s(&sub)]);
+    // The evasions really happened.
+    assert!(!pulled_in.exists());
+    assert_eq!(std::fs::read_to_string(&overwritten).unwrap(), "new\n");
+    assert_eq!(
+        std::fs::read_to_string(&exchanged).unwrap(),
+        "inside swap\n"
+    );
+    assert_eq!(std::fs::read_to_string(&sym_target).unwrap(), "t\nx\n");
+    assert!(via_dir.is_dir() && via_file.exists());
+    let (_, alerts) = finish(sensor);
+    for (agent, target) in [
+        ("rename-in", &pulled_in),
+        ("rename-over", &overwritten),
+        ("exchange", &exchanged),
+        ("file-symlink", &sym_target),
+        ("dotdot", &via_dir),
+        ("dotdot", &via_file),
+    ] {
+        expect_alert(&alerts, WRITE_OUTSIDE, agent, target);
+    }
+}
+
+#[test]
+#[ignore = "known gap (README): a path-only call's symlinked directory is resolved on the host after the call"]
+fn a_path_only_call_through_a_symlink_removed_right_after_is_caught() {
+    if !can_run_kernel_tests("a_path_only_call_through_a_symlink_removed_right_after_is_caught") {
+        return;
+    }
+    // The daemon resolves a path-only call's directories on the host after the call; the
+    // agent removes the symlink before that can happen.
+    let scene = Scene::new("symrace");
+    let sub = scene.outside.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let raced_dir = scene.outside.join("raced_dir");
+    let raced_file = scene.outside.join("raced_file");
+    let script = scene.script(
+        "symrace",
+        "import os, sys\n\
+         os.symlink(sys.argv[1], 'link')\n\
+         os.mkdir('link/../raced_dir')\n\
+         open('f', 'w').close()\n\
+         os.rename('f', 'link/../raced_file')\n\
+         os.unlink('link')\n",
+    );
+    let sensor = scene.sensor();
+    run_agent(
+        &sensor,
+        "symrace",
+        &scene.worktree,
+        &[PYTHON, &script, s(&sub)],
+    );
+    assert!(raced_dir.is_dir() && raced_file.exists());
+    let (events, alerts) = finish(sensor);
+    let seen: Vec<String> = events
+        .iter()
+        .filter(|e| e["kind"] == "file.mkdir" || e["kind"] == "file.rename")
+        .map(|e| {
+            format!(
+                "{} {} -> {} (args {} -> {}, {})",
+                e["syscall"],
+                e["path"],
+                e["path2"],
+                e["path_arg"],
+                e["path2_arg"],
+                e["path_source"]
+            )
+        })
+        .filter(|line| line.contains("raced"))
+        .collect();
+    for target in [&raced_dir, &raced_file] {
+        assert!(
+            alerts.iter().any(
+                |a| a["rule"] == WRITE_OUTSIDE && a["evidence"].to_string().contains(s(target))
+            ),
+            "no {WRITE_OUTSIDE} on {}; the sensor saw {seen:#?}",
+            target.display()
+        );
+    }
+}
+
+#[test]
+#[ignore = "known gap (README): a hard link made before tracking started is not followed to its other names"]
+fn a_write_through_a_hard_link_planted_before_the_agent_started_is_caught() {
+    if !can_run_kernel_tests(
+        "a_write_through_a_hard_link_planted_before_the_agent_started_is_caught",
+    ) {
+        return;
+    }
+    // Someone else left a second name of an outside file in the worktree; writing it writes
+    // the outside file.
+    let scene = Scene::new("plantedlink");
+    let outside = scene.outside_file("planted", "outside\n");
+    let inside = scene.worktree.join("planted");
+    std::fs::hard_link(&outside, &inside).unwrap();
+    let sensor = scene.sensor();
+    run_agent(
+        &sensor,
+        "plantedlink",
+        &scene.worktree,
+        &["/bin/sh", "-c", "echo evil >> planted"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&outside).unwrap(),
+        "outside\nevil\n"
+    );
+    let (events, alerts) = finish(sensor);
+    let ino = std::fs::metadata(&outside).unwrap().ino();
+    let opens: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "file.open" && e["ino"] == ino)
+        .collect();
+    assert!(!opens.is_empty(), "the write was not even recorded");
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == WRITE_OUTSIDE && a["agent"] == "plantedlink"),
+        "the outside file {} was written through {} without an alert; opens: {opens:#?}",
+        outside.display(),
+        inside.display()
+    );
+}
+
+#[test]
+fn gap_io_uring_setup_is_at_least_recorded() {
+    if !can_run_kernel_tests("gap_io_uring_setup_is_at_least_recorded") {
+        return;
+    }
+    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
+    {
+        eprintln!("SKIPPED gap_io_uring_setup_is_at_least_recorded: io_uring is disabled here");
+        return;
+    }
+    let scene = Scene::new("iouring");
+    let code = "import ctypes, os\n\
+                libc = ctypes.CDLL(None, use_errno=True)\n\
+                params = ctypes.create_string_buffer(120)\n\
+                fd = libc.syscall(ctypes.c_long(425), ctypes.c_long(8), params)\n\
+                assert fd >= 0, os.strerror(ctypes.get_errno())\n\
+                print('pid=%d ring=%d' % (os.getpid(), fd))\n";
+    let sensor = scene.sensor();
+    let out = run_agent(&sensor, "iouring", &scene.worktree, &[PYTHON, "-c", code]);
+    let (pid, ring) = (field(&out, "pid"), field(&out, "ring"));
+    let (events, _) = finish(sensor);
+    let setup = events_of(&events, "process.io_uring_setup", pid);
+    assert!(
+        setup.iter().any(|e| e["ret"] == ring),
+        "no process.io_uring_setup returning fd {ring} from {pid}: {setup:#?}"
+    );
+}
+
+#[test]
+fn gap_memfd_exec_is_at_least_recorded() {
+    if !can_run_kernel_tests("gap_memfd_exec_is_at_least_recorded") {
+        return;
+    }
+    let scene = Scene::new("memfd");
+    // execve("/proc/self/fd/N") and fexecve (execveat(N, "", AT_EMPTY_PATH)) of a memfd.
+    let script = scene.script(
+        "memfd",
+        "import os, sys\n\
+         fd = os.memfd_create(sys.argv[1], 0)\n\
+         os.write(fd, open('/usr/bin/true', 'rb').read())\n\
+         print('pid=%d fd=%d' % (os.getpid(), fd), flush=True)\n\
+         if sys.argv[2] == 'path':\n\
+         \x20   os.execv('/proc/self/fd/%d' % fd, ['payload'])\n\
+         else:\n\
+         \x20   os.execve(fd, ['payload'], dict(os.environ))\n",
+    );
+    let sensor = scene.sensor();
+    let mut runs = Vec::new();
+    for (name, how) in [("memfd-path", "path"), ("memfd-fexecve", "fd")] {
+        let out = run_agent(
+            &sensor,
+            name,
+            &scene.worktree,
+            &[PYTHON, &script, name, how],
+        );
+        runs.push((name, field(&out, "pid"), field(&out, "fd")));
+    }
+    let (events, _) = finish(sensor);
+    for (name, pid, fd) in runs {
+        let created = events_of(&events, "process.memfd_create", pid);
+        assert!(
+            created.iter().any(|e| e["name"] == name && e["ret"] == fd),
+            "no process.memfd_create {name} -> {fd} from {pid}: {created:#?}"
+        );
+        let execs = events_of(&events, "process.exec", pid);
+        let wanted = [format!("/proc/self/fd/{fd}"), format!("/dev/fd/{fd}")];
+        assert!(
+            execs
+                .iter()
+                .any(|e| wanted.iter().any(|w| e["filename"] == w.as_str())),
+            "no exec of the memfd by {pid}: {execs:#?}"
+        );
+    }
+}
+
+#[test]
+fn gap_a_socket_connected_before_tracking_is_at_least_recorded() {
+    if !can_run_kernel_tests("gap_a_socket_connected_before_tracking_is_at_least_recorded") {
+        return;
+    }
+    use std::io::Read as _;
+    let scene = Scene::new("presocket");
+    // The test connects; the agent only inherits the connected socket as its stdin.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let sensor = scene.sensor();
+    let code = "import os, socket\n\
+                s = socket.socket(fileno=0)\n\
+                s.sendall(b'twelve bytes')\n\
+                s.detach()\n\
+                print('pid=%d' % os.getpid())\n";
+    let out = Command::new(sensor_binary())
+        .args([
+            "exec",
+            "--agent",
+            "presocket",
+            "--worktree",
+            s(&scene.worktree),
+        ])
+        .arg("--control-socket")
+        .arg(&sensor.socket)
+        .args(["--", PYTHON, "-c", code])
+        .current_dir(&scene.worktree)
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(client)))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid = field(&String::from_utf8_lossy(&out.stdout), "pid");
+    let mut got = [0u8; 12];
+    server.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"twelve bytes");
+    let (events, _) = finish(sensor);
+    let exec = events_of(&events, "process.exec", pid);
+    assert!(
+        exec.iter().any(|e| e["stdio"][0] == "socket"),
+        "stdin not seen as a socket: {exec:#?}"
+    );
+    let sends = events_of(&events, "net.send", pid);
+    assert!(
+        sends.iter().any(|e| e["fd"] == 0 && e["bytes"] == 12),
+        "the send on the inherited socket was not recorded: {sends:#?}"
+    );
+}
+
+#[test]
+fn gap_a_secret_bind_mounted_in_a_new_mount_namespace_is_at_least_recorded() {
+    if !can_run_kernel_tests(
+        "gap_a_secret_bind_mounted_in_a_new_mount_namespace_is_at_least_recorded",
+    ) {
+        return;
+    }
+    // Inside its own mount namespace the agent mounts the secrets directory into its worktree:
+    // the kernel walk reports the namespace's view, `<worktree>/mnt/bound`.
+    let scene = Scene::new("bindmount");
+    let secret = scene.secret("bound");
+    let mnt = scene.worktree.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let sensor = scene.sensor();
+    run_agent(
+        &sensor,
+        "bindmount",
+        &scene.worktree,
+        &[
+            "/usr/bin/unshare",
+            "-m",
+            "/bin/sh",
+            "-c",
+            &format!(
+                "mount --bind {} mnt && cat mnt/bound > /dev/null",
+                s(&scene.secrets)
+            ),
+        ],
+    );
+    let (events, alerts) = finish(sensor);
+    let meta = std::fs::metadata(&secret).unwrap();
+    let open = events
+        .iter()
+        .find(|e| e["kind"] == "file.open" && e["ino"] == meta.ino() && e["dev"] == meta.dev())
+        .unwrap_or_else(|| panic!("the read of the bound secret was not recorded"));
+    assert_eq!(open["path"], s(&mnt.join("bound")), "{open:#}");
+    assert!(
+        events.iter().any(|e| e["kind"] == "process.exec"
+            && e["argv"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "--bind"))),
+        "the bind mount was not recorded"
+    );
+    let caught = alerts.iter().any(|a| a["rule"] == SENSITIVE_READ);
+    eprintln!("bind-mounted secret read: credential.sensitive_read raised: {caught}");
+}

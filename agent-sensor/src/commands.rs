@@ -74,7 +74,7 @@ fn wait_until_tracked(client: &mut Client, agent_id: u64) -> Result<()> {
 /// `agent-sensor agents`.
 pub fn agents(socket: &PathBuf, json: bool) -> Result<()> {
     let mut client = Client::connect(socket)?;
-    let Reply::Agents { agents } = client.call(&Request::Agents)? else {
+    let Reply::Agents { agents } = client.call(&Request::Agents {})? else {
         bail!("the daemon answered with something else");
     };
     if json {

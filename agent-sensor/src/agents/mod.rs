@@ -78,6 +78,12 @@ impl Correlator {
             }
             EventKind::NetSend if net.addr.is_none() => {
                 if let Some(addr) = self.connected.get(&(tgid, net.fd)) {
+                    // The decoder tried the bytes as a DNS query because it could not see the
+                    // peer; to any other port than 53 they are payload, and a "name" parsed
+                    // from them would copy the agent's data into the event log.
+                    if !matches!(addr, SockAddr::Inet { port: 53, .. }) {
+                        net.dns = None;
+                    }
                     net.addr = Some(addr.clone());
                     net.addr_from_connect = true;
                 }

@@ -29,7 +29,9 @@ pub enum Request {
     /// Succeeds once the kernel tracks `pid` as `agent_id`.
     Confirm { agent_id: u64, pid: u32 },
     /// Every agent the daemon knows.
-    Agents,
+    // A struct variant, not a unit one: serde enforces `deny_unknown_fields` only on fields,
+    // and `{"op":"agents","x":1}` must be refused like every other op with a stray field.
+    Agents {},
     /// Let a frozen agent run on.
     Thaw { agent: String },
     /// Kill every process of an agent.

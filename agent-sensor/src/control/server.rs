@@ -4,6 +4,7 @@
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use thiserror::Error;
@@ -59,17 +60,36 @@ pub fn serve(path: &Path) -> Result<(ControlSocket, mpsc::Receiver<Incoming>), S
     let listener = UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(handle(stream, tx.clone()));
-        }
-    });
+    tokio::spawn(accept_loop(listener, tx));
     Ok((
         ControlSocket {
             path: path.to_path_buf(),
         },
         rx,
     ))
+}
+
+/// How long a connection may sit in the middle of a request. Idle clients between requests
+/// are fine (the CLI keeps one open while it waits); a half-written line is not.
+const PARTIAL_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts for as long as the daemon runs. A failed accept (out of descriptors) is retried
+/// after a pause: losing the control socket would leave frozen agents without a thaw.
+/// Connections are not capped (a cap would let idle clients lock out the operator); what
+/// each may hold is: one line of at most `MAX_REQUEST_BYTES`, for at most
+/// `PARTIAL_REQUEST_TIMEOUT`.
+async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Incoming>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                log::warn!("control socket: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        tokio::spawn(handle(stream, tx.clone()));
+    }
 }
 
 async fn handle(stream: UnixStream, tx: mpsc::Sender<Incoming>) {
@@ -87,19 +107,35 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<Incoming>) {
         .await;
         return;
     }
-    let mut lines = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 * 64)).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.len() > MAX_REQUEST_BYTES {
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // The limit applies while reading: an unfinished line never holds more than this.
+        let mut limited = (&mut reader).take(MAX_REQUEST_BYTES as u64 + 1);
+        // Wait as long as needed for a request to begin, then bound how long it may take.
+        match limited.fill_buf().await {
+            Ok([]) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let read = limited.read_until(b'\n', &mut line);
+        match tokio::time::timeout(PARTIAL_REQUEST_TIMEOUT, read).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else if line.len() > MAX_REQUEST_BYTES {
             let _ = respond(
                 &mut write,
                 &Reply::Error {
-                    message: "request too long".into(),
+                    message: format!("request too long (limit {MAX_REQUEST_BYTES} bytes)"),
                 },
             )
             .await;
             return;
         }
-        let reply = match serde_json::from_str::<Request>(&line) {
+        let reply = match serde_json::from_slice::<Request>(&line) {
             Ok(request) => {
                 let (reply_tx, reply_rx) = oneshot::channel();
                 if tx

@@ -34,7 +34,7 @@ pub fn handle(
             Err(message) => Reply::Error { message },
         },
         Request::Confirm { agent_id, pid } => confirm(sensor, pipeline, agent_id, pid),
-        Request::Agents => Reply::Agents {
+        Request::Agents {} => Reply::Agents {
             agents: pipeline.registry.summaries(),
         },
         Request::Thaw { agent } => steer(pipeline, agents, &agent, Steer::Thaw),

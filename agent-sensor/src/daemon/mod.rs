@@ -170,6 +170,9 @@ pub struct RunOptions {
 
 /// Loads, attaches and runs until SIGINT or SIGTERM.
 pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
+    // First, so that a non-root run says so instead of failing on a file it may not read,
+    // and creates nothing on the way.
+    crate::system::require_root().map_err(LoadError::from)?;
     let mut policy = match &options.policy {
         Some(path) => Policy::load(path)?,
         None => Policy::builtin(),

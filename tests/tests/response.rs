@@ -287,7 +287,14 @@ fn freeze_stops_the_whole_tree_until_a_human_decides() {
         "freeze",
         "[rules.\"credential.sensitive_read\"]\nresponse = \"freeze\"\n",
     );
-    let sensor = scene.sensor();
+    let sensor = Sensor::start(&[
+        "--policy",
+        s(&scene.policy),
+        "--mode",
+        "enforce",
+        "--metrics-agent-labels",
+        "8",
+    ]);
     let ticks = scene.root.join("ticks");
     // A child keeps ticking; the parent reads the secret, which freezes both.
     let script = format!(
@@ -340,6 +347,24 @@ fn freeze_stops_the_whole_tree_until_a_human_decides() {
         .unwrap()
         .clone();
     assert_eq!(me["state"], "frozen");
+    // Prometheus sees the same, by name (the gauges are published on the daemon's tick).
+    let frozen_series = "agent_sensor_agent_state{agent=\"freezer\",state=\"frozen\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = sensor.metrics_text().unwrap_or_default();
+        if text.contains(frozen_series) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {frozen_series} in the metrics:\n{}",
+            text.lines()
+                .filter(|l| l.contains("agent_state"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The human decides: kill. The whole tree goes, and the exec client returns.
     let kill = Command::new(sensor_binary())
         .args(["kill", "freezer", "--control-socket"])

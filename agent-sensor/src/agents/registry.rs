@@ -34,6 +34,17 @@ pub enum AgentState {
     Exited,
 }
 
+impl AgentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Running => "running",
+            AgentState::Frozen => "frozen",
+            AgentState::Killed => "killed",
+            AgentState::Exited => "exited",
+        }
+    }
+}
+
 /// One process of an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProcessInfo {

@@ -464,6 +464,7 @@ fn publish_agents(pipeline: &Pipeline, metrics: &Metrics) {
     let mut processes = 0;
     for agent in pipeline.registry.agents() {
         processes += agent.processes.len() as u64;
+        metrics.set_agent_state(&agent.name, agent.state.as_str());
         match agent.state {
             AgentState::Running => counts.running += 1,
             AgentState::Frozen => counts.frozen += 1,

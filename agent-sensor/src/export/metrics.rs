@@ -122,9 +122,29 @@ pub struct AgentCounts {
 
 struct AgentAlerts {
     counter: IntCounterVec,
+    /// `agent_sensor_agent_state{agent,state}`: 1 for the state the agent is in, 0 for the
+    /// others, so a frozen agent waiting for a human shows by name.
+    state: IntGaugeVec,
     cap: usize,
     /// Agents that have series now (never more than `cap`).
     labelled: Mutex<BTreeSet<String>>,
+}
+
+impl AgentAlerts {
+    /// The label of `agent`: its own name while fewer than `cap` agents have one, else `None`.
+    fn label(&self, agent: &str) -> Option<String> {
+        let name = agent_label(agent);
+        let mut labelled = self
+            .labelled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if name != OTHER && (labelled.contains(&name) || labelled.len() < self.cap) {
+            labelled.insert(name.clone());
+            Some(name)
+        } else {
+            None
+        }
+    }
 }
 
 /// The sensor's metrics and the registry they are registered in.
@@ -415,6 +435,12 @@ impl Metrics {
                 "Alerts raised, by agent and rule (series of an agent are removed when it goes away; agents past the configured cap are counted as agent=\"other\").",
                 &["agent", "rule"],
             ),
+            state: gauge_vec(
+                &registry,
+                "agent_sensor_agent_state",
+                "1 for the response state an agent is in now (running, frozen, killed, exited), 0 for the others (same agent cap as agent_sensor_agent_alerts_total; agents past it have no series).",
+                &["agent", "state"],
+            ),
             cap: config.agent_label_cap,
             labelled: Mutex::new(BTreeSet::new()),
         });
@@ -537,19 +563,7 @@ impl Metrics {
         let Some(per_agent) = &self.agent_alerts else {
             return;
         };
-        let name = agent_label(agent);
-        let label = {
-            let mut labelled = per_agent
-                .labelled
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if name != OTHER && (labelled.contains(&name) || labelled.len() < per_agent.cap) {
-                labelled.insert(name.clone());
-                name
-            } else {
-                OTHER.to_string()
-            }
-        };
+        let label = per_agent.label(agent).unwrap_or_else(|| OTHER.to_string());
         per_agent
             .counter
             .with_label_values(&[label.as_str(), rule_label(rule)])
@@ -573,6 +587,27 @@ impl Metrics {
                     .counter
                     .remove_label_values(&[name.as_str(), rule]);
             }
+            for state in AGENT_STATES {
+                let _ = per_agent.state.remove_label_values(&[name.as_str(), state]);
+            }
+        }
+    }
+
+    /// The response state `agent` is in (one of [`AGENT_STATES`]); no-op unless
+    /// [`MetricsConfig::agent_label_cap`] > 0 and the agent has, or can take, a label.
+    pub fn set_agent_state(&self, agent: &str, state: &str) {
+        let Some(per_agent) = &self.agent_alerts else {
+            return;
+        };
+        let Some(label) = per_agent.label(agent) else {
+            return;
+        };
+        let state = closed(&AGENT_STATES, state);
+        for each in AGENT_STATES {
+            per_agent
+                .state
+                .with_label_values(&[label.as_str(), each])
+                .set(i64::from(each == state));
         }
     }
 
@@ -1012,6 +1047,19 @@ mod tests {
         assert_eq!(series("c", "exec.reverse_shell"), None);
         assert_eq!(series("other", "exec.reverse_shell"), Some(1.0));
         assert_eq!(m.labelled_agents(), vec!["a".to_string(), "b".to_string()]);
+
+        m.set_agent_state("a", "frozen");
+        m.set_agent_state("c", "frozen");
+        let text = m.encode();
+        let state = |agent: &str, state: &str| {
+            sample(
+                &text,
+                &format!("agent_sensor_agent_state{{agent=\"{agent}\",state=\"{state}\"}}"),
+            )
+        };
+        assert_eq!(state("a", "frozen"), Some(1.0));
+        assert_eq!(state("a", "running"), Some(0.0));
+        assert_eq!(state("c", "frozen"), None, "past the cap: no series");
 
         m.forget_agent("a");
         m.agent_alert("c", "exec.reverse_shell");

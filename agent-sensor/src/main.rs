@@ -19,10 +19,27 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One sentence (with its causes), never a backtrace.
-            eprintln!("agent-sensor: {err:#}");
+            eprintln!("agent-sensor: {}", one_sentence(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: many library errors already quote their cause,
+/// which `{:#}` would repeat ("Permission denied (os error 13): Permission denied …").
+fn one_sentence(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -91,5 +108,27 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             agent,
             control_socket,
         } => commands::steer(&control_socket, Request::Kill { agent }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_sentence;
+
+    #[test]
+    fn causes_already_quoted_are_not_repeated() {
+        let io = std::io::Error::from_raw_os_error(13);
+        let quoted = anyhow::Error::new(io)
+            .context("cannot read policy /x: Permission denied (os error 13)");
+        assert_eq!(
+            one_sentence(&quoted),
+            "cannot read policy /x: Permission denied (os error 13)"
+        );
+        let io = std::io::Error::from_raw_os_error(13);
+        let bare = anyhow::Error::new(io).context("cannot read policy /x");
+        assert_eq!(
+            one_sentence(&bare),
+            "cannot read policy /x: Permission denied (os error 13)"
+        );
     }
 }

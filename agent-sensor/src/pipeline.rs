@@ -159,8 +159,8 @@ impl Pipeline {
             .agents()
             .filter(|a| a.id != agent.id && a.is_live())
             .map(|a| OtherAgent {
-                name: a.name.clone(),
-                worktree: a.worktree.clone(),
+                name: &a.name,
+                worktree: &a.worktree,
             })
             .collect();
         let ctx = Context {

@@ -134,7 +134,10 @@ pub fn foreign_access(
 
 /// The other agent whose worktree or session state holds `path`. When worktrees nest, the
 /// deeper one owns the path; an agent sharing this agent's worktree cannot be told apart.
-pub fn foreign_area<'c>(ctx: &'c Context, path: &[u8]) -> Option<(&'c OtherAgent, &'static str)> {
+pub fn foreign_area<'c>(
+    ctx: &'c Context,
+    path: &[u8],
+) -> Option<(&'c OtherAgent<'c>, &'static str)> {
     let own = bytes(&ctx.agent.scope.worktree);
     let mine = ctx.agent.scope.in_worktree(path);
     ctx.others.iter().find_map(|other| {
@@ -468,12 +471,12 @@ mod tests {
         let mut fx = Fixture::new();
         fx.others = vec![
             crate::detect::OtherAgent {
-                name: "outer".into(),
-                worktree: "/work".into(),
+                name: "outer",
+                worktree: std::path::Path::new("/work"),
             },
             crate::detect::OtherAgent {
-                name: "inner".into(),
-                worktree: "/work/a/sub".into(),
+                name: "inner",
+                worktree: std::path::Path::new("/work/a/sub"),
             },
         ];
         assert_silent(fx.feed(open(PID, "/work/a/src/x.rs", WRITE)));

@@ -52,11 +52,13 @@ pub struct AgentView<'a> {
     pub scope: &'a AgentScope,
 }
 
-/// Another agent on the host: its worktree and session state are off limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OtherAgent {
-    pub name: String,
-    pub worktree: PathBuf,
+/// Another agent on the host: its worktree and session state are off limits. Borrowed from
+/// the registry: the list is made for every event, and copying names and paths made the cost
+/// of an event grow with the number of agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtherAgent<'a> {
+    pub name: &'a str,
+    pub worktree: &'a Path,
 }
 
 /// The sensor itself, which agents must not touch.
@@ -69,7 +71,7 @@ pub struct SensorSelf {
 
 pub struct Context<'a> {
     pub agent: AgentView<'a>,
-    pub others: &'a [OtherAgent],
+    pub others: &'a [OtherAgent<'a>],
     pub sensor: &'a SensorSelf,
     pub policy: &'a Policy,
 }

@@ -89,7 +89,7 @@ fn other_agent_config<'c>(ctx: &'c Context, path: &[u8]) -> Option<&'c str> {
         }
         let relative = path[worktree.len()..].strip_prefix(b"/")?;
         let first = relative.split(|b| *b == b'/').next()?;
-        AGENT_CONFIG.contains(&first).then_some(other.name.as_str())
+        AGENT_CONFIG.contains(&first).then_some(other.name)
     })
 }
 

@@ -91,7 +91,7 @@ novelty_min_score = 50
 pub struct Fixture {
     pub policy: Policy,
     pub scope: AgentScope,
-    pub others: Vec<OtherAgent>,
+    pub others: Vec<OtherAgent<'static>>,
     pub sensor: SensorSelf,
     pub detector: Detector,
     pub now_ns: u64,
@@ -114,8 +114,8 @@ impl Fixture {
             policy,
             scope,
             others: vec![OtherAgent {
-                name: "b".into(),
-                worktree: "/work/b".into(),
+                name: "b",
+                worktree: std::path::Path::new("/work/b"),
             }],
             sensor: SensorSelf {
                 pid: SENSOR_PID,

@@ -10,7 +10,10 @@
 //! - `latency`: detection and containment latency, idle and under load ([`latency`]);
 //! - `scaling`: sensor CPU and memory with 1, 10 and 100 agents ([`scaling`]);
 //! - `capture`: the open/close loop with no sensor, untracked and tracked, and the decode rate
-//!   of tracked loops at full speed.
+//!   of tracked loops at full speed;
+//! - `soak`: 10 minutes at the rated event rate with a scripted attack every 30 s: memory
+//!   flat, nothing lost, every attack detected ([`soak`]). Only on its own: a full run does
+//!   not include it (it would add 10 minutes), and keeps its section as it was.
 
 mod cgroup;
 mod cpu;
@@ -26,6 +29,7 @@ mod report;
 mod scaling;
 mod sensor;
 mod session;
+mod soak;
 pub mod workload;
 
 use std::{
@@ -45,6 +49,7 @@ use self::{
     report::{Machine, Section, Target},
     scaling::ScalingArgs,
     sensor::{Memory, RunningSensor, SensorTotals},
+    soak::SoakArgs,
     workload::Length,
 };
 
@@ -81,6 +86,9 @@ pub enum Suite {
     Scaling(ScalingArgs),
     /// Open/close loop with no sensor, untracked and tracked; sustained decode rate; memory.
     Capture(CaptureArgs),
+    /// Sustained load at the rated event rate for 10 minutes, with scripted attacks: memory,
+    /// drops, detections. Not part of a full run.
+    Soak(SoakArgs),
 }
 
 #[derive(clap::Args, Clone, Copy)]
@@ -194,6 +202,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(Suite::Latency(a)) => latency_section(&bench, &latency::run(&bench, &a)?),
         Some(Suite::Scaling(a)) => scaling_section(&bench, &scaling::run(&bench, &a)?),
         Some(Suite::Capture(a)) => capture_section(capture(&bench, a)?),
+        Some(Suite::Soak(a)) => soak_section(&bench, &soak::run(&bench, &a)?),
     };
     report::replace_section(&path, &section)?;
     println!("{}", section.body);
@@ -238,6 +247,14 @@ fn scaling_section(bench: &Bench, scaling: &scaling::Scaling) -> Section {
         name: "scaling",
         title: "Scaling with the number of agents",
         body: insert_machine(bench, scaling.render()),
+    }
+}
+
+fn soak_section(bench: &Bench, soak: &soak::Soak) -> Section {
+    Section {
+        name: "soak",
+        title: "Soak at the rated event rate",
+        body: insert_machine(bench, soak.render()),
     }
 }
 

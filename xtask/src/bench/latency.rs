@@ -87,12 +87,12 @@ pub struct Latency {
 
 /// An alert line and when it appeared.
 #[derive(Clone, Debug)]
-struct SeenAlert {
-    seen_ns: u64,
-    agent: String,
-    rule: String,
-    ktime_ns: u64,
-    outcome: String,
+pub(super) struct SeenAlert {
+    pub seen_ns: u64,
+    pub agent: String,
+    pub rule: String,
+    pub ktime_ns: u64,
+    pub outcome: String,
 }
 
 /// Follows an alerts file with inotify, timestamping each complete line as it appears.
@@ -197,7 +197,7 @@ impl Drop for AlertWatcher {
     }
 }
 
-fn parse_alert(line: &[u8], seen_ns: u64) -> Option<SeenAlert> {
+pub(super) fn parse_alert(line: &[u8], seen_ns: u64) -> Option<SeenAlert> {
     let value: serde_json::Value = serde_json::from_slice(line).ok()?;
     Some(SeenAlert {
         seen_ns,
@@ -632,7 +632,7 @@ fn load(rates: Option<(f64, f64)>) -> String {
 }
 
 /// µs with a unit, ms above 10 ms; "—" when there is nothing.
-fn micros(value: Option<f64>) -> String {
+pub(super) fn micros(value: Option<f64>) -> String {
     match value {
         None => "—".into(),
         Some(us) if us >= 10_000.0 => format!("{:.1} ms", us / 1e3),

@@ -421,8 +421,13 @@ pub fn rewrite(path: &Path, sections: &[Section]) -> Result<()> {
         };
         if !sections.iter().any(|s| s.name == name) && rest[at..].starts_with(&start_marker) {
             let body = &rest[at + start_marker.len()..end];
+            // The section keeps the heading it had (the last one above its start marker).
+            let title = rest[..at]
+                .rfind("\n## ")
+                .map(|h| rest[h + 4..at].lines().next().unwrap_or(name).trim())
+                .unwrap_or(name);
             text = format!(
-                "{}\n\n## {name}\n\n{start_marker}{body}{end_marker}\n",
+                "{}\n\n## {title}\n\n{start_marker}{body}{end_marker}\n",
                 text.trim_end()
             );
         }
@@ -576,7 +581,9 @@ mod tests {
         let (ks, ke) = markers("kept");
         std::fs::write(
             &path,
-            format!("old intro\n\n## capture\n\n{cs}\nold\n{ce}\n\n## kept\n\n{ks}\nk\n{ke}\n"),
+            format!(
+                "old intro\n\n## capture\n\n{cs}\nold\n{ce}\n\n## Kept for good\n\n{ks}\nk\n{ke}\n"
+            ),
         )
         .unwrap();
         rewrite(
@@ -602,6 +609,10 @@ mod tests {
         let capture = text.find("## capture").unwrap();
         let kept = text.find(&format!("{ks}\nk\n{ke}")).unwrap();
         assert!(summary < capture && capture < kept, "{text}");
+        assert!(
+            text.contains("## Kept for good\n"),
+            "the kept heading changed: {text}"
+        );
         assert!(!text.contains("old intro") && !text.contains("\nold\n"));
     }
 }

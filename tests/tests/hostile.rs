@@ -337,6 +337,9 @@ fn hostile_register_confirm_thaw_and_kill_are_refused_without_a_trace() {
     let bad_names = [
         "../../x",
         "../x",
+        ".",
+        "..",
+        ".hidden",
         "a/b",
         "/etc",
         "x\0y",

@@ -50,14 +50,18 @@ fn register(
     worktree: PathBuf,
     profile: Option<String>,
 ) -> Result<(u64, PathBuf), String> {
+    // The name becomes part of a cgroup directory and file names: nothing that reads as a
+    // path step ("." or "..", or a leading dot) gets through.
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME
+        && !name.starts_with('.')
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if !valid {
         return Err(format!(
-            "invalid agent name {name:?}: use 1–{MAX_NAME} letters, digits, '-', '_' or '.'"
+            "invalid agent name {name:?}: use 1–{MAX_NAME} letters, digits, '-', '_' or '.', \
+             not starting with '.'"
         ));
     }
     if let Some(id) = pipeline.registry.find_by_name(name).first() {

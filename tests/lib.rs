@@ -749,6 +749,21 @@ impl Sensor {
         }
     }
 
+    /// The entry of agent `name` in `agent-sensor agents --json`, if listed.
+    pub fn listed_agent(&self, name: &str) -> Option<serde_json::Value> {
+        let out = Command::new(sensor_binary())
+            .args(["agents", "--json", "--control-socket"])
+            .arg(&self.socket)
+            .output()
+            .ok()?;
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        listed
+            .as_array()?
+            .iter()
+            .find(|a| a["name"] == name)
+            .cloned()
+    }
+
     /// The `/metrics` exposition.
     pub fn metrics_text(&self) -> Option<String> {
         http_get(&self.metrics_url()?)

@@ -333,19 +333,7 @@ fn freeze_stops_the_whole_tree_until_a_human_decides() {
         frozen_at,
         "a process of the frozen tree ran on"
     );
-    let agents = Command::new(sensor_binary())
-        .args(["agents", "--json", "--control-socket"])
-        .arg(&sensor.socket)
-        .output()
-        .unwrap();
-    let listed: Value = serde_json::from_slice(&agents.stdout).unwrap();
-    let me = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "freezer")
-        .unwrap()
-        .clone();
+    let me = sensor.listed_agent("freezer").expect("freezer listed");
     assert_eq!(me["state"], "frozen");
     // Prometheus sees the same, by name (the gauges are published on the daemon's tick).
     let frozen_series = "agent_sensor_agent_state{agent=\"freezer\",state=\"frozen\"} 1";
@@ -386,18 +374,7 @@ fn freeze_stops_the_whole_tree_until_a_human_decides() {
     };
     assert!(!status.success());
     // The history says what was done, by whom.
-    let agents = Command::new(sensor_binary())
-        .args(["agents", "--json", "--control-socket"])
-        .arg(&sensor.socket)
-        .output()
-        .unwrap();
-    let listed: Value = serde_json::from_slice(&agents.stdout).unwrap();
-    let me_now = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "freezer")
-        .unwrap();
+    let me_now = sensor.listed_agent("freezer").expect("freezer listed");
     let history: Vec<(String, String)> = me_now["responses"]
         .as_array()
         .unwrap()

@@ -179,24 +179,22 @@ pub fn release_egress(ebpf: &mut Ebpf, id: u64) -> Result<(), KernelPolicyError>
             let _ = names.remove(&key);
         }
     }
-    {
-        let mut trie: LpmTrie<&mut MapData, EgressKey4, EgressPorts> =
-            LpmTrie::try_from(map(ebpf, "EGRESS_ALLOW4")?).map_err(err("EGRESS_ALLOW4"))?;
-        let keys: Vec<Key<EgressKey4>> = trie
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.data().agent == agent)
-            .collect();
-        for key in keys {
-            let _ = trie.remove(&key);
-        }
-    }
-    let mut trie: LpmTrie<&mut MapData, EgressKey6, EgressPorts> =
-        LpmTrie::try_from(map(ebpf, "EGRESS_ALLOW6")?).map_err(err("EGRESS_ALLOW6"))?;
-    let keys: Vec<Key<EgressKey6>> = trie
+    remove_prefixes(ebpf, "EGRESS_ALLOW4", |k: &EgressKey4| k.agent == agent)?;
+    remove_prefixes(ebpf, "EGRESS_ALLOW6", |k: &EgressKey6| k.agent == agent)
+}
+
+/// Removes the prefixes of the LPM trie `name` whose key data `matches`.
+fn remove_prefixes<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    matches: impl Fn(&K) -> bool,
+) -> Result<(), KernelPolicyError> {
+    let mut trie: LpmTrie<&mut MapData, K, EgressPorts> =
+        LpmTrie::try_from(map(ebpf, name)?).map_err(err(name))?;
+    let keys: Vec<Key<K>> = trie
         .keys()
         .filter_map(Result::ok)
-        .filter(|k| k.data().agent == agent)
+        .filter(|k| matches(&k.data()))
         .collect();
     for key in keys {
         let _ = trie.remove(&key);

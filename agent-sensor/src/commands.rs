@@ -2,7 +2,7 @@
 
 use std::{
     os::unix::process::CommandExt,
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -72,7 +72,7 @@ fn wait_until_tracked(client: &mut Client, agent_id: u64) -> Result<()> {
 }
 
 /// `agent-sensor agents`.
-pub fn agents(socket: &PathBuf, json: bool) -> Result<()> {
+pub fn agents(socket: &Path, json: bool) -> Result<()> {
     let mut client = Client::connect(socket)?;
     let Reply::Agents { agents } = client.call(&Request::Agents {})? else {
         bail!("the daemon answered with something else");

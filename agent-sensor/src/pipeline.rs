@@ -111,7 +111,7 @@ impl Pipeline {
                     // The first few and then every thousandth: a flood stays visible without
                     // drowning the log.
                     let n = self.stats.decode_errors;
-                    if n <= 10 || n % 1000 == 0 {
+                    if n <= 10 || n.is_multiple_of(1000) {
                         log::warn!("undecodable record #{n}: {e}");
                     }
                 }

@@ -125,18 +125,19 @@ pub fn run() -> Result<ProbeReport, ProbeError> {
             .map_err(|_| ProbeError::Map("TARGET"))?;
     }
 
-    let mut attach = Vec::new();
-    attach.push(("tracepoint", attach_tracepoint(&mut ebpf)));
-    attach.push((
-        "raw_tracepoint",
-        attach_raw(&mut ebpf, "probe_raw_tracepoint"),
-    ));
-    attach.push(("tp_btf", attach_tp_btf(&mut ebpf, btf.as_ref())));
-    attach.push(("fentry", attach_fentry(&mut ebpf, btf.as_ref())));
-    attach.push(("lsm", attach_lsm(&mut ebpf, btf.as_ref())));
-    attach.push(("kprobe", attach_kprobe(&mut ebpf)));
-    attach.push(("uprobe", attach_uprobe(&mut ebpf)));
-    attach.push(("ring_buffer", attach_raw(&mut ebpf, "probe_ring_buf")));
+    let attach = vec![
+        ("tracepoint", attach_tracepoint(&mut ebpf)),
+        (
+            "raw_tracepoint",
+            attach_raw(&mut ebpf, "probe_raw_tracepoint"),
+        ),
+        ("tp_btf", attach_tp_btf(&mut ebpf, btf.as_ref())),
+        ("fentry", attach_fentry(&mut ebpf, btf.as_ref())),
+        ("lsm", attach_lsm(&mut ebpf, btf.as_ref())),
+        ("kprobe", attach_kprobe(&mut ebpf)),
+        ("uprobe", attach_uprobe(&mut ebpf)),
+        ("ring_buffer", attach_raw(&mut ebpf, "probe_ring_buf")),
+    ];
 
     // Trigger everything attached so far.
     for _ in 0..3 {

@@ -76,8 +76,11 @@ pub struct Agent {
 impl Agent {
     /// Not ended: running or frozen (a killed agent is live until its processes are gone).
     pub fn is_live(&self) -> bool {
-        !matches!(self.state, AgentState::Exited)
-            && !(self.state == AgentState::Killed && self.processes.is_empty())
+        match self.state {
+            AgentState::Exited => false,
+            AgentState::Killed => !self.processes.is_empty(),
+            AgentState::Running | AgentState::Frozen => true,
+        }
     }
 }
 

@@ -141,7 +141,7 @@ pub fn foreign_area<'c>(
     let own = bytes(&ctx.agent.scope.worktree);
     let mine = ctx.agent.scope.in_worktree(path);
     ctx.others.iter().find_map(|other| {
-        let theirs = bytes(&other.worktree);
+        let theirs = bytes(other.worktree);
         if theirs.is_empty() || theirs == own {
             return None;
         }

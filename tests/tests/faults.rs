@@ -99,13 +99,31 @@ fn a_ring_buffer_overflow_is_counted_and_the_daemon_carries_on() {
     let burst = "/usr/bin/python3 -c \"import os\nfor _ in range(20000): os.close(os.open('/etc/hostname', os.O_RDONLY))\"";
     assert!(sensor.exec_agent("burst", &worktree, burst).success());
     sensor.wait_for_log("kernel dropped", Duration::from_secs(10));
-    // Still serving, and still alerting on what it sees.
-    assert!(sensor
-        .exec_agent("after", &worktree, "cat /etc/shadow > /dev/null")
-        .success());
-    let alert = sensor.wait_for_alert("credential.sensitive_read", Duration::from_secs(10));
+    // Still serving, and still alerting on what it sees. A ring this small can drop part of
+    // even a short agent's start-up (the shell's own opens race the daemon's reads), so the
+    // read is tried a few times: what counts is that the daemon still sees and judges it,
+    // and that a try it did not see is explained by counted drops, never silent.
+    let mut alert = None;
+    for attempt in 0..5 {
+        let drops_before = sensor.log_text().matches("kernel dropped").count();
+        assert!(sensor
+            .exec_agent(
+                &format!("after-{attempt}"),
+                &worktree,
+                "cat /etc/shadow > /dev/null"
+            )
+            .success());
+        alert = sensor.wait_for_alert("credential.sensitive_read", Duration::from_secs(5));
+        if alert.is_some() {
+            break;
+        }
+        assert!(
+            sensor.log_text().matches("kernel dropped").count() > drops_before,
+            "try {attempt} raised no alert and no drop was reported"
+        );
+    }
     sensor.stop();
-    assert!(alert.is_some(), "no alert after the overflow");
+    assert!(alert.is_some(), "no alert after the overflow in 5 tries");
     let drops: Vec<&String> = sensor
         .log
         .iter()

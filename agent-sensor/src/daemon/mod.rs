@@ -354,6 +354,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     }
     after_batch(&mut sensor, &mut pipeline, &mut agents)?;
     report_drops(&sensor, &mut pipeline.stats, &metrics);
+    agents.finish_removals(Duration::from_millis(500));
     agents.save(&pipeline);
     if let Some((sink, _)) = pipeline.webhook.take() {
         sink.shutdown().await;

@@ -281,6 +281,24 @@ impl Agents {
         });
     }
 
+    /// At stop: gives ended agents' cgroups up to `grace` to empty (their last process may
+    /// still be on its way out), so that a stopped daemon leaves no empty cgroup behind; the
+    /// agents file no longer names them, so nothing else would remove them.
+    pub fn finish_removals(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        self.remove_ended_cgroups();
+        while !self.to_remove.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            self.remove_ended_cgroups();
+        }
+        for (cgroup, _) in self.to_remove.drain(..) {
+            log::warn!(
+                "cgroup {} of an ended agent still holds processes; left in place",
+                cgroup.display()
+            );
+        }
+    }
+
     /// A human's thaw or kill (the rules' freezes and kills run in the pipeline).
     pub fn contain(
         &mut self,

@@ -221,14 +221,10 @@ fn frozen_micros(outcome: &str) -> Option<f64> {
         .ok()
 }
 
-pub fn run(bench: &Bench, args: &LatencyArgs) -> Result<Latency> {
-    let dir = bench.work.subdir("latency")?;
-    let secrets = dir.join("secrets");
-    std::fs::create_dir_all(&secrets)?;
-    let files = 2 * (args.samples + args.rounds);
-    for i in 0..files {
-        std::fs::write(secrets.join(format!("secret-{i}")), format!("token-{i}\n"))?;
-    }
+/// The policy of the latency and soak sections: files under `secrets` are sensitive for
+/// profile `bench`; agents of profile `bench-contain` are frozen for reading one. Checked by
+/// the sensor.
+pub(super) fn write_policy(bench: &Bench, dir: &Path, secrets: &Path) -> Result<PathBuf> {
     let policy = dir.join("policy.toml");
     std::fs::write(
         &policy,
@@ -240,11 +236,13 @@ pub fn run(bench: &Bench, args: &LatencyArgs) -> Result<Latency> {
              [profiles.bench-contain.responses]\n\"credential.sensitive_read\" = \"freeze\"\n",
             secrets.display()
         ),
-    )?;
+    )
+    .with_context(|| format!("cannot write {}", policy.display()))?;
     let check = std::process::Command::new(&bench.sensor)
         .arg("check-config")
         .arg(&policy)
-        .output()?;
+        .output()
+        .context("cannot run agent-sensor check-config")?;
     if !check.status.success() {
         bail!(
             "the bench's policy does not check:\n{}{}",
@@ -252,6 +250,18 @@ pub fn run(bench: &Bench, args: &LatencyArgs) -> Result<Latency> {
             String::from_utf8_lossy(&check.stderr)
         );
     }
+    Ok(policy)
+}
+
+pub fn run(bench: &Bench, args: &LatencyArgs) -> Result<Latency> {
+    let dir = bench.work.subdir("latency")?;
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets)?;
+    let files = 2 * (args.samples + args.rounds);
+    for i in 0..files {
+        std::fs::write(secrets.join(format!("secret-{i}")), format!("token-{i}\n"))?;
+    }
+    let policy = write_policy(bench, &dir, &secrets)?;
     let load_cgroup = BenchCgroup::create(&bench.cgroup_root, "latency-load")?;
     let sensor = RunningSensor::start_with(
         &bench.sensor,

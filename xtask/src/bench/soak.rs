@@ -11,7 +11,7 @@
 
 use std::{
     io::Read as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Stdio},
     time::{Duration, Instant},
 };
@@ -21,7 +21,7 @@ use anyhow::{bail, Context as _, Result};
 use super::{
     cgroup::BenchCgroup,
     cpu,
-    latency::{micros, monotonic_ns, parse_alert, SeenAlert},
+    latency::{micros, monotonic_ns, parse_alert, write_policy, SeenAlert},
     metrics,
     report::{self, thousands, Target},
     sensor::{RunningSensor, SensorOptions, SensorTotals},
@@ -224,37 +224,6 @@ pub fn run(bench: &Bench, args: &SoakArgs) -> Result<Soak> {
         sensor_cores: sensor_seconds / wall.as_secs_f64(),
         other_cores,
     })
-}
-
-/// The latency section's policy: files under `secrets` are sensitive for profile `bench`;
-/// agents of profile `bench-contain` are frozen for reading one. Checked by the sensor.
-fn write_policy(bench: &Bench, dir: &Path, secrets: &Path) -> Result<PathBuf> {
-    let policy = dir.join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "# The bench's: files under {0} are secrets; agents of profile bench-contain are \
-             frozen for reading one.\n\
-             [profiles.bench]\nsensitive = [\"{0}/**\"]\n\n\
-             [profiles.bench-contain]\nextends = \"bench\"\n\n\
-             [profiles.bench-contain.responses]\n\"credential.sensitive_read\" = \"freeze\"\n",
-            secrets.display()
-        ),
-    )
-    .with_context(|| format!("cannot write {}", policy.display()))?;
-    let check = std::process::Command::new(&bench.sensor)
-        .arg("check-config")
-        .arg(&policy)
-        .output()
-        .context("cannot run agent-sensor check-config")?;
-    if !check.status.success() {
-        bail!(
-            "the bench's policy does not check:\n{}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
-    }
-    Ok(policy)
 }
 
 /// The paced load; killed if dropped before it finished (an error path).

@@ -8,8 +8,12 @@ use aya_ebpf::helpers::{
 
 use crate::{
     kernel::{current_task, parent_tgid, walk_path},
-    maps::{count_drop, Scratch, EVENTS, SCRATCH},
+    maps::{count_drop, Scratch, EVENTS, RING_READER_WAITING, SCRATCH},
 };
+
+/// `BPF_RB_NO_WAKEUP` and `BPF_RB_FORCE_WAKEUP`.
+const NO_WAKEUP: u64 = 1;
+const FORCE_WAKEUP: u64 = 2;
 
 /// Offset mask that keeps every write inside the scratch buffer.
 pub const OFFSET_MASK: u64 = MAX_EVENT_BYTES as u64 - 1;
@@ -139,8 +143,30 @@ impl Record {
         };
         // SAFETY: `len` is masked below the buffer size.
         let data = unsafe { core::slice::from_raw_parts(self.buf(), len as usize) };
-        if EVENTS.output::<[u8]>(data, 0).is_err() {
+        if EVENTS.output::<[u8]>(data, NO_WAKEUP).is_err() {
             count_drop(kind as u32 % drop_slot::FIRST_OTHER);
         }
+        wake_reader();
+    }
+}
+
+/// Wakes the daemon if it waits on the ring. Read after the record is committed (the commit is
+/// a full barrier): the daemon sets the flag before its last look at the ring, so either that
+/// look sees the record or this read sees the flag — no record is left without a wake-up.
+#[inline(always)]
+fn wake_reader() {
+    let Some(waiting) = RING_READER_WAITING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: pointer into an array map value; a racing CPU can at worst wake the daemon twice.
+    if unsafe { core::ptr::read_volatile(waiting) } == 0 {
+        return;
+    }
+    // The wake-up rides on an 8-byte record that is discarded (the reader skips it); with the
+    // ring full there is data to read already, and the flag stays for the next record.
+    if let Some(entry) = EVENTS.reserve::<u64>(0) {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(waiting, 0) };
+        entry.discard(FORCE_WAKEUP);
     }
 }

@@ -19,7 +19,7 @@ use crate::{
     events::{self, Body, Clock, Event},
     export::{
         alerts::{Action, Alert, AlertWriter},
-        incident,
+        incident::IncidentWriter,
         metrics::Metrics,
         ocsf::AlertFormat,
         webhook::WebhookSink,
@@ -50,8 +50,8 @@ pub struct Pipeline {
     pub detector: Detector,
     pub policy: Policy,
     pub sensor: SensorSelf,
-    /// Where incident bundles go (`<state dir>/incidents`).
-    pub incidents_dir: Option<PathBuf>,
+    /// Where incident bundles go (`<state dir>/incidents`), and the thread that writes them.
+    pub incidents: Option<(PathBuf, IncidentWriter)>,
     /// Processes that exited since the last `report_exited_sockets`.
     exited_processes: HashSet<u32>,
     /// Agents whose last process exited since the last `take_exited_agents`.
@@ -79,7 +79,7 @@ impl Pipeline {
                 pid: std::process::id(),
                 protected_paths: Vec::new(),
             },
-            incidents_dir: None,
+            incidents: None,
             exited_processes: HashSet::new(),
             exited_agents: Vec::new(),
             cgroup_parent: crate::system::cgroup2_root()
@@ -299,14 +299,10 @@ impl Pipeline {
             }
         }
         if alert.finding.severity >= Severity::High {
-            if let (Some(dir), Some(agent)) =
-                (&self.incidents_dir, self.registry.get(alert.agent_id))
+            if let (Some((dir, writer)), Some(agent)) =
+                (&self.incidents, self.registry.get(alert.agent_id))
             {
-                // A full disk must not stop alerting: the alert is already out; log and go on.
-                match incident::write_bundle(dir, alert, agent, &self.clock) {
-                    Ok(path) => log::info!("incident bundle written: {}", path.display()),
-                    Err(e) => log::error!("cannot write incident bundle in {}: {e}", dir.display()),
-                }
+                writer.submit(dir, alert, agent, &self.clock);
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! SIGINT/SIGTERM (dropping the loaded object detaches every program).
 
 mod control;
+mod ring_wait;
 mod startup;
 
 use std::{
@@ -21,11 +22,12 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
+use self::ring_wait::RingWait;
 use crate::{
     agents::registry::AgentState,
     control::server,
     detect::Detector,
-    export::alerts::AlertWriter,
+    export::{alerts::AlertWriter, incident::IncidentWriter},
     export::{
         http,
         metrics::{AgentCounts, Metrics, MetricsConfig},
@@ -269,7 +271,12 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
         })?;
         pipeline.webhook = Some((sink, options.alerts_format));
     }
-    pipeline.incidents_dir = Some(state_dir.join("incidents"));
+    let incidents = state_dir.join("incidents");
+    let writer = IncidentWriter::start().map_err(|source| DaemonError::StateDir {
+        path: incidents.clone(),
+        source,
+    })?;
+    pipeline.incidents = Some((incidents, writer));
     pipeline.detector =
         Detector::with_state_dir(&state_dir).map_err(|source| DaemonError::StateDir {
             path: state_dir.clone(),
@@ -294,6 +301,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     let (_socket, mut requests) = server::serve(&options.control_socket)?;
     let ring = sensor.take_events()?;
     let mut ring = register(ring).map_err(DaemonError::Poll)?;
+    let mut ring_wait = RingWait::new(sensor.take_reader_flag()?)?;
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -321,7 +329,12 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
             _ = sighup.recv() => reload_policy(&options, &mut pipeline),
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(DaemonError::Poll)?;
-                let more = pipeline.drain(guard.get_inner_mut(), BATCH).map_err(DaemonError::EventsWrite)?;
+                let before = pipeline.stats.events;
+                let mut more = pipeline.drain(guard.get_inner_mut(), BATCH).map_err(DaemonError::EventsWrite)?;
+                if !more {
+                    let stream = pipeline.stats.events - before > 1;
+                    more = ring_wait.settle(&mut pipeline, guard.get_inner_mut(), stream)?;
+                }
                 // With more waiting the fd stays "ready": the loop comes straight back, but
                 // signals and requests get their turn first.
                 if !more {
@@ -334,6 +347,9 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
                 let _ = incoming.reply.send(reply);
             }
             _ = tick.tick() => {
+                // A safety net for a missed wake-up (the one record that would have carried
+                // it did not fit a full ring): nothing waits longer than a tick.
+                pipeline.drain(ring.get_mut(), BATCH).map_err(DaemonError::EventsWrite)?;
                 report_drops(&sensor, &mut pipeline.stats, &metrics);
                 agents.remove_ended_cgroups();
                 publish_agents(&pipeline, &metrics);
@@ -354,6 +370,8 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     }
     after_batch(&mut sensor, &mut pipeline, &mut agents)?;
     report_drops(&sensor, &mut pipeline.stats, &metrics);
+    // The bundles of the last alerts are written before the daemon goes.
+    pipeline.incidents = None;
     agents.finish_removals(Duration::from_millis(500));
     agents.save(&pipeline);
     if let Some((sink, _)) = pipeline.webhook.take() {
@@ -433,7 +451,7 @@ fn reload_policy(options: &RunOptions, pipeline: &mut Pipeline) {
 }
 
 /// Records handled per turn of the run loop.
-const BATCH: usize = 4096;
+pub(crate) const BATCH: usize = 4096;
 /// How long the last drain at stop may take.
 const FINAL_DRAIN: Duration = Duration::from_secs(2);
 

@@ -173,6 +173,29 @@ fn attach_egress(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) -> Result<()
     Ok(())
 }
 
+/// Whether the ring's reader waits. Records are committed without waking it; the first record
+/// committed while this is set wakes it and clears it (see `emit::wake_reader` in the eBPF
+/// crate). Set it before the last look at the ring that precedes a sleep.
+pub struct ReaderFlag(Array<MapData, u64>);
+
+impl ReaderFlag {
+    pub fn set_waiting(&mut self) -> Result<(), LoadError> {
+        self.0
+            .set(0, 1, 0)
+            .map_err(map_err("RING_READER_WAITING"))?;
+        // The kernel's store must be visible before this thread reads the ring's producer
+        // position (a store followed by a load may be reordered even on x86).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether the flag is still up (no record took the wake-up since `set_waiting`).
+    pub fn is_waiting(&self) -> Result<bool, LoadError> {
+        let value = self.0.get(&0, 0).map_err(map_err("RING_READER_WAITING"))?;
+        Ok(value != 0)
+    }
+}
+
 /// Programs reached only by tail call from `syscall_sys_exit`: loaded, never attached.
 fn load_tail_calls(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     let program = "syscall_dns_answer";
@@ -350,6 +373,17 @@ impl LoadedSensor {
             .take_map("EVENTS")
             .ok_or(LoadError::MissingMap("EVENTS"))?;
         RingBuf::try_from(map).map_err(map_err("EVENTS"))
+    }
+
+    /// The flag through which the daemon tells the programs it is about to sleep on the ring
+    /// (taken out of the object once, like the ring).
+    pub fn take_reader_flag(&mut self) -> Result<ReaderFlag, LoadError> {
+        let name = "RING_READER_WAITING";
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(LoadError::MissingMap(name))?;
+        Ok(ReaderFlag(Array::try_from(map).map_err(map_err(name))?))
     }
 
     /// The tracked-task map (tgid → agent).

@@ -21,8 +21,9 @@ use crate::system;
 
 /// Maps whose contents must outlive a daemon: tracking, the ring, enforcement, counters.
 /// (Per-CPU scratch maps are not state: each load has its own.)
-pub const PERSISTENT_MAPS: [&str; 18] = [
+pub const PERSISTENT_MAPS: [&str; 19] = [
     "EVENTS",
+    "RING_READER_WAITING",
     "TRACKED_TASKS",
     "TRACKING_GENERATION",
     "TRACKED_CGROUPS",

@@ -1,0 +1,87 @@
+//! How the run loop goes to sleep on the ring without making every record pay for a wake-up.
+//!
+//! The programs commit records without waking the daemon; the first record committed while
+//! the reader flag is up wakes it and lowers the flag (`emit::wake_reader` in the eBPF crate).
+//! A wake-up costs the task that writes the record about 2 µs on a VM (an inter-processor
+//! interrupt), more than the rest of the record, so the loop raises the flag only when it is
+//! about to sleep. When records come as a stream it first lingers a few tens of microseconds
+//! and looks again: while the stream lasts nobody pays for wake-ups, and a record waits at most
+//! one linger longer. A lone record (idle agent) still wakes the daemon at once.
+
+use std::time::Duration;
+
+use aya::maps::{MapData, RingBuf};
+
+use super::{DaemonError, BATCH};
+use crate::{loader::ReaderFlag, pipeline::Pipeline};
+
+/// How long the loop waits for more of a stream before it raises the flag.
+const LINGER: Duration = Duration::from_micros(50);
+/// Lingers in a row before the loop lets signals and requests in (about a millisecond).
+const LINGER_ROUNDS: usize = 20;
+/// Rounds of raising the flag and looking again before the loop lets other work in.
+const SETTLE_ROUNDS: usize = 8;
+
+pub struct RingWait {
+    flag: ReaderFlag,
+}
+
+impl RingWait {
+    /// Raises the flag: records committed from now on wake the loop until it drains.
+    pub fn new(mut flag: ReaderFlag) -> Result<Self, DaemonError> {
+        flag.set_waiting()?;
+        // The lingers are tens of microseconds: the default 50 µs timer slack would double them.
+        // SAFETY: prctl on the calling thread (the run loop's) only.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000, 0, 0, 0) };
+        Ok(Self { flag })
+    }
+
+    /// Call after a drain that emptied the ring; `stream` says that drain handled more than
+    /// one record. Returns whether the ring may hold more (the loop must not sleep yet).
+    pub fn settle(
+        &mut self,
+        pipeline: &mut Pipeline,
+        ring: &mut RingBuf<MapData>,
+        stream: bool,
+    ) -> Result<bool, DaemonError> {
+        if stream && linger(pipeline, ring)? {
+            return Ok(true);
+        }
+        for _ in 0..SETTLE_ROUNDS {
+            self.flag.set_waiting()?;
+            // Records committed before the programs could see the flag carried no wake-up.
+            if drain(pipeline, ring)? {
+                return Ok(true);
+            }
+            // A record that took the wake-up while that look drained it left a wake-up that
+            // will find nothing to read, and the flag down: raise it and look again.
+            if self.flag.is_waiting()? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Sleeps `LINGER` and drains, while each look finds records. Returns true when the loop
+/// should come straight back instead of sleeping (a full batch waited, or the stream lasted
+/// `LINGER_ROUNDS`).
+fn linger(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) -> Result<bool, DaemonError> {
+    for _ in 0..LINGER_ROUNDS {
+        std::thread::sleep(LINGER);
+        let before = pipeline.stats.events;
+        if drain(pipeline, ring)? {
+            return Ok(true);
+        }
+        if pipeline.stats.events == before {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn drain(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) -> Result<bool, DaemonError> {
+    pipeline
+        .drain(ring, BATCH)
+        .map_err(DaemonError::EventsWrite)
+}

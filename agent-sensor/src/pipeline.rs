@@ -154,15 +154,20 @@ impl Pipeline {
         let Some(agent) = self.registry.get(event.agent_id) else {
             return Ok(());
         };
-        let others: Vec<OtherAgent> = self
-            .registry
-            .agents()
-            .filter(|a| a.id != agent.id && a.is_live())
-            .map(|a| OtherAgent {
-                name: &a.name,
-                worktree: &a.worktree,
-            })
-            .collect();
+        // Only file and exec rules look at other agents (their worktrees, session state and
+        // config): other events do not pay for a list as long as the number of agents.
+        let others: Vec<OtherAgent> = if matches!(event.body, Body::File(_) | Body::Exec { .. }) {
+            self.registry
+                .agents()
+                .filter(|a| a.id != agent.id && a.is_live())
+                .map(|a| OtherAgent {
+                    name: &a.name,
+                    worktree: &a.worktree,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let ctx = Context {
             agent: AgentView {
                 id: agent.id,

@@ -140,6 +140,8 @@ pub fn foreign_area<'c>(
 ) -> Option<(&'c OtherAgent<'c>, &'static str)> {
     let own = bytes(&ctx.agent.scope.worktree);
     let mine = ctx.agent.scope.in_worktree(path);
+    // Looked for once, not once per other agent: this runs for every file event.
+    let session = claude_session(path);
     ctx.others.iter().find_map(|other| {
         let theirs = bytes(other.worktree);
         if theirs.is_empty() || theirs == own {
@@ -149,24 +151,30 @@ pub fn foreign_area<'c>(
             let deeper_than_mine = under(theirs, own);
             return (!mine || deeper_than_mine).then_some((other, "worktree"));
         }
-        in_claude_session(path, theirs).then_some((other, "session state"))
+        session
+            .is_some_and(|session| is_session_of(session, theirs))
+            .then_some((other, "session state"))
     })
 }
 
 /// Claude Code keeps each project's transcripts and memory in
-/// `~/.claude/projects/<worktree with every non-alphanumeric byte replaced by '-'>`.
-fn in_claude_session(path: &[u8], worktree: &[u8]) -> bool {
+/// `~/.claude/projects/<worktree with every non-alphanumeric byte replaced by '-'>`: what
+/// follows `/.claude/projects/` in `path`, if it has that.
+fn claude_session(path: &[u8]) -> Option<&[u8]> {
     const MARK: &[u8] = b"/.claude/projects/";
-    let Some(at) = path.windows(MARK.len()).position(|w| w == MARK) else {
+    let at = path.windows(MARK.len()).position(|w| w == MARK)?;
+    Some(&path[at + MARK.len()..])
+}
+
+/// Whether `session` (see `claude_session`) is the project directory of `worktree` or below.
+fn is_session_of(session: &[u8], worktree: &[u8]) -> bool {
+    if session.len() < worktree.len() {
         return false;
-    };
-    let rest = &path[at + MARK.len()..];
-    let name: Vec<u8> = worktree
-        .iter()
-        .map(|b| if b.is_ascii_alphanumeric() { *b } else { b'-' })
-        .collect();
-    rest.strip_prefix(name.as_slice())
-        .is_some_and(|tail| tail.is_empty() || tail.starts_with(b"/"))
+    }
+    let (name, tail) = session.split_at(worktree.len());
+    let encoded = |b: u8| if b.is_ascii_alphanumeric() { b } else { b'-' };
+    name.iter().zip(worktree).all(|(n, w)| *n == encoded(*w))
+        && (tail.is_empty() || tail.starts_with(b"/"))
 }
 
 /// A linked worktree (`git worktree add`) keeps its HEAD and index in

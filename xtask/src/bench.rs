@@ -48,7 +48,7 @@ use self::{
     overhead::OverheadArgs,
     report::{Machine, Section, Target},
     scaling::ScalingArgs,
-    sensor::{Memory, RunningSensor, SensorTotals},
+    sensor::{Memory, RunningSensor, SensorOptions, SensorTotals},
     soak::SoakArgs,
     workload::Length,
 };
@@ -553,8 +553,8 @@ impl<T: clap::Args + clap::FromArgMatches> ParseDefaults for T {
     }
 }
 
-/// Tracked loop processes tried for the sustained decode rate (the VM has 2 cores).
-const LOAD_PROCESSES: [usize; 2] = [1, 2];
+/// Sustained loads (the VM has 2 cores): loop processes at once, and whether the sensor writes the event stream.
+const LOADS: [(usize, bool); 3] = [(1, false), (2, false), (1, true)];
 
 /// One open/close loop scenario: ns per iteration of each run.
 pub struct LoopScenario {
@@ -568,6 +568,8 @@ pub struct LoopScenario {
 
 pub struct SustainedLoad {
     pub processes: usize,
+    /// The sensor wrote every event as a JSON line (`--events /dev/null`).
+    pub event_stream: bool,
     pub wall: Duration,
     /// Timed loop iterations of all processes together.
     pub iterations: u64,
@@ -583,6 +585,11 @@ pub struct SustainedLoad {
 impl SustainedLoad {
     pub fn events_per_second(&self) -> f64 {
         self.totals.events as f64 / self.wall.as_secs_f64()
+    }
+
+    /// Events decoded per second of sensor CPU: what one core given to the sensor decodes.
+    pub fn per_cpu_second(&self) -> f64 {
+        self.totals.events as f64 / self.sensor_cpu_seconds.max(1e-9)
     }
 }
 
@@ -604,15 +611,16 @@ fn capture(bench: &Bench, args: CaptureArgs) -> Result<String> {
 
     let no_sensor = loop_scenario("no sensor", || Ok((loop_runs(&args, None)?, None)))?;
     let untracked = loop_scenario("sensor running, loop untracked", || {
-        let (runs, totals) = with_sensor(sensor, base, cgroup_root, "untracked", |_, _| {
+        let (runs, totals) = with_sensor(sensor, base, cgroup_root, "untracked", true, |_, _| {
             loop_runs(&args, None)
         })?;
         Ok((runs, Some(totals)))
     })?;
     let tracked = loop_scenario("sensor running, loop tracked", || {
-        let (runs, totals) = with_sensor(sensor, base, cgroup_root, "tracked", |cgroup, _| {
-            loop_runs(&args, Some(cgroup))
-        })?;
+        let (runs, totals) =
+            with_sensor(sensor, base, cgroup_root, "tracked", true, |cgroup, _| {
+                loop_runs(&args, Some(cgroup))
+            })?;
         Ok((runs, Some(totals)))
     })?;
     // The baseline once more: how far it moves on its own says how much of a difference
@@ -620,12 +628,24 @@ fn capture(bench: &Bench, args: CaptureArgs) -> Result<String> {
     let no_sensor_again =
         loop_scenario("no sensor, again", || Ok((loop_runs(&args, None)?, None)))?;
     let mut loads = Vec::new();
-    for processes in LOAD_PROCESSES {
+    for (processes, event_stream) in LOADS {
         eprintln!(
-            "xtask bench: sustained load, {processes} tracked loop process(es), {} s",
-            args.load_seconds
+            "xtask bench: sustained load, {processes} tracked loop process(es), {} s{}",
+            args.load_seconds,
+            if event_stream {
+                ", with the event stream"
+            } else {
+                ""
+            }
         );
-        loads.push(sustained_load(sensor, base, cgroup_root, processes, &args)?);
+        loads.push(sustained_load(
+            sensor,
+            base,
+            cgroup_root,
+            processes,
+            event_stream,
+            &args,
+        )?);
     }
 
     let capture = Capture {
@@ -654,10 +674,19 @@ fn with_sensor<T>(
     base: &Path,
     cgroup_root: &Path,
     name: &str,
+    event_stream: bool,
     measure: impl FnOnce(&BenchCgroup, &RunningSensor) -> Result<T>,
 ) -> Result<(T, SensorTotals)> {
     let cgroup = BenchCgroup::create(cgroup_root, name)?;
-    let running = RunningSensor::start(sensor, base, &cgroup.path)?;
+    let running = RunningSensor::start_with(
+        sensor,
+        base,
+        &SensorOptions {
+            track_cgroups: vec![&cgroup.path],
+            event_stream,
+            ..SensorOptions::default()
+        },
+    )?;
     let measured = measure(&cgroup, &running)?;
     let totals = running.stop()?;
     Ok((measured, totals))
@@ -704,34 +733,43 @@ fn sustained_load(
     base: &Path,
     cgroup_root: &Path,
     processes: usize,
+    event_stream: bool,
     args: &CaptureArgs,
 ) -> Result<SustainedLoad> {
     let name = format!("load{processes}");
     let (((wall, iterations, sensor_cpu_seconds, sensor_memory), totals), other_cpu_cores) =
         with_other_cpu(|| {
-            with_sensor(sensor, base, cgroup_root, &name, |cgroup, running| {
-                let cpu_before = running.cpu_seconds()?;
-                let start = Instant::now();
-                // Children left behind by an error are killed with the cgroup.
-                let children = (0..processes)
-                    .map(|_| {
-                        let mut cmd =
-                            workload::open_close_command(Length::Seconds(args.load_seconds))?;
-                        cgroup.join_before_exec(&mut cmd);
-                        cmd.spawn().context("cannot start the workload")
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let mut iterations = 0;
-                for child in children {
-                    iterations += workload::finish(child)?.iterations;
-                }
-                let wall = start.elapsed();
-                let cpu = running.cpu_seconds()? - cpu_before;
-                Ok((wall, iterations, cpu, running.memory()?))
-            })
+            with_sensor(
+                sensor,
+                base,
+                cgroup_root,
+                &name,
+                event_stream,
+                |cgroup, running| {
+                    let cpu_before = running.cpu_seconds()?;
+                    let start = Instant::now();
+                    // Children left behind by an error are killed with the cgroup.
+                    let children = (0..processes)
+                        .map(|_| {
+                            let mut cmd =
+                                workload::open_close_command(Length::Seconds(args.load_seconds))?;
+                            cgroup.join_before_exec(&mut cmd);
+                            cmd.spawn().context("cannot start the workload")
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let mut iterations = 0;
+                    for child in children {
+                        iterations += workload::finish(child)?.iterations;
+                    }
+                    let wall = start.elapsed();
+                    let cpu = running.cpu_seconds()? - cpu_before;
+                    Ok((wall, iterations, cpu, running.memory()?))
+                },
+            )
         })?;
     Ok(SustainedLoad {
         processes,
+        event_stream,
         wall,
         iterations,
         totals,

@@ -1,7 +1,9 @@
 //! Sustained ingest: a tracked open/close loop paced to a rising rate of events, one step
 //! after the other under one sensor; per step the events the sensor decoded and lost (its
 //! metrics), its CPU and memory. The highest lossless rate is the sustained ingest rate; the
-//! steps above it give the loss rate beyond it.
+//! steps above it give the loss rate beyond it. Two series: the sensor decoding, correlating
+//! and judging events (the default deployment), and the same sensor also writing every event
+//! as a JSON line.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,7 @@ use super::{
 #[derive(clap::Args, Clone, Debug)]
 pub struct IngestArgs {
     /// Offered rates in events per second (comma-separated); 0 = as fast as the loop goes.
-    #[arg(long, value_delimiter = ',', default_values_t = [25_000u64, 50_000, 100_000, 150_000, 200_000, 300_000, 400_000, 0])]
+    #[arg(long, value_delimiter = ',', default_values_t = [50_000u64, 100_000, 200_000, 300_000, 400_000, 600_000, 0])]
     pub rates: Vec<u64>,
     /// Seconds per step.
     #[arg(long, default_value_t = 5)]
@@ -28,7 +30,7 @@ pub struct IngestArgs {
 impl IngestArgs {
     pub fn quick() -> Self {
         Self {
-            rates: vec![50_000, 100_000, 200_000, 400_000, 0],
+            rates: vec![100_000, 300_000, 600_000, 0],
             seconds: 3,
         }
     }
@@ -62,10 +64,31 @@ impl Step {
 
 pub struct Ingest {
     pub args: IngestArgs,
+    pub series: Vec<Series>,
+}
+
+/// The steps under one sensor configuration.
+pub struct Series {
+    /// The sensor also wrote every event as a JSON line (`--events /dev/null`).
+    pub event_stream: bool,
     pub steps: Vec<Step>,
 }
 
 pub fn run(bench: &Bench, args: &IngestArgs) -> Result<Ingest> {
+    let mut series = Vec::new();
+    for event_stream in [false, true] {
+        series.push(Series {
+            event_stream,
+            steps: run_series(bench, args, event_stream)?,
+        });
+    }
+    Ok(Ingest {
+        args: args.clone(),
+        series,
+    })
+}
+
+fn run_series(bench: &Bench, args: &IngestArgs, event_stream: bool) -> Result<Vec<Step>> {
     let cgroup = BenchCgroup::create(&bench.cgroup_root, "ingest")?;
     let dir = bench.work.subdir("ingest")?;
     let sensor = RunningSensor::start_with(
@@ -74,6 +97,7 @@ pub fn run(bench: &Bench, args: &IngestArgs) -> Result<Ingest> {
         &SensorOptions {
             track_cgroups: vec![&cgroup.path],
             metrics: true,
+            event_stream,
             ..SensorOptions::default()
         },
     )?;
@@ -81,7 +105,12 @@ pub fn run(bench: &Bench, args: &IngestArgs) -> Result<Ingest> {
     let mut steps = Vec::new();
     for &offered in &args.rates {
         eprintln!(
-            "xtask bench: ingest: {} events/s for {} s",
+            "xtask bench: ingest{}: {} events/s for {} s",
+            if event_stream {
+                " with the event stream"
+            } else {
+                ""
+            },
             if offered == 0 {
                 "unpaced".to_string()
             } else {
@@ -121,13 +150,18 @@ pub fn run(bench: &Bench, args: &IngestArgs) -> Result<Ingest> {
         });
     }
     sensor.stop()?;
-    Ok(Ingest {
-        args: args.clone(),
-        steps,
-    })
+    Ok(steps)
 }
 
-impl Ingest {
+impl Series {
+    fn label(&self) -> &'static str {
+        if self.event_stream {
+            "with the event stream"
+        } else {
+            "decoding and detection only"
+        }
+    }
+
     /// The fastest step without loss.
     pub fn best_lossless(&self) -> Option<&Step> {
         self.steps
@@ -136,13 +170,17 @@ impl Ingest {
             .max_by(|a, b| a.decoded_per_second().total_cmp(&b.decoded_per_second()))
     }
 
-    pub fn targets(&self) -> Vec<Target> {
+    fn target(&self) -> Target {
+        let name = format!(
+            "sustained ingest without loss, {} (reported; no number set)",
+            self.label()
+        );
         let Some(best) = self.best_lossless() else {
-            return vec![Target {
-                name: "sustained ingest without loss".into(),
+            return Target {
+                name,
                 measured: "every step lost events".into(),
-                verdict: "MISS".into(),
-            }];
+                verdict: "—".into(),
+            };
         };
         let above: Vec<String> = self
             .steps
@@ -160,11 +198,12 @@ impl Ingest {
                 }
             })
             .collect();
-        vec![Target {
-            name: "sustained ingest without loss (reported; no number set)".into(),
+        Target {
+            name,
             measured: format!(
-                "{} events/s{}",
+                "{} events/s at {:.2} sensor cores{}",
                 thousands(best.decoded_per_second() as u64),
+                best.sensor_cpu / best.wall.as_secs_f64(),
                 if above.is_empty() {
                     String::new()
                 } else {
@@ -172,7 +211,43 @@ impl Ingest {
                 }
             ),
             verdict: "—".into(),
-        }]
+        }
+    }
+
+    fn table(&self) -> Vec<String> {
+        let mut out = vec![
+            format!("#### {}", self.label()),
+            String::new(),
+            "| offered events/s | achieved iterations/s | decoded | decoded/s | lost | loss | \
+             sensor CPU (cores) | decoded per sensor CPU-second | VmRSS MiB | VmHWM MiB | \
+             other CPU (cores) |"
+                .into(),
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |".into(),
+        ];
+        for s in &self.steps {
+            out.push(format!(
+                "| {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.1} | {:.1} | {:.2} |",
+                offered(s.offered),
+                thousands((s.iterations as f64 / s.wall.as_secs_f64()) as u64),
+                thousands(s.decoded),
+                thousands(s.decoded_per_second() as u64),
+                thousands(s.lost),
+                report::percent_plain(s.loss()),
+                s.sensor_cpu / s.wall.as_secs_f64(),
+                thousands((s.decoded as f64 / s.sensor_cpu.max(1e-9)) as u64),
+                report::mib(s.memory.rss_kib),
+                report::mib(s.memory.peak_rss_kib),
+                s.other_cores,
+            ));
+        }
+        out.push(String::new());
+        out
+    }
+}
+
+impl Ingest {
+    pub fn targets(&self) -> Vec<Target> {
+        self.series.iter().map(Series::target).collect()
     }
 
     pub fn render(&self) -> String {
@@ -189,37 +264,22 @@ impl Ingest {
                     .join(", ")
             ),
             String::new(),
-            "One sensor (`agent-sensor run --events /dev/null --track-cgroup <cgroup> \
-             --metrics-addr 127.0.0.1:0`) and, step by step, one tracked open/close loop paced \
-             to the offered rate (one record per iteration; \"unpaced\" runs as fast as it \
+            "Per series one sensor (`agent-sensor run --track-cgroup <cgroup> --metrics-addr \
+             127.0.0.1:0`, plus `--events /dev/null` for the event stream) and, step by step, \
+             one tracked open/close loop paced to the offered rate (one record per iteration; \"unpaced\" runs as fast as it \
              can). Decoded and lost come from the sensor's `/metrics` \
              (`agent_sensor_events_total`, `agent_sensor_events_dropped_total` without \
              `truncated`), read before the step and 1.5 s after it (the ring buffer drained, \
              drops reported). events/s is decoded over the loop's wall time; CPU is the \
-             sensor's utime+stime over the step and the 1.5 s after, per second of loop."
+             sensor's utime+stime over the step and the 1.5 s after, per second of loop; \
+             decoded per sensor CPU-second is what one core given wholly to the sensor would \
+             decode (the loop needs a core of its own, and the VM has two)."
                 .into(),
             String::new(),
-            "| offered events/s | achieved iterations/s | decoded | decoded/s | lost | loss | \
-             sensor CPU (cores) | VmRSS MiB | VmHWM MiB | other CPU (cores) |"
-                .into(),
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |".into(),
         ];
-        for s in &self.steps {
-            out.push(format!(
-                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.2} |",
-                offered(s.offered),
-                thousands((s.iterations as f64 / s.wall.as_secs_f64()) as u64),
-                thousands(s.decoded),
-                thousands(s.decoded_per_second() as u64),
-                thousands(s.lost),
-                report::percent_plain(s.loss()),
-                s.sensor_cpu / s.wall.as_secs_f64(),
-                report::mib(s.memory.rss_kib),
-                report::mib(s.memory.peak_rss_kib),
-                s.other_cores,
-            ));
+        for series in &self.series {
+            out.extend(series.table());
         }
-        out.push(String::new());
         out.push("#### result".into());
         out.push(String::new());
         out.extend(report::targets_table(&self.targets()));

@@ -269,6 +269,7 @@ pub fn run(bench: &Bench, args: &LatencyArgs) -> Result<Latency> {
         &SensorOptions {
             track_cgroups: vec![&load_cgroup.path],
             metrics: true,
+            event_stream: true,
             alerts: true,
             policy: Some(&policy),
             enforce: true,

@@ -369,6 +369,7 @@ fn tool_run(
             &SensorOptions {
                 track_cgroups: vec![&cgroup.path],
                 alerts: true,
+                event_stream: true,
                 ..SensorOptions::default()
             },
         )?),

@@ -174,23 +174,30 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
         String::new(),
         "#### sustained decode".into(),
         String::new(),
-        "The tracked loop in P processes at once, each for the given time; the sensor writes its \
-         events to /dev/null. events/s is the sensor's own `stopped: N events` count over the \
+        "The tracked loop in P processes at once, each for the given time; \"event stream\" says \
+         whether the sensor also wrote every event as a JSON line (`--events /dev/null`) or only \
+         decoded, correlated and judged them (the default deployment: alerts and metrics). \
+         events/s is the sensor's own `stopped: N events` count over the \
          wall time of the load (the count includes what was still queued in the ring buffer when \
          the load ended, at most its 8 MiB); kernel drops are the sum of its `kernel dropped` lines; CPU is \
-         its utime+stime over the same time (1.00 = one core busy); memory is read from \
-         /proc/<pid>/status at the end of the load."
+         its utime+stime over the same time (1.00 = one core busy); \"per CPU-second\" is events \
+         decoded per second of sensor CPU, what one core fully given to the sensor would decode \
+         (the loops, which need a core each, leave the sensor less than one here); memory is \
+         read from /proc/<pid>/status at the end of the load."
             .into(),
         String::new(),
-        "| P | wall s | loop iterations | events decoded | events/s | kernel drops | undecodable \
-         | sensor CPU (cores) | VmHWM MiB | VmRSS MiB | other CPU (cores) |"
+        "| P | event stream | wall s | loop iterations | events decoded | events/s | kernel drops \
+         | undecodable | sensor CPU (cores) | per CPU-second | VmHWM MiB | VmRSS MiB \
+         | other CPU (cores) |"
             .into(),
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |".into(),
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            .into(),
     ]);
     for load in &capture.loads {
         out.push(format!(
-            "| {} | {:.2} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.2} |",
+            "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {:.2} | {} | {:.1} | {:.1} | {:.2} |",
             load.processes,
+            if load.event_stream { "yes" } else { "no" },
             load.wall.as_secs_f64(),
             thousands(load.iterations),
             thousands(load.totals.events),
@@ -198,6 +205,7 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
             thousands(load.totals.kernel_dropped),
             thousands(load.totals.undecodable),
             load.sensor_cpu_seconds / load.wall.as_secs_f64(),
+            thousands(load.per_cpu_second() as u64),
             mib(load.sensor_memory.peak_rss_kib),
             mib(load.sensor_memory.rss_kib),
             load.other_cpu_cores,
@@ -267,8 +275,22 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
             (measured, "MISS".to_string())
         }
     };
+    // What one core decodes, from the load that kept the decoder busiest.
+    let capacity = capture
+        .loads
+        .iter()
+        .filter(|load| !load.event_stream)
+        .max_by(|a, b| a.per_cpu_second().total_cmp(&b.per_cpu_second()))
+        .map(|load| {
+            format!(
+                "; decoding alone: {} events per sensor CPU-second (P = {})",
+                thousands(load.per_cpu_second() as u64),
+                load.processes
+            )
+        })
+        .unwrap_or_default();
     out.push(format!(
-        "| ≥ {} events/s decoded with zero loss | {measured} | {verdict} |",
+        "| ≥ {} events/s decoded with zero loss | {measured}{capacity} | {verdict} |",
         thousands(MIN_EVENTS_PER_SECOND as u64)
     ));
     let peak_mib = capture

@@ -112,6 +112,7 @@ fn row(bench: &Bench, args: &ScalingArgs, agents: u64, rate: u64) -> Result<Row>
         &dir,
         &SensorOptions {
             metrics: true,
+            event_stream: true,
             ..SensorOptions::default()
         },
     )?;

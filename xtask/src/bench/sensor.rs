@@ -1,4 +1,4 @@
-//! A sensor the benchmark started: `agent-sensor run --events /dev/null` with a state dir,
+//! A sensor the benchmark started: `agent-sensor run [--events /dev/null]` with a state dir,
 //! control socket and (optionally) alerts file and metrics address of its own, read through
 //! its stderr log, its metrics and /proc, stopped with SIGINT (killed if dropped while
 //! running).
@@ -24,9 +24,12 @@ pub struct RunningSensor {
     metrics_url: Option<String>,
 }
 
-/// How to start a sensor beyond `run --events /dev/null`.
+/// How to start a sensor beyond `run`.
 #[derive(Default)]
 pub struct SensorOptions<'a> {
+    /// `--events /dev/null`: every event encoded as a JSON line, as a deployment that ships
+    /// the full event stream would (and as the peers print every event).
+    pub event_stream: bool,
     /// `--track-cgroup` each (capture-only agents).
     pub track_cgroups: Vec<&'a Path>,
     /// Serve metrics on an ephemeral loopback port (otherwise `--metrics-addr none`).
@@ -61,19 +64,8 @@ pub struct Memory {
 }
 
 impl RunningSensor {
-    /// Starts the sensor tracking `cgroup` and waits until it says it is ready; its files go
-    /// to a directory of its own under `base`.
-    pub fn start(binary: &Path, base: &Path, cgroup: &Path) -> Result<Self> {
-        Self::start_with(
-            binary,
-            base,
-            &SensorOptions {
-                track_cgroups: vec![cgroup],
-                ..SensorOptions::default()
-            },
-        )
-    }
-
+    /// Starts the sensor and waits until it says it is ready; its files go to a directory of
+    /// its own under `base`.
     pub fn start_with(binary: &Path, base: &Path, options: &SensorOptions) -> Result<Self> {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -93,7 +85,7 @@ impl RunningSensor {
             });
         }
         command
-            .args(["run", "--log-level", "info", "--events", "/dev/null"])
+            .args(["run", "--log-level", "info"])
             .arg("--state-dir")
             .arg(dir.join("state"))
             .arg("--control-socket")
@@ -106,6 +98,9 @@ impl RunningSensor {
                     "none"
                 },
             ]);
+        if options.event_stream {
+            command.args(["--events", "/dev/null"]);
+        }
         for cgroup in &options.track_cgroups {
             command.arg("--track-cgroup").arg(cgroup);
         }

@@ -131,6 +131,7 @@ pub fn run(bench: &Bench, args: &SoakArgs) -> Result<Soak> {
         &SensorOptions {
             track_cgroups: vec![&load_cgroup.path],
             metrics: true,
+            event_stream: true,
             alerts: true,
             policy: Some(&policy),
             enforce: true,

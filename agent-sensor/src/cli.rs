@@ -92,6 +92,11 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// For benchmarks: attach a near-empty program (one map lookup) to the raw
+        /// tracepoints sys_enter and sys_exit, print `ready`, hold them SECONDS (or until
+        /// killed) and detach: the cost of the syscall hooks alone, without the sensor.
+        #[arg(long, value_name = "SECONDS", hide = true)]
+        hold_syscall_hooks: Option<u64>,
     },
 }
 

@@ -44,7 +44,13 @@ fn one_sentence(err: &anyhow::Error) -> String {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Probe { json } => {
+        Command::Probe {
+            hold_syscall_hooks: Some(seconds),
+            ..
+        } => Ok(probe::hold_syscall_hooks(std::time::Duration::from_secs(
+            seconds,
+        ))?),
+        Command::Probe { json, .. } => {
             let report = probe::run()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -42,6 +42,10 @@ pub enum ProbeError {
     Load(#[source] aya::EbpfError),
     #[error("probe map {0} missing or unusable")]
     Map(&'static str),
+    #[error("probe program {0} missing from the probe object")]
+    MissingProgram(&'static str),
+    #[error("the kernel refused the probe's raw tracepoint program: {0}")]
+    Program(#[source] aya::programs::ProgramError),
 }
 
 /// One hook family's result.
@@ -97,6 +101,33 @@ impl ProbeReport {
         }
         out
     }
+}
+
+/// Attaches the probe object's raw tracepoint program (a pid check and nothing else for
+/// other processes) to sys_enter and sys_exit, says `ready` on stdout and holds them for
+/// `time`: the floor every syscall of the host pays for the sensor's hooks, measured by
+/// `cargo xtask bench capture`. The links go when this process does.
+pub fn hold_syscall_hooks(time: std::time::Duration) -> Result<(), ProbeError> {
+    if PROBE_OBJECT.is_empty() {
+        return Err(ProbeError::StubObject);
+    }
+    system::require_root()?;
+    let mut ebpf = EbpfLoader::new()
+        .load(PROBE_OBJECT)
+        .map_err(ProbeError::Load)?;
+    let name = "probe_raw_tracepoint";
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))?
+        .try_into()
+        .map_err(ProbeError::Program)?;
+    prog.load().map_err(ProbeError::Program)?;
+    for tracepoint in ["sys_enter", "sys_exit"] {
+        prog.attach(tracepoint).map_err(ProbeError::Program)?;
+    }
+    println!("ready");
+    std::thread::sleep(time);
+    Ok(())
 }
 
 /// Runs every check. Needs root; mounts tracefs, bpffs and securityfs where missing.

@@ -596,8 +596,8 @@ impl SustainedLoad {
 /// Everything one `bench capture` measured.
 pub struct Capture {
     pub args: CaptureArgs,
-    /// No sensor, untracked, tracked, and no sensor again.
-    pub loops: [LoopScenario; 4],
+    /// No sensor, the syscall hooks alone, untracked, tracked, and no sensor again.
+    pub loops: [LoopScenario; 5],
     pub loads: Vec<SustainedLoad>,
 }
 
@@ -610,6 +610,10 @@ fn capture(bench: &Bench, args: CaptureArgs) -> Result<String> {
     let base = &bench.work.path;
 
     let no_sensor = loop_scenario("no sensor", || Ok((loop_runs(&args, None)?, None)))?;
+    let hooks_alone = loop_scenario("syscall hooks alone, no sensor", || {
+        let _hooks = sensor::HeldHooks::start(sensor)?;
+        Ok((loop_runs(&args, None)?, None))
+    })?;
     let untracked = loop_scenario("sensor running, loop untracked", || {
         let (runs, totals) = with_sensor(sensor, base, cgroup_root, "untracked", true, |_, _| {
             loop_runs(&args, None)
@@ -650,7 +654,7 @@ fn capture(bench: &Bench, args: CaptureArgs) -> Result<String> {
 
     let capture = Capture {
         args,
-        loops: [no_sensor, untracked, tracked, no_sensor_again],
+        loops: [no_sensor, hooks_alone, untracked, tracked, no_sensor_again],
         loads,
     };
     Ok(report::render(&capture, &bench.machine))

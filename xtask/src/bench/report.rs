@@ -103,7 +103,7 @@ fn revision() -> String {
 
 pub fn render(capture: &Capture, machine: &Machine) -> String {
     let args = &capture.args;
-    let [no_sensor, untracked, tracked, no_sensor_again] = &capture.loops;
+    let [no_sensor, hooks_alone, untracked, tracked, no_sensor_again] = &capture.loops;
     let baseline = median(&no_sensor.ns_per_iteration);
     let overhead = |scenario: &LoopScenario| median(&scenario.ns_per_iteration) / baseline - 1.0;
     let mut out = vec![
@@ -128,8 +128,12 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
              once per scenario; a tracked loop joins the tracked cgroup before it \
              execs. \"Other CPU\" is what processes other than the bench's own used meanwhile \
              (host busy time from /proc/stat minus the bench's and its children's): a build \
-             running beside the bench shows there. The last row repeats the first: how far the \
-             baseline moves on its own is the noise the other rows should be read against.",
+             running beside the bench shows there. \"Syscall hooks alone\" is no sensor but \
+             `agent-sensor probe --hold-syscall-hooks`: a program that checks the pid and \
+             returns, on the raw tracepoints sys_enter and sys_exit the sensor uses — the part \
+             of the untracked cost that is the kernel's dispatch to any such hook, not the \
+             sensor's check. The last row repeats the first: how far the baseline moves on its \
+             own is the noise the other rows should be read against.",
             thousands(WARM_UP_ITERATIONS)
         ),
         String::new(),
@@ -222,9 +226,10 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
     let drift = overhead(no_sensor_again);
     let untracked_overhead = overhead(untracked);
     out.push(format!(
-        "| untracked loop within noise: ≤ {} | {} | {} |",
+        "| untracked loop within noise: ≤ {} | {} (the syscall hooks alone: {}) | {} |",
         percent(UNTRACKED_MAX_OVERHEAD),
         percent(untracked_overhead),
+        percent(overhead(hooks_alone)),
         overhead_verdict(untracked_overhead, UNTRACKED_MAX_OVERHEAD, drift),
     ));
     let tracked_overhead = overhead(tracked);

@@ -365,3 +365,41 @@ mod tests {
         assert_eq!(metrics_url("agent-sensor ready: …; metrics off"), None);
     }
 }
+
+/// `agent-sensor probe --hold-syscall-hooks`: the sensor's syscall hooks with a near-empty
+/// program and no sensor behind them, held until dropped.
+pub struct HeldHooks {
+    child: Child,
+}
+
+impl HeldHooks {
+    /// Starts the holder and waits until it says the hooks are attached.
+    pub fn start(binary: &Path) -> Result<Self> {
+        let mut child = Command::new(binary)
+            .args(["probe", "--hold-syscall-hooks", "3600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {} probe", binary.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("no stdout from the hook holder")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the hook holder did not attach its programs (said {line:?})");
+        }
+        Ok(Self { child })
+    }
+}
+
+impl Drop for HeldHooks {
+    /// The links go with the process.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

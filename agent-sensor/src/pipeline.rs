@@ -155,8 +155,9 @@ impl Pipeline {
             return Ok(());
         };
         // Only file and exec rules look at other agents (their worktrees, session state and
-        // config): other events do not pay for a list as long as the number of agents.
-        let others: Vec<OtherAgent> = if matches!(event.body, Body::File(_) | Body::Exec { .. }) {
+        // config), and only for paths that may be in one: other events do not pay for a list
+        // as long as the number of agents.
+        let others: Vec<OtherAgent> = if may_involve_other_agents(&self.registry, event) {
             self.registry
                 .agents()
                 .filter(|a| a.id != agent.id && a.is_live())
@@ -372,6 +373,23 @@ impl Pipeline {
 }
 
 /// A connect or send the egress programs refused (they make it fail with EPERM).
+/// Whether a rule may compare `event` with other agents: an exec (its binary may be theirs)
+/// or a file event with a path that may be in an agent's worktree or session state. A file
+/// event without a resolved path is judged against the cwd the detector keeps: it counts.
+fn may_involve_other_agents(registry: &Registry, event: &Event) -> bool {
+    match &event.body {
+        Body::Exec { .. } => true,
+        Body::File(file) => match &file.path {
+            None => true,
+            Some(path) => {
+                registry.may_hold(path)
+                    || file.path2.as_deref().is_some_and(|p| registry.may_hold(p))
+            }
+        },
+        _ => false,
+    }
+}
+
 fn denied_in_kernel(event: &Event) -> bool {
     const EPERM: i64 = -1;
     match &event.body {

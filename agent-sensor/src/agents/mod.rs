@@ -4,6 +4,7 @@
 pub mod discovery;
 pub mod dns;
 pub mod registry;
+pub mod roots;
 
 use std::{collections::HashMap, time::Instant};
 

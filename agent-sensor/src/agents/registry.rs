@@ -9,6 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use super::roots::WorktreeRoots;
 use crate::{
     events::{Body, Event},
     policy::{AgentIdentity, AgentScope, Policy, RuleId},
@@ -132,6 +133,8 @@ pub struct Registry {
     agents: BTreeMap<u64, Agent>,
     next_exec_id: u64,
     recent_capacity: usize,
+    /// Of every agent held, live or not (see `may_hold`).
+    roots: WorktreeRoots,
 }
 
 /// Home directory of `uid` from /etc/passwd (`/root` for root when absent).
@@ -159,7 +162,14 @@ impl Registry {
             agents: BTreeMap::new(),
             next_exec_id: 1,
             recent_capacity: recent_capacity.max(1),
+            roots: WorktreeRoots::default(),
         }
+    }
+
+    /// False only when `path` is certainly in no agent's worktree or session state, so that
+    /// no other agent needs to be compared with it.
+    pub fn may_hold(&self, path: &[u8]) -> bool {
+        self.roots.may_hold(path)
     }
 
     pub fn get(&self, id: u64) -> Option<&Agent> {
@@ -227,7 +237,10 @@ impl Registry {
             recent: VecDeque::new(),
             scope,
         };
-        self.agents.insert(id, agent);
+        self.roots.add(&agent.worktree);
+        if let Some(replaced) = self.agents.insert(id, agent) {
+            self.roots.remove(&replaced.worktree);
+        }
         self.prune_exited();
         &self.agents[&id]
     }
@@ -384,7 +397,9 @@ impl Registry {
             .collect();
         if exited.len() > EXITED_KEPT {
             for id in &exited[..exited.len() - EXITED_KEPT] {
-                self.agents.remove(id);
+                if let Some(agent) = self.agents.remove(id) {
+                    self.roots.remove(&agent.worktree);
+                }
             }
         }
     }

@@ -332,8 +332,8 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
                 let before = pipeline.stats.events;
                 let mut more = pipeline.drain(guard.get_inner_mut(), BATCH).map_err(DaemonError::EventsWrite)?;
                 if !more {
-                    let stream = pipeline.stats.events - before > 1;
-                    more = ring_wait.settle(&mut pipeline, guard.get_inner_mut(), stream)?;
+                    let handled = pipeline.stats.events - before;
+                    more = ring_wait.settle(&mut pipeline, guard.get_inner_mut(), handled)?;
                 }
                 // With more waiting the fd stays "ready": the loop comes straight back, but
                 // signals and requests get their turn first.

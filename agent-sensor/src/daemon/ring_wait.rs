@@ -15,6 +15,10 @@ use aya::maps::{MapData, RingBuf};
 use super::{DaemonError, BATCH};
 use crate::{loader::ReaderFlag, pipeline::Pipeline};
 
+/// Records one look must find to count as a stream. Fewer are what a moderate rate with
+/// random arrivals brings together anyway; lingering for those costs the daemon more timer
+/// wake-ups than it saves the writers.
+const STREAM: u64 = 4;
 /// How long the loop waits for more of a stream before it raises the flag.
 const LINGER: Duration = Duration::from_micros(50);
 /// Lingers in a row before the loop lets signals and requests in (about a millisecond).
@@ -36,15 +40,15 @@ impl RingWait {
         Ok(Self { flag })
     }
 
-    /// Call after a drain that emptied the ring; `stream` says that drain handled more than
-    /// one record. Returns whether the ring may hold more (the loop must not sleep yet).
+    /// Call after a drain that emptied the ring, with the records it handled. Returns
+    /// whether the ring may hold more (the loop must not sleep yet).
     pub fn settle(
         &mut self,
         pipeline: &mut Pipeline,
         ring: &mut RingBuf<MapData>,
-        stream: bool,
+        handled: u64,
     ) -> Result<bool, DaemonError> {
-        if stream && linger(pipeline, ring)? {
+        if handled >= STREAM && linger(pipeline, ring)? {
             return Ok(true);
         }
         for _ in 0..SETTLE_ROUNDS {
@@ -63,7 +67,7 @@ impl RingWait {
     }
 }
 
-/// Sleeps `LINGER` and drains, while each look finds records. Returns true when the loop
+/// Sleeps `LINGER` and drains, while each look finds a stream. Returns true when the loop
 /// should come straight back instead of sleeping (a full batch waited, or the stream lasted
 /// `LINGER_ROUNDS`).
 fn linger(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) -> Result<bool, DaemonError> {
@@ -73,7 +77,7 @@ fn linger(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) -> Result<bool, 
         if drain(pipeline, ring)? {
             return Ok(true);
         }
-        if pipeline.stats.events == before {
+        if pipeline.stats.events - before < STREAM {
             return Ok(false);
         }
     }

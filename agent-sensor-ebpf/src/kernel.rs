@@ -54,12 +54,27 @@ pub fn task_file(task: u64, fd: i64) -> Option<u64> {
     }
     let files = read_ptr(task, off!(task_files))?;
     let fdt = read_ptr(files, off!(files_fdt))?;
-    let max_fds: u32 = read(fdt, off!(fdtable_max_fds))?;
+    let (max_fds, fd_array) = fdtable_head(fdt)?;
     if fd as u64 >= max_fds as u64 {
         return None;
     }
-    let fd_array = read_ptr(fdt, off!(fdtable_fd))?;
     read_ptr(fd_array, (fd as u64) * 8)
+}
+
+/// `max_fds` and `fd` of a `struct fdtable`: one read where they are adjacent, as in every
+/// kernel so far (this runs for every tracked open and close; each read is a helper call).
+#[inline(always)]
+fn fdtable_head(fdt: u64) -> Option<(u32, u64)> {
+    let max_fds_at = off!(fdtable_max_fds);
+    let fd_at = off!(fdtable_fd);
+    let (max_fds, fd_array) = if fd_at == max_fds_at + 8 {
+        let head: [u64; 2] = read(fdt, max_fds_at)?;
+        // Little-endian: the u32 is the low half of the first word.
+        (head[0] as u32, head[1])
+    } else {
+        (read::<u32>(fdt, max_fds_at)?, read::<u64>(fdt, fd_at)?)
+    };
+    (fd_array != 0).then_some((max_fds, fd_array))
 }
 
 /// Device, inode number and mode of a `struct file`.
@@ -137,10 +152,11 @@ fn walk_into(path: u64, dst: *mut u8, walk: *mut u64) -> u16 {
     };
     // `struct vfsmount` is embedded in `struct mount`.
     let mut mount = mnt - off!(mount_mnt);
+    // Read once per mount, not once per component: each read is a helper call.
+    let Some(mut mnt_root) = read_ptr(mnt, off!(vfsmount_root)) else {
+        return flags::PATH_UNRESOLVED;
+    };
     for _ in 0..MAX_PATH_DEPTH {
-        let Some(mnt_root) = read_ptr(mnt, off!(vfsmount_root)) else {
-            return flags::PATH_UNRESOLVED;
-        };
         if dentry == mnt_root {
             let Some(parent_mount) = read_ptr(mount, off!(mount_parent)) else {
                 return flags::PATH_UNRESOLVED;
@@ -154,6 +170,10 @@ fn walk_into(path: u64, dst: *mut u8, walk: *mut u64) -> u16 {
             dentry = mountpoint;
             mount = parent_mount;
             mnt = mount + off!(mount_mnt);
+            let Some(root) = read_ptr(mnt, off!(vfsmount_root)) else {
+                return flags::PATH_UNRESOLVED;
+            };
+            mnt_root = root;
             continue;
         }
         let Some(parent) = read_ptr(dentry, off!(dentry_parent)) else {

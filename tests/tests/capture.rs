@@ -167,6 +167,75 @@ fn open_through_dotdot_is_resolved_by_the_kernel() {
 }
 
 #[test]
+fn paths_are_walked_across_mount_points() {
+    if !can_run_kernel_tests("paths_are_walked_across_mount_points") {
+        return;
+    }
+    // /dev (devtmpfs) and /proc (procfs) are mounts of their own: the walk climbs from each
+    // file to its mount's root, then on from the mount point in the parent mount.
+    let script = "import os\n\
+                  os.chdir('/dev')\n\
+                  open('null').close()\n\
+                  open('/proc/self/status').close()";
+    let (pid, events) = capture("mounts", script, &[]);
+
+    let null = find(&events, "file.open", pid, |e| e["path_arg"] == "null");
+    assert_eq!(null["path"], "/dev/null", "{null:#}");
+    assert_eq!(null["path_source"], "kernel", "{null:#}");
+    let status = find(&events, "file.open", pid, |e| {
+        e["path_arg"] == "/proc/self/status"
+    });
+    assert_eq!(status["path"], format!("/proc/{pid}/status"), "{status:#}");
+}
+
+/// A bind mount the test made; unmounted when dropped, panic or not.
+struct BindMount(PathBuf);
+
+impl BindMount {
+    fn new(source: &Path, target: &Path) -> Self {
+        let status = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(source)
+            .arg(target)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mount --bind {source:?} {target:?}");
+        BindMount(target.to_path_buf())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn paths_are_walked_through_nested_bind_mounts() {
+    if !can_run_kernel_tests("paths_are_walked_through_nested_bind_mounts") {
+        return;
+    }
+    // outer: a bind mount of a subdirectory (its root is not its filesystem's root); inner:
+    // a bind mount on a directory inside it. A walk must know each mount's own root.
+    let (_dir, root) = scratch("binds");
+    for dir in ["src/x", "outer", "data"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::write(root.join("data/file.txt"), "x").unwrap();
+    let outer = BindMount::new(&root.join("src"), &root.join("outer"));
+    let inner = BindMount::new(&root.join("data"), &root.join("outer/x"));
+    let target = root.join("outer/x/file.txt");
+
+    let script = "import sys\nopen(sys.argv[1]).close()";
+    let (pid, events) = capture("binds", script, &[s(&target)]);
+    drop(inner);
+    drop(outer);
+
+    let open = find(&events, "file.open", pid, |e| e["path_arg"] == s(&target));
+    assert_eq!(open["path"], s(&target), "{open:#}");
+}
+
+#[test]
 fn open_through_a_hard_link_reports_the_link_path_and_the_shared_inode() {
     if !can_run_kernel_tests("open_through_a_hard_link_reports_the_link_path_and_the_shared_inode")
     {

@@ -1095,14 +1095,13 @@ fn gap_a_socket_connected_before_tracking_is_at_least_recorded() {
 }
 
 #[test]
-fn gap_a_secret_bind_mounted_in_a_new_mount_namespace_is_at_least_recorded() {
-    if !can_run_kernel_tests(
-        "gap_a_secret_bind_mounted_in_a_new_mount_namespace_is_at_least_recorded",
-    ) {
+fn a_secret_bind_mounted_in_a_new_mount_namespace_is_caught() {
+    if !can_run_kernel_tests("a_secret_bind_mounted_in_a_new_mount_namespace_is_caught") {
         return;
     }
     // Inside its own mount namespace the agent mounts the secrets directory into its worktree:
-    // the kernel walk reports the namespace's view, `<worktree>/mnt/bound`.
+    // the kernel walk reports the namespace's view, `<worktree>/mnt/bound`, and the device
+    // and inode say which secret that is.
     let scene = Scene::new("bindmount");
     let secret = scene.secret("bound");
     let mnt = scene.worktree.join("mnt");
@@ -1137,6 +1136,40 @@ fn gap_a_secret_bind_mounted_in_a_new_mount_namespace_is_at_least_recorded() {
                 .is_some_and(|a| a.iter().any(|x| x == "--bind"))),
         "the bind mount was not recorded"
     );
-    let caught = alerts.iter().any(|a| a["rule"] == SENSITIVE_READ);
-    eprintln!("bind-mounted secret read: credential.sensitive_read raised: {caught}");
+    let (alert, _) = expect_alert(&alerts, SENSITIVE_READ, "bindmount", &mnt.join("bound"));
+    assert!(
+        alert["summary"].as_str().is_some_and(
+            |s| s.contains("under another name") && s.contains(secret.to_str().unwrap())
+        ),
+        "{alert:#}"
+    );
+}
+
+#[test]
+fn a_secret_read_through_a_hard_link_planted_before_the_agent_started_is_caught() {
+    if !can_run_kernel_tests(
+        "a_secret_read_through_a_hard_link_planted_before_the_agent_started_is_caught",
+    ) {
+        return;
+    }
+    // Someone left a second, harmless-looking name of a secret in the worktree.
+    let scene = Scene::new("plantedsecret");
+    let secret = scene.secret("deploy_key");
+    let notes = scene.worktree.join("notes.txt");
+    std::fs::hard_link(&secret, &notes).unwrap();
+    let sensor = scene.sensor();
+    run_agent(
+        &sensor,
+        "plantedsecret",
+        &scene.worktree,
+        &["/bin/sh", "-c", "cat notes.txt > /dev/null"],
+    );
+    let (_, alerts) = finish(sensor);
+    let (alert, _) = expect_alert(&alerts, SENSITIVE_READ, "plantedsecret", &notes);
+    assert!(
+        alert["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains(secret.to_str().unwrap())),
+        "{alert:#}"
+    );
 }

@@ -7,7 +7,10 @@ use super::{
     processes::Processes,
     Context,
 };
-use crate::{events::Event, policy::RuleId};
+use crate::{
+    events::{Body, Event},
+    policy::RuleId,
+};
 
 /// What a read of a sensitive path amounted to.
 pub struct SensitiveRead {
@@ -44,10 +47,23 @@ pub fn read(
         ),
         _ => {
             let exe = processes.get(event.tgid).and_then(|p| p.exe.as_deref());
-            if !ctx.agent.scope.is_sensitive(path) || tool_reads_own_credentials(exe, path) {
-                return None;
+            if ctx.agent.scope.is_sensitive(path) {
+                if tool_reads_own_credentials(exe, path) {
+                    return None;
+                }
+                format!("sensitive file {}", text(path))
+            } else {
+                // Not a secret by this name; maybe by the file's other name.
+                let secret = secret_under_another_name(ctx, event)?;
+                if tool_reads_own_credentials(exe, secret) {
+                    return None;
+                }
+                format!(
+                    "sensitive file {} under another name, {} (same device and inode)",
+                    text(secret),
+                    text(path)
+                )
             }
-            format!("sensitive file {}", text(path))
         }
     };
     let summary = match outcome {
@@ -63,6 +79,15 @@ pub fn read(
         ),
         read: outcome == Outcome::Done,
     })
+}
+
+/// The sensitive name of the file an open event opened, when the agent's scope found that file
+/// on disk (a hard link or a bind mount gives a secret another name).
+fn secret_under_another_name<'c>(ctx: &'c Context, event: &Event) -> Option<&'c [u8]> {
+    match &event.body {
+        Body::File(file) => ctx.agent.scope.secret_named(file.dev, file.ino),
+        _ => None,
+    }
 }
 
 /// ssh reading the user's keys is how `git push` over ssh works, not a credential theft: only

@@ -13,6 +13,7 @@ mod merge;
 pub mod model;
 mod pattern;
 mod scope;
+mod secret_files;
 mod validate;
 
 #[cfg(test)]

@@ -182,6 +182,46 @@ impl PatternSet {
     pub fn matches(&self, path: &[u8], roots: &Roots) -> bool {
         any_match(&self.included, path, roots) && !any_match(&self.excluded, path, roots)
     }
+
+    /// Where the files the included patterns can match begin, for finding them on disk: the
+    /// literal part (up to the first component with glob syntax) of each pattern rooted at `/`
+    /// or `~`. Patterns that match anywhere (`**/.env`), under the worktree or temp dirs, or in
+    /// /proc, /sys and /dev are left out.
+    pub fn literal_prefixes(&self, roots: &Roots) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for pattern in self.sources.iter().filter_map(|s| parse(s).ok()) {
+            let base: &[u8] = match pattern.root {
+                _ if pattern.excluded => continue,
+                Root::Filesystem => b"",
+                Root::Home if !roots.home.is_empty() => {
+                    roots.home.strip_suffix(b"/").unwrap_or(&roots.home)
+                }
+                _ => continue,
+            };
+            let literal: Vec<&str> = pattern
+                .glob
+                .split('/')
+                .take_while(|c| !c.is_empty() && !c.contains(['*', '?', '[', '{', '\\']))
+                .collect();
+            if literal.is_empty() && pattern.root == Root::Filesystem {
+                continue;
+            }
+            if pattern.root == Root::Filesystem
+                && matches!(literal.first(), Some(&("proc" | "sys" | "dev")))
+            {
+                continue;
+            }
+            let mut prefix = base.to_vec();
+            for component in literal {
+                prefix.push(b'/');
+                prefix.extend_from_slice(component.as_bytes());
+            }
+            if !out.contains(&prefix) {
+                out.push(prefix);
+            }
+        }
+        out
+    }
 }
 
 fn rooted_globs(
@@ -301,6 +341,34 @@ mod tests {
             ..roots()
         };
         assert!(set(&["~/.aws/**"]).matches(b"/home/d\xe9v/.aws/credentials", &home));
+    }
+
+    #[test]
+    fn literal_prefixes_are_where_fixed_patterns_begin() {
+        let set = set(&[
+            "~/.ssh/**",
+            "!~/.ssh/*.pub",
+            "/etc/shadow",
+            "/etc/ssh/ssh_host_*_key",
+            "**/.env",
+            "/proc/*/environ",
+            "{worktree}/.env",
+            "~/.aws/credentials",
+        ]);
+        let prefixes: Vec<String> = set
+            .literal_prefixes(&roots())
+            .into_iter()
+            .map(|p| String::from_utf8(p).unwrap())
+            .collect();
+        assert_eq!(
+            prefixes,
+            [
+                "/home/dev/.ssh",
+                "/etc/shadow",
+                "/etc/ssh",
+                "/home/dev/.aws/credentials"
+            ]
+        );
     }
 
     #[test]

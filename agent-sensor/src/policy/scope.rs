@@ -13,6 +13,7 @@ use super::{
     model::{AgentFile, ProfileFile, Response, RuleId, Thresholds},
     path_under,
     pattern::{PatternSet, Roots},
+    secret_files::SecretFiles,
 };
 
 /// The path lists of a profile, or the extra ones of an agent, compiled once per policy.
@@ -64,6 +65,8 @@ pub struct AgentScope {
     agent_lists: Option<Arc<CompiledLists>>,
     egress: EgressAllow,
     responses: BTreeMap<RuleId, Response>,
+    /// The sensitive files found on disk when the scope was built, by device and inode.
+    secret_files: Arc<SecretFiles>,
 }
 
 /// What [`AgentScope::new`] is made of (kept apart so the constructor stays readable).
@@ -86,7 +89,7 @@ impl AgentScope {
             worktree: parts.worktree.as_os_str().as_encoded_bytes().to_vec(),
             tmp: parts.tmp_dirs,
         };
-        Self {
+        let mut scope = Self {
             worktree: parts.worktree,
             home: parts.home,
             profile: parts.profile,
@@ -96,7 +99,21 @@ impl AgentScope {
             agent_lists: parts.agent_lists,
             egress: parts.egress,
             responses: parts.responses,
-        }
+            secret_files: Arc::default(),
+        };
+        let prefixes: Vec<Vec<u8>> = scope
+            .lists()
+            .flat_map(|l| l.sensitive.literal_prefixes(&scope.roots))
+            .collect();
+        let found = SecretFiles::find(&prefixes, |path| scope.is_sensitive(path));
+        scope.secret_files = Arc::new(found);
+        scope
+    }
+
+    /// The sensitive name of the file with this device and inode (`stat`'s encoding), when the
+    /// scope found it on disk: a read of it under any other name is a read of that secret.
+    pub fn secret_named(&self, dev: u64, ino: u64) -> Option<&[u8]> {
+        self.secret_files.name_of(dev, ino)
     }
 
     /// Adds a directory `{tmp}` stands for (the agent's `$TMPDIR`, once the daemon knows it).

@@ -117,9 +117,10 @@ fn a_ring_buffer_overflow_is_counted_and_the_daemon_carries_on() {
         if alert.is_some() {
             break;
         }
+        let log = sensor.log_text();
         assert!(
-            sensor.log_text().matches("kernel dropped").count() > drops_before,
-            "try {attempt} raised no alert and no drop was reported"
+            log.matches("kernel dropped").count() > drops_before,
+            "try {attempt} raised no alert and no drop was reported; the sensor said:\n{log}"
         );
     }
     sensor.stop();

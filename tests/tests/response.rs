@@ -290,7 +290,7 @@ fn freeze_stops_the_whole_tree_until_a_human_decides() {
         "freeze",
         "[rules.\"credential.sensitive_read\"]\nresponse = \"freeze\"\n",
     );
-    let sensor = Sensor::start(&[
+    let mut sensor = Sensor::start(&[
         "--policy",
         s(&scene.policy),
         "--mode",
@@ -321,7 +321,7 @@ fn freeze_stops_the_whole_tree_until_a_human_decides() {
         .unwrap();
     let alert = sensor
         .wait_for_alert("credential.sensitive_read", Duration::from_secs(10))
-        .expect("an alert");
+        .unwrap_or_else(|| panic!("no alert; the sensor said:\n{}", sensor.log_text()));
     assert!(
         alert["action"]["outcome"]
             .as_str()

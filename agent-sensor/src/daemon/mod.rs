@@ -347,9 +347,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
                 let _ = incoming.reply.send(reply);
             }
             _ = tick.tick() => {
-                // A safety net for a missed wake-up (the one record that would have carried
-                // it did not fit a full ring): nothing waits longer than a tick.
-                pipeline.drain(ring.get_mut(), BATCH).map_err(DaemonError::EventsWrite)?;
+                ring_wait.catch_up(&mut pipeline, ring.get_mut())?;
                 report_drops(&sensor, &mut pipeline.stats, &metrics);
                 agents.remove_ended_cgroups();
                 publish_agents(&pipeline, &metrics);

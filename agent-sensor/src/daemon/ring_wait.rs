@@ -8,7 +8,7 @@
 //! and looks again: while the stream lasts nobody pays for wake-ups, and a record waits at most
 //! one linger longer. A lone record (idle agent) still wakes the daemon at once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
 
@@ -25,6 +25,8 @@ const LINGER: Duration = Duration::from_micros(50);
 const LINGER_ROUNDS: usize = 20;
 /// Rounds of raising the flag and looking again before the loop lets other work in.
 const SETTLE_ROUNDS: usize = 8;
+/// How long the once-a-second safety net may drain.
+const CATCH_UP_TIME: Duration = Duration::from_millis(20);
 
 pub struct RingWait {
     flag: ReaderFlag,
@@ -64,6 +66,32 @@ impl RingWait {
             }
         }
         Ok(true)
+    }
+
+    /// The once-a-second safety net: drains what no wake-up announced (the one record that
+    /// would have carried it did not fit a full ring) and leaves the flag up. Draining outside
+    /// the ring's readiness matters: a record whose wake-up is still on its way has lowered
+    /// the flag, and once its record is drained here that wake-up finds nothing to read, so
+    /// the flag must be raised again, or no record would wake the loop any more.
+    pub fn catch_up(
+        &mut self,
+        pipeline: &mut Pipeline,
+        ring: &mut RingBuf<MapData>,
+    ) -> Result<(), DaemonError> {
+        let deadline = Instant::now() + CATCH_UP_TIME;
+        loop {
+            let before = pipeline.stats.events;
+            let more = drain(pipeline, ring)?
+                || self.settle(pipeline, ring, pipeline.stats.events - before)?;
+            if !more {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                // What is left waits for the next record's wake-up or the next tick.
+                self.flag.set_waiting()?;
+                return Ok(());
+            }
+        }
     }
 }
 

@@ -42,6 +42,42 @@ fn cgroup_safe(name: &str) -> String {
         .collect()
 }
 
+/// Creates a fresh cgroup `<parent>/<name>` for a new agent. A directory of that name left by
+/// an earlier daemon is never reused as it is: one that is empty is removed and made anew (it
+/// may have been left frozen), one that still holds processes — another daemon's agent — is
+/// left alone and a suffixed name taken instead, so that a freeze or kill of this agent can
+/// never reach them.
+fn new_cgroup(parent: &Path, name: &str) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("cannot create cgroup {}: {e}", parent.display()))?;
+    for attempt in 0..CGROUP_NAME_ATTEMPTS {
+        let cgroup = match attempt {
+            0 => parent.join(name),
+            n => parent.join(format!("{name}.{n}")),
+        };
+        match std::fs::create_dir(&cgroup) {
+            Ok(()) => return Ok(cgroup),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // rmdir of a cgroup fails while it has processes or children.
+                if std::fs::remove_dir(&cgroup).is_ok() && std::fs::create_dir(&cgroup).is_ok() {
+                    log::info!("replaced a stale empty cgroup {}", cgroup.display());
+                    return Ok(cgroup);
+                }
+            }
+            Err(e) => return Err(format!("cannot create cgroup {}: {e}", cgroup.display())),
+        }
+    }
+    Err(format!(
+        "cannot create a cgroup for the agent: {} and {CGROUP_NAME_ATTEMPTS} suffixed names \
+         under {} are in use",
+        name,
+        parent.display()
+    ))
+}
+
+/// Names tried for a new agent's cgroup before giving up.
+const CGROUP_NAME_ATTEMPTS: usize = 16;
+
 fn exe_of(pid: u32) -> String {
     std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.display().to_string())
@@ -114,9 +150,10 @@ impl Agents {
     ) -> Result<(u64, PathBuf), String> {
         let root = system::cgroup2_root().map_err(|e| e.to_string())?;
         let id = pipeline.registry.allocate_id();
-        let cgroup = respond::agents_parent(&root).join(format!("{}-{id}", cgroup_safe(name)));
-        std::fs::create_dir_all(&cgroup)
-            .map_err(|e| format!("cannot create cgroup {}: {e}", cgroup.display()))?;
+        let cgroup = new_cgroup(
+            &respond::agents_parent(&root),
+            &format!("{}-{id}", cgroup_safe(name)),
+        )?;
         if let Err(e) = tracking::track_cgroup(sensor, &cgroup, id) {
             let _ = std::fs::remove_dir(&cgroup);
             return Err(e.to_string());
@@ -344,4 +381,56 @@ fn enforce_egress(
         agent.name
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against the host's real cgroup v2 tree; skipped without root or cgroup v2.
+    #[test]
+    fn a_new_agent_never_reuses_a_stale_or_busy_cgroup() {
+        let Ok(root) = system::cgroup2_root() else {
+            eprintln!("skipped: no cgroup v2");
+            return;
+        };
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: not root");
+            return;
+        }
+        let parent = respond::agents_parent(&root);
+        let name = format!("unit-stale-{}", std::process::id());
+        // An empty cgroup left frozen: replaced by a fresh one.
+        let stale = parent.join(&name);
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join("cgroup.freeze"), "1").unwrap();
+        let fresh = new_cgroup(&parent, &name).unwrap();
+        assert_eq!(fresh, stale);
+        assert_eq!(
+            std::fs::read_to_string(fresh.join("cgroup.freeze"))
+                .unwrap()
+                .trim(),
+            "0"
+        );
+        // One with a process in it: left alone, a suffixed name instead.
+        let mut busy = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        std::fs::write(fresh.join("cgroup.procs"), busy.id().to_string()).unwrap();
+        let other = new_cgroup(&parent, &name).unwrap();
+        let _ = busy.kill();
+        let _ = busy.wait();
+        assert_eq!(other, parent.join(format!("{name}.1")));
+        for dir in [&other, &fresh] {
+            for _ in 0..100 {
+                if std::fs::remove_dir(dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        assert!(!fresh.exists() && !other.exists());
+    }
 }

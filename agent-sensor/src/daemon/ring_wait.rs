@@ -4,9 +4,11 @@
 //! the reader flag is up wakes it and lowers the flag (`emit::wake_reader` in the eBPF crate).
 //! A wake-up costs the task that writes the record about 2 µs on a VM (an inter-processor
 //! interrupt), more than the rest of the record, so the loop raises the flag only when it is
-//! about to sleep. When records come as a stream it first lingers a few tens of microseconds
-//! and looks again: while the stream lasts nobody pays for wake-ups, and a record waits at most
-//! one linger longer. A lone record (idle agent) still wakes the daemon at once.
+//! about to sleep. When records come as a stream (several per look, or a wake-up soon after
+//! the last sleep) it first lingers a quarter of a millisecond and looks again: while the
+//! stream lasts nobody pays for wake-ups and the daemon handles several records per look, and
+//! a record waits at most one linger longer. A lone record (idle agent) still wakes the daemon
+//! at once.
 
 use std::time::{Duration, Instant};
 
@@ -15,14 +17,15 @@ use aya::maps::{MapData, RingBuf};
 use super::{DaemonError, BATCH};
 use crate::{loader::ReaderFlag, pipeline::Pipeline};
 
-/// Records one look must find to count as a stream. Fewer are what a moderate rate with
-/// random arrivals brings together anyway; lingering for those costs the daemon more timer
-/// wake-ups than it saves the writers.
+/// Records one look must find to count as a stream on its own.
 const STREAM: u64 = 4;
-/// How long the loop waits for more of a stream before it raises the flag.
-const LINGER: Duration = Duration::from_micros(50);
-/// Lingers in a row before the loop lets signals and requests in (about a millisecond).
-const LINGER_ROUNDS: usize = 20;
+/// A wake-up this soon after the loop went to sleep means records keep coming: a stream too.
+const BUSY: Duration = Duration::from_millis(1);
+/// How long the loop waits for more of a stream before it raises the flag: the latency a
+/// record may gain while records keep coming (a lone record still wakes the loop at once).
+const LINGER: Duration = Duration::from_micros(250);
+/// Lingers in a row before the loop lets signals and requests in (about two milliseconds).
+const LINGER_ROUNDS: usize = 8;
 /// Rounds of raising the flag and looking again before the loop lets other work in.
 const SETTLE_ROUNDS: usize = 8;
 /// How long the once-a-second safety net may drain.
@@ -30,6 +33,8 @@ const CATCH_UP_TIME: Duration = Duration::from_millis(20);
 
 pub struct RingWait {
     flag: ReaderFlag,
+    /// When the loop last went to sleep on the ring.
+    slept_at: Option<Instant>,
 }
 
 impl RingWait {
@@ -39,7 +44,10 @@ impl RingWait {
         // The lingers are tens of microseconds: the default 50 µs timer slack would double them.
         // SAFETY: prctl on the calling thread (the run loop's) only.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000, 0, 0, 0) };
-        Ok(Self { flag })
+        Ok(Self {
+            flag,
+            slept_at: None,
+        })
     }
 
     /// Call after a drain that emptied the ring, with the records it handled. Returns
@@ -50,7 +58,8 @@ impl RingWait {
         ring: &mut RingBuf<MapData>,
         handled: u64,
     ) -> Result<bool, DaemonError> {
-        if handled >= STREAM && linger(pipeline, ring)? {
+        let stream = handled >= STREAM || self.slept_at.is_some_and(|t| t.elapsed() < BUSY);
+        if stream && linger(pipeline, ring)? {
             return Ok(true);
         }
         for _ in 0..SETTLE_ROUNDS {
@@ -62,6 +71,7 @@ impl RingWait {
             // A record that took the wake-up while that look drained it left a wake-up that
             // will find nothing to read, and the flag down: raise it and look again.
             if self.flag.is_waiting()? {
+                self.slept_at = Some(Instant::now());
                 return Ok(false);
             }
         }
@@ -95,7 +105,7 @@ impl RingWait {
     }
 }
 
-/// Sleeps `LINGER` and drains, while each look finds a stream. Returns true when the loop
+/// Sleeps `LINGER` and drains, while each look finds records. Returns true when the loop
 /// should come straight back instead of sleeping (a full batch waited, or the stream lasted
 /// `LINGER_ROUNDS`).
 fn linger(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) -> Result<bool, DaemonError> {
@@ -105,7 +115,7 @@ fn linger(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) -> Result<bool, 
         if drain(pipeline, ring)? {
             return Ok(true);
         }
-        if pipeline.stats.events - before < STREAM {
+        if pipeline.stats.events == before {
             return Ok(false);
         }
     }

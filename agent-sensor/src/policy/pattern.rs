@@ -185,9 +185,10 @@ impl PatternSet {
 
     /// Where the files the included patterns can match begin, for finding them on disk: the
     /// literal part (up to the first component with glob syntax) of each pattern rooted at `/`
-    /// or `~`. Patterns that match anywhere (`**/.env`), under the worktree or temp dirs, or in
+    /// or `~`, and how many levels below it a match can lie (`None`: any, the pattern has
+    /// `**`). Patterns that match anywhere (`**/.env`), under the worktree or temp dirs, or in
     /// /proc, /sys and /dev are left out.
-    pub fn literal_prefixes(&self, roots: &Roots) -> Vec<Vec<u8>> {
+    pub fn literal_prefixes(&self, roots: &Roots) -> Vec<(Vec<u8>, Option<usize>)> {
         let mut out = Vec::new();
         for pattern in self.sources.iter().filter_map(|s| parse(s).ok()) {
             let base: &[u8] = match pattern.root {
@@ -198,11 +199,14 @@ impl PatternSet {
                 }
                 _ => continue,
             };
-            let literal: Vec<&str> = pattern
-                .glob
-                .split('/')
+            let components: Vec<&str> = pattern.glob.split('/').collect();
+            let literal: Vec<&str> = components
+                .iter()
+                .copied()
                 .take_while(|c| !c.is_empty() && !c.contains(['*', '?', '[', '{', '\\']))
                 .collect();
+            let rest = &components[literal.len()..];
+            let depth = (!rest.contains(&"**")).then_some(rest.len());
             if literal.is_empty() && pattern.root == Root::Filesystem {
                 continue;
             }
@@ -216,8 +220,8 @@ impl PatternSet {
                 prefix.push(b'/');
                 prefix.extend_from_slice(component.as_bytes());
             }
-            if !out.contains(&prefix) {
-                out.push(prefix);
+            if !out.iter().any(|(p, d)| *p == prefix && *d == depth) {
+                out.push((prefix, depth));
             }
         }
         out
@@ -346,6 +350,7 @@ mod tests {
     #[test]
     fn literal_prefixes_are_where_fixed_patterns_begin() {
         let set = set(&[
+            "~/.aider*",
             "~/.ssh/**",
             "!~/.ssh/*.pub",
             "/etc/shadow",
@@ -355,20 +360,20 @@ mod tests {
             "{worktree}/.env",
             "~/.aws/credentials",
         ]);
-        let prefixes: Vec<String> = set
+        let prefixes: Vec<(String, Option<usize>)> = set
             .literal_prefixes(&roots())
             .into_iter()
-            .map(|p| String::from_utf8(p).unwrap())
+            .map(|(p, depth)| (String::from_utf8(p).unwrap(), depth))
             .collect();
-        assert_eq!(
-            prefixes,
-            [
-                "/home/dev/.ssh",
-                "/etc/shadow",
-                "/etc/ssh",
-                "/home/dev/.aws/credentials"
-            ]
-        );
+        let expected = [
+            // The home itself, but only its entries: `.aider*` is one level deep.
+            ("/home/dev", Some(1)),
+            ("/home/dev/.ssh", None),
+            ("/etc/shadow", Some(0)),
+            ("/etc/ssh", Some(1)),
+            ("/home/dev/.aws/credentials", Some(0)),
+        ];
+        assert_eq!(prefixes, expected.map(|(p, d)| (p.to_string(), d)).to_vec());
     }
 
     #[test]

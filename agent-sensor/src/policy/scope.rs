@@ -101,7 +101,7 @@ impl AgentScope {
             responses: parts.responses,
             secret_files: Arc::default(),
         };
-        let prefixes: Vec<Vec<u8>> = scope
+        let prefixes: Vec<(Vec<u8>, Option<usize>)> = scope
             .lists()
             .flat_map(|l| l.sensitive.literal_prefixes(&scope.roots))
             .collect();

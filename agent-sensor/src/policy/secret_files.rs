@@ -19,7 +19,7 @@ use std::{
 /// where events wait meanwhile.
 const MAX_VISITED: usize = 4096;
 const MAX_TIME: Duration = Duration::from_millis(5);
-/// Directory levels below a pattern's literal prefix.
+/// Directory levels below a pattern's literal prefix, at most (for `**`).
 const MAX_DEPTH: usize = 8;
 
 #[derive(Debug, Default)]
@@ -29,15 +29,19 @@ pub struct SecretFiles {
 }
 
 impl SecretFiles {
-    /// Walks each of `prefixes` (a file or a directory tree) and keeps the regular files for
-    /// which `is_secret` holds. Symlinks are not followed: what they point to is found by its
-    /// own name or not at all.
-    pub fn find(prefixes: &[Vec<u8>], is_secret: impl Fn(&[u8]) -> bool) -> Self {
+    /// Walks each of `prefixes` (a file or a directory tree, as deep as its bound says, `None`
+    /// for any depth) and keeps the regular files for which `is_secret` holds. Symlinks are
+    /// not followed: what they point to is found by its own name or not at all.
+    pub fn find(prefixes: &[(Vec<u8>, Option<usize>)], is_secret: impl Fn(&[u8]) -> bool) -> Self {
         let mut by_inode = HashMap::new();
         let mut visited = 0;
         let start = Instant::now();
-        let mut pending: Vec<(Vec<u8>, usize)> = prefixes.iter().map(|p| (p.clone(), 0)).collect();
-        while let Some((path, depth)) = pending.pop() {
+        let mut pending: Vec<(Vec<u8>, usize)> = prefixes
+            .iter()
+            .map(|(path, depth)| (path.clone(), depth.unwrap_or(MAX_DEPTH).min(MAX_DEPTH)))
+            .collect();
+        // `levels`: how many directory levels below `path` may still hold a match.
+        while let Some((path, levels)) = pending.pop() {
             if visited == MAX_VISITED || start.elapsed() > MAX_TIME {
                 log::debug!(
                     "sensitive files: stopped after {visited} entries in {:?}; the rest is \
@@ -54,12 +58,12 @@ impl SecretFiles {
                 if is_secret(&path) {
                     by_inode.insert((meta.dev(), meta.ino()), path);
                 }
-            } else if meta.is_dir() && depth < MAX_DEPTH {
+            } else if meta.is_dir() && levels > 0 {
                 let Ok(entries) = std::fs::read_dir(Path::new(OsStr::from_bytes(&path))) else {
                     continue;
                 };
                 for entry in entries.flatten() {
-                    pending.push((entry.path().into_os_string().into_vec(), depth + 1));
+                    pending.push((entry.path().into_os_string().into_vec(), levels - 1));
                 }
             }
         }
@@ -90,7 +94,7 @@ mod tests {
         std::fs::hard_link(dir.join("keys/id"), dir.join("innocent.txt")).unwrap();
         let keys = dir.join("keys").into_os_string().into_vec();
 
-        let found = SecretFiles::find(&[keys], |p| !p.ends_with(b".pub"));
+        let found = SecretFiles::find(&[(keys, None)], |p| !p.ends_with(b".pub"));
         let name = |p: &str| {
             let meta = std::fs::metadata(dir.join(p)).unwrap();
             found.name_of(meta.dev(), meta.ino()).map(|n| n.to_vec())

@@ -301,7 +301,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     let (_socket, mut requests) = server::serve(&options.control_socket)?;
     let ring = sensor.take_events()?;
     let mut ring = register(ring).map_err(DaemonError::Poll)?;
-    let mut ring_wait = RingWait::new(sensor.take_reader_flag()?)?;
+    let mut ring_wait = RingWait::new(sensor.take_reader_flag()?, load.ring_bytes)?;
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;

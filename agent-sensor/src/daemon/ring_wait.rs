@@ -23,7 +23,12 @@ const STREAM: u64 = 4;
 const BUSY: Duration = Duration::from_millis(1);
 /// How long the loop waits for more of a stream before it raises the flag: the latency a
 /// record may gain while records keep coming (a lone record still wakes the loop at once).
+/// Shorter for a small ring (see `linger_for`).
 const LINGER: Duration = Duration::from_micros(250);
+/// A linger fills at most a quarter of the ring at this rate, about what two tracked loops
+/// write on the benchmark machine; below `MIN_LINGER` the loop does not linger at all.
+const FILL_BYTES_PER_SECOND: f64 = 256e6;
+const MIN_LINGER: Duration = Duration::from_micros(20);
 /// Lingers in a row before the loop lets signals and requests in (about two milliseconds).
 const LINGER_ROUNDS: usize = 8;
 /// Rounds of raising the flag and looking again before the loop lets other work in.
@@ -33,19 +38,23 @@ const CATCH_UP_TIME: Duration = Duration::from_millis(20);
 
 pub struct RingWait {
     flag: ReaderFlag,
+    /// `None`: the ring is too small to wait on.
+    linger: Option<Duration>,
     /// When the loop last went to sleep on the ring.
     slept_at: Option<Instant>,
 }
 
 impl RingWait {
     /// Raises the flag: records committed from now on wake the loop until it drains.
-    pub fn new(mut flag: ReaderFlag) -> Result<Self, DaemonError> {
+    pub fn new(mut flag: ReaderFlag, ring_bytes: u32) -> Result<Self, DaemonError> {
         flag.set_waiting()?;
-        // The lingers are tens of microseconds: the default 50 µs timer slack would double them.
+        // A linger is a quarter of a millisecond: the default 50 µs timer slack would stretch
+        // it by a fifth.
         // SAFETY: prctl on the calling thread (the run loop's) only.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000, 0, 0, 0) };
         Ok(Self {
             flag,
+            linger: linger_for(ring_bytes),
             slept_at: None,
         })
     }
@@ -59,8 +68,10 @@ impl RingWait {
         handled: u64,
     ) -> Result<bool, DaemonError> {
         let stream = handled >= STREAM || self.slept_at.is_some_and(|t| t.elapsed() < BUSY);
-        if stream && linger(pipeline, ring)? {
-            return Ok(true);
+        if let (true, Some(time)) = (stream, self.linger) {
+            if linger(pipeline, ring, time)? {
+                return Ok(true);
+            }
         }
         for _ in 0..SETTLE_ROUNDS {
             self.flag.set_waiting()?;
@@ -108,9 +119,13 @@ impl RingWait {
 /// Sleeps `LINGER` and drains, while each look finds records. Returns true when the loop
 /// should come straight back instead of sleeping (a full batch waited, or the stream lasted
 /// `LINGER_ROUNDS`).
-fn linger(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) -> Result<bool, DaemonError> {
+fn linger(
+    pipeline: &mut Pipeline,
+    ring: &mut RingBuf<MapData>,
+    time: Duration,
+) -> Result<bool, DaemonError> {
     for _ in 0..LINGER_ROUNDS {
-        std::thread::sleep(LINGER);
+        std::thread::sleep(time);
         let before = pipeline.stats.events;
         if drain(pipeline, ring)? {
             return Ok(true);
@@ -122,8 +137,31 @@ fn linger(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) -> Result<bool, 
     Ok(true)
 }
 
+/// How long a linger may be for a ring of `ring_bytes`: records must not overflow it meanwhile.
+fn linger_for(ring_bytes: u32) -> Option<Duration> {
+    let quarter_fill = Duration::from_secs_f64(ring_bytes as f64 / 4.0 / FILL_BYTES_PER_SECOND);
+    let time = quarter_fill.min(LINGER);
+    (time >= MIN_LINGER).then_some(time)
+}
+
 fn drain(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) -> Result<bool, DaemonError> {
     pipeline
         .drain(ring, BATCH)
         .map_err(DaemonError::EventsWrite)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_rings_linger_less_or_not_at_all() {
+        // The default 8 MiB ring: the full quarter millisecond.
+        assert_eq!(linger_for(8 << 20), Some(LINGER));
+        // 64 KiB fill in a quarter of 256 µs at the assumed rate.
+        let linger = linger_for(64 << 10).unwrap();
+        assert!(linger > MIN_LINGER && linger < LINGER, "{linger:?}");
+        // A 4 KiB ring fills in microseconds: records wake the loop one by one.
+        assert_eq!(linger_for(4096), None);
+    }
 }

@@ -78,14 +78,22 @@ impl TestCgroup {
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
-        for _ in 0..200 {
-            if std::fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        kill_and_remove_cgroup(&self.path);
     }
+}
+
+/// Kills everything in a cgroup the test made (frozen or not) and removes it, waiting up to
+/// 5 s for the killed processes to leave: a cgroup left behind, frozen perhaps, would meet
+/// the next test.
+pub fn kill_and_remove_cgroup(cgroup: &Path) {
+    let _ = std::fs::write(cgroup.join("cgroup.kill"), "1");
+    for _ in 0..500 {
+        if std::fs::remove_dir(cgroup).is_ok() || !cgroup.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("warning: could not remove cgroup {}", cgroup.display());
 }
 
 /// A running sensor started by a test.
@@ -300,13 +308,7 @@ impl Drop for Sensor {
         let saved = std::fs::read_to_string(self.state_dir.join("agents.json")).unwrap_or_default();
         let agents: Vec<Value> = serde_json::from_str(&saved).unwrap_or_default();
         for cgroup in agents.iter().filter_map(|a| a["cgroup"].as_str()) {
-            let _ = std::fs::write(Path::new(cgroup).join("cgroup.kill"), "1");
-            for _ in 0..100 {
-                if std::fs::remove_dir(cgroup).is_ok() || !Path::new(cgroup).exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            kill_and_remove_cgroup(Path::new(cgroup));
         }
     }
 }

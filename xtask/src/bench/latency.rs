@@ -224,7 +224,7 @@ fn frozen_micros(outcome: &str) -> Option<f64> {
 /// The policy of the latency and soak sections: files under `secrets` are sensitive for
 /// profile `bench`; agents of profile `bench-contain` are frozen for reading one. Checked by
 /// the sensor.
-pub(super) fn write_policy(bench: &Bench, dir: &Path, secrets: &Path) -> Result<PathBuf> {
+fn write_policy(bench: &Bench, dir: &Path, secrets: &Path) -> Result<PathBuf> {
     let policy = dir.join("policy.toml");
     std::fs::write(
         &policy,
@@ -253,19 +253,34 @@ pub(super) fn write_policy(bench: &Bench, dir: &Path, secrets: &Path) -> Result<
     Ok(policy)
 }
 
-pub fn run(bench: &Bench, args: &LatencyArgs) -> Result<Latency> {
-    let dir = bench.work.subdir("latency")?;
-    let secrets = dir.join("secrets");
-    std::fs::create_dir_all(&secrets)?;
-    let files = 2 * (args.samples + args.rounds);
-    for i in 0..files {
-        std::fs::write(secrets.join(format!("secret-{i}")), format!("token-{i}\n"))?;
+/// What the latency and soak sections start from, in `dir`: `secrets` distinct secret files
+/// (`secrets/secret-<i>`, a repeated read would be deduplicated), the bench policy over them,
+/// a cgroup `load` for the background loop, and one sensor in enforce mode tracking it.
+pub(super) struct EnforcingSetup {
+    pub secrets: PathBuf,
+    pub load_cgroup: BenchCgroup,
+    pub sensor: RunningSensor,
+}
+
+pub(super) fn enforcing_setup(
+    bench: &Bench,
+    dir: &Path,
+    secrets: u64,
+    load: &str,
+) -> Result<EnforcingSetup> {
+    let secrets_dir = dir.join("secrets");
+    std::fs::create_dir_all(&secrets_dir)?;
+    for i in 0..secrets {
+        std::fs::write(
+            secrets_dir.join(format!("secret-{i}")),
+            format!("token-{i}\n"),
+        )?;
     }
-    let policy = write_policy(bench, &dir, &secrets)?;
-    let load_cgroup = BenchCgroup::create(&bench.cgroup_root, "latency-load")?;
+    let policy = write_policy(bench, dir, &secrets_dir)?;
+    let load_cgroup = BenchCgroup::create(&bench.cgroup_root, load)?;
     let sensor = RunningSensor::start_with(
         &bench.sensor,
-        &dir,
+        dir,
         &SensorOptions {
             track_cgroups: vec![&load_cgroup.path],
             metrics: true,
@@ -274,6 +289,25 @@ pub fn run(bench: &Bench, args: &LatencyArgs) -> Result<Latency> {
             policy: Some(&policy),
             enforce: true,
         },
+    )?;
+    Ok(EnforcingSetup {
+        secrets: secrets_dir,
+        load_cgroup,
+        sensor,
+    })
+}
+
+pub fn run(bench: &Bench, args: &LatencyArgs) -> Result<Latency> {
+    let dir = bench.work.subdir("latency")?;
+    let EnforcingSetup {
+        secrets,
+        load_cgroup,
+        sensor,
+    } = enforcing_setup(
+        bench,
+        &dir,
+        2 * (args.samples + args.rounds),
+        "latency-load",
     )?;
     let watcher = AlertWatcher::start(&sensor.alerts_path())?;
     let mut next_file = 0;

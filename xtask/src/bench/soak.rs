@@ -19,12 +19,11 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use super::{
-    cgroup::BenchCgroup,
     cpu,
-    latency::{micros, monotonic_ns, parse_alert, write_policy, SeenAlert},
+    latency::{enforcing_setup, micros, monotonic_ns, parse_alert, EnforcingSetup, SeenAlert},
     metrics,
     report::{self, thousands, Target},
-    sensor::{RunningSensor, SensorOptions, SensorTotals},
+    sensor::{RunningSensor, SensorTotals},
     workload, Bench,
 };
 
@@ -116,27 +115,13 @@ pub fn run(bench: &Bench, args: &SoakArgs) -> Result<Soak> {
         bail!("--seconds, --rate, --attack-every and --sample-every must be at least 1");
     }
     let dir = bench.work.subdir("soak")?;
-    let secrets = dir.join("secrets");
-    std::fs::create_dir_all(&secrets)?;
-    // One distinct secret per attack: a repeated read by one agent would be deduplicated.
+    // One distinct secret per attack.
     let attacks = args.seconds / args.attack_every + 1;
-    for i in 0..attacks {
-        std::fs::write(secrets.join(format!("secret-{i}")), format!("token-{i}\n"))?;
-    }
-    let policy = write_policy(bench, &dir, &secrets)?;
-    let load_cgroup = BenchCgroup::create(&bench.cgroup_root, "soak-load")?;
-    let sensor = RunningSensor::start_with(
-        &bench.sensor,
-        &dir,
-        &SensorOptions {
-            track_cgroups: vec![&load_cgroup.path],
-            metrics: true,
-            event_stream: true,
-            alerts: true,
-            policy: Some(&policy),
-            enforce: true,
-        },
-    )?;
+    let EnforcingSetup {
+        secrets,
+        load_cgroup,
+        sensor,
+    } = enforcing_setup(bench, &dir, attacks, "soak-load")?;
     let url = sensor.metrics_url()?.to_string();
     let mut alerts = AlertTail::open(&sensor.alerts_path())?;
     eprintln!(

@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use super::cpu;
+use super::{cpu, sensor::end_with_xtask};
 
 /// The `-k` key of every audit rule the bench adds; stale ones are removed by it.
 pub const AUDIT_KEY: &str = "agent-sensor-bench";
@@ -51,15 +51,7 @@ impl Bpftrace {
         let _ = std::fs::remove_file(&ready);
         std::fs::write(&script, bpftrace_script(cgroup_id, &ready))?;
         let mut command = Command::new("bpftrace");
-        // SAFETY: prctl is async-signal-safe and touches only the child.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        end_with_xtask(&mut command, libc::SIGINT);
         // --unsafe only for system() in BEGIN: the ready file. Output (-o) goes to /dev/null.
         let child = command
             .args(["--unsafe", "-o", "/dev/null"])
@@ -491,15 +483,7 @@ fn start_auditd(dir: &Path, log_dir: &Path) -> Result<Child> {
     std::fs::set_permissions(&config_file, std::fs::Permissions::from_mode(0o640))?;
     std::fs::set_permissions(log_dir, std::fs::Permissions::from_mode(0o700))?;
     let mut command = Command::new("auditd");
-    // SAFETY: prctl is async-signal-safe and touches only the child.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    end_with_xtask(&mut command, libc::SIGTERM);
     command
         .arg("-n")
         .arg("-c")

@@ -74,16 +74,8 @@ impl RunningSensor {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let mut command = Command::new(binary);
-        // SAFETY: prctl is async-signal-safe and touches only the child.
-        unsafe {
-            // Should xtask die without its Drop guards running, the sensor stops (cleanly) too.
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // The sensor stops cleanly on SIGTERM.
+        end_with_xtask(&mut command, libc::SIGTERM);
         command
             .args(["run", "--log-level", "info"])
             .arg("--state-dir")
@@ -375,7 +367,9 @@ pub struct HeldHooks {
 impl HeldHooks {
     /// Starts the holder and waits until it says the hooks are attached.
     pub fn start(binary: &Path) -> Result<Self> {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        end_with_xtask(&mut command, libc::SIGTERM);
+        let mut child = command
             .args(["probe", "--hold-syscall-hooks", "3600"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -401,5 +395,19 @@ impl Drop for HeldHooks {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Has the process `command` starts get `signal` when xtask dies: a bench killed midway, whose
+/// Drop guards never run, leaves no sensor, tracer or hook holder behind.
+pub fn end_with_xtask(command: &mut Command, signal: libc::c_int) {
+    // SAFETY: prctl is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }

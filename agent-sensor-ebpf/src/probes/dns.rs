@@ -13,9 +13,9 @@ use agent_sensor_common::egress::{
 };
 use aya_ebpf::{
     helpers::generated::{bpf_loop, bpf_probe_read_user},
-    macros::raw_tracepoint,
+    macros::btf_tracepoint,
     maps::lpm_trie::Key,
-    programs::RawTracePointContext,
+    programs::BtfTracePointContext,
 };
 
 use crate::maps::{
@@ -62,8 +62,8 @@ pub fn stash(agent: u64, data: u64, len: u64) -> bool {
 
 /// Tail-called by `syscall_sys_exit` for a DNS answer an enforced agent received; never
 /// attached by itself.
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn syscall_dns_answer(_ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sys_exit")]
+pub fn syscall_dns_answer(_ctx: BtfTracePointContext) -> i32 {
     let _ = learn();
     0
 }

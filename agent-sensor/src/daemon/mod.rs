@@ -244,7 +244,14 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     let metrics = Arc::new(Metrics::new(MetricsConfig {
         agent_label_cap: options.metrics_agent_labels,
     }));
-    metrics.programs_attached("raw_tracepoint", sensor.attached.len() as u64);
+    for family in ["raw_tracepoint", "tp_btf", "cgroup_sock_addr"] {
+        let n = sensor
+            .attached
+            .iter()
+            .filter(|program| crate::loader::hook_family(program) == family)
+            .count();
+        metrics.programs_attached(family, n as u64);
+    }
     for rule in RuleId::ALL {
         let config = policy.rule(rule);
         if config.enabled {

@@ -12,7 +12,9 @@ use agent_sensor_common::{
 };
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, Program, ProgramError, RawTracePoint},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Program, ProgramError, RawTracePoint,
+    },
     Ebpf, EbpfLoader,
 };
 use thiserror::Error;
@@ -27,11 +29,15 @@ pub static PROBE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-sensor-probe"));
 
 /// Every program of the sensor object and the raw tracepoint it attaches to.
-pub const PROGRAMS: [(&str, &str); 6] = [
+pub const PROGRAMS: [(&str, &str); 4] = [
     ("process_task_newtask", "task_newtask"),
     ("process_cgroup_attach_task", "cgroup_attach_task"),
     ("process_sched_process_exec", "sched_process_exec"),
     ("process_sched_process_exit", "sched_process_exit"),
+];
+
+/// BTF tracepoints (program, tracepoint): typed `pt_regs` access, see `probes/syscall.rs`.
+pub const SYSCALL_PROGRAMS: [(&str, &str); 2] = [
     ("syscall_sys_enter", "sys_enter"),
     ("syscall_sys_exit", "sys_exit"),
 ];
@@ -42,6 +48,8 @@ pub enum LoadError {
     System(#[from] system::SystemError),
     #[error(transparent)]
     Btf(#[from] crate::btf::BtfError),
+    #[error("cannot read the kernel's BTF for the typed tracepoints: {0}")]
+    AyaBtf(#[source] aya::BtfError),
     #[error(
         "this agent-sensor binary was built with AYA_BUILD_SKIP=1 and carries no eBPF programs; \
          build it with `cargo xtask build`"
@@ -211,9 +219,11 @@ where
 }
 
 /// Programs reached only by tail call from `syscall_sys_exit`: loaded, never attached.
-fn load_tail_calls(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+fn load_tail_calls(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), LoadError> {
     let program = "syscall_dns_answer";
-    let prog = load_program(ebpf, program, RawTracePoint::load)?;
+    let prog = load_program(ebpf, program, |p: &mut BtfTracePoint| {
+        p.load("sys_exit", btf)
+    })?;
     let fd = prog
         .fd()
         .map_err(|error| LoadError::Program { program, error })?
@@ -261,6 +271,17 @@ pub fn comm_key(name: &str) -> [u8; 16] {
     let n = bytes.len().min(15);
     key[..n].copy_from_slice(&bytes[..n]);
     key
+}
+
+/// The hook family of an attached program, as `agent-sensor probe` names it.
+pub fn hook_family(program: &str) -> &'static str {
+    if SYSCALL_PROGRAMS.iter().any(|(name, _)| *name == program) {
+        "tp_btf"
+    } else if EGRESS_PROGRAMS.contains(&program) {
+        "cgroup_sock_addr"
+    } else {
+        "raw_tracepoint"
+    }
 }
 
 /// The loaded and attached sensor.
@@ -344,7 +365,16 @@ impl LoadedSensor {
                 .map_err(|error| LoadError::Program { program, error })?;
             attached.push(program);
         }
-        load_tail_calls(&mut ebpf)?;
+        let kernel_btf = aya::Btf::from_sys_fs().map_err(LoadError::AyaBtf)?;
+        for (program, tracepoint) in SYSCALL_PROGRAMS {
+            let prog = load_program(&mut ebpf, program, |p: &mut BtfTracePoint| {
+                p.load(tracepoint, &kernel_btf)
+            })?;
+            prog.attach()
+                .map_err(|error| LoadError::Program { program, error })?;
+            attached.push(program);
+        }
+        load_tail_calls(&mut ebpf, &kernel_btf)?;
         attach_egress(&mut ebpf, &mut attached)?;
         fill_resolvers(&mut ebpf, &options.resolvers)?;
         if let Some(pins) = &pins {

@@ -52,16 +52,40 @@ pub fn resolve_parent(base: Option<&[u8]>, arg: &[u8], tgid: u32, tid: u32) -> O
     let split = raw.iter().rposition(|b| *b == b'/')?;
     let (parent, last) = (&raw[..split.max(1)], &raw[split + 1..]);
     if matches!(last, b"" | b"." | b"..") {
-        let whole = std::fs::canonicalize(Path::new(OsStr::from_bytes(&raw))).ok()?;
-        return Some(whole.into_os_string().into_vec());
+        return canonical(Path::new(OsStr::from_bytes(&raw)));
     }
-    let parent = std::fs::canonicalize(Path::new(OsStr::from_bytes(parent))).ok()?;
-    let mut resolved = parent.into_os_string().into_vec();
+    let mut resolved = canonical(Path::new(OsStr::from_bytes(parent)))?;
     if !resolved.ends_with(b"/") {
         resolved.push(b'/');
     }
     resolved.extend_from_slice(last);
     Some(resolved)
+}
+
+/// What `realpath` gives for `path`, from the kernel's own lookup: an `O_PATH` open resolves
+/// every component, and `/proc/self/fd` names the result. Three syscalls where `realpath`
+/// makes a `readlink` per component (most of the daemon's syscalls in a cargo build).
+fn canonical(path: &Path) -> Option<Vec<u8>> {
+    use std::os::{
+        fd::AsRawFd,
+        unix::fs::{MetadataExt, OpenOptionsExt},
+    };
+    let object = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .ok()?;
+    let name = std::fs::read_link(format!("/proc/self/fd/{}", object.as_raw_fd())).ok()?;
+    let name = name.into_os_string().into_vec();
+    // Removed since the lookup: the kernel's name carries a suffix, and the path is gone.
+    if name.ends_with(b" (deleted)") && object.metadata().map_or(true, |m| m.nlink() == 0) {
+        return None;
+    }
+    // Not reachable from this process's root (another mount namespace's object).
+    if !name.starts_with(b"/") {
+        return None;
+    }
+    Some(name)
 }
 
 /// Replaces textual joins in a file event by host-resolved paths where possible.
@@ -127,6 +151,21 @@ mod tests {
         // Absolute arguments ignore the base; a missing parent gives up.
         assert!(resolve_parent_here(None, b"relative").is_none());
         assert!(resolve_parent_here(Some(base), b"missing/dir/x").is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_named_like_a_removed_one_is_still_resolved() {
+        let dir = std::env::temp_dir().join(format!("agent-sensor-deleted-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let odd = dir.join("old (deleted)");
+        std::fs::create_dir_all(&odd).unwrap();
+        let real = std::fs::canonicalize(&odd).unwrap();
+        let got = resolve_parent_here(
+            None,
+            [odd.as_os_str().as_bytes(), b"/f"].concat().as_slice(),
+        );
+        assert_eq!(got.unwrap(), [real.as_os_str().as_bytes(), b"/f"].concat());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -143,7 +143,11 @@ impl Pipeline {
         }
         self.detect(&event)?;
         if let Some(sink) = self.sink.as_mut() {
-            serde_json::to_writer(&mut *sink, &event.to_json(&self.clock))?;
+            let json = events::EventJson {
+                event: &event,
+                clock: &self.clock,
+            };
+            serde_json::to_writer(&mut *sink, &json)?;
             sink.write_all(b"\n")?;
         }
         Ok(())

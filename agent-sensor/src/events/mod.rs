@@ -14,7 +14,7 @@ use agent_sensor_common::{
     flags, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent,
     SockCloseEvent, SyscallEvent,
 };
-pub use json::Clock;
+pub use json::{Clock, EventJson};
 use thiserror::Error;
 
 pub use self::syscalls::syscall_name;

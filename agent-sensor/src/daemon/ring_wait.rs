@@ -9,6 +9,10 @@
 //! stream lasts nobody pays for wake-ups and the daemon handles several records per look, and
 //! a record waits at most one linger longer. A lone record (idle agent) still wakes the daemon
 //! at once.
+//!
+//! Each look costs the daemon a sleep and a wake of its own (a few µs), so a thin stream
+//! (10,000 records/s: two or three per look) lingers longer, up to a millisecond, until a look
+//! finds a dozen or so records; a thick one goes back to a quarter of a millisecond.
 
 use std::time::{Duration, Instant};
 
@@ -25,12 +29,17 @@ const BUSY: Duration = Duration::from_millis(1);
 /// record may gain while records keep coming (a lone record still wakes the loop at once).
 /// Shorter for a small ring (see `linger_for`).
 const LINGER: Duration = Duration::from_micros(250);
+/// The longest linger a thin stream grows to: the latency a record may gain then.
+const MAX_LINGER: Duration = Duration::from_millis(1);
+/// Records a look should find: fewer than half as many and the next linger doubles (up to
+/// `MAX_LINGER`), more than twice as many and it halves (down to the ring's linger).
+const LOOK_RECORDS: u64 = 16;
 /// A linger fills at most a quarter of the ring at this rate, about what two tracked loops
 /// write on the benchmark machine; below `MIN_LINGER` the loop does not linger at all.
 const FILL_BYTES_PER_SECOND: f64 = 256e6;
 const MIN_LINGER: Duration = Duration::from_micros(20);
-/// Lingers in a row before the loop lets signals and requests in (about two milliseconds).
-const LINGER_ROUNDS: usize = 8;
+/// Lingering in a row before the loop lets signals and requests in.
+const LINGER_BUDGET: Duration = Duration::from_millis(2);
 /// Rounds of raising the flag and looking again before the loop lets other work in.
 const SETTLE_ROUNDS: usize = 8;
 /// How long the once-a-second safety net may drain.
@@ -38,8 +47,10 @@ const CATCH_UP_TIME: Duration = Duration::from_millis(20);
 
 pub struct RingWait {
     flag: ReaderFlag,
-    /// `None`: the ring is too small to wait on.
-    linger: Option<Duration>,
+    /// The shortest and longest linger; `None`: the ring is too small to wait on.
+    linger: Option<(Duration, Duration)>,
+    /// The linger now, between the two.
+    linger_now: Duration,
     /// When the loop last went to sleep on the ring.
     slept_at: Option<Instant>,
 }
@@ -52,9 +63,11 @@ impl RingWait {
         // it by a fifth.
         // SAFETY: prctl on the calling thread (the run loop's) only.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000, 0, 0, 0) };
+        let linger = linger_for(ring_bytes);
         Ok(Self {
             flag,
-            linger: linger_for(ring_bytes),
+            linger,
+            linger_now: linger.map_or(LINGER, |(shortest, _)| shortest),
             slept_at: None,
         })
     }
@@ -68,10 +81,8 @@ impl RingWait {
         handled: u64,
     ) -> Result<bool, DaemonError> {
         let stream = handled >= STREAM || self.slept_at.is_some_and(|t| t.elapsed() < BUSY);
-        if let (true, Some(time)) = (stream, self.linger) {
-            if linger(pipeline, ring, time)? {
-                return Ok(true);
-            }
+        if stream && self.linger.is_some() && self.linger_a_while(pipeline, ring)? {
+            return Ok(true);
         }
         for _ in 0..SETTLE_ROUNDS {
             self.flag.set_waiting()?;
@@ -116,32 +127,55 @@ impl RingWait {
     }
 }
 
-/// Sleeps `LINGER` and drains, while each look finds records. Returns true when the loop
-/// should come straight back instead of sleeping (a full batch waited, or the stream lasted
-/// `LINGER_ROUNDS`).
-fn linger(
-    pipeline: &mut Pipeline,
-    ring: &mut RingBuf<MapData>,
-    time: Duration,
-) -> Result<bool, DaemonError> {
-    for _ in 0..LINGER_ROUNDS {
-        std::thread::sleep(time);
-        let before = pipeline.stats.events;
-        if drain(pipeline, ring)? {
-            return Ok(true);
-        }
-        if pipeline.stats.events == before {
+impl RingWait {
+    /// Sleeps a linger and drains, while each look finds records. Returns true when the loop
+    /// should come straight back instead of sleeping (a full batch waited, or the stream
+    /// lasted `LINGER_BUDGET`).
+    fn linger_a_while(
+        &mut self,
+        pipeline: &mut Pipeline,
+        ring: &mut RingBuf<MapData>,
+    ) -> Result<bool, DaemonError> {
+        let Some((shortest, longest)) = self.linger else {
             return Ok(false);
+        };
+        let until = Instant::now() + LINGER_BUDGET;
+        loop {
+            std::thread::sleep(self.linger_now);
+            let before = pipeline.stats.events;
+            if drain(pipeline, ring)? {
+                return Ok(true);
+            }
+            let found = pipeline.stats.events - before;
+            if found == 0 {
+                return Ok(false);
+            }
+            self.linger_now = next_linger(self.linger_now, found, shortest, longest);
+            if Instant::now() >= until {
+                return Ok(true);
+            }
         }
     }
-    Ok(true)
 }
 
-/// How long a linger may be for a ring of `ring_bytes`: records must not overflow it meanwhile.
-fn linger_for(ring_bytes: u32) -> Option<Duration> {
+/// The linger after a look that found `found` records: longer for a thin stream, shorter for
+/// a thick one.
+fn next_linger(now: Duration, found: u64, shortest: Duration, longest: Duration) -> Duration {
+    if found < LOOK_RECORDS / 2 {
+        (now * 2).min(longest)
+    } else if found > LOOK_RECORDS * 2 {
+        (now / 2).max(shortest)
+    } else {
+        now
+    }
+}
+
+/// The shortest and longest linger for a ring of `ring_bytes`: records must not overflow it
+/// meanwhile, even if a thin stream turns into a flood during the longest.
+fn linger_for(ring_bytes: u32) -> Option<(Duration, Duration)> {
     let quarter_fill = Duration::from_secs_f64(ring_bytes as f64 / 4.0 / FILL_BYTES_PER_SECOND);
-    let time = quarter_fill.min(LINGER);
-    (time >= MIN_LINGER).then_some(time)
+    let shortest = quarter_fill.min(LINGER);
+    (shortest >= MIN_LINGER).then_some((shortest, quarter_fill.min(MAX_LINGER)))
 }
 
 fn drain(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) -> Result<bool, DaemonError> {
@@ -156,12 +190,32 @@ mod tests {
 
     #[test]
     fn small_rings_linger_less_or_not_at_all() {
-        // The default 8 MiB ring: the full quarter millisecond.
-        assert_eq!(linger_for(8 << 20), Some(LINGER));
-        // 64 KiB fill in a quarter of 256 µs at the assumed rate.
-        let linger = linger_for(64 << 10).unwrap();
-        assert!(linger > MIN_LINGER && linger < LINGER, "{linger:?}");
+        // The default 8 MiB ring: the full quarter millisecond, up to a millisecond.
+        assert_eq!(linger_for(8 << 20), Some((LINGER, MAX_LINGER)));
+        // 64 KiB fill in a quarter of 256 µs at the assumed rate: that long, never longer.
+        let (shortest, longest) = linger_for(64 << 10).unwrap();
+        assert!(shortest > MIN_LINGER && shortest < LINGER, "{shortest:?}");
+        assert_eq!(shortest, longest);
         // A 4 KiB ring fills in microseconds: records wake the loop one by one.
         assert_eq!(linger_for(4096), None);
+    }
+
+    #[test]
+    fn a_thin_stream_lingers_longer_and_a_thick_one_shorter() {
+        let (shortest, longest) = linger_for(8 << 20).unwrap();
+        let mut now = shortest;
+        // Two records a look: doubling up to a millisecond, no further.
+        for expected in [500, 1000, 1000] {
+            now = next_linger(now, 2, shortest, longest);
+            assert_eq!(now, Duration::from_micros(expected));
+        }
+        // About the right number: stays.
+        assert_eq!(next_linger(now, LOOK_RECORDS, shortest, longest), now);
+        // Floods: back down to the ring's linger, not below.
+        now = next_linger(now, 100, shortest, longest);
+        assert_eq!(now, Duration::from_micros(500));
+        now = next_linger(now, 100, shortest, longest);
+        now = next_linger(now, 100, shortest, longest);
+        assert_eq!(now, LINGER);
     }
 }

@@ -553,8 +553,16 @@ impl<T: clap::Args + clap::FromArgMatches> ParseDefaults for T {
     }
 }
 
-/// Sustained loads (the VM has 2 cores): loop processes at once, and whether the sensor writes the event stream.
-const LOADS: [(usize, bool); 3] = [(1, false), (2, false), (1, true)];
+/// Sustained loads (the VM has 2 cores): loop processes at once, whether the sensor writes the
+/// event stream, and the loop. An open/close loop cannot make records as fast as the decoder
+/// takes them on this machine (the loops and the sensor share two cores); the kill(self, 0)
+/// loop makes the cheapest record there is, to find the decoder's own limit.
+const LOADS: [(usize, bool, workload::Generator); 4] = [
+    (1, false, workload::Generator::OpenClose),
+    (2, false, workload::Generator::OpenClose),
+    (1, true, workload::Generator::OpenClose),
+    (1, false, workload::Generator::SignalSelf),
+];
 
 /// One open/close loop scenario: ns per iteration of each run.
 pub struct LoopScenario {
@@ -568,6 +576,7 @@ pub struct LoopScenario {
 
 pub struct SustainedLoad {
     pub processes: usize,
+    pub generator: workload::Generator,
     /// The sensor wrote every event as a JSON line (`--events /dev/null`).
     pub event_stream: bool,
     pub wall: Duration,
@@ -632,9 +641,10 @@ fn capture(bench: &Bench, args: CaptureArgs) -> Result<String> {
     let no_sensor_again =
         loop_scenario("no sensor, again", || Ok((loop_runs(&args, None)?, None)))?;
     let mut loads = Vec::new();
-    for (processes, event_stream) in LOADS {
+    for (processes, event_stream, generator) in LOADS {
         eprintln!(
-            "xtask bench: sustained load, {processes} tracked loop process(es), {} s{}",
+            "xtask bench: sustained load, {processes} tracked {} loop process(es), {} s{}",
+            generator.name(),
             args.load_seconds,
             if event_stream {
                 ", with the event stream"
@@ -648,6 +658,7 @@ fn capture(bench: &Bench, args: CaptureArgs) -> Result<String> {
             cgroup_root,
             processes,
             event_stream,
+            generator,
             &args,
         )?);
     }
@@ -738,6 +749,7 @@ fn sustained_load(
     cgroup_root: &Path,
     processes: usize,
     event_stream: bool,
+    generator: workload::Generator,
     args: &CaptureArgs,
 ) -> Result<SustainedLoad> {
     let name = format!("load{processes}");
@@ -755,8 +767,14 @@ fn sustained_load(
                     // Children left behind by an error are killed with the cgroup.
                     let children = (0..processes)
                         .map(|_| {
-                            let mut cmd =
-                                workload::open_close_command(Length::Seconds(args.load_seconds))?;
+                            let mut cmd = match generator {
+                                workload::Generator::OpenClose => workload::open_close_command(
+                                    Length::Seconds(args.load_seconds),
+                                )?,
+                                workload::Generator::SignalSelf => {
+                                    workload::signal_self_command(args.load_seconds)?
+                                }
+                            };
                             cgroup.join_before_exec(&mut cmd);
                             cmd.spawn().context("cannot start the workload")
                         })
@@ -773,6 +791,7 @@ fn sustained_load(
         })?;
     Ok(SustainedLoad {
         processes,
+        generator,
         event_stream,
         wall,
         iterations,

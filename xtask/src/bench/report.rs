@@ -178,7 +178,10 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
         String::new(),
         "#### sustained decode".into(),
         String::new(),
-        "The tracked loop in P processes at once, each for the given time; \"event stream\" says \
+        "The tracked loop in P processes at once, each for the given time: the open/close loop \
+         (one record per iteration, its path walked by the kernel) or a kill(self, 0) loop (one \
+         small record per call, nothing to walk: the fastest a process makes records, to load \
+         the decoder harder than open/close loops can with the two cores shared); \"event stream\" says \
          whether the sensor also wrote every event as a JSON line (`--events /dev/null`) or only \
          decoded, correlated and judged them (the default deployment: alerts and metrics). \
          events/s is the sensor's own `stopped: N events` count over the \
@@ -190,17 +193,18 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
          read from /proc/<pid>/status at the end of the load."
             .into(),
         String::new(),
-        "| P | event stream | wall s | loop iterations | events decoded | events/s | kernel drops \
+        "| P | loop | event stream | wall s | loop iterations | events decoded | events/s | kernel drops \
          | undecodable | sensor CPU (cores) | per CPU-second | VmHWM MiB | VmRSS MiB \
          | other CPU (cores) |"
             .into(),
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
             .into(),
     ]);
     for load in &capture.loads {
         out.push(format!(
-            "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {:.2} | {} | {:.1} | {:.1} | {:.2} |",
+            "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {:.2} | {} | {:.1} | {:.1} | {:.2} |",
             load.processes,
+            load.generator.name(),
             if load.event_stream { "yes" } else { "no" },
             load.wall.as_secs_f64(),
             thousands(load.iterations),
@@ -249,9 +253,10 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
             let rate = load.events_per_second();
             (
                 format!(
-                    "{} events/s (best lossless load, P = {})",
+                    "{} events/s (best lossless load, P = {}, {} loop)",
                     thousands(rate as u64),
-                    load.processes
+                    load.processes,
+                    load.generator.name()
                 ),
                 if rate >= MIN_EVENTS_PER_SECOND {
                     "PASS".to_string()
@@ -271,9 +276,10 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
                 .max_by(|a, b| a.events_per_second().total_cmp(&b.events_per_second()));
             let measured = fastest.map_or("no load ran".into(), |load| {
                 format!(
-                    "no load was lossless; at most {} events/s decoded (P = {}, {} dropped)",
+                    "no load was lossless; at most {} events/s decoded (P = {}, {} loop, {} dropped)",
                     thousands(load.events_per_second() as u64),
                     load.processes,
+                    load.generator.name(),
                     thousands(load.totals.kernel_dropped + load.totals.undecodable)
                 )
             });
@@ -288,9 +294,10 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
         .max_by(|a, b| a.per_cpu_second().total_cmp(&b.per_cpu_second()))
         .map(|load| {
             format!(
-                "; decoding alone: {} events per sensor CPU-second (P = {})",
+                "; decoding alone: {} events per sensor CPU-second (P = {}, {} loop)",
                 thousands(load.per_cpu_second() as u64),
-                load.processes
+                load.processes,
+                load.generator.name()
             )
         })
         .unwrap_or_default();

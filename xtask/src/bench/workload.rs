@@ -60,6 +60,13 @@ enum Workload {
         #[arg(long)]
         wait_for: Option<PathBuf>,
     },
+    /// kill(getpid(), 0) in a loop for SECONDS: one small record per call, no path for the
+    /// kernel to walk — the cheapest record a tracked process can make, to load the sensor's
+    /// decoder harder than one core of open/close loops can.
+    SignalSelf {
+        #[arg(long)]
+        seconds: f64,
+    },
     /// socket + connect to 127.0.0.1:PORT + close (with SO_LINGER 0: no TIME_WAIT left
     /// behind) in a loop.
     TcpConnect {
@@ -128,6 +135,18 @@ pub fn run(args: WorkloadArgs) -> Result<()> {
                     })?
                 }
             }
+        }
+        Workload::SignalSelf { seconds } => {
+            signal_self(WARM_UP_ITERATIONS);
+            timed(|| {
+                let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+                let mut done = 0;
+                while Instant::now() < deadline {
+                    signal_self(BATCH);
+                    done += BATCH;
+                }
+                Ok(done)
+            })?
         }
         Workload::TcpConnect { port, iterations } => {
             let address = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
@@ -227,6 +246,17 @@ fn paced_open_close(rate: f64, length: Duration) -> Result<(u64, Duration)> {
         }
         Ok(done)
     })
+}
+
+fn signal_self(iterations: u64) {
+    // SAFETY: signal 0 to ourselves only checks that we may signal; nothing is delivered.
+    let pid = unsafe { libc::getpid() };
+    let mut i = 0;
+    while i < iterations {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, 0) };
+        i += 1;
+    }
 }
 
 fn tcp_connect(address: SocketAddrV4, iterations: u64) -> Result<()> {
@@ -347,6 +377,30 @@ pub fn open_close_command(length: Length) -> Result<Command> {
         Length::Seconds(s) => args.extend(["--seconds".into(), s.to_string()]),
     }
     workload_command(&args)
+}
+
+/// What a sustained load runs in each of its processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generator {
+    OpenClose,
+    SignalSelf,
+}
+
+impl Generator {
+    pub fn name(self) -> &'static str {
+        match self {
+            Generator::OpenClose => "open/close",
+            Generator::SignalSelf => "kill(self, 0)",
+        }
+    }
+}
+
+pub fn signal_self_command(seconds: u64) -> Result<Command> {
+    workload_command(&[
+        "signal-self".into(),
+        "--seconds".into(),
+        seconds.to_string(),
+    ])
 }
 
 /// The open/close workload paced to `per_second` for `seconds`, optionally waiting for a

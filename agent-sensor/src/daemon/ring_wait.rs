@@ -12,7 +12,8 @@
 //!
 //! Each look costs the daemon a sleep and a wake of its own (a few µs), so a thin stream
 //! (10,000 records/s: two or three per look) lingers longer, up to a millisecond, until a look
-//! finds a dozen or so records; a thick one goes back to a quarter of a millisecond.
+//! finds a dozen or so records; a thick one goes back to a quarter of a millisecond, and so
+//! does every new stream.
 
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,10 @@ impl RingWait {
             // will find nothing to read, and the flag down: raise it and look again.
             if self.flag.is_waiting()? {
                 self.slept_at = Some(Instant::now());
+                // The stream is over: the next one starts with the shortest linger.
+                if let Some((shortest, _)) = self.linger {
+                    self.linger_now = shortest;
+                }
                 return Ok(false);
             }
         }

@@ -120,8 +120,8 @@ pub struct Pending {
 }
 
 /// The directories relative paths of a pending syscall start from, kept apart from `Pending`
-/// because few calls need them: every syscall copies its `Pending` into the hash map, and
-/// these would quadruple that copy.
+/// because few calls need them: a syscall whose thread is switched out copies its `Pending`
+/// into the hash map, and these would quadruple that copy.
 #[repr(C)]
 pub struct PendingBase {
     /// Walks write up to `MAX_COMPONENT` bytes past their bound check: room for that.
@@ -136,13 +136,40 @@ pub static PENDING_BASE_SCRATCH: PerCpuArray<PendingBase> = PerCpuArray::with_ma
 #[map]
 pub static PENDING_BASE: LruHashMap<u64, PendingBase> = LruHashMap::with_max_entries(1024, 0);
 
-/// Pending entries are composed here (too large for the 512-byte stack), then inserted.
+/// The entry of the syscall the thread on this CPU is in (see `PENDING_OWNER`). A thread stays
+/// on its CPU from a syscall's entry to its exit unless it is switched out, and then
+/// `syscall_sched_switch` moves the entry into `PENDING`: most syscalls never touch the hash
+/// map (an insert, a lookup and a delete cost a tracked open/close ~120 ns).
 #[map]
-pub static PENDING_SCRATCH: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+pub static PENDING_SLOT: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
-/// pid_tgid → the syscall that thread is in.
+/// pid_tgid of the thread whose entry is in this CPU's `PENDING_SLOT`; 0 when it holds none.
+/// Written last on entry, so a slot is only ever owned once it is complete.
+#[map]
+pub static PENDING_OWNER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// pid_tgid → the syscall that thread is in, for threads switched out during a syscall.
 #[map]
 pub static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(MAX_PENDING, 0);
+
+/// Moves this CPU's pending entry, if any, into `PENDING` and frees the slot.
+#[inline(always)]
+pub fn spill_pending_slot() {
+    let (Some(owner), Some(slot)) = (PENDING_OWNER.get_ptr_mut(0), PENDING_SLOT.get_ptr(0)) else {
+        return;
+    };
+    // SAFETY: per-CPU values; nothing else runs on this CPU while a program does.
+    unsafe {
+        let thread = *owner;
+        if thread == 0 {
+            return;
+        }
+        if PENDING.insert(&thread, &*slot, 0).is_err() {
+            count_drop(agent_sensor_common::drop_slot::PENDING_FULL);
+        }
+        *owner = 0;
+    }
+}
 
 /// Sockets of agents (key: `struct sock` address) and the bytes moved over them so far.
 /// LRU: a socket whose close the sensor never saw ages out instead of filling the map.

@@ -613,3 +613,49 @@ fn a_failed_relative_open_is_reported_against_the_cwd() {
     assert_eq!(open["ret"], -2, "{open:#}");
     assert_eq!(open["path"], s(&root.join("missing.txt")), "{open:#}");
 }
+
+#[test]
+fn an_open_that_blocks_and_resumes_on_another_cpu_keeps_its_entry() {
+    if !can_run_kernel_tests("an_open_that_blocks_and_resumes_on_another_cpu_keeps_its_entry") {
+        return;
+    }
+    // A syscall's entry waits in a per-CPU slot and moves to a hash map when its thread is
+    // switched out. Here the opening thread blocks on CPU 0 (a FIFO with no writer yet) and is
+    // moved to CPU 1 before the writer lets it go: its exit finds nothing in CPU 1's slot, so
+    // the entry (the path as passed) must have moved when the thread was switched out.
+    let (_dir, root) = scratch("fifoopen");
+    let script = r#"
+import os, sys, threading, time
+fifo = os.path.join(sys.argv[1], 'fifo')
+os.mkfifo(fifo)
+two = os.cpu_count() >= 2
+main = threading.get_native_id()
+if two:
+    os.sched_setaffinity(0, {0})
+def writer():
+    if two:
+        os.sched_setaffinity(0, {1})
+    time.sleep(0.3)
+    if two:
+        os.sched_setaffinity(main, {1})
+    with open(fifo, 'w') as f:
+        f.write('x')
+t = threading.Thread(target=writer)
+t.start()
+with open(fifo) as f:
+    assert f.read() == 'x'
+t.join()
+"#;
+    let (pid, events) = capture("fifoopen", script, &[s(&root)]);
+    let fifo = root.join("fifo");
+    let reader = find(&events, "file.open", pid, |e| {
+        e["pid"] == pid && e["path"] == s(&fifo)
+    });
+    assert_eq!(reader["path_arg"], s(&fifo), "{reader:#}");
+    assert_eq!(
+        reader["syscall_flags"].as_u64().map(|f| f & 3),
+        Some(0),
+        "{reader:#}"
+    );
+    assert!(reader["ret"].as_i64().unwrap() >= 0, "{reader:#}");
+}

@@ -8,23 +8,24 @@
 //! constants). That is one helper call less at every exit of a tracked task's syscall, and six
 //! less at every watched entry.
 //!
-//! Entry stashes arguments and user strings in `PENDING` (strings read at entry cannot be
-//! swapped by a racing thread before the kernel uses them); exit adds the result and what the
-//! kernel resolved, and emits one record. What to record per syscall comes from the
+//! Entry stashes arguments and user strings in this CPU's `PENDING_SLOT` (strings read at entry
+//! cannot be swapped by a racing thread before the kernel uses them), or in `PENDING` if the
+//! thread is switched out meanwhile; exit adds the result and what the kernel resolved, and
+//! emits one record. What to record per syscall comes from the
 //! `SYSCALL_SPECS` map, not from code (see `agent_sensor_common::syscalls`).
 
-use agent_sensor_common::{
-    drop_slot,
-    syscalls::{account, family, SyscallSpec, MAX_SYSCALL_NR},
-};
+use agent_sensor_common::syscalls::{account, family, SyscallSpec, MAX_SYSCALL_NR};
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
+    helpers::bpf_get_current_pid_tgid,
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 
 use super::{file, net, process_calls, sockets};
 use crate::{
     maps::{
-        count_drop, off, Pending, PENDING, PENDING_SCRATCH, SYSCALL_SPECS, TAIL, TAIL_DNS_ANSWER,
+        off, spill_pending_slot, Pending, PENDING, PENDING_OWNER, PENDING_SLOT, SYSCALL_SPECS,
+        TAIL, TAIL_DNS_ANSWER,
     },
     tracking::hot_tracked_agent,
 };
@@ -89,8 +90,15 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Option<()> {
         }
         _ => {}
     }
-    let pending = PENDING_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
+    let owner = PENDING_OWNER.get_ptr_mut(0)?;
+    // SAFETY: per-CPU value; nothing else runs on this CPU while we hold it.
+    if unsafe { *owner } != pid_tgid {
+        // Another thread's entry, left by a switch the spill program missed (attached after
+        // this one): it goes to the hash map rather than under our entry.
+        spill_pending_slot();
+    }
+    let pending = PENDING_SLOT.get_ptr_mut(0)?;
+    // SAFETY: per-CPU slot; nothing else runs on this CPU while we hold it.
     let p: &mut Pending = unsafe { &mut *pending };
     p.nr = nr as u32;
     p.path_len = 0;
@@ -109,10 +117,19 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Option<()> {
         family::NET => net::enter(p),
         _ => process_calls::enter(p, &spec),
     }
-    if PENDING.insert(&pid_tgid, p, 0).is_err() {
-        count_drop(drop_slot::PENDING_FULL);
-    }
+    // SAFETY: as above. Last: the slot is ours only once the entry is complete.
+    unsafe { *owner = pid_tgid };
     Some(())
+}
+
+/// A thread switched out in the middle of a syscall takes its entry along: from this CPU's
+/// slot into the hash map, where the syscall's exit finds it on whichever CPU the thread
+/// resumes. Every context switch on the host runs this; with no tracked syscall pending on the
+/// CPU it is one per-CPU lookup.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn syscall_sched_switch(_ctx: RawTracePointContext) -> i32 {
+    spill_pending_slot();
+    0
 }
 
 #[btf_tracepoint(function = "sys_exit")]
@@ -142,8 +159,16 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
     if !matches!(spec.family, family::FILE | family::NET | family::PROCESS) {
         return None;
     }
-    let pending = PENDING.get_ptr(&pid_tgid)?;
-    // SAFETY: pointer from a successful lookup; only this thread uses its own entry.
+    let owner = PENDING_OWNER.get_ptr_mut(0)?;
+    // SAFETY: per-CPU value; nothing else runs on this CPU while we hold it.
+    let in_slot = unsafe { *owner } == pid_tgid;
+    let pending = if in_slot {
+        PENDING_SLOT.get_ptr(0)?
+    } else {
+        PENDING.get_ptr(&pid_tgid)?
+    };
+    // SAFETY: this CPU's slot, or a pointer from a successful lookup; only this thread uses
+    // its own entry.
     let p: &Pending = unsafe { &*pending };
     // The entry is this syscall's unless the thread's previous one never exited (a restart).
     if p.nr as u64 == nr {
@@ -153,6 +178,11 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
             _ => process_calls::exit(p, &spec, agent, ret),
         }
     }
-    let _ = PENDING.remove(&pid_tgid);
+    if in_slot {
+        // SAFETY: as above.
+        unsafe { *owner = 0 };
+    } else {
+        let _ = PENDING.remove(&pid_tgid);
+    }
     Some(())
 }

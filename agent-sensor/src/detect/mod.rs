@@ -28,7 +28,7 @@ mod tamper;
 #[cfg(test)]
 mod session_tests;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 use std::{
     collections::{HashMap, HashSet},

@@ -226,49 +226,18 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
-    use agent_sensor_common::EventKind;
-
     use super::*;
-    use crate::events::FileBody;
-
-    fn file_event(comm: &[u8], path: &[u8]) -> Event {
-        Event {
-            kind: EventKind::FileOpen,
-            flags: flags::TRUNCATED,
-            ktime_ns: 1_000,
-            pid: 7,
-            tgid: 7,
-            ppid: 1,
-            uid: 0,
-            gid: 0,
-            cgroup_id: 42,
-            agent_id: 3,
-            comm: comm.to_vec(),
-            body: Body::File(FileBody {
-                nr: 257,
-                dirfd: -100,
-                flags: 0,
-                mode: 0,
-                ret: 3,
-                dev: 1,
-                ino: 2,
-                arg: 0,
-                arg2: 0,
-                path_arg: path.to_vec(),
-                path2_arg: None,
-                path: Some(path.to_vec()),
-                path_source: PathSource::Kernel,
-                path2: None,
-                base: None,
-                base2: None,
-            }),
-        }
-    }
+    use crate::detect::testkit;
 
     #[test]
     fn a_streamed_event_is_one_line_that_reads_back_as_its_value() {
         let clock = Clock::new();
-        let event = file_event(b"ev\"il\n{\"kind\":1}", b"/tmp/a\nb\xff");
+        let mut event = testkit::open(7, "/tmp/a", 0);
+        event.comm = b"ev\"il\n{\"kind\":1}".to_vec();
+        event.flags = flags::TRUNCATED;
+        if let Body::File(file) = &mut event.body {
+            file.path = Some(b"/tmp/a\nb\xff".to_vec());
+        }
         let line = serde_json::to_string(&EventJson {
             event: &event,
             clock: &clock,

@@ -130,8 +130,9 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
              (host busy time from /proc/stat minus the bench's and its children's): a build \
              running beside the bench shows there. \"Syscall hooks alone\" is no sensor but \
              `agent-sensor probe --hold-syscall-hooks`: a program that checks the pid and \
-             returns, on the raw tracepoints sys_enter and sys_exit the sensor uses — the part \
-             of the untracked cost that is the kernel's dispatch to any such hook, not the \
+             returns, as a raw tracepoint on sys_enter and sys_exit (the sensor's own are BTF \
+             tracepoints on the same two, which the kernel runs the same way) — the part of \
+             the untracked cost that is the kernel's dispatch to any such hook, not the \
              sensor's check. The last row repeats the first: how far the baseline moves on its \
              own is the noise the other rows should be read against.",
             thousands(WARM_UP_ITERATIONS)

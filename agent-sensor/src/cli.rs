@@ -160,6 +160,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES")]
     pub ring_bytes: Option<u32>,
 
+    /// Run this many nice levels above where the daemon was started (like auditd's
+    /// priority_boost): on a host whose cores are all busy, a reader that waits for the CPU
+    /// lets the ring buffer fill and events are lost (counted, but lost). 0 leaves it.
+    #[arg(long, value_name = "LEVELS", default_value_t = 4)]
+    pub priority_boost: u8,
+
     /// Track this process and every descendant it creates as a capture-only agent
     /// (repeatable; for debugging).
     #[arg(long = "track-pid", value_name = "PID")]

@@ -62,6 +62,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => {
             let options = daemon::RunOptions {
                 ring_bytes: args.ring_bytes,
+                priority_boost: args.priority_boost,
                 events: args.events,
                 alerts: args.alerts,
                 policy: args.policy,

@@ -144,6 +144,8 @@ fn ends_mid_line(file: &mut std::fs::File) -> std::io::Result<bool> {
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub ring_bytes: Option<u32>,
+    /// Nice levels above the starting one (see `system::boost_priority`).
+    pub priority_boost: u8,
     pub events: Option<Output>,
     pub alerts: Option<Output>,
     /// Policy file; the built-in default when absent.
@@ -175,6 +177,9 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     // First, so that a non-root run says so instead of failing on a file it may not read,
     // and creates nothing on the way.
     crate::system::require_root().map_err(LoadError::from)?;
+    // Before any thread is started: threads take the nice value of the one that starts them.
+    // Said in the ready line (a bad argument must stay a one-line error).
+    let boost = crate::system::boost_priority(options.priority_boost);
     let mut policy = match &options.policy {
         Some(path) => Policy::load(path)?,
         None => Policy::builtin(),
@@ -314,13 +319,20 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    if let Err(e) = &boost {
+        log::warn!("cannot raise the daemon's priority: {e}; a busy host may starve it");
+    }
     log::info!(
-        "agent-sensor ready: {} programs attached ({}); mode {}; control socket {}; metrics {}",
+        "agent-sensor ready: {} programs attached ({}); mode {}{}; control socket {}; metrics {}",
         sensor.attached.len(),
         sensor.attached.join(", "),
         match mode {
             Mode::Monitor => "monitor",
             Mode::Enforce => "enforce",
+        },
+        match boost {
+            Ok(Some(nice)) => format!("; nice {nice}"),
+            _ => String::new(),
         },
         options.control_socket.display(),
         _metrics_server

@@ -120,6 +120,8 @@ pub struct Novelty {
     dir: Option<std::path::PathBuf>,
     profiles: HashMap<String, Profile>,
     last_save_unix: u64,
+    /// Writes the autosaves; `None` until the first one, and after `save`.
+    writer: Option<store::Writer>,
     /// Tests set the wall clock.
     now_override: Option<u64>,
 }
@@ -135,16 +137,42 @@ impl Novelty {
         })
     }
 
-    /// Writes the profiles that changed since the last save.
+    /// Writes the profiles that changed since the last save, here and now (at stop). Writes
+    /// the autosave thread still has queued land first, so none overwrites a newer one.
     pub fn save(&mut self) -> std::io::Result<()> {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
+        if let Some(writer) = self.writer.take() {
+            writer.finish();
+        }
         for (name, profile) in self.profiles.iter_mut().filter(|(_, p)| p.dirty) {
             store::save(dir, name, profile)?;
             profile.dirty = false;
         }
         Ok(())
+    }
+
+    /// Hands the changed profiles to the writer thread: a save syncs a file and its directory,
+    /// tens of milliseconds on a slow disk, in which the run loop would leave a busy ring
+    /// buffer to overflow. A profile the writer has no room for stays changed, for next time.
+    fn autosave(&mut self) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let writer = self
+            .writer
+            .get_or_insert_with(|| store::Writer::start(dir.clone()));
+        for (name, profile) in self.profiles.iter_mut().filter(|(_, p)| p.dirty) {
+            match store::encode(profile) {
+                Ok(bytes) => {
+                    if writer.queue(name, bytes) {
+                        profile.dirty = false;
+                    }
+                }
+                Err(e) => log::warn!("cannot encode novelty profile {name}: {e}"),
+            }
+        }
     }
 
     fn now(&self) -> u64 {
@@ -197,9 +225,7 @@ impl Novelty {
         profile.dirty = true;
         if self.dir.is_some() && now.saturating_sub(self.last_save_unix) >= AUTOSAVE_SECS {
             self.last_save_unix = now;
-            if let Err(e) = self.save() {
-                log::warn!("cannot save novelty profiles: {e}");
-            }
+            self.autosave();
         }
         out
     }

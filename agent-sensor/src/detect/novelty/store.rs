@@ -6,6 +6,7 @@ use std::{
     fs,
     io::{self, Write},
     path::{Path, PathBuf},
+    sync::mpsc,
 };
 
 use serde::{Deserialize, Serialize};
@@ -73,13 +74,21 @@ pub fn load_all(dir: &Path) -> io::Result<HashMap<String, Profile>> {
 }
 
 pub fn save(dir: &Path, name: &str, profile: &Profile) -> io::Result<()> {
-    let path = dir.join(format!("{}.json", file_stem(name)));
-    let bytes = serde_json::to_vec_pretty(&StoredRef {
+    write(dir, name, &encode(profile)?)
+}
+
+/// The stored form of `profile`.
+pub fn encode(profile: &Profile) -> io::Result<Vec<u8>> {
+    serde_json::to_vec_pretty(&StoredRef {
         version: VERSION,
         profile,
     })
-    .map_err(io::Error::other)?;
-    write_atomic(&path, &bytes)
+    .map_err(io::Error::other)
+}
+
+/// Writes an encoded profile into place (synced: a slow disk makes this take milliseconds).
+pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    write_atomic(&dir.join(format!("{}.json", file_stem(name))), bytes)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -100,6 +109,59 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())
+}
+
+/// The thread that writes autosaved profiles, off the run loop.
+#[derive(Debug)]
+pub struct Writer {
+    queue: Option<mpsc::SyncSender<(String, Vec<u8>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Profiles waiting to be written; more wait for the next autosave.
+const QUEUED: usize = 16;
+
+impl Writer {
+    pub fn start(dir: PathBuf) -> Self {
+        let (queue, queued) = mpsc::sync_channel::<(String, Vec<u8>)>(QUEUED);
+        let thread = std::thread::Builder::new()
+            .name("novelty-writer".into())
+            .spawn(move || {
+                for (name, bytes) in queued {
+                    if let Err(e) = write(&dir, &name, &bytes) {
+                        log::warn!("cannot save novelty profile {name}: {e}");
+                    }
+                }
+            });
+        match thread {
+            Ok(thread) => Self {
+                queue: Some(queue),
+                thread: Some(thread),
+            },
+            Err(e) => {
+                log::warn!("no novelty writer thread ({e}): profiles are saved at stop only");
+                Self {
+                    queue: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    /// Queues a profile; false when the queue is full (or the thread is gone).
+    pub fn queue(&self, name: &str, bytes: Vec<u8>) -> bool {
+        self.queue
+            .as_ref()
+            .is_some_and(|q| q.try_send((name.to_string(), bytes)).is_ok())
+    }
+
+    /// Waits until everything queued is written.
+    pub fn finish(mut self) {
+        self.queue = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Profile names come from the policy; in file names every byte outside `[A-Za-z0-9_-]` (and

@@ -146,7 +146,13 @@ fn observe_saves_changed_profiles_without_being_asked() {
     fx.detector = Detector::with_state_dir(&dir.0).unwrap();
     fx.detector.novelty.set_now(START);
     fx.feed(exec(PID + 1, "/usr/bin/git", &["git"]));
-    assert!(dir.0.join("novelty/test.json").exists());
+    // Written by the writer thread, off the run loop: it lands shortly after.
+    let file = dir.0.join("novelty/test.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !file.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(file.exists(), "no autosave within 5 s");
 }
 
 #[test]

@@ -130,9 +130,7 @@ impl RingWait {
             }
         }
     }
-}
 
-impl RingWait {
     /// Sleeps a linger and drains, while each look finds records. Returns true when the loop
     /// should come straight back instead of sleeping (a full batch waited, or the stream
     /// lasted `LINGER_BUDGET`).

@@ -10,10 +10,11 @@
 //! a record waits at most one linger longer. A lone record (idle agent) still wakes the daemon
 //! at once.
 //!
-//! Each look costs the daemon a sleep and a wake of its own (a few µs), so a thin stream
-//! (10,000 records/s: two or three per look) lingers longer, up to a millisecond, until a look
-//! finds a dozen or so records; a thick one goes back to a quarter of a millisecond, and so
-//! does every new stream.
+//! Each look costs the daemon a sleep and a wake of its own (a few µs), so a thin stream that
+//! lasts (10,000 records/s for more than `SUSTAINED`: two or three per look) lingers longer, up
+//! to a millisecond, until a look finds a dozen or so records; a thick one goes back to a
+//! quarter of a millisecond, and so does every new stream. A burst (an agent starting, a
+//! command) never lingers longer: what it carries keeps the quarter-millisecond latency.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,8 @@ const MAX_LINGER: Duration = Duration::from_millis(1);
 /// Records a look should find: fewer than half as many and the next linger doubles (up to
 /// `MAX_LINGER`), more than twice as many and it halves (down to the ring's linger).
 const LOOK_RECORDS: u64 = 16;
+/// How long a stream must have lasted before its lingers grow.
+const SUSTAINED: Duration = Duration::from_millis(20);
 /// A linger fills at most a quarter of the ring at this rate, about what two tracked loops
 /// write on the benchmark machine; below `MIN_LINGER` the loop does not linger at all.
 const FILL_BYTES_PER_SECOND: f64 = 256e6;
@@ -52,6 +55,8 @@ pub struct RingWait {
     linger: Option<(Duration, Duration)>,
     /// The linger now, between the two.
     linger_now: Duration,
+    /// When the stream in progress began (its first linger since the loop last slept).
+    stream_since: Option<Instant>,
     /// When the loop last went to sleep on the ring.
     slept_at: Option<Instant>,
 }
@@ -69,6 +74,7 @@ impl RingWait {
             flag,
             linger,
             linger_now: linger.map_or(LINGER, |(shortest, _)| shortest),
+            stream_since: None,
             slept_at: None,
         })
     }
@@ -99,6 +105,7 @@ impl RingWait {
                 if let Some((shortest, _)) = self.linger {
                     self.linger_now = shortest;
                 }
+                self.stream_since = None;
                 return Ok(false);
             }
         }
@@ -142,7 +149,9 @@ impl RingWait {
         let Some((shortest, longest)) = self.linger else {
             return Ok(false);
         };
-        let until = Instant::now() + LINGER_BUDGET;
+        let start = Instant::now();
+        let since = *self.stream_since.get_or_insert(start);
+        let until = start + LINGER_BUDGET;
         loop {
             std::thread::sleep(self.linger_now);
             let before = pipeline.stats.events;
@@ -153,11 +162,21 @@ impl RingWait {
             if found == 0 {
                 return Ok(false);
             }
-            self.linger_now = next_linger(self.linger_now, found, shortest, longest);
+            let cap = linger_cap(since.elapsed(), shortest, longest);
+            self.linger_now = next_linger(self.linger_now, found, shortest, cap);
             if Instant::now() >= until {
                 return Ok(true);
             }
         }
+    }
+}
+
+/// How long a linger may grow in a stream that has lasted `age`: a burst keeps the shortest.
+fn linger_cap(age: Duration, shortest: Duration, longest: Duration) -> Duration {
+    if age >= SUSTAINED {
+        longest
+    } else {
+        shortest
     }
 }
 
@@ -201,6 +220,15 @@ mod tests {
         assert_eq!(shortest, longest);
         // A 4 KiB ring fills in microseconds: records wake the loop one by one.
         assert_eq!(linger_for(4096), None);
+    }
+
+    #[test]
+    fn a_burst_keeps_the_shortest_linger_however_thin() {
+        let (shortest, longest) = linger_for(8 << 20).unwrap();
+        let cap = linger_cap(Duration::from_millis(5), shortest, longest);
+        assert_eq!(next_linger(shortest, 1, shortest, cap), shortest);
+        let cap = linger_cap(SUSTAINED, shortest, longest);
+        assert_eq!(next_linger(shortest, 1, shortest, cap), shortest * 2);
     }
 
     #[test]

@@ -400,13 +400,16 @@ fn freeze_stops_the_whole_tree_until_a_human_decides() {
         ],
         "{me_now:#}"
     );
-    let procs =
-        std::fs::read_to_string(Path::new(me["cgroup"].as_str().unwrap()).join("cgroup.procs"))
-            .unwrap_or_default();
+    let cgroup = Path::new(me["cgroup"].as_str().unwrap()).to_path_buf();
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
     assert!(
         procs.trim().is_empty(),
         "processes left in the agent's cgroup: {procs}"
     );
+    // Stopped right after the kill (its last exits maybe not read yet), the daemon still
+    // leaves no cgroup of the killed agent behind.
+    sensor.stop();
+    assert!(!cgroup.exists(), "{} left behind", cgroup.display());
 }
 
 /// Removes a `--persist` daemon's pins and keeper at the end of a test.

@@ -389,6 +389,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     report_drops(&sensor, &mut pipeline.stats, &metrics);
     // The bundles of the last alerts are written before the daemon goes.
     pipeline.incidents = None;
+    agents.retire_finished(&mut sensor, &pipeline);
     agents.finish_removals(Duration::from_millis(500));
     agents.save(&pipeline);
     if let Some((sink, _)) = pipeline.webhook.take() {

@@ -10,7 +10,7 @@ use super::{DaemonError, RunOptions};
 use crate::{
     agents::{
         discovery,
-        registry::{Origin, PersistedAgent},
+        registry::{AgentState, Origin, PersistedAgent, Registry},
     },
     loader::LoadedSensor,
     pipeline::Pipeline,
@@ -318,6 +318,22 @@ impl Agents {
         });
     }
 
+    /// At stop: agents that are over although their last exits were not read yet (killed just
+    /// before the stop, or their cgroup empty already) have their cgroups removed too; the
+    /// agents file will not name them, so nothing else would remove them. Agents still
+    /// running keep theirs (the next daemon adopts them).
+    pub fn retire_finished(&mut self, sensor: &mut LoadedSensor, pipeline: &Pipeline) {
+        for cgroup in finished_cgroups(&pipeline.registry) {
+            if self.to_remove.iter().any(|(queued, _)| *queued == cgroup) {
+                continue;
+            }
+            if let Err(e) = tracking::untrack_cgroup(sensor, &cgroup) {
+                log::warn!("cannot untrack cgroup {}: {e}", cgroup.display());
+            }
+            self.to_remove.push((cgroup, Instant::now()));
+        }
+    }
+
     /// At stop: gives ended agents' cgroups up to `grace` to empty (their last process may
     /// still be on its way out), so that a stopped daemon leaves no empty cgroup behind; the
     /// agents file no longer names them, so nothing else would remove them.
@@ -383,6 +399,23 @@ fn enforce_egress(
     Ok(())
 }
 
+/// The cgroups of agents that are over: killed, or with no process left in them.
+fn finished_cgroups(registry: &Registry) -> Vec<PathBuf> {
+    registry
+        .agents()
+        .filter_map(|agent| {
+            let cgroup = agent.cgroup.as_ref()?;
+            (agent.state == AgentState::Killed || cgroup_is_empty(cgroup)).then(|| cgroup.clone())
+        })
+        .collect()
+}
+
+/// No process in `cgroup` or below it (or the cgroup is gone).
+fn cgroup_is_empty(cgroup: &Path) -> bool {
+    std::fs::read_to_string(cgroup.join("cgroup.events"))
+        .map_or(true, |events| events.lines().any(|l| l == "populated 0"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,5 +465,69 @@ mod tests {
             }
         }
         assert!(!fresh.exists() && !other.exists());
+    }
+
+    /// Against the host's real cgroup v2 tree; skipped without root or cgroup v2.
+    #[test]
+    fn at_stop_killed_and_emptied_agents_give_up_their_cgroups_and_running_ones_keep_them() {
+        let Ok(root) = system::cgroup2_root() else {
+            eprintln!("skipped: no cgroup v2");
+            return;
+        };
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: not root");
+            return;
+        }
+        let parent = respond::agents_parent(&root);
+        let dir = |what: &str| parent.join(format!("unit-{what}-{}", std::process::id()));
+        let (running, emptied, killed) = (dir("running"), dir("emptied"), dir("killed"));
+        for cgroup in [&running, &emptied, &killed] {
+            std::fs::create_dir_all(cgroup).unwrap();
+        }
+        let sleeper = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        };
+        let (mut busy, mut dying) = (sleeper(), sleeper());
+        std::fs::write(running.join("cgroup.procs"), busy.id().to_string()).unwrap();
+        let policy = crate::policy::Policy::builtin();
+        let mut registry = Registry::new(4);
+        for (id, cgroup) in [(1, &running), (2, &emptied), (3, &killed)] {
+            registry.insert(
+                &policy,
+                id,
+                format!("a{id}"),
+                PathBuf::from("/tmp"),
+                "default".into(),
+                Origin::Exec,
+                Some(cgroup.clone()),
+                0,
+            );
+        }
+        // The kill was ordered; its processes may still be on their way out.
+        std::fs::write(killed.join("cgroup.procs"), dying.id().to_string()).unwrap();
+        registry.get_mut(3).unwrap().state = AgentState::Killed;
+        let finished = finished_cgroups(&registry);
+        for child in [&mut busy, &mut dying] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for cgroup in [&running, &emptied, &killed] {
+            for _ in 0..100 {
+                if std::fs::remove_dir(cgroup).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let mut finished = finished;
+        finished.sort();
+        let mut expected = vec![emptied.clone(), killed.clone()];
+        expected.sort();
+        assert_eq!(finished, expected);
+        assert!(!running.exists() && !emptied.exists() && !killed.exists());
     }
 }

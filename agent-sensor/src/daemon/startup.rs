@@ -291,13 +291,18 @@ impl Agents {
             log::warn!("cannot release agent {id}'s egress allowlist: {e}");
         }
         if let Some(cgroup) = agent.cgroup.clone() {
-            if let Err(e) = tracking::untrack_cgroup(sensor, &cgroup) {
-                log::warn!("cannot untrack cgroup {}: {e}", cgroup.display());
-            }
-            self.to_remove.push((cgroup, Instant::now()));
+            self.release_cgroup(sensor, cgroup);
             self.remove_ended_cgroups();
         }
         self.save(pipeline);
+    }
+
+    /// Stops tracking an ended agent's cgroup and queues it for removal (once it is empty).
+    fn release_cgroup(&mut self, sensor: &mut LoadedSensor, cgroup: PathBuf) {
+        if let Err(e) = tracking::untrack_cgroup(sensor, &cgroup) {
+            log::warn!("cannot untrack cgroup {}: {e}", cgroup.display());
+        }
+        self.to_remove.push((cgroup, Instant::now()));
     }
 
     /// Removes the cgroups of ended agents that are empty by now; gives up (and says so) on
@@ -324,13 +329,9 @@ impl Agents {
     /// running keep theirs (the next daemon adopts them).
     pub fn retire_finished(&mut self, sensor: &mut LoadedSensor, pipeline: &Pipeline) {
         for cgroup in finished_cgroups(&pipeline.registry) {
-            if self.to_remove.iter().any(|(queued, _)| *queued == cgroup) {
-                continue;
+            if !self.to_remove.iter().any(|(queued, _)| *queued == cgroup) {
+                self.release_cgroup(sensor, cgroup);
             }
-            if let Err(e) = tracking::untrack_cgroup(sensor, &cgroup) {
-                log::warn!("cannot untrack cgroup {}: {e}", cgroup.display());
-            }
-            self.to_remove.push((cgroup, Instant::now()));
         }
     }
 
@@ -420,19 +421,45 @@ fn cgroup_is_empty(cgroup: &Path) -> bool {
 mod tests {
     use super::*;
 
-    /// Against the host's real cgroup v2 tree; skipped without root or cgroup v2.
-    #[test]
-    fn a_new_agent_never_reuses_a_stale_or_busy_cgroup() {
+    /// Where agent cgroups go on the host's real cgroup v2 tree; `None` (the test is skipped)
+    /// without root or cgroup v2.
+    fn real_agents_parent() -> Option<PathBuf> {
         let Ok(root) = system::cgroup2_root() else {
             eprintln!("skipped: no cgroup v2");
-            return;
+            return None;
         };
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("skipped: not root");
-            return;
+            return None;
         }
-        let parent = respond::agents_parent(&root);
+        Some(respond::agents_parent(&root))
+    }
+
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap()
+    }
+
+    /// Removes test cgroups, giving killed processes a second to leave them.
+    fn remove_cgroups(dirs: &[&PathBuf]) {
+        for dir in dirs {
+            for _ in 0..100 {
+                if std::fs::remove_dir(dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_agent_never_reuses_a_stale_or_busy_cgroup() {
+        let Some(parent) = real_agents_parent() else {
+            return;
+        };
         let name = format!("unit-stale-{}", std::process::id());
         // An empty cgroup left frozen: replaced by a fresh one.
         let stale = parent.join(&name);
@@ -447,50 +474,26 @@ mod tests {
             "0"
         );
         // One with a process in it: left alone, a suffixed name instead.
-        let mut busy = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut busy = sleeper();
         std::fs::write(fresh.join("cgroup.procs"), busy.id().to_string()).unwrap();
         let other = new_cgroup(&parent, &name).unwrap();
         let _ = busy.kill();
         let _ = busy.wait();
         assert_eq!(other, parent.join(format!("{name}.1")));
-        for dir in [&other, &fresh] {
-            for _ in 0..100 {
-                if std::fs::remove_dir(dir).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        remove_cgroups(&[&other, &fresh]);
         assert!(!fresh.exists() && !other.exists());
     }
 
-    /// Against the host's real cgroup v2 tree; skipped without root or cgroup v2.
     #[test]
     fn at_stop_killed_and_emptied_agents_give_up_their_cgroups_and_running_ones_keep_them() {
-        let Ok(root) = system::cgroup2_root() else {
-            eprintln!("skipped: no cgroup v2");
+        let Some(parent) = real_agents_parent() else {
             return;
         };
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: not root");
-            return;
-        }
-        let parent = respond::agents_parent(&root);
         let dir = |what: &str| parent.join(format!("unit-{what}-{}", std::process::id()));
         let (running, emptied, killed) = (dir("running"), dir("emptied"), dir("killed"));
         for cgroup in [&running, &emptied, &killed] {
             std::fs::create_dir_all(cgroup).unwrap();
         }
-        let sleeper = || {
-            std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap()
-        };
         let (mut busy, mut dying) = (sleeper(), sleeper());
         std::fs::write(running.join("cgroup.procs"), busy.id().to_string()).unwrap();
         let policy = crate::policy::Policy::builtin();
@@ -515,14 +518,7 @@ mod tests {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for cgroup in [&running, &emptied, &killed] {
-            for _ in 0..100 {
-                if std::fs::remove_dir(cgroup).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        remove_cgroups(&[&running, &emptied, &killed]);
         let mut finished = finished;
         finished.sort();
         let mut expected = vec![emptied.clone(), killed.clone()];

@@ -122,15 +122,7 @@ pub fn run(args: WorkloadArgs) -> Result<()> {
                     open_close(WARM_UP_ITERATIONS)?;
                     timed(|| match (iterations, seconds) {
                         (Some(n), _) => open_close(n).map(|()| n),
-                        (None, Some(seconds)) => {
-                            let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-                            let mut done = 0;
-                            while Instant::now() < deadline {
-                                open_close(BATCH)?;
-                                done += BATCH;
-                            }
-                            Ok(done)
-                        }
+                        (None, Some(seconds)) => for_seconds(seconds, open_close),
                         (None, None) => bail!("give --iterations or --seconds"),
                     })?
                 }
@@ -139,13 +131,10 @@ pub fn run(args: WorkloadArgs) -> Result<()> {
         Workload::SignalSelf { seconds } => {
             signal_self(WARM_UP_ITERATIONS);
             timed(|| {
-                let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-                let mut done = 0;
-                while Instant::now() < deadline {
-                    signal_self(BATCH);
-                    done += BATCH;
-                }
-                Ok(done)
+                for_seconds(seconds, |n| {
+                    signal_self(n);
+                    Ok(())
+                })
             })?
         }
         Workload::TcpConnect { port, iterations } => {
@@ -246,6 +235,18 @@ fn paced_open_close(rate: f64, length: Duration) -> Result<(u64, Duration)> {
         }
         Ok(done)
     })
+}
+
+/// Runs `batch(BATCH)` until `seconds` have passed (the clock is read once per batch);
+/// returns the iterations done.
+fn for_seconds(seconds: f64, mut batch: impl FnMut(u64) -> Result<()>) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut done = 0;
+    while Instant::now() < deadline {
+        batch(BATCH)?;
+        done += BATCH;
+    }
+    Ok(done)
 }
 
 fn signal_self(iterations: u64) {

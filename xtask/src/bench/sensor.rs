@@ -234,6 +234,15 @@ impl RunningSensor {
         Ok(super::cpu::process_seconds(self.pid()))
     }
 
+    /// [`cpu_seconds`](Self::cpu_seconds) to the nanosecond, from the threads' scheduler
+    /// statistics (see [`super::cpu::threads_seconds`]).
+    pub fn threads_cpu_seconds(&self) -> Result<f64> {
+        if !Path::new(&format!("/proc/{}", self.pid())).exists() {
+            bail!("the sensor (pid {}) is gone", self.pid());
+        }
+        Ok(super::cpu::threads_seconds(self.pid()))
+    }
+
     pub fn memory(&self) -> Result<Memory> {
         let path = format!("/proc/{}/status", self.pid());
         let status =

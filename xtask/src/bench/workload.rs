@@ -59,6 +59,10 @@ enum Workload {
         /// Wait until this file exists before starting (a start signal for many processes).
         #[arg(long)]
         wait_for: Option<PathBuf>,
+        /// Run the paced loop in this many processes at once (this one and forked copies),
+        /// each at --per-second; iterations are summed.
+        #[arg(long, default_value_t = 1, requires = "per_second")]
+        processes: u64,
     },
     /// kill(getpid(), 0) in a loop for SECONDS: one small record per call, no path for the
     /// kernel to walk — the cheapest record a tracked process can make, to load the sensor's
@@ -107,6 +111,7 @@ pub fn run(args: WorkloadArgs) -> Result<()> {
             seconds,
             per_second,
             wait_for,
+            processes,
         } => {
             if let Some(path) = wait_for {
                 while !path.exists() {
@@ -116,7 +121,8 @@ pub fn run(args: WorkloadArgs) -> Result<()> {
             match per_second {
                 Some(rate) => {
                     let seconds = seconds.context("--per-second needs --seconds")?;
-                    paced_open_close(rate, Duration::from_secs_f64(seconds))?
+                    let length = Duration::from_secs_f64(seconds);
+                    in_processes(processes, || paced_open_close(rate, length))?
                 }
                 None => {
                     open_close(WARM_UP_ITERATIONS)?;
@@ -212,9 +218,16 @@ fn open_close(iterations: u64) -> Result<()> {
 
 /// The open/close loop at `rate` iterations per second for `length`: each wake-up catches up
 /// with the schedule, then sleeps until the next iteration is due.
+///
+/// The schedule starts at a phase of its own, somewhere in the first interval (from the pid):
+/// loops started at the same instant would otherwise run in step, and the sensor would see
+/// their records come in bunches, fewer wake-ups for as many records, than from loops that
+/// started apart (separate agents). Either way the load is the same; the phase is not.
 fn paced_open_close(rate: f64, length: Duration) -> Result<(u64, Duration)> {
     // SAFETY: prctl on this process only; 1 ns timer slack makes the sleeps precise.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
+    let fraction = f64::from(std::process::id().wrapping_mul(2_654_435_761)) / 2f64.powi(32);
+    std::thread::sleep(Duration::from_secs_f64(fraction / rate));
     timed(|| {
         let start = Instant::now();
         let mut done = 0u64;
@@ -235,6 +248,76 @@ fn paced_open_close(rate: f64, length: Duration) -> Result<(u64, Duration)> {
         }
         Ok(done)
     })
+}
+
+/// Runs `work` in `processes` processes at once: this one and `processes - 1` forked copies,
+/// which report their iterations through a pipe. Iterations are summed; the time is this
+/// process's. Call it before any thread is started (fork copies only the calling thread).
+fn in_processes(
+    processes: u64,
+    work: impl Fn() -> Result<(u64, Duration)>,
+) -> Result<(u64, Duration)> {
+    if processes <= 1 {
+        return work();
+    }
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot make a pipe");
+    }
+    let [read_end, write_end] = fds;
+    let mut children = Vec::new();
+    for _ in 1..processes {
+        // SAFETY: single-threaded here; the child only runs `work`, writes and _exits.
+        match unsafe { libc::fork() } {
+            -1 => return Err(std::io::Error::last_os_error()).context("cannot fork"),
+            0 => {
+                let code = match work() {
+                    Ok((done, _)) => {
+                        let bytes = done.to_ne_bytes();
+                        // SAFETY: writes 8 bytes from a live buffer; a pipe write of 8 bytes
+                        // is atomic.
+                        let written =
+                            unsafe { libc::write(write_end, bytes.as_ptr().cast(), bytes.len()) };
+                        i32::from(written != bytes.len() as isize)
+                    }
+                    Err(e) => {
+                        eprintln!("bench-workload: {e:#}");
+                        1
+                    }
+                };
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(code) };
+            }
+            pid => children.push(pid),
+        }
+    }
+    // SAFETY: the parent keeps only the read end.
+    unsafe { libc::close(write_end) };
+    let mine = work();
+    let mut failed = 0;
+    for pid in children {
+        let mut status = 0;
+        // SAFETY: waits for a child of ours.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if waited != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            failed += 1;
+        }
+    }
+    let mut reports = Vec::new();
+    // SAFETY: the read end is ours; File takes it over and closes it.
+    let mut pipe = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(read_end) };
+    pipe.read_to_end(&mut reports)
+        .context("cannot read the copies' iterations")?;
+    let (done, elapsed) = mine?;
+    if failed > 0 {
+        bail!("{failed} of {} copies of the loop failed", processes - 1);
+    }
+    let others: u64 = reports
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().expect("chunks of 8")))
+        .sum();
+    Ok((done + others, elapsed))
 }
 
 /// Runs `batch(BATCH)` until `seconds` have passed (the clock is read once per batch);
@@ -404,11 +487,12 @@ pub fn signal_self_command(seconds: u64) -> Result<Command> {
     ])
 }
 
-/// The open/close workload paced to `per_second` for `seconds`, optionally waiting for a
-/// start file first.
+/// The open/close workload paced to `per_second` for `seconds` in each of `processes`
+/// processes, optionally waiting for a start file first.
 pub fn paced_open_close_command(
     per_second: f64,
     seconds: f64,
+    processes: u64,
     wait_for: Option<&std::path::Path>,
 ) -> Result<Command> {
     let mut args = vec![
@@ -417,6 +501,8 @@ pub fn paced_open_close_command(
         format!("{per_second}"),
         "--seconds".into(),
         format!("{seconds}"),
+        "--processes".into(),
+        processes.to_string(),
     ];
     if let Some(path) = wait_for {
         args.extend(["--wait-for".into(), path.display().to_string()]);
@@ -550,6 +636,28 @@ impl Drop for Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_of_a_loop_add_up_their_iterations() {
+        let (done, _) = in_processes(3, || Ok((5, Duration::ZERO))).unwrap();
+        assert_eq!(done, 15);
+        let (done, _) = in_processes(1, || Ok((5, Duration::ZERO))).unwrap();
+        assert_eq!(done, 5);
+    }
+
+    #[test]
+    fn a_failing_copy_fails_the_loop() {
+        let parent = std::process::id();
+        let result = in_processes(2, || {
+            if std::process::id() == parent {
+                Ok((1, Duration::ZERO))
+            } else {
+                bail!("copy failed")
+            }
+        });
+        let error = result.unwrap_err().to_string();
+        assert!(error.contains("1 of 1 copies"), "{error}");
+    }
 
     #[test]
     fn reads_the_result_line() {

@@ -35,6 +35,10 @@ pub mod flags {
     /// The kernel killed the process (bpf_send_signal) before this call returned: a
     /// kill-on-access path was opened or a forbidden binary executed.
     pub const KILLED_IN_KERNEL: u16 = 1 << 5;
+    /// On a process exit: the process had sockets whose bytes the kernel counts. Those it did
+    /// not close itself (the kernel closed them at exit, with no close call to report them)
+    /// are for the daemon to report from the counters; exits without it need no look.
+    pub const OWNED_SOCKETS: u16 = 1 << 6;
 }
 
 /// What follows the header. Values are stable: they are written to disk in incident bundles.

@@ -176,6 +176,13 @@ pub fn spill_pending_slot() {
 #[map]
 pub static SOCK_STATS: LruHashMap<u64, SockStats> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
+/// Processes (tgid) that got an entry in `SOCK_STATS`: their exit record says so
+/// (`flags::OWNED_SOCKETS`), so that the daemon looks for the sockets they left open only then
+/// — a look is a walk of every bucket of `SOCK_STATS`, and processes exit by the thousand in a
+/// build.
+#[map]
+pub static SOCK_OWNERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+
 /// Syscall number → what to record (filled by the daemon; see `agent_sensor_common::syscalls`).
 #[map]
 pub static SYSCALL_SPECS: Array<SyscallSpec> = Array::with_max_entries(MAX_SYSCALL_NR, 0);

@@ -52,7 +52,8 @@ pub struct Pipeline {
     pub sensor: SensorSelf,
     /// Where incident bundles go (`<state dir>/incidents`), and the thread that writes them.
     pub incidents: Option<(PathBuf, IncidentWriter)>,
-    /// Processes that exited since the last `report_exited_sockets`.
+    /// Processes that exited since the last `report_exited_sockets` leaving counted sockets
+    /// behind (their exit record says so: `flags::OWNED_SOCKETS`).
     exited_processes: HashSet<u32>,
     /// Agents whose last process exited since the last `take_exited_agents`.
     exited_agents: Vec<u64>,
@@ -134,7 +135,7 @@ impl Pipeline {
         if event.flags & flags::DISCOVERED != 0 && self.registry.get(event.agent_id).is_none() {
             discovery::adopt_discovered(&mut self.registry, &self.policy, &event);
         }
-        if event.kind == EventKind::ProcessExit {
+        if event.kind == EventKind::ProcessExit && event.flags & flags::OWNED_SOCKETS != 0 {
             self.exited_processes.insert(event.tgid);
         }
         let event = Arc::new(event);
@@ -335,7 +336,9 @@ impl Pipeline {
     }
 
     /// Sockets of exited processes that were never closed by a syscall (the kernel closed
-    /// them at exit) are reported from the kernel's counters and removed from them.
+    /// them at exit) are reported from the kernel's counters and removed from them. Only
+    /// exits marked as leaving counted sockets are looked for: a look walks every bucket of
+    /// the kernel's map, tens of microseconds, and a build has thousands of exits.
     pub fn report_exited_sockets(
         &mut self,
         sockets: &mut HashMap<&mut MapData, u64, SockStats>,
@@ -343,12 +346,36 @@ impl Pipeline {
         if self.exited_processes.is_empty() {
             return Ok(());
         }
+        let exited = std::mem::take(&mut self.exited_processes);
+        self.report_orphan_sockets(sockets, |stats| exited.contains(&stats.tgid))
+    }
+
+    /// The safety net behind [`Self::report_exited_sockets`] (run once a second): sockets
+    /// whose process is gone whatever told of it — an exit whose record the full ring lost,
+    /// or one a previous daemon saw without marking it.
+    pub fn report_sockets_of_gone_processes(
+        &mut self,
+        sockets: &mut HashMap<&mut MapData, u64, SockStats>,
+    ) -> std::io::Result<()> {
+        // The kernel's tgids are the host's: the daemon runs in the host's pid namespace.
+        self.report_orphan_sockets(sockets, |stats| {
+            !std::path::Path::new(&format!("/proc/{}", stats.tgid)).exists()
+        })
+    }
+
+    fn report_orphan_sockets(
+        &mut self,
+        sockets: &mut HashMap<&mut MapData, u64, SockStats>,
+        orphaned: impl Fn(&SockStats) -> bool,
+    ) -> std::io::Result<()> {
         let orphans: Vec<(u64, SockStats)> = sockets
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, stats)| self.exited_processes.contains(&stats.tgid))
+            .filter(|(_, stats)| orphaned(stats))
             .collect();
-        self.exited_processes.clear();
+        if orphans.is_empty() {
+            return Ok(());
+        }
         for (key, stats) in orphans {
             let _ = sockets.remove(&key);
             let close = SockCloseEvent {
@@ -445,5 +472,22 @@ fn response_verb(response: Response) -> &'static str {
         Response::Freeze => "freeze",
         Response::Kill => "kill",
         Response::Deny => "deny",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testkit;
+
+    #[test]
+    fn only_exits_that_left_counted_sockets_send_the_daemon_looking_for_them() {
+        let mut pipeline = Pipeline::new(Policy::builtin(), None, None);
+        pipeline.handle(testkit::exit(100)).unwrap();
+        assert!(pipeline.exited_processes.is_empty());
+        let mut exit = testkit::exit(101);
+        exit.flags |= flags::OWNED_SOCKETS;
+        pipeline.handle(exit).unwrap();
+        assert_eq!(pipeline.exited_processes, HashSet::from([101]));
     }
 }

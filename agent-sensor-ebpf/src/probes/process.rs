@@ -15,7 +15,7 @@ use aya_log_ebpf::info;
 use crate::{
     emit::Record,
     kernel::{cgroup_id, current_task, file_identity, read, read_ptr, task_cgroup_id, task_file},
-    maps::off,
+    maps::{off, SOCK_OWNERS},
     tracking::{cgroup_agent, current_agent, discover, track, tracked_agent, untrack},
 };
 
@@ -191,7 +191,17 @@ fn try_exit(ctx: &RawTracePointContext) -> Option<()> {
     }
     untrack(tgid);
     let exit_code: u32 = read(task, off!(task_exit_code)).unwrap_or(0);
-    let (record, payload) = Record::start::<ExitEvent>(EventKind::ProcessExit as u16, agent, 0)?;
+    // A lookup first: most processes own no counted socket, and a delete that finds nothing
+    // still takes the bucket's lock.
+    // SAFETY: the value is only tested for presence.
+    let owned_sockets =
+        unsafe { SOCK_OWNERS.get(&tgid) }.is_some() && SOCK_OWNERS.remove(&tgid).is_ok();
+    let how = if owned_sockets {
+        flags::OWNED_SOCKETS
+    } else {
+        0
+    };
+    let (record, payload) = Record::start::<ExitEvent>(EventKind::ProcessExit as u16, agent, how)?;
     // SAFETY: payload points into the scratch record.
     unsafe { (*payload).exit_code = exit_code };
     record.submit();

@@ -9,7 +9,7 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use crate::{
     emit::Record,
     kernel::{current_task, read, socket_sock, task_file},
-    maps::{off, SOCK_STATS},
+    maps::{off, SOCK_OWNERS, SOCK_STATS},
 };
 
 /// Adds `ret` bytes to the socket behind `fd`, if it is one.
@@ -20,15 +20,17 @@ pub fn count(direction: u8, fd: i64, ret: i64, agent: u64) -> Option<()> {
     }
     let sock = socket_sock(task_file(current_task(), fd)?)?;
     if SOCK_STATS.get_ptr_mut(&sock).is_none() {
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         let fresh = SockStats {
             agent_id: agent,
-            tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            tgid,
             fd: fd as i32,
             bytes_sent: 0,
             bytes_received: 0,
         };
         // BPF_NOEXIST: a racing thread's entry wins; we then add to it below.
         let _ = SOCK_STATS.insert(&sock, &fresh, 1);
+        let _ = SOCK_OWNERS.insert(&tgid, &1, 0);
     }
     let stats = SOCK_STATS.get_ptr_mut(&sock)?;
     // SAFETY: pointer from a successful map lookup; the add is atomic across CPUs.

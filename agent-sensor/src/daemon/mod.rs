@@ -367,6 +367,9 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
             }
             _ = tick.tick() => {
                 ring_wait.catch_up(&mut pipeline, ring.get_mut())?;
+                pipeline
+                    .report_sockets_of_gone_processes(&mut sensor.sock_stats()?)
+                    .map_err(DaemonError::EventsWrite)?;
                 report_drops(&sensor, &mut pipeline.stats, &metrics);
                 agents.remove_ended_cgroups();
                 publish_agents(&pipeline, &metrics);

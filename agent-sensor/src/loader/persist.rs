@@ -21,7 +21,7 @@ use crate::system;
 
 /// Maps whose contents must outlive a daemon: tracking, the ring, enforcement, counters.
 /// (Per-CPU scratch maps are not state: each load has its own.)
-pub const PERSISTENT_MAPS: [&str; 19] = [
+pub const PERSISTENT_MAPS: [&str; 20] = [
     "EVENTS",
     "RING_READER_WAITING",
     "TRACKED_TASKS",
@@ -32,6 +32,7 @@ pub const PERSISTENT_MAPS: [&str; 19] = [
     "SYSCALL_SPECS",
     "PENDING",
     "SOCK_STATS",
+    "SOCK_OWNERS",
     "DISCOVERY_COMMS",
     "EGRESS_AGENTS",
     "EGRESS_ALLOW4",

@@ -5,8 +5,27 @@
 //! characters including newline and DEL) becomes `\xNN`. The JSON writer then quotes the result,
 //! so no name can break or forge a line, and [`unescape`] gives back the exact bytes.
 
+use std::borrow::Cow;
+
 /// Escapes `bytes` as described in the module docs.
 pub fn escape(bytes: &[u8]) -> String {
+    escape_cow(bytes).into_owned()
+}
+
+/// [`escape`], borrowing `bytes` when they need no escaping — printable ASCII without `\`, what
+/// nearly every path and name is: the event stream writes several per event.
+pub fn escape_cow(bytes: &[u8]) -> Cow<'_, str> {
+    if bytes
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'\\')
+    {
+        // SAFETY: every byte is ASCII, so the bytes are UTF-8.
+        return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    Cow::Owned(escape_slow(bytes))
+}
+
+fn escape_slow(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     let mut rest = bytes;
     while !rest.is_empty() {
@@ -69,6 +88,16 @@ pub fn unescape(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_names_are_borrowed_and_every_byte_escapes_as_the_slow_path_does() {
+        assert!(matches!(escape_cow(b"/usr/bin/cargo --x=1"), Cow::Borrowed(_)));
+        for b in 0..=255u8 {
+            for sample in [vec![b], vec![b'a', b, b'z']] {
+                assert_eq!(escape_cow(&sample), escape_slow(&sample), "byte {b:#x}");
+            }
+        }
+    }
 
     #[test]
     fn round_trips_every_byte_and_hostile_names() {

@@ -1,12 +1,21 @@
 //! JSON-lines form of events (`agent-sensor run --events`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    borrow::Cow,
+    cell::Cell,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use agent_sensor_common::flags;
 use serde::{ser::SerializeMap, Serialize, Serializer};
 use serde_json::{json, Value};
 
-use super::{dns, escape::escape, sockaddr::SockAddr, syscall_name, Body, Event, PathSource};
+use super::{
+    dns,
+    escape::{escape, escape_cow},
+    sockaddr::SockAddr,
+    syscall_name, Body, Event, PathSource,
+};
 
 /// Converts the kernel's CLOCK_MONOTONIC timestamps to wall-clock time.
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +57,61 @@ impl Clock {
 
     /// RFC 3339 with nanoseconds, UTC.
     pub fn rfc3339(&self, ktime_ns: u64) -> String {
-        humantime::format_rfc3339_nanos(self.wall(ktime_ns)).to_string()
+        self.timestamp(ktime_ns).as_str().to_string()
+    }
+
+    /// [`Self::rfc3339`] without an allocation, for the event stream, which dates every event:
+    /// the date and time of day are formatted once a second (per thread), the nanoseconds
+    /// each time.
+    pub fn timestamp(&self, ktime_ns: u64) -> Timestamp {
+        thread_local! {
+            /// The second last formatted and its `YYYY-MM-DDTHH:MM:SS`.
+            static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+        }
+        let since = self
+            .wall(ktime_ns)
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let (seconds, nanos) = (since.as_secs(), since.subsec_nanos());
+        let prefix = SECOND.with(|second| {
+            let (cached, prefix) = second.get();
+            if cached == seconds {
+                return prefix;
+            }
+            // `wall` keeps within u64 nanoseconds since 1970: a four-digit year, always.
+            let text = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds))
+                .to_string();
+            let mut prefix = [0u8; 19];
+            prefix.copy_from_slice(&text.as_bytes()[..19]);
+            second.set((seconds, prefix));
+            prefix
+        });
+        let mut text = [0u8; 30];
+        text[..19].copy_from_slice(&prefix);
+        text[19] = b'.';
+        let mut rest = nanos;
+        for digit in text[20..29].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        text[29] = b'Z';
+        Timestamp(text)
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`, on the stack.
+pub struct Timestamp([u8; 30]);
+
+impl Timestamp {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are written into it.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -58,8 +121,8 @@ impl Default for Clock {
     }
 }
 
-fn opt_bytes(bytes: &Option<Vec<u8>>) -> Option<String> {
-    bytes.as_deref().map(escape)
+fn opt_bytes(bytes: &Option<Vec<u8>>) -> Option<Cow<'_, str>> {
+    bytes.as_deref().map(escape_cow)
 }
 
 fn addr_json(addr: &Option<SockAddr>) -> Value {
@@ -98,7 +161,7 @@ impl Serialize for EventJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let e = self.event;
         let mut m = serializer.serialize_map(None)?;
-        m.serialize_entry("ts", &self.clock.rfc3339(e.ktime_ns))?;
+        m.serialize_entry("ts", &self.clock.timestamp(e.ktime_ns))?;
         m.serialize_entry("ktime_ns", &e.ktime_ns)?;
         m.serialize_entry("kind", e.kind.name())?;
         m.serialize_entry("agent_id", &e.agent_id)?;
@@ -108,7 +171,7 @@ impl Serialize for EventJson<'_> {
         m.serialize_entry("uid", &e.uid)?;
         m.serialize_entry("gid", &e.gid)?;
         m.serialize_entry("cgroup_id", &e.cgroup_id)?;
-        m.serialize_entry("comm", &escape(&e.comm))?;
+        m.serialize_entry("comm", &escape_cow(&e.comm))?;
         m.serialize_entry("truncated", &e.truncated())?;
         m.serialize_entry("flags", &flag_names(e.flags))?;
         match &e.body {
@@ -132,9 +195,9 @@ impl Serialize for EventJson<'_> {
             } => {
                 let stdio: Vec<_> = stdio.iter().map(|s| s.as_str()).collect();
                 m.serialize_entry("stdio", &stdio)?;
-                m.serialize_entry("filename", &escape(filename))?;
-                m.serialize_entry("exe", &exe.as_deref().map(escape))?;
-                let argv: Vec<_> = argv.iter().map(|a| escape(a)).collect();
+                m.serialize_entry("filename", &escape_cow(filename))?;
+                m.serialize_entry("exe", &exe.as_deref().map(escape_cow))?;
+                let argv: Vec<_> = argv.iter().map(|a| escape_cow(a)).collect();
                 m.serialize_entry("argv", &argv)?;
                 m.serialize_entry("old_pid", old_pid)?;
                 m.serialize_entry("dev", dev)?;
@@ -167,7 +230,7 @@ impl Serialize for EventJson<'_> {
                     PathSource::Resolved => "resolved",
                 };
                 m.serialize_entry("path_source", source)?;
-                m.serialize_entry("path_arg", &escape(&f.path_arg))?;
+                m.serialize_entry("path_arg", &escape_cow(&f.path_arg))?;
                 m.serialize_entry("path2", &opt_bytes(&f.path2))?;
                 m.serialize_entry("path2_arg", &opt_bytes(&f.path2_arg))?;
                 m.serialize_entry("dirfd", &f.dirfd)?;
@@ -251,5 +314,30 @@ mod tests {
         assert_eq!(back["path"], "/tmp/a\\x0ab\\xff");
         assert_eq!(back["flags"], json!(["truncated"]));
         assert_eq!(back["path2"], Value::Null);
+    }
+
+    #[test]
+    fn timestamps_read_as_humantime_writes_them() {
+        let clock = Clock::new();
+        let now = Clock::now_ktime_ns();
+        // Across second, minute, day and year boundaries (the per-second cache must follow),
+        // and back again.
+        let steps = [
+            0,
+            1,
+            999_999_999,
+            1_000_000_000,
+            59_999_999_999,
+            86_400_000_000_000,
+            400 * 86_400_000_000_000,
+            7,
+        ];
+        for step in steps {
+            let ktime = now + step;
+            let expected = humantime::format_rfc3339_nanos(clock.wall(ktime)).to_string();
+            assert_eq!(clock.rfc3339(ktime), expected);
+        }
+        let expected = humantime::format_rfc3339_nanos(clock.wall(0)).to_string();
+        assert_eq!(clock.rfc3339(0), expected);
     }
 }

@@ -359,7 +359,13 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
                 if !more {
                     guard.clear_ready();
                 }
+                drop(guard);
                 after_batch(&mut sensor, &mut pipeline, &mut agents)?;
+                if more {
+                    // The ring stays ready, so this task would not give the runtime back:
+                    // the control server, metrics and signals run between batches.
+                    tokio::task::yield_now().await;
+                }
             }
             Some(incoming) = requests.recv() => {
                 let reply = control::handle(&mut sensor, &mut pipeline, &mut agents, incoming.request, incoming.peer_pid);

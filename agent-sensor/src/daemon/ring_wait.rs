@@ -87,7 +87,12 @@ impl RingWait {
         ring: &mut RingBuf<MapData>,
         handled: u64,
     ) -> Result<bool, DaemonError> {
-        let stream = handled >= STREAM || self.slept_at.is_some_and(|t| t.elapsed() < BUSY);
+        // A stream whose lingering stopped only to let other work in (`LINGER_BUDGET`) goes
+        // on, however little the look after that found: ending it there made every stream
+        // start again from the shortest linger every 2 ms, and never grow.
+        let stream = handled >= STREAM
+            || self.stream_since.is_some()
+            || self.slept_at.is_some_and(|t| t.elapsed() < BUSY);
         if stream && self.linger.is_some() && self.linger_a_while(pipeline, ring)? {
             return Ok(true);
         }

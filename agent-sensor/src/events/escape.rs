@@ -91,7 +91,10 @@ mod tests {
 
     #[test]
     fn plain_names_are_borrowed_and_every_byte_escapes_as_the_slow_path_does() {
-        assert!(matches!(escape_cow(b"/usr/bin/cargo --x=1"), Cow::Borrowed(_)));
+        assert!(matches!(
+            escape_cow(b"/usr/bin/cargo --x=1"),
+            Cow::Borrowed(_)
+        ));
         for b in 0..=255u8 {
             for sample in [vec![b], vec![b'a', b, b'z']] {
                 assert_eq!(escape_cow(&sample), escape_slow(&sample), "byte {b:#x}");

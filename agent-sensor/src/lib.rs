@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod detect;
 pub mod events;
 pub mod export;
+pub mod fasthash;
 pub mod loader;
 pub mod pipeline;
 pub mod policy;

@@ -6,11 +6,14 @@ pub mod dns;
 pub mod registry;
 pub mod roots;
 
-use std::{collections::HashMap, time::Instant};
+use std::time::Instant;
 
 use agent_sensor_common::EventKind;
 
-use crate::events::{sockaddr::SockAddr, Body, Event, NetBody};
+use crate::{
+    events::{sockaddr::SockAddr, Body, Event, NetBody},
+    fasthash::HashMap,
+};
 
 /// Connected sockets remembered at once (a bound on memory, not a limit anyone should meet).
 const MAX_CONNECTED: usize = 65536;
@@ -27,7 +30,7 @@ impl Default for Correlator {
     fn default() -> Self {
         Self {
             dns: dns::DnsCache::new(65536),
-            connected: HashMap::new(),
+            connected: HashMap::default(),
         }
     }
 }

@@ -30,16 +30,14 @@ mod session_tests;
 #[cfg(test)]
 pub(crate) mod testkit;
 
-use std::{
-    collections::{HashMap, HashSet},
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use candidate::Candidate;
 use state::AgentState;
 
 use crate::{
     events::{Body, Event},
+    fasthash::{HashMap, HashSet},
     policy::{AgentScope, Policy, RuleId, Severity},
 };
 
@@ -162,7 +160,7 @@ impl Detector {
 
     /// Candidates → findings: disabled rules dropped, repeats held back, severity set.
     fn report(&mut self, ctx: &Context, event: &Event, candidates: Vec<Candidate>) -> Vec<Finding> {
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         let mut findings = Vec::new();
         for candidate in candidates {
             // One event can reach the same rule and target twice (a link whose both names lie

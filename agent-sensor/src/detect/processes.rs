@@ -2,9 +2,10 @@
 //! `/proc/<pid>/environ`), who each runs as (a uid that turns 0), where each stands (relative
 //! exec names), what it runs, and the remote sockets it holds (reverse shells).
 
-use std::collections::HashMap;
-
-use crate::events::{path, Body, Event};
+use crate::{
+    events::{path, Body, Event},
+    fasthash::HashMap,
+};
 
 /// Processes remembered per agent; beyond this the least recently seen is forgotten.
 const MAX_PROCESSES: usize = 4096;

@@ -4,7 +4,6 @@
 //! the open event carries the device and inode of what was really opened.
 
 use std::{
-    collections::HashMap,
     ffi::OsStr,
     os::unix::{
         ffi::{OsStrExt as _, OsStringExt as _},
@@ -13,6 +12,8 @@ use std::{
     path::Path,
     time::{Duration, Instant},
 };
+
+use crate::fasthash::HashMap;
 
 /// Directory entries looked at per scope, at most, and for how long: browser profiles hold
 /// thousands of files, and a scope is built on the daemon's loop (at registration and reload),
@@ -33,7 +34,7 @@ impl SecretFiles {
     /// for any depth) and keeps the regular files for which `is_secret` holds. Symlinks are
     /// not followed: what they point to is found by its own name or not at all.
     pub fn find(prefixes: &[(Vec<u8>, Option<usize>)], is_secret: impl Fn(&[u8]) -> bool) -> Self {
-        let mut by_inode = HashMap::new();
+        let mut by_inode = HashMap::default();
         let mut visited = 0;
         let start = Instant::now();
         let mut pending: Vec<(Vec<u8>, usize)> = prefixes

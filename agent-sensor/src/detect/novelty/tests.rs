@@ -110,6 +110,9 @@ fn learned_profiles_survive_a_restart() {
         novel(fx.feed(exec(PID + 5, "/tmp/x/payload", &["p"]))).len(),
         1
     );
+    // As at a daemon's stop: the autosave thread may still be writing (through a temporary
+    // file) what those events changed; the save waits for it.
+    fx.detector.save().unwrap();
     assert!(!dir
         .0
         .join("novelty")

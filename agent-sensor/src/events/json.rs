@@ -81,8 +81,10 @@ impl Clock {
             // `wall` keeps within u64 nanoseconds since 1970: a four-digit year, always.
             let text = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds))
                 .to_string();
-            let mut prefix = [0u8; 19];
-            prefix.copy_from_slice(&text.as_bytes()[..19]);
+            let mut prefix = *b"1970-01-01T00:00:00";
+            if let Some(head) = text.as_bytes().get(..19) {
+                prefix.copy_from_slice(head);
+            }
             second.set((seconds, prefix));
             prefix
         });

@@ -334,39 +334,6 @@ fn totals(log: &[String]) -> Result<SensorTotals> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_totals_from_the_log() {
-        let log = [
-            "[2025-01-01T00:00:00Z INFO] agent-sensor ready: 9 programs attached",
-            "[2025-01-01T00:00:01Z WARN] kernel dropped 12 file.open events lost (ring buffer full)",
-            "[2025-01-01T00:00:02Z WARN] kernel dropped 3 file.open events lost (ring buffer full)",
-            "[2025-01-01T00:00:03Z INFO] stopped: 1234 events, 5 undecodable, 2 alerts; all programs detached",
-        ]
-        .map(String::from);
-        let totals = totals(&log).unwrap();
-        assert_eq!(
-            (totals.events, totals.undecodable, totals.kernel_dropped),
-            (1234, 5, 15)
-        );
-        assert!(!totals.lossless());
-    }
-
-    #[test]
-    fn reads_the_metrics_url_from_the_ready_line() {
-        let line = "[2025-01-01T00:00:00Z INFO] agent-sensor ready: 9 programs attached (…); \
-                    mode monitor; control socket /x.sock; metrics http://127.0.0.1:40123/metrics";
-        assert_eq!(
-            metrics_url(line).as_deref(),
-            Some("http://127.0.0.1:40123/metrics")
-        );
-        assert_eq!(metrics_url("agent-sensor ready: …; metrics off"), None);
-    }
-}
-
 /// `agent-sensor probe --hold-syscall-hooks`: the sensor's syscall hooks with a near-empty
 /// program and no sensor behind them, held until dropped.
 pub struct HeldHooks {
@@ -418,5 +385,38 @@ pub fn end_with_xtask(command: &mut Command, signal: libc::c_int) {
             }
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_totals_from_the_log() {
+        let log = [
+            "[2025-01-01T00:00:00Z INFO] agent-sensor ready: 9 programs attached",
+            "[2025-01-01T00:00:01Z WARN] kernel dropped 12 file.open events lost (ring buffer full)",
+            "[2025-01-01T00:00:02Z WARN] kernel dropped 3 file.open events lost (ring buffer full)",
+            "[2025-01-01T00:00:03Z INFO] stopped: 1234 events, 5 undecodable, 2 alerts; all programs detached",
+        ]
+        .map(String::from);
+        let totals = totals(&log).unwrap();
+        assert_eq!(
+            (totals.events, totals.undecodable, totals.kernel_dropped),
+            (1234, 5, 15)
+        );
+        assert!(!totals.lossless());
+    }
+
+    #[test]
+    fn reads_the_metrics_url_from_the_ready_line() {
+        let line = "[2025-01-01T00:00:00Z INFO] agent-sensor ready: 9 programs attached (…); \
+                    mode monitor; control socket /x.sock; metrics http://127.0.0.1:40123/metrics";
+        assert_eq!(
+            metrics_url(line).as_deref(),
+            Some("http://127.0.0.1:40123/metrics")
+        );
+        assert_eq!(metrics_url("agent-sensor ready: …; metrics off"), None);
     }
 }

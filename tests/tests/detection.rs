@@ -497,9 +497,9 @@ fn a_normal_coding_session_raises_no_alert() {
     let remote_ip = remote.remote_ip.octets();
     let answering = std::thread::spawn(move || answer_dns(resolver, remote_ip, 3));
     let sensor = scene.sensor();
-    let session = format!(
+    let session = String::from(
         "set -e\n\
-         echo 'fn main() {{ println!(\"hi\"); }}' > main.rs\n\
+         echo 'fn main() { println!(\"hi\"); }' > main.rs\n\
          mkdir -p src && cp main.rs src/lib.rs\n\
          git add -A && git -c user.name=a -c user.email=a@example.invalid commit -q -m work\n\
          git status > /dev/null && git log --oneline > /dev/null\n\
@@ -512,7 +512,7 @@ fn a_normal_coding_session_raises_no_alert() {
          u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)\n\
          u.sendto(struct.pack('>HHHHHH', 7, 0x0100, 1, 0, 0, 0) + name + b'\\\\0' + struct.pack('>HH', 1, 1), ('127.0.0.54', 53))\n\
          a, _ = u.recvfrom(512); ip = '.'.join(str(b) for b in a[-4:])\n\
-         c = socket.create_connection((ip, 443)); c.sendall(json.dumps({{'prompt': 'hi'}}).encode()); c.close()\"\n"
+         c = socket.create_connection((ip, 443)); c.sendall(json.dumps({'prompt': 'hi'}).encode()); c.close()\"\n"
     );
     let status = Command::new(sensor_binary())
         .args([

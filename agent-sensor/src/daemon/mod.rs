@@ -308,6 +308,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     let mut agents = startup::Agents::new(&state_dir)?;
     agents.track_options(&mut sensor, &mut pipeline, &options)?;
     agents.restore(&mut sensor, &mut pipeline);
+    startup::remove_stray_cgroups(&pipeline.cgroup_parent, startup::STRAY_AGE);
     agents.discover_running(&mut sensor, &mut pipeline);
 
     let (_socket, mut requests) = server::serve(&options.control_socket)?;

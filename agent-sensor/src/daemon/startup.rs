@@ -78,6 +78,46 @@ fn new_cgroup(parent: &Path, name: &str) -> Result<PathBuf, String> {
 /// Names tried for a new agent's cgroup before giving up.
 const CGROUP_NAME_ATTEMPTS: usize = 16;
 
+/// How old an empty agent cgroup must be before a starting daemon removes it as a stray:
+/// younger, it may be another daemon's agent being set up (empty until the agent moves in).
+pub const STRAY_AGE: Duration = Duration::from_secs(60);
+
+/// Removes the empty agent cgroups older than `age` under `parent`, whoever left them: an
+/// earlier daemon's state file names its agents and `restore` removes theirs, but a daemon
+/// whose state is gone (a state dir on a volume wiped with its pod) left the rest behind, one
+/// per agent started. A cgroup with processes or child cgroups stays (rmdir refuses it).
+pub fn remove_stray_cgroups(parent: &Path, age: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.filter_map(Result::ok) {
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let old_enough = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|made| made.elapsed().ok())
+            .is_some_and(|elapsed| elapsed >= age);
+        if !is_dir || !old_enough {
+            continue;
+        }
+        let path = entry.path();
+        let empty = std::fs::read_to_string(path.join("cgroup.procs"))
+            .is_ok_and(|procs| procs.trim().is_empty());
+        if empty && std::fs::remove_dir(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        log::info!(
+            "removed {removed} empty agent cgroup(s) left under {} by an earlier daemon",
+            parent.display()
+        );
+    }
+    removed
+}
+
 fn exe_of(pid: u32) -> String {
     std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.display().to_string())
@@ -453,6 +493,30 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
+    }
+
+    #[test]
+    fn strays_go_when_empty_and_old_enough_and_busy_ones_stay() {
+        let Some(parent) = real_agents_parent() else {
+            return;
+        };
+        // A parent of its own: other tests' cgroups under the real one are not strays.
+        let strays = parent.join(format!("unit-strays-{}", std::process::id()));
+        let (empty, busy_dir) = (strays.join("empty"), strays.join("busy"));
+        for cgroup in [&empty, &busy_dir] {
+            std::fs::create_dir_all(cgroup).unwrap();
+        }
+        let mut busy = sleeper();
+        std::fs::write(busy_dir.join("cgroup.procs"), busy.id().to_string()).unwrap();
+        // Just made: maybe another daemon's agent being set up.
+        assert_eq!(remove_stray_cgroups(&strays, STRAY_AGE), 0);
+        assert!(empty.exists());
+        assert_eq!(remove_stray_cgroups(&strays, Duration::ZERO), 1);
+        assert!(!empty.exists() && busy_dir.exists());
+        let _ = busy.kill();
+        let _ = busy.wait();
+        remove_cgroups(&[&busy_dir, &strays]);
+        assert!(!strays.exists());
     }
 
     #[test]

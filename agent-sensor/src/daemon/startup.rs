@@ -103,9 +103,7 @@ pub fn remove_stray_cgroups(parent: &Path, age: Duration) -> usize {
             continue;
         }
         let path = entry.path();
-        let empty = std::fs::read_to_string(path.join("cgroup.procs"))
-            .is_ok_and(|procs| procs.trim().is_empty());
-        if empty && std::fs::remove_dir(&path).is_ok() {
+        if cgroup_is_empty(&path) && std::fs::remove_dir(&path).is_ok() {
             removed += 1;
         }
     }
@@ -577,13 +575,12 @@ mod tests {
         // The kill was ordered; its processes may still be on their way out.
         std::fs::write(killed.join("cgroup.procs"), dying.id().to_string()).unwrap();
         registry.get_mut(3).unwrap().state = AgentState::Killed;
-        let finished = finished_cgroups(&registry);
+        let mut finished = finished_cgroups(&registry);
         for child in [&mut busy, &mut dying] {
             let _ = child.kill();
             let _ = child.wait();
         }
         remove_cgroups(&[&running, &emptied, &killed]);
-        let mut finished = finished;
         finished.sort();
         let mut expected = vec![emptied.clone(), killed.clone()];
         expected.sort();

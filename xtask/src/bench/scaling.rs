@@ -96,8 +96,13 @@ pub struct Row {
 }
 
 impl Row {
+    /// `of` each run, the runs it has no value for left out.
+    fn values(&self, of: impl Fn(&Run) -> Option<f64>) -> Vec<f64> {
+        self.runs.iter().filter_map(of).collect()
+    }
+
     fn median(&self, of: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
-        let values: Vec<f64> = self.runs.iter().filter_map(of).collect();
+        let values = self.values(of);
         (!values.is_empty()).then(|| report::median(&values))
     }
 
@@ -107,11 +112,8 @@ impl Row {
     }
 
     fn micros_per_event_range(&self) -> Option<(f64, f64)> {
-        let values = self.runs.iter().filter_map(|r| r.busy.micros_per_event());
-        values.fold(None, |range, v| match range {
-            None => Some((v, v)),
-            Some((lo, hi)) => Some((f64::min(lo, v), f64::max(hi, v))),
-        })
+        let values = self.values(|r| r.busy.micros_per_event());
+        (!values.is_empty()).then(|| (report::min(&values), report::max(&values)))
     }
 
     fn max_memory(&self, of: impl Fn(&Run) -> u64) -> u64 {

@@ -228,19 +228,22 @@ impl RunningSensor {
 
     /// User plus system CPU time the sensor has used so far, in seconds.
     pub fn cpu_seconds(&self) -> Result<f64> {
-        if !Path::new(&format!("/proc/{}", self.pid())).exists() {
-            bail!("the sensor (pid {}) is gone", self.pid());
-        }
-        Ok(super::cpu::process_seconds(self.pid()))
+        self.cpu_by(super::cpu::process_seconds)
     }
 
     /// [`cpu_seconds`](Self::cpu_seconds) to the nanosecond, from the threads' scheduler
     /// statistics (see [`super::cpu::threads_seconds`]).
     pub fn threads_cpu_seconds(&self) -> Result<f64> {
+        self.cpu_by(super::cpu::threads_seconds)
+    }
+
+    /// The sensor's CPU seconds by `measure`; an error once it is gone (both measures read 0
+    /// then, which would pass for an idle sensor).
+    fn cpu_by(&self, measure: fn(u32) -> f64) -> Result<f64> {
         if !Path::new(&format!("/proc/{}", self.pid())).exists() {
             bail!("the sensor (pid {}) is gone", self.pid());
         }
-        Ok(super::cpu::threads_seconds(self.pid()))
+        Ok(measure(self.pid()))
     }
 
     pub fn memory(&self) -> Result<Memory> {

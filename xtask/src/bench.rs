@@ -127,6 +127,7 @@ pub struct Bench {
     /// Whether `<cgroup root>/agent-sensor` (the sensor's parent of agent cgroups) existed
     /// before the bench: if not, it is removed at the end when empty.
     agents_parent_existed: bool,
+    unaudited: peers::UnauditedTasks,
 }
 
 impl Drop for Bench {
@@ -164,6 +165,7 @@ impl Bench {
         cgroup::remove_stale(&cgroup_root);
         cgroup::remove_agent_cgroups(&cgroup_root);
         peers::remove_audit_rules();
+        let unaudited = peers::UnauditedTasks::start();
         let work = WorkDir::create()?;
         workload::use_copy_in(&work.path)?;
         Ok(Self {
@@ -172,6 +174,7 @@ impl Bench {
             agents_parent_existed: cgroup_root.join("agent-sensor").exists(),
             cgroup_root,
             work,
+            unaudited,
         })
     }
 }
@@ -212,9 +215,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 fn machine_lines(bench: &Bench) -> String {
     format!(
-        "Machine: {}.  \nSensor: {}.\n\n",
+        "Machine: {}.  \nSensor: {}.  \n{}.\n\n",
         bench.machine.describe(),
-        bench.machine.sensor
+        bench.machine.sensor,
+        bench.unaudited.describe()
     )
 }
 

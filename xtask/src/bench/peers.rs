@@ -16,6 +16,7 @@ use std::{
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -313,6 +314,90 @@ pub fn remove_audit_rules() {
     }
 }
 
+/// The task rule that keeps the bench's processes out of audit while auditing is off. Once
+/// auditd has run on a boot, the kernel gives every new process an audit context (and with it
+/// the slow syscall path) even after auditing is turned off again, unless a task rule says
+/// `never`: 12 % of the open/close loop's time on the machine of BENCHMARKS.md, which would
+/// otherwise favour every configuration measured after the first auditd row. The `auid` field (never the bench's audited login uid)
+/// only makes the rule the bench's own, to find and remove.
+const UNAUDITED_TASK_RULE: [&str; 3] = ["task,never", "-F", "auid!=3999999"];
+
+/// Whether the bench keeps `UNAUDITED_TASK_RULE` loaded outside its auditd rows.
+static KEEP_TASKS_UNAUDITED: AtomicBool = AtomicBool::new(false);
+
+/// For the whole bench: processes it starts get no audit context outside the auditd rows,
+/// when auditing is off on the host (when it is on, the host's own rules decide, as they do
+/// for everything else running there). The rule goes at the end.
+pub struct UnauditedTasks {
+    /// Auditing was on when the bench started (auditd with rules of the host's own).
+    host_audits: bool,
+}
+
+impl UnauditedTasks {
+    pub fn start() -> Self {
+        remove_unaudited_task_rule();
+        KEEP_TASKS_UNAUDITED.store(true, Ordering::SeqCst);
+        let host_audits = super::host::which("auditctl").is_some()
+            && AuditStatus::read().is_ok_and(|status| status.get("enabled") != 0);
+        add_unaudited_task_rule();
+        Self { host_audits }
+    }
+
+    /// One sentence for the report.
+    pub fn describe(&self) -> &'static str {
+        if self.host_audits {
+            "Auditing was on on this host when the bench started: every process of every \
+             configuration paid audit's syscall entry, as every process there does"
+        } else {
+            "Outside the auditd rows the bench keeps the audit rule `-a task,never -F \
+             auid!=3999999` loaded, so the processes it starts get no audit context: once \
+             auditd has run on a boot, the kernel gives one (and the slow syscall path) to \
+             every new process even with auditing off"
+        }
+    }
+}
+
+impl Drop for UnauditedTasks {
+    fn drop(&mut self) {
+        KEEP_TASKS_UNAUDITED.store(false, Ordering::SeqCst);
+        remove_unaudited_task_rule();
+    }
+}
+
+fn unaudited_task_rule(action: &str) -> Vec<&str> {
+    let mut args = vec![action];
+    args.extend(UNAUDITED_TASK_RULE);
+    args
+}
+
+/// Loads the rule when the bench keeps it and auditing is off (an auditd row, or the host,
+/// audits; a rule that kept new processes out of that would change what is measured).
+fn add_unaudited_task_rule() {
+    if !KEEP_TASKS_UNAUDITED.load(Ordering::SeqCst) || super::host::which("auditctl").is_none() {
+        return;
+    }
+    match AuditStatus::read() {
+        Ok(status) if status.get("enabled") == 0 => {
+            if let Err(e) = auditctl(&unaudited_task_rule("-a")) {
+                eprintln!("xtask bench: cannot keep the bench's processes out of audit: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("xtask bench: {e}"),
+    }
+}
+
+/// Removes the rule if loaded (also one a killed earlier run left).
+fn remove_unaudited_task_rule() {
+    if super::host::which("auditctl").is_some() {
+        let _ = Command::new("auditctl")
+            .args(unaudited_task_rule("-d"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// auditd with the bench's rule; the auditd the bench started, if none was running.
 pub struct Auditd {
     ours: Option<Child>,
@@ -334,6 +419,8 @@ impl Auditd {
     /// Makes sure auditd runs (starting one writing to `dir` if none does) and adds the rule.
     pub fn start(dir: &Path) -> Result<Self> {
         remove_audit_rules();
+        // The workloads of this row get audit contexts, as on any host running auditd.
+        remove_unaudited_task_rule();
         let saved = AuditStatus::read()?;
         let running =
             saved.get("pid") != 0 && Path::new(&format!("/proc/{}", saved.get("pid"))).exists();
@@ -440,6 +527,7 @@ impl Auditd {
                 auditctl(&["--reset-lost"])?;
             }
         }
+        add_unaudited_task_rule();
         Ok(())
     }
 }
@@ -539,6 +627,11 @@ mod tests {
     #[test]
     fn the_auid_written_before_exec_is_the_rules() {
         assert_eq!(BENCH_AUID.to_string(), "3999999");
+    }
+
+    #[test]
+    fn the_unaudited_task_rule_spares_the_audited_workloads() {
+        assert_eq!(UNAUDITED_TASK_RULE[2], format!("auid!={BENCH_AUID}"));
     }
 
     #[test]

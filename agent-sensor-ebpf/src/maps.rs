@@ -31,8 +31,13 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 /// are committed without a wake-up and only the first one that finds 1 wakes the daemon: a
 /// wake-up per record (the ring's default whenever the reader has caught up) costs the writing
 /// task about 2 µs on a VM, more than the rest of the record. See `emit::wake_reader`.
+/// Mappable (`BPF_F_MMAPABLE`): the daemon raises it with a store into its own memory, not a
+/// bpf() syscall, each time it is about to sleep.
 #[map]
-pub static RING_READER_WAITING: Array<u64> = Array::with_max_entries(1, 0);
+pub static RING_READER_WAITING: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// `BPF_F_MMAPABLE` of the map flags.
+const BPF_F_MMAPABLE: u32 = 1024;
 
 /// tgid → agent. Children are added at `task_newtask`, before they can run.
 #[map]

@@ -11,12 +11,14 @@ use agent_sensor_common::{
     SensorConfig, SockStats, TrackedTask,
 };
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Program, ProgramError, RawTracePoint,
     },
     Ebpf, EbpfLoader,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use thiserror::Error;
 
 use crate::{btf::Btf, system};
@@ -179,25 +181,118 @@ fn attach_egress(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) -> Result<()
 /// Whether the ring's reader waits. Records are committed without waking it; the first record
 /// committed while this is set wakes it and clears it (see `emit::wake_reader` in the eBPF
 /// crate). Set it before the last look at the ring that precedes a sleep.
-pub struct ReaderFlag(Array<MapData, u64>);
+pub struct ReaderFlag {
+    map: Array<MapData, u64>,
+    /// The map's value mapped into this process, when the map allows it: raising and reading
+    /// the flag are then a store and a load, not a bpf() syscall each (the daemon does both
+    /// at every sleep: 4 % of its CPU in a coding session). A pinned map of an older daemon
+    /// may not allow it; the syscalls remain.
+    mapped: Option<MappedFlag>,
+}
 
 impl ReaderFlag {
+    fn new(data: MapData) -> Result<Self, LoadError> {
+        let name = "RING_READER_WAITING";
+        let mapped = MappedFlag::map(&data);
+        let map = Array::try_from(Map::Array(data)).map_err(map_err(name))?;
+        let mut flag = Self { map, mapped };
+        if flag.mapped.is_some() && !flag.mapping_is_coherent()? {
+            log::warn!("{name}: the mapped value does not follow the map; using bpf() instead");
+            flag.mapped = None;
+        }
+        Ok(flag)
+    }
+
+    /// Whether a store through the mapping is what the map holds, and the other way round.
+    fn mapping_is_coherent(&mut self) -> Result<bool, LoadError> {
+        let Some(mapped) = &self.mapped else {
+            return Ok(false);
+        };
+        let name = "RING_READER_WAITING";
+        mapped.value().store(1, Ordering::SeqCst);
+        let seen_by_map = self.map.get(&0, 0).map_err(map_err(name))?;
+        self.map.set(0, 0, 0).map_err(map_err(name))?;
+        let seen_by_mapping = mapped.value().load(Ordering::SeqCst);
+        Ok(seen_by_map == 1 && seen_by_mapping == 0)
+    }
+
     pub fn set_waiting(&mut self) -> Result<(), LoadError> {
-        self.0
-            .set(0, 1, 0)
-            .map_err(map_err("RING_READER_WAITING"))?;
-        // The kernel's store must be visible before this thread reads the ring's producer
-        // position (a store followed by a load may be reordered even on x86).
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        match &self.mapped {
+            Some(mapped) => mapped.value().store(1, Ordering::SeqCst),
+            None => self
+                .map
+                .set(0, 1, 0)
+                .map_err(map_err("RING_READER_WAITING"))?,
+        }
+        // The store must be visible before this thread reads the ring's producer position (a
+        // store followed by a load may be reordered even on x86).
+        std::sync::atomic::fence(Ordering::SeqCst);
         Ok(())
     }
 
     /// Whether the flag is still up (no record took the wake-up since `set_waiting`).
     pub fn is_waiting(&self) -> Result<bool, LoadError> {
-        let value = self.0.get(&0, 0).map_err(map_err("RING_READER_WAITING"))?;
+        let value = match &self.mapped {
+            Some(mapped) => mapped.value().load(Ordering::SeqCst),
+            None => self
+                .map
+                .get(&0, 0)
+                .map_err(map_err("RING_READER_WAITING"))?,
+        };
         Ok(value != 0)
     }
 }
+
+/// The first page of a `BPF_F_MMAPABLE` array map, mapped shared: entry 0 at its start.
+struct MappedFlag {
+    page: std::ptr::NonNull<AtomicU64>,
+    len: usize,
+}
+
+impl MappedFlag {
+    fn map(data: &MapData) -> Option<Self> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        // SAFETY: sysconf has no preconditions.
+        let len = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+        // SAFETY: a fresh shared mapping of the map's fd; the kernel refuses maps created
+        // without BPF_F_MMAPABLE (EINVAL), which leaves the syscalls.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            log::debug!(
+                "RING_READER_WAITING is not mappable ({}): the flag goes through bpf()",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        let page = std::ptr::NonNull::new(addr.cast::<AtomicU64>())?;
+        Some(Self { page, len })
+    }
+
+    fn value(&self) -> &AtomicU64 {
+        // SAFETY: the mapping is page-aligned, at least 8 bytes long and lives as long as
+        // `self`; the kernel's programs access the same u64 only with single loads and stores.
+        unsafe { self.page.as_ref() }
+    }
+}
+
+impl Drop for MappedFlag {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe { libc::munmap(self.page.as_ptr().cast(), self.len) };
+    }
+}
+
+// SAFETY: the mapping is plain shared memory accessed through an atomic.
+unsafe impl Send for MappedFlag {}
 
 /// Program `program` of the object as a `P`, loaded into the kernel with `load` (its type's
 /// `load`). The one-line error keeps the verifier's last words; all of them go to the debug log.
@@ -413,7 +508,12 @@ impl LoadedSensor {
             .ebpf
             .take_map(name)
             .ok_or(LoadError::MissingMap(name))?;
-        Ok(ReaderFlag(Array::try_from(map).map_err(map_err(name))?))
+        match map {
+            Map::Array(data) => ReaderFlag::new(data),
+            other => Err(Array::<MapData, u64>::try_from(other)
+                .err()
+                .map_or(LoadError::MissingMap(name), map_err(name))),
+        }
     }
 
     /// The tracked-task map (tgid → agent).

@@ -318,8 +318,9 @@ pub fn remove_audit_rules() {
 /// auditd has run on a boot, the kernel gives every new process an audit context (and with it
 /// the slow syscall path) even after auditing is turned off again, unless a task rule says
 /// `never`: 12 % of the open/close loop's time on the machine of BENCHMARKS.md, which would
-/// otherwise favour every configuration measured after the first auditd row. The `auid` field (never the bench's audited login uid)
-/// only makes the rule the bench's own, to find and remove.
+/// otherwise favour every configuration measured after the first auditd row. The `auid` field
+/// (never the bench's audited login uid) only makes the rule the bench's own, to find and
+/// remove.
 const UNAUDITED_TASK_RULE: [&str; 3] = ["task,never", "-F", "auid!=3999999"];
 
 /// Whether the bench keeps `UNAUDITED_TASK_RULE` loaded outside its auditd rows.

@@ -55,6 +55,8 @@ pub struct Pipeline {
     /// Processes that exited since the last `report_exited_sockets` leaving counted sockets
     /// behind (their exit record says so: `flags::OWNED_SOCKETS`).
     exited_processes: HashSet<u32>,
+    /// The event stream's line being written (kept: one allocation for the daemon's life).
+    line: Vec<u8>,
     /// Agents whose last process exited since the last `take_exited_agents`.
     exited_agents: Vec<u64>,
     /// Parent of the agents' cgroups: containment acts on nothing else.
@@ -82,6 +84,7 @@ impl Pipeline {
             },
             incidents: None,
             exited_processes: HashSet::new(),
+            line: Vec::new(),
             exited_agents: Vec::new(),
             cgroup_parent: crate::system::cgroup2_root()
                 .map(|root| respond::agents_parent(&root))
@@ -148,8 +151,7 @@ impl Pipeline {
                 event: &event,
                 clock: &self.clock,
             };
-            serde_json::to_writer(&mut *sink, &json)?;
-            sink.write_all(b"\n")?;
+            json.write_to(&mut self.line, sink)?;
         }
         Ok(())
     }

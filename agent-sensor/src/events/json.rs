@@ -138,7 +138,7 @@ fn addr_json(addr: &Option<SockAddr>) -> Value {
     }
 }
 
-fn flag_names(bits: u16) -> Vec<&'static str> {
+pub(super) fn flag_names(bits: u16) -> Vec<&'static str> {
     [
         (flags::TRUNCATED, "truncated"),
         (flags::VIA_CGROUP, "via_cgroup"),

@@ -5,6 +5,7 @@
 pub mod dns;
 pub mod escape;
 mod json;
+mod line;
 pub mod path;
 pub mod resolve;
 pub mod sockaddr;

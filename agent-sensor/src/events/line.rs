@@ -1,0 +1,420 @@
+//! The event stream's JSON lines, written by hand.
+//!
+//! Byte for byte what serde_json makes of [`EventJson`] (a test and the decode fuzz target
+//! hold the two equal), without serde_json's per-key work: every key of every event went
+//! through its string escaping, and keys are most of a line. The serde form stays for the
+//! values alerts and incidents embed.
+
+use super::{
+    dns,
+    escape::escape_cow,
+    json::{flag_names, EventJson},
+    sockaddr::SockAddr,
+    syscall_name, Body, PathSource,
+};
+
+/// One JSON object being written into `out`.
+struct Object<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Object<'a> {
+    fn open(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, first: true }
+    }
+
+    /// `"key":`. Keys are plain ASCII words: nothing to escape.
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    fn number(&mut self, key: &str, value: impl itoa::Integer) {
+        let mut digits = itoa::Buffer::new();
+        let text = digits.format(value);
+        self.key(key).extend_from_slice(text.as_bytes());
+    }
+
+    fn boolean(&mut self, key: &str, value: bool) {
+        let text: &[u8] = if value { b"true" } else { b"false" };
+        self.key(key).extend_from_slice(text);
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        string(self.key(key), value);
+    }
+
+    /// A name from the kernel: escaped losslessly, then as a JSON string.
+    fn bytes(&mut self, key: &str, value: &[u8]) {
+        string(self.key(key), &escape_cow(value));
+    }
+
+    fn opt_bytes(&mut self, key: &str, value: Option<&[u8]>) {
+        match value {
+            Some(value) => self.bytes(key, value),
+            None => self.key(key).extend_from_slice(b"null"),
+        }
+    }
+
+    fn opt_number(&mut self, key: &str, value: Option<impl itoa::Integer>) {
+        match value {
+            Some(value) => self.number(key, value),
+            None => self.key(key).extend_from_slice(b"null"),
+        }
+    }
+
+    fn strings<S: AsRef<str>>(&mut self, key: &str, values: impl IntoIterator<Item = S>) {
+        let out = self.key(key);
+        out.push(b'[');
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, value.as_ref());
+        }
+        out.push(b']');
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// A JSON string, escaped as serde_json escapes it.
+fn string(out: &mut Vec<u8>, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x09 => b"\\t",
+            0x0a => b"\\n",
+            0x0c => b"\\f",
+            0x0d => b"\\r",
+            0x00..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(byte >> 4) as usize],
+                HEX[(byte & 0xf) as usize],
+            ],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escaped);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// `{"ip":"…","port":N}` (serde_json's maps sort their keys).
+fn inet(out: &mut Vec<u8>, ip: std::net::IpAddr, port: u16) {
+    let mut object = Object::open(out);
+    object.string("ip", &ip.to_string());
+    object.number("port", port);
+    object.close();
+}
+
+fn addr(out: &mut Vec<u8>, addr: Option<&SockAddr>) {
+    match addr {
+        Some(SockAddr::Inet { ip, port }) => inet(out, *ip, *port),
+        Some(SockAddr::Unix { path, is_abstract }) => {
+            let mut object = Object::open(out);
+            object.boolean("abstract", *is_abstract);
+            object.bytes("unix", path);
+            object.close();
+        }
+        Some(SockAddr::Other { family }) => {
+            let mut object = Object::open(out);
+            object.number("family", *family);
+            object.close();
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+impl EventJson<'_> {
+    /// Appends the event's JSON line to `out`, without the newline.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        let e = self.event;
+        let mut m = Object::open(out);
+        m.string("ts", self.clock.timestamp(e.ktime_ns).as_str());
+        m.number("ktime_ns", e.ktime_ns);
+        m.string("kind", e.kind.name());
+        m.number("agent_id", e.agent_id);
+        m.number("pid", e.pid);
+        m.number("tgid", e.tgid);
+        m.number("ppid", e.ppid);
+        m.number("uid", e.uid);
+        m.number("gid", e.gid);
+        m.number("cgroup_id", e.cgroup_id);
+        m.bytes("comm", &e.comm);
+        m.boolean("truncated", e.truncated());
+        m.strings("flags", flag_names(e.flags));
+        match &e.body {
+            Body::Fork {
+                child_pid,
+                child_tgid,
+            } => {
+                m.number("child_pid", *child_pid);
+                m.number("child_tgid", *child_tgid);
+                m.boolean("thread", *child_tgid == e.tgid);
+            }
+            Body::Exec {
+                filename,
+                exe,
+                argv,
+                old_pid,
+                dev,
+                ino,
+                mode,
+                stdio,
+            } => {
+                m.strings("stdio", stdio.iter().map(|s| s.as_str()));
+                m.bytes("filename", filename);
+                m.opt_bytes("exe", exe.as_deref());
+                m.strings("argv", argv.iter().map(|a| escape_cow(a)));
+                m.number("old_pid", *old_pid);
+                m.number("dev", *dev);
+                m.number("ino", *ino);
+                m.number("mode", *mode);
+                m.boolean("setuid", mode & 0o4000 != 0);
+            }
+            Body::Exit { raw } => {
+                m.opt_number("exit_code", (raw & 0x7f == 0).then_some((raw >> 8) & 0xff));
+                m.opt_number("signal", (raw & 0x7f != 0).then_some(raw & 0x7f));
+            }
+            Body::Syscall {
+                nr,
+                args,
+                ret,
+                name,
+            } => {
+                m.string("syscall", syscall_name(*nr));
+                let out = m.key("args");
+                out.push(b'[');
+                for (i, arg) in args.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(itoa::Buffer::new().format(*arg).as_bytes());
+                }
+                out.push(b']');
+                m.number("ret", *ret);
+                m.opt_bytes("name", name.as_deref());
+            }
+            Body::File(f) => {
+                m.string("syscall", syscall_name(f.nr));
+                m.opt_bytes("path", f.path.as_deref());
+                let source = match f.path_source {
+                    PathSource::Kernel => "kernel",
+                    PathSource::Lexical => "lexical",
+                    PathSource::Argument => "argument",
+                    PathSource::Resolved => "resolved",
+                };
+                m.string("path_source", source);
+                m.bytes("path_arg", &f.path_arg);
+                m.opt_bytes("path2", f.path2.as_deref());
+                m.opt_bytes("path2_arg", f.path2_arg.as_deref());
+                m.number("dirfd", f.dirfd);
+                m.number("syscall_flags", f.flags);
+                m.number("mode", f.mode);
+                m.number("ret", f.ret);
+                m.number("dev", f.dev);
+                m.number("ino", f.ino);
+                m.number("arg", f.arg);
+                m.number("arg2", f.arg2);
+            }
+            Body::Net(n) => {
+                m.string("syscall", syscall_name(n.nr));
+                m.number("fd", n.fd);
+                m.number("ret", n.ret);
+                addr(m.key("addr"), n.addr.as_ref());
+                m.number("bytes", n.bytes);
+                m.number("data_len", n.data_len);
+                match &n.dns {
+                    Some(question) => {
+                        let mut dns = Object::open(m.key("dns"));
+                        dns.bytes("name", &question.name);
+                        dns.string("type", &dns::qtype_name(question.qtype));
+                        dns.close();
+                    }
+                    None => m.key("dns").extend_from_slice(b"null"),
+                }
+                m.opt_bytes("dns_name", n.dns_name.as_deref());
+                m.boolean("addr_from_connect", n.addr_from_connect);
+                let out = m.key("dns_answers");
+                out.push(b'[');
+                for (i, answer) in n.dns_answers.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    let mut object = Object::open(out);
+                    object.string("ip", &answer.ip.to_string());
+                    object.bytes("name", &answer.name);
+                    object.number("ttl", answer.ttl);
+                    object.close();
+                }
+                out.push(b']');
+            }
+            Body::SockClose(c) => {
+                m.number("fd", c.fd);
+                match c.peer {
+                    Some(peer) => inet(m.key("addr"), peer.ip(), peer.port()),
+                    None => m.key("addr").extend_from_slice(b"null"),
+                }
+                m.number("local_port", c.local_port);
+                m.number("bytes_sent", c.bytes_sent);
+                m.number("bytes_received", c.bytes_received);
+                m.boolean("at_exit", c.at_exit);
+                m.opt_bytes("dns_name", c.dns_name.as_deref());
+            }
+        }
+        m.close();
+    }
+
+    /// [`Self::write_line`] and a newline, into `sink`.
+    pub fn write_to(
+        &self,
+        buffer: &mut Vec<u8>,
+        sink: &mut impl std::io::Write,
+    ) -> std::io::Result<()> {
+        buffer.clear();
+        self.write_line(buffer);
+        buffer.push(b'\n');
+        sink.write_all(buffer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        detect::testkit,
+        events::{dns::DnsAnswer, Clock, Event},
+    };
+    use agent_sensor_common::EventKind;
+
+    fn both(event: &Event) -> (String, String) {
+        let clock = Clock::new();
+        let json = EventJson {
+            event,
+            clock: &clock,
+        };
+        let by_serde = serde_json::to_string(&json).unwrap();
+        let mut line = Vec::new();
+        json.write_line(&mut line);
+        (String::from_utf8(line).unwrap(), by_serde)
+    }
+
+    #[test]
+    fn strings_escape_as_serde_json_escapes_them() {
+        let every_byte: String = (0u8..0x80).map(char::from).collect();
+        for text in [every_byte.as_str(), "", "plain", "é ✓ \u{7f}", "\"\\\"\\"] {
+            let mut ours = Vec::new();
+            string(&mut ours, text);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(text).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn lines_are_the_serde_form_for_every_kind_of_event() {
+        let mut closed = testkit::sock_close(7, 3);
+        if let Body::SockClose(c) = &mut closed.body {
+            c.peer = Some("[2001:db8::1]:443".parse().unwrap());
+            c.dns_name = Some(b"example.com".to_vec());
+            c.at_exit = true;
+        }
+        let mut other_family = testkit::connect(7, "10.0.0.1", 80);
+        if let Body::Net(n) = &mut other_family.body {
+            n.addr = Some(SockAddr::Other { family: 16 });
+        }
+        let mut abstract_unix = testkit::connect_unix(7, "\0bus");
+        if let Body::Net(n) = &mut abstract_unix.body {
+            n.addr = Some(SockAddr::Unix {
+                path: b"@bus\"x".to_vec(),
+                is_abstract: true,
+            });
+        }
+        let mut killed = testkit::exit(7);
+        killed.body = Body::Exit { raw: 9 };
+        let mut events = vec![
+            testkit::open(7, "/etc/passwd", 0),
+            testkit::rename(7, "/tmp/a", "/tmp/b"),
+            testkit::exec(7, "/bin/sh", &["sh", "-c", "true"]),
+            testkit::fork(7, 8),
+            testkit::fork_thread(7, 9),
+            testkit::exit(7),
+            killed,
+            testkit::connect(7, "127.0.0.1", 8080),
+            abstract_unix,
+            other_family,
+            testkit::accept(7, "::1", 22, 4),
+            testkit::dns_query(7, "exfil.example.com"),
+            testkit::sock_close(7, 3),
+            closed,
+            testkit::syscall(EventKind::ProcessKill, 7, 62, [8, 9, 0, 0], 0),
+        ];
+        // Names with quotes, backslashes, control and non-UTF-8 bytes, in every name field.
+        let nasty = b"a\"b\\c\n\x01\xff\xfe{\"kind\":1}".to_vec();
+        for event in &mut events {
+            event.comm = nasty.clone();
+            event.flags = u16::MAX;
+            match &mut event.body {
+                Body::Exec {
+                    filename,
+                    exe,
+                    argv,
+                    ..
+                } => {
+                    *filename = nasty.clone();
+                    *exe = Some(nasty.clone());
+                    argv.push(nasty.clone());
+                }
+                Body::File(f) => {
+                    f.path = Some(nasty.clone());
+                    f.path_arg = nasty.clone();
+                    f.path2_arg = Some(nasty.clone());
+                }
+                Body::Net(n) => {
+                    n.dns_name = Some(nasty.clone());
+                    n.dns_answers.push(DnsAnswer {
+                        name: nasty.clone(),
+                        ip: "::1".parse().unwrap(),
+                        ttl: 7,
+                    });
+                }
+                Body::Syscall {
+                    name, args, ret, ..
+                } => {
+                    *name = Some(nasty.clone());
+                    *args = [0, 1, u64::MAX, 42];
+                    *ret = -1;
+                }
+                _ => {}
+            }
+        }
+        for event in &events {
+            let (ours, serde) = both(event);
+            assert_eq!(ours, serde);
+        }
+    }
+}

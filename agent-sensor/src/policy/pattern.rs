@@ -5,7 +5,7 @@
 //! home or worktree that is not UTF-8 or holds glob syntax (`/work/proj[1]`) is still matched
 //! literally, and one compiled set serves every agent of a profile.
 
-use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path};
+use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path, sync::Mutex};
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -146,6 +146,38 @@ pub struct PatternSet {
     sources: Vec<String>,
     included: [Option<RootedGlobs>; 4],
     excluded: [Option<RootedGlobs>; 4],
+    host_paths: HostPathCache,
+}
+
+/// Answers for paths that no pattern rooted at an agent's home, worktree or temp dirs can
+/// see: those depend on the path alone, whichever agent asks, and builds open the same files
+/// over and over. Glob matching was a seventh of the daemon's work per file event; a repeat is
+/// now a hash lookup.
+#[derive(Debug, Default)]
+struct HostPathCache(Mutex<crate::fasthash::HashMap<Box<[u8]>, Option<usize>>>);
+
+/// Paths remembered per set before the cache starts over (bounded memory, a few hundred KiB).
+const HOST_PATHS_KEPT: usize = 2048;
+
+impl Clone for HostPathCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl HostPathCache {
+    fn get(&self, path: &[u8]) -> Option<Option<usize>> {
+        self.0.lock().ok()?.get(path).copied()
+    }
+
+    fn put(&self, path: &[u8], answer: Option<usize>) {
+        if let Ok(mut paths) = self.0.lock() {
+            if paths.len() >= HOST_PATHS_KEPT {
+                paths.clear();
+            }
+            paths.insert(path.into(), answer);
+        }
+    }
 }
 
 impl PatternSet {
@@ -172,15 +204,43 @@ impl PatternSet {
 
     /// The first pattern (as written) that includes `path`, unless an exclusion matches it.
     pub fn matching(&self, path: &[u8], roots: &Roots) -> Option<&str> {
-        let source = first_match(&self.included, path, roots)?;
-        if first_match(&self.excluded, path, roots).is_some() {
-            return None;
-        }
-        Some(&self.sources[source])
+        self.matching_index(path, roots)
+            .map(|source| self.sources[source].as_str())
     }
 
     pub fn matches(&self, path: &[u8], roots: &Roots) -> bool {
-        any_match(&self.included, path, roots) && !any_match(&self.excluded, path, roots)
+        self.matching_index(path, roots).is_some()
+    }
+
+    fn matching_index(&self, path: &[u8], roots: &Roots) -> Option<usize> {
+        if self.agent_roots_reach(path, roots) {
+            return self.match_now(path, roots);
+        }
+        if let Some(answer) = self.host_paths.get(path) {
+            return answer;
+        }
+        let answer = self.match_now(path, roots);
+        self.host_paths.put(path, answer);
+        answer
+    }
+
+    fn match_now(&self, path: &[u8], roots: &Roots) -> Option<usize> {
+        let source = first_match(&self.included, path, roots)?;
+        if any_match(&self.excluded, path, roots) {
+            return None;
+        }
+        Some(source)
+    }
+
+    /// Whether a pattern of this set rooted at the agent's home, worktree or temp dirs can
+    /// see `path`: then the answer depends on the agent, not on the path alone.
+    fn agent_roots_reach(&self, path: &[u8], roots: &Roots) -> bool {
+        [Root::Home, Root::Worktree, Root::Tmp]
+            .into_iter()
+            .any(|root| {
+                (self.included[root.index()].is_some() || self.excluded[root.index()].is_some())
+                    && roots.dirs(root).any(|dir| relative_to(path, dir).is_some())
+            })
     }
 
     /// Where the files the included patterns can match begin, for finding them on disk: the
@@ -374,6 +434,75 @@ mod tests {
             ("/home/dev/.aws/credentials", Some(0)),
         ];
         assert_eq!(prefixes, expected.map(|(p, d)| (p.to_string(), d)).to_vec());
+    }
+
+    #[test]
+    fn remembered_answers_are_the_computed_ones_and_never_another_agents() {
+        let set = set(&[
+            "/etc/shadow",
+            "**/.env",
+            "~/.ssh/**",
+            "{worktree}/secrets/**",
+            "{tmp}/drop/*",
+            "!/etc/skip/.env",
+        ]);
+        let agent_a = roots();
+        let agent_b = Roots {
+            home: b"/home/other".to_vec(),
+            worktree: b"/work/b".to_vec(),
+            tmp: vec![b"/tmp/b".to_vec()],
+        };
+        let paths: [&[u8]; 10] = [
+            b"/etc/shadow",
+            b"/etc/app/.env",
+            b"/etc/skip/.env",
+            b"/home/dev/.ssh/id_rsa",
+            b"/home/other/.ssh/id_rsa",
+            b"/work/proj[1]/secrets/key",
+            b"/work/b/secrets/key",
+            b"/tmp/drop/x",
+            b"/tmp/b/drop/x",
+            b"relative/.env",
+        ];
+        // Twice over, agents alternating: the second round answers from what the first left.
+        for _ in 0..2 {
+            for path in paths {
+                for roots in [&agent_a, &agent_b] {
+                    let fresh = set.clone();
+                    assert_eq!(
+                        set.matching(path, roots),
+                        fresh
+                            .match_now(path, roots)
+                            .map(|i| set.sources[i].as_str()),
+                        "{}",
+                        String::from_utf8_lossy(path)
+                    );
+                }
+            }
+        }
+        // Another agent's worktree is no secret of this one, whoever asked first.
+        assert!(set.matches(b"/work/b/secrets/key", &agent_b));
+        assert!(!set.matches(b"/work/b/secrets/key", &agent_a));
+        assert!(set.matches(b"/home/other/.ssh/id_rsa", &agent_b));
+        assert!(!set.matches(b"/home/other/.ssh/id_rsa", &agent_a));
+        // What was remembered is the host's answer: b's worktree means nothing to a, whose
+        // answer that was; b is never answered from it.
+        let remembered = set.host_paths.0.lock().unwrap();
+        assert_eq!(remembered.get(b"/etc/shadow".as_slice()), Some(&Some(0)));
+        assert_eq!(remembered.get(b"/etc/skip/.env".as_slice()), Some(&None));
+        assert_eq!(
+            remembered.get(b"/work/b/secrets/key".as_slice()),
+            Some(&None)
+        );
+    }
+
+    #[test]
+    fn the_remembered_paths_are_bounded() {
+        let set = set(&["/etc/**"]);
+        for n in 0..(HOST_PATHS_KEPT * 2 + 1) {
+            assert!(set.matches(format!("/etc/f{n}").as_bytes(), &roots()));
+        }
+        assert!(set.host_paths.0.lock().unwrap().len() <= HOST_PATHS_KEPT);
     }
 
     #[test]

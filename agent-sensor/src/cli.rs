@@ -97,6 +97,17 @@ pub enum Command {
         /// killed) and detach: the cost of the syscall hooks alone, without the sensor.
         #[arg(long, value_name = "SECONDS", hide = true)]
         hold_syscall_hooks: Option<u64>,
+        /// With --hold-syscall-hooks: the tracepoints to hold (one hook instead of both
+        /// shows what each costs).
+        #[arg(
+            long,
+            value_name = "TRACEPOINT",
+            value_delimiter = ',',
+            default_value = "sys_enter,sys_exit",
+            value_parser = ["sys_enter", "sys_exit"],
+            hide = true
+        )]
+        hooks: Vec<String>,
     },
 }
 

@@ -46,10 +46,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Probe {
             hold_syscall_hooks: Some(seconds),
+            hooks,
             ..
-        } => Ok(probe::hold_syscall_hooks(std::time::Duration::from_secs(
-            seconds,
-        ))?),
+        } => Ok(probe::hold_syscall_hooks(
+            &hooks,
+            std::time::Duration::from_secs(seconds),
+        )?),
         Command::Probe { json, .. } => {
             let report = probe::run()?;
             if json {

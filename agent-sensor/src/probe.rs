@@ -104,10 +104,13 @@ impl ProbeReport {
 }
 
 /// Attaches the probe object's raw tracepoint program (a pid check and nothing else for
-/// other processes) to sys_enter and sys_exit, says `ready` on stdout and holds them for
+/// other processes) to `tracepoints` (sys_enter, sys_exit), says `ready` on stdout and holds them for
 /// `time`: the floor every syscall of the host pays for the sensor's hooks, measured by
 /// `cargo xtask bench capture`. The links go when this process does.
-pub fn hold_syscall_hooks(time: std::time::Duration) -> Result<(), ProbeError> {
+pub fn hold_syscall_hooks(
+    tracepoints: &[String],
+    time: std::time::Duration,
+) -> Result<(), ProbeError> {
     if PROBE_OBJECT.is_empty() {
         return Err(ProbeError::StubObject);
     }
@@ -122,7 +125,7 @@ pub fn hold_syscall_hooks(time: std::time::Duration) -> Result<(), ProbeError> {
         .try_into()
         .map_err(ProbeError::Program)?;
     prog.load().map_err(ProbeError::Program)?;
-    for tracepoint in ["sys_enter", "sys_exit"] {
+    for tracepoint in tracepoints {
         prog.attach(tracepoint).map_err(ProbeError::Program)?;
     }
     println!("ready");

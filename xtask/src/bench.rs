@@ -609,8 +609,9 @@ impl SustainedLoad {
 /// Everything one `bench capture` measured.
 pub struct Capture {
     pub args: CaptureArgs,
-    /// No sensor, the syscall hooks alone, untracked, tracked, and no sensor again.
-    pub loops: [LoopScenario; 5],
+    /// No sensor, the syscall hooks alone, the sys_exit hook alone, untracked, tracked, and
+    /// no sensor again.
+    pub loops: [LoopScenario; 6],
     pub loads: Vec<SustainedLoad>,
 }
 
@@ -624,7 +625,11 @@ fn capture(bench: &Bench, args: CaptureArgs) -> Result<String> {
 
     let no_sensor = loop_scenario("no sensor", || Ok((loop_runs(&args, None)?, None)))?;
     let hooks_alone = loop_scenario("syscall hooks alone, no sensor", || {
-        let _hooks = sensor::HeldHooks::start(sensor)?;
+        let _hooks = sensor::HeldHooks::start(sensor, "sys_enter,sys_exit")?;
+        Ok((loop_runs(&args, None)?, None))
+    })?;
+    let exit_hook_alone = loop_scenario("sys_exit hook alone, no sensor", || {
+        let _hooks = sensor::HeldHooks::start(sensor, "sys_exit")?;
         Ok((loop_runs(&args, None)?, None))
     })?;
     let untracked = loop_scenario("sensor running, loop untracked", || {
@@ -669,7 +674,14 @@ fn capture(bench: &Bench, args: CaptureArgs) -> Result<String> {
 
     let capture = Capture {
         args,
-        loops: [no_sensor, hooks_alone, untracked, tracked, no_sensor_again],
+        loops: [
+            no_sensor,
+            hooks_alone,
+            exit_hook_alone,
+            untracked,
+            tracked,
+            no_sensor_again,
+        ],
         loads,
     };
     Ok(report::render(&capture, &bench.machine))

@@ -103,7 +103,8 @@ fn revision() -> String {
 
 pub fn render(capture: &Capture, machine: &Machine) -> String {
     let args = &capture.args;
-    let [no_sensor, hooks_alone, untracked, tracked, no_sensor_again] = &capture.loops;
+    let [no_sensor, hooks_alone, _exit_hook_alone, untracked, tracked, no_sensor_again] =
+        &capture.loops;
     let baseline = median(&no_sensor.ns_per_iteration);
     let overhead = |scenario: &LoopScenario| median(&scenario.ns_per_iteration) / baseline - 1.0;
     let mut out = vec![
@@ -133,8 +134,10 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
              returns, as a raw tracepoint on sys_enter and sys_exit (the sensor's own are BTF \
              tracepoints on the same two, which the kernel runs the same way) — the part of \
              the untracked cost that is the kernel's dispatch to any such hook, not the \
-             sensor's check. The last row repeats the first: how far the baseline moves on its \
-             own is the noise the other rows should be read against.",
+             sensor's check. \"sys_exit hook alone\" is the same program on sys_exit only: \
+             what a sensor that read everything at the syscall's exit (and saw socket closes \
+             some other way) would start from. The last row repeats the first: how far the \
+             baseline moves on its own is the noise the other rows should be read against.",
             thousands(WARM_UP_ITERATIONS)
         ),
         String::new(),

@@ -344,12 +344,13 @@ pub struct HeldHooks {
 }
 
 impl HeldHooks {
-    /// Starts the holder and waits until it says the hooks are attached.
-    pub fn start(binary: &Path) -> Result<Self> {
+    /// Starts the holder of `hooks` (`sys_enter,sys_exit`, or one of them) and waits until it
+    /// says they are attached.
+    pub fn start(binary: &Path, hooks: &str) -> Result<Self> {
         let mut command = Command::new(binary);
         end_with_xtask(&mut command, libc::SIGTERM);
         let mut child = command
-            .args(["probe", "--hold-syscall-hooks", "3600"])
+            .args(["probe", "--hold-syscall-hooks", "3600", "--hooks", hooks])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()

@@ -93,12 +93,21 @@ fn revision() -> String {
         git(&["rev-parse", "--short", "HEAD"]),
         git(&["status", "--porcelain"]),
     ) {
-        (Some(commit), Some(changes)) if !changes.is_empty() => {
+        (Some(commit), Some(status)) if changes_beyond_results(&status) => {
             format!("commit {commit} plus uncommitted changes")
         }
         (Some(commit), _) => format!("commit {commit}"),
         _ => "an unknown revision".into(),
     }
+}
+
+/// Whether `git status --porcelain` lists a change other than the bench's own results (a
+/// previous run's BENCHMARKS.md and plot, not committed yet, build nothing).
+fn changes_beyond_results(status: &str) -> bool {
+    status.lines().any(|line| {
+        let path = line.get(3..).unwrap_or(line);
+        !matches!(path, "BENCHMARKS.md" | "BENCHMARKS-overhead.png")
+    })
 }
 
 pub fn render(capture: &Capture, machine: &Machine) -> String {
@@ -563,6 +572,18 @@ pub fn utc_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bench_results_alone_are_no_uncommitted_change() {
+        assert!(!changes_beyond_results(""));
+        assert!(!changes_beyond_results(
+            " M BENCHMARKS.md\n M BENCHMARKS-overhead.png"
+        ));
+        assert!(changes_beyond_results(
+            " M BENCHMARKS.md\n M agent-sensor/src/lib.rs"
+        ));
+        assert!(changes_beyond_results("?? notes.txt"));
+    }
 
     #[test]
     fn groups_thousands() {

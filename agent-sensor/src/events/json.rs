@@ -14,7 +14,7 @@ use super::{
     dns,
     escape::{escape, escape_cow},
     sockaddr::SockAddr,
-    syscall_name, Body, Event, PathSource,
+    syscall_name, Body, Event,
 };
 
 /// Converts the kernel's CLOCK_MONOTONIC timestamps to wall-clock time.
@@ -225,13 +225,7 @@ impl Serialize for EventJson<'_> {
             Body::File(f) => {
                 m.serialize_entry("syscall", &syscall_name(f.nr))?;
                 m.serialize_entry("path", &opt_bytes(&f.path))?;
-                let source = match f.path_source {
-                    PathSource::Kernel => "kernel",
-                    PathSource::Lexical => "lexical",
-                    PathSource::Argument => "argument",
-                    PathSource::Resolved => "resolved",
-                };
-                m.serialize_entry("path_source", source)?;
+                m.serialize_entry("path_source", f.path_source.name())?;
                 m.serialize_entry("path_arg", &escape_cow(&f.path_arg))?;
                 m.serialize_entry("path2", &opt_bytes(&f.path2))?;
                 m.serialize_entry("path2_arg", &opt_bytes(&f.path2_arg))?;

@@ -10,7 +10,7 @@ use super::{
     escape::escape_cow,
     json::{flag_names, EventJson},
     sockaddr::SockAddr,
-    syscall_name, Body, PathSource,
+    syscall_name, Body,
 };
 
 /// One JSON object being written into `out`.
@@ -73,20 +73,36 @@ impl<'a> Object<'a> {
     }
 
     fn strings<S: AsRef<str>>(&mut self, key: &str, values: impl IntoIterator<Item = S>) {
-        let out = self.key(key);
-        out.push(b'[');
-        for (i, value) in values.into_iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            string(out, value.as_ref());
-        }
-        out.push(b']');
+        array(self.key(key), values, |out, value| {
+            string(out, value.as_ref())
+        });
+    }
+
+    fn numbers(&mut self, key: &str, values: impl IntoIterator<Item = impl itoa::Integer>) {
+        array(self.key(key), values, |out, value| {
+            out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        });
     }
 
     fn close(self) {
         self.out.push(b'}');
     }
+}
+
+/// `[a,b,…]`, each value written by `write`.
+fn array<T>(
+    out: &mut Vec<u8>,
+    values: impl IntoIterator<Item = T>,
+    write: impl Fn(&mut Vec<u8>, T),
+) {
+    out.push(b'[');
+    for (i, value) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, value);
+    }
+    out.push(b']');
 }
 
 /// A JSON string, escaped as serde_json escapes it.
@@ -206,28 +222,14 @@ impl EventJson<'_> {
                 name,
             } => {
                 m.string("syscall", syscall_name(*nr));
-                let out = m.key("args");
-                out.push(b'[');
-                for (i, arg) in args.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(itoa::Buffer::new().format(*arg).as_bytes());
-                }
-                out.push(b']');
+                m.numbers("args", args.iter().copied());
                 m.number("ret", *ret);
                 m.opt_bytes("name", name.as_deref());
             }
             Body::File(f) => {
                 m.string("syscall", syscall_name(f.nr));
                 m.opt_bytes("path", f.path.as_deref());
-                let source = match f.path_source {
-                    PathSource::Kernel => "kernel",
-                    PathSource::Lexical => "lexical",
-                    PathSource::Argument => "argument",
-                    PathSource::Resolved => "resolved",
-                };
-                m.string("path_source", source);
+                m.string("path_source", f.path_source.name());
                 m.bytes("path_arg", &f.path_arg);
                 m.opt_bytes("path2", f.path2.as_deref());
                 m.opt_bytes("path2_arg", f.path2_arg.as_deref());
@@ -258,19 +260,13 @@ impl EventJson<'_> {
                 }
                 m.opt_bytes("dns_name", n.dns_name.as_deref());
                 m.boolean("addr_from_connect", n.addr_from_connect);
-                let out = m.key("dns_answers");
-                out.push(b'[');
-                for (i, answer) in n.dns_answers.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
+                array(m.key("dns_answers"), &n.dns_answers, |out, answer| {
                     let mut object = Object::open(out);
                     object.string("ip", &answer.ip.to_string());
                     object.bytes("name", &answer.name);
                     object.number("ttl", answer.ttl);
                     object.close();
-                }
-                out.push(b']');
+                });
             }
             Body::SockClose(c) => {
                 m.number("fd", c.fd);

@@ -84,6 +84,18 @@ pub enum PathSource {
     Resolved,
 }
 
+impl PathSource {
+    /// As events name it (`"path_source"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            PathSource::Kernel => "kernel",
+            PathSource::Lexical => "lexical",
+            PathSource::Argument => "argument",
+            PathSource::Resolved => "resolved",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileBody {
     pub nr: u32,

@@ -104,8 +104,12 @@ fn revision() -> String {
 /// Whether `git status --porcelain` lists a change other than the bench's own results (a
 /// previous run's BENCHMARKS.md and plot, not committed yet, build nothing).
 fn changes_beyond_results(status: &str) -> bool {
+    // `XY path`; the caller may have trimmed the first line's leading blank (` M`).
     status.lines().any(|line| {
-        let path = line.get(3..).unwrap_or(line);
+        let path = line
+            .trim_start()
+            .split_once(' ')
+            .map_or(line, |(_, path)| path.trim_start());
         !matches!(path, "BENCHMARKS.md" | "BENCHMARKS-overhead.png")
     })
 }
@@ -578,6 +582,13 @@ mod tests {
         assert!(!changes_beyond_results(""));
         assert!(!changes_beyond_results(
             " M BENCHMARKS.md\n M BENCHMARKS-overhead.png"
+        ));
+        // As `revision` gets it: the output trimmed, so the first status lost its blank.
+        assert!(!changes_beyond_results(
+            "M BENCHMARKS-overhead.png\n M BENCHMARKS.md"
+        ));
+        assert!(!changes_beyond_results(
+            "MM BENCHMARKS.md\n?? BENCHMARKS-overhead.png"
         ));
         assert!(changes_beyond_results(
             " M BENCHMARKS.md\n M agent-sensor/src/lib.rs"

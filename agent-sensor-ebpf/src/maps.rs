@@ -107,8 +107,10 @@ pub struct Scratch {
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// What a syscall's entry saw, kept for its exit: arguments, the user strings as they were at
-/// entry (a racing thread cannot swap them afterwards), and the directory a relative path starts
-/// from.
+/// entry, and the directory a relative path starts from. (A thread of the same process can
+/// still change a string between this read and the kernel's own copy of it: an argument is
+/// what the process passed as far as anyone outside the kernel can tell. What no race can
+/// change is the path walked from the object the kernel resolved, for opens and fd calls.)
 #[repr(C)]
 pub struct Pending {
     pub nr: u32,

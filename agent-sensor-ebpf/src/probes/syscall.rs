@@ -8,10 +8,11 @@
 //! constants). That is one helper call less at every exit of a tracked task's syscall, and six
 //! less at every watched entry.
 //!
-//! Entry stashes arguments and user strings in this CPU's `PENDING_SLOT` (strings read at entry
-//! cannot be swapped by a racing thread before the kernel uses them), or in `PENDING` if the
-//! thread is switched out meanwhile; exit adds the result and what the kernel resolved, and
-//! emits one record. What to record per syscall comes from the
+//! Entry stashes arguments and user strings in this CPU's `PENDING_SLOT`, or in `PENDING` if
+//! the thread is switched out meanwhile; exit adds the result and what the kernel resolved, and
+//! emits one record. (Strings read at entry are not proof against a racing thread either: one
+//! can change the buffer between this read and the kernel's copy. The canonical path walked
+//! from the kernel's own object is; see `maps::Pending`.) What to record per syscall comes from the
 //! `SYSCALL_SPECS` map, not from code (see `agent_sensor_common::syscalls`).
 
 use agent_sensor_common::syscalls::{account, family, SyscallSpec, MAX_SYSCALL_NR};

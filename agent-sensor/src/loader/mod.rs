@@ -5,6 +5,8 @@
 pub mod offsets;
 pub mod persist;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use agent_sensor_common::{
     discovery,
     syscalls::{self, SyscallSpec},
@@ -17,8 +19,6 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use thiserror::Error;
 
 use crate::{btf::Btf, system};

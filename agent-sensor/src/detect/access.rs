@@ -1,6 +1,8 @@
 //! What a file event does to which canonical paths: content reads, looks (directory listings,
 //! `O_PATH`, chdir) and writes, and whether the call succeeded.
 
+use std::borrow::Cow;
+
 use agent_sensor_common::EventKind;
 
 use crate::events::{path, FileBody};
@@ -64,8 +66,9 @@ impl WriteOp {
 
 /// One path an event touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Touch {
-    pub path: Vec<u8>,
+pub struct Touch<'a> {
+    /// Borrowed from the event where it carries the path as is (nearly always).
+    pub path: Cow<'a, [u8]>,
     pub access: Access,
 }
 
@@ -96,11 +99,11 @@ pub fn open_writes(flags: u32) -> bool {
 
 /// The paths `kind`/`file` touches. `cwd` completes a relative path the kernel could not
 /// resolve (a path-only call whose start directory was not walked).
-pub fn touches(kind: EventKind, file: &FileBody, cwd: Option<&[u8]>) -> Vec<Touch> {
+pub fn touches<'a>(kind: EventKind, file: &'a FileBody, cwd: Option<&[u8]>) -> Vec<Touch<'a>> {
     let Some(first) = canonical(file, cwd) else {
         return Vec::new();
     };
-    let second = file.path2.clone();
+    let second = file.path2.as_deref().map(Cow::Borrowed);
     let one = |access| {
         vec![Touch {
             path: first.clone(),
@@ -141,9 +144,9 @@ pub fn touches(kind: EventKind, file: &FileBody, cwd: Option<&[u8]>) -> Vec<Touc
     }
 }
 
-fn open_touches(flags: u32, path: &[u8]) -> Vec<Touch> {
+fn open_touches<'a>(flags: u32, path: &Cow<'a, [u8]>) -> Vec<Touch<'a>> {
     let touch = |access| Touch {
-        path: path.to_vec(),
+        path: path.clone(),
         access,
     };
     if flags & (O_PATH | O_DIRECTORY) != 0 {
@@ -161,15 +164,15 @@ fn open_touches(flags: u32, path: &[u8]) -> Vec<Touch> {
 
 /// The event's canonical first path; `None` when it cannot be known (or names no file-system
 /// object: a pipe or socket walks to a bare `/`).
-fn canonical(file: &FileBody, cwd: Option<&[u8]>) -> Option<Vec<u8>> {
+fn canonical<'a>(file: &'a FileBody, cwd: Option<&[u8]>) -> Option<Cow<'a, [u8]>> {
     let path = match &file.path {
-        Some(path) => path.clone(),
+        Some(path) => Cow::Borrowed(path.as_slice()),
         None if file.dirfd == AT_FDCWD && !file.path_arg.is_empty() => {
-            path::join_lexical(cwd?, &file.path_arg)
+            Cow::Owned(path::join_lexical(cwd?, &file.path_arg))
         }
         None => return None,
     };
-    (path != b"/").then_some(path)
+    (*path != *b"/").then_some(path)
 }
 
 /// The working directory a file event reveals: the kernel-walked start directory of a relative
@@ -248,7 +251,7 @@ mod tests {
     #[test]
     fn open_flags_split_reads_and_writes() {
         let kinds = |flags| -> Vec<Access> {
-            open_touches(flags, b"/x")
+            open_touches(flags, &Cow::Borrowed(b"/x"))
                 .into_iter()
                 .map(|t| t.access)
                 .collect()

@@ -51,8 +51,12 @@ impl Clock {
     }
 
     pub fn wall(&self, ktime_ns: u64) -> SystemTime {
-        let ns = (ktime_ns as i128 + self.offset_ns).max(0) as u128;
-        UNIX_EPOCH + Duration::from_nanos(ns.min(u64::MAX as u128) as u64)
+        UNIX_EPOCH + Duration::from_nanos(self.wall_ns(ktime_ns))
+    }
+
+    /// Nanoseconds since the epoch at kernel time `ktime_ns`, clamped to what a u64 holds.
+    fn wall_ns(&self, ktime_ns: u64) -> u64 {
+        (ktime_ns as i128 + self.offset_ns).clamp(0, u64::MAX as i128) as u64
     }
 
     /// RFC 3339 with nanoseconds, UTC.
@@ -68,11 +72,8 @@ impl Clock {
             /// The second last formatted and its `YYYY-MM-DDTHH:MM:SS`.
             static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
         }
-        let since = self
-            .wall(ktime_ns)
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let (seconds, nanos) = (since.as_secs(), since.subsec_nanos());
+        let ns = self.wall_ns(ktime_ns);
+        let (seconds, nanos) = (ns / 1_000_000_000, (ns % 1_000_000_000) as u32);
         let prefix = SECOND.with(|second| {
             let (cached, prefix) = second.get();
             if cached == seconds {

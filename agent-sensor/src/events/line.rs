@@ -13,6 +13,13 @@ use super::{
     syscall_name, Body,
 };
 
+/// `"name":` as one static string: a key costs the line one copy.
+macro_rules! k {
+    ($name:literal) => {
+        concat!("\"", $name, "\":")
+    };
+}
+
 /// One JSON object being written into `out`.
 struct Object<'a> {
     out: &'a mut Vec<u8>,
@@ -25,60 +32,62 @@ impl<'a> Object<'a> {
         Self { out, first: true }
     }
 
-    /// `"key":`. Keys are plain ASCII words: nothing to escape.
-    fn key(&mut self, key: &str) -> &mut Vec<u8> {
-        debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    /// Starts a member: `key` is `"name":` as [`k!`] writes it. Names are plain ASCII words:
+    /// nothing to escape.
+    fn key(&mut self, key: &'static str) -> &mut Vec<u8> {
+        debug_assert!(key.starts_with('"') && key.ends_with("\":"));
+        debug_assert!(key[1..key.len() - 2]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        self.out.push(b'"');
         self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
         self.out
     }
 
-    fn number(&mut self, key: &str, value: impl itoa::Integer) {
+    fn number(&mut self, key: &'static str, value: impl itoa::Integer) {
         let mut digits = itoa::Buffer::new();
         let text = digits.format(value);
         self.key(key).extend_from_slice(text.as_bytes());
     }
 
-    fn boolean(&mut self, key: &str, value: bool) {
+    fn boolean(&mut self, key: &'static str, value: bool) {
         let text: &[u8] = if value { b"true" } else { b"false" };
         self.key(key).extend_from_slice(text);
     }
 
-    fn string(&mut self, key: &str, value: &str) {
+    fn string(&mut self, key: &'static str, value: &str) {
         string(self.key(key), value);
     }
 
     /// A name from the kernel: escaped losslessly, then as a JSON string.
-    fn bytes(&mut self, key: &str, value: &[u8]) {
+    fn bytes(&mut self, key: &'static str, value: &[u8]) {
         string(self.key(key), &escape_cow(value));
     }
 
-    fn opt_bytes(&mut self, key: &str, value: Option<&[u8]>) {
+    fn opt_bytes(&mut self, key: &'static str, value: Option<&[u8]>) {
         match value {
             Some(value) => self.bytes(key, value),
             None => self.key(key).extend_from_slice(b"null"),
         }
     }
 
-    fn opt_number(&mut self, key: &str, value: Option<impl itoa::Integer>) {
+    fn opt_number(&mut self, key: &'static str, value: Option<impl itoa::Integer>) {
         match value {
             Some(value) => self.number(key, value),
             None => self.key(key).extend_from_slice(b"null"),
         }
     }
 
-    fn strings<S: AsRef<str>>(&mut self, key: &str, values: impl IntoIterator<Item = S>) {
+    fn strings<S: AsRef<str>>(&mut self, key: &'static str, values: impl IntoIterator<Item = S>) {
         array(self.key(key), values, |out, value| {
             string(out, value.as_ref())
         });
     }
 
-    fn numbers(&mut self, key: &str, values: impl IntoIterator<Item = impl itoa::Integer>) {
+    fn numbers(&mut self, key: &'static str, values: impl IntoIterator<Item = impl itoa::Integer>) {
         array(self.key(key), values, |out, value| {
             out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
         });
@@ -141,8 +150,8 @@ fn string(out: &mut Vec<u8>, value: &str) {
 /// `{"ip":"…","port":N}` (serde_json's maps sort their keys).
 fn inet(out: &mut Vec<u8>, ip: std::net::IpAddr, port: u16) {
     let mut object = Object::open(out);
-    object.string("ip", &ip.to_string());
-    object.number("port", port);
+    object.string(k!("ip"), &ip.to_string());
+    object.number(k!("port"), port);
     object.close();
 }
 
@@ -151,13 +160,13 @@ fn addr(out: &mut Vec<u8>, addr: Option<&SockAddr>) {
         Some(SockAddr::Inet { ip, port }) => inet(out, *ip, *port),
         Some(SockAddr::Unix { path, is_abstract }) => {
             let mut object = Object::open(out);
-            object.boolean("abstract", *is_abstract);
-            object.bytes("unix", path);
+            object.boolean(k!("abstract"), *is_abstract);
+            object.bytes(k!("unix"), path);
             object.close();
         }
         Some(SockAddr::Other { family }) => {
             let mut object = Object::open(out);
-            object.number("family", *family);
+            object.number(k!("family"), *family);
             object.close();
         }
         None => out.extend_from_slice(b"null"),
@@ -169,27 +178,27 @@ impl EventJson<'_> {
     pub fn write_line(&self, out: &mut Vec<u8>) {
         let e = self.event;
         let mut m = Object::open(out);
-        m.string("ts", self.clock.timestamp(e.ktime_ns).as_str());
-        m.number("ktime_ns", e.ktime_ns);
-        m.string("kind", e.kind.name());
-        m.number("agent_id", e.agent_id);
-        m.number("pid", e.pid);
-        m.number("tgid", e.tgid);
-        m.number("ppid", e.ppid);
-        m.number("uid", e.uid);
-        m.number("gid", e.gid);
-        m.number("cgroup_id", e.cgroup_id);
-        m.bytes("comm", &e.comm);
-        m.boolean("truncated", e.truncated());
-        m.strings("flags", flag_names(e.flags));
+        m.string(k!("ts"), self.clock.timestamp(e.ktime_ns).as_str());
+        m.number(k!("ktime_ns"), e.ktime_ns);
+        m.string(k!("kind"), e.kind.name());
+        m.number(k!("agent_id"), e.agent_id);
+        m.number(k!("pid"), e.pid);
+        m.number(k!("tgid"), e.tgid);
+        m.number(k!("ppid"), e.ppid);
+        m.number(k!("uid"), e.uid);
+        m.number(k!("gid"), e.gid);
+        m.number(k!("cgroup_id"), e.cgroup_id);
+        m.bytes(k!("comm"), &e.comm);
+        m.boolean(k!("truncated"), e.truncated());
+        m.strings(k!("flags"), flag_names(e.flags));
         match &e.body {
             Body::Fork {
                 child_pid,
                 child_tgid,
             } => {
-                m.number("child_pid", *child_pid);
-                m.number("child_tgid", *child_tgid);
-                m.boolean("thread", *child_tgid == e.tgid);
+                m.number(k!("child_pid"), *child_pid);
+                m.number(k!("child_tgid"), *child_tgid);
+                m.boolean(k!("thread"), *child_tgid == e.tgid);
             }
             Body::Exec {
                 filename,
@@ -201,19 +210,22 @@ impl EventJson<'_> {
                 mode,
                 stdio,
             } => {
-                m.strings("stdio", stdio.iter().map(|s| s.as_str()));
-                m.bytes("filename", filename);
-                m.opt_bytes("exe", exe.as_deref());
-                m.strings("argv", argv.iter().map(|a| escape_cow(a)));
-                m.number("old_pid", *old_pid);
-                m.number("dev", *dev);
-                m.number("ino", *ino);
-                m.number("mode", *mode);
-                m.boolean("setuid", mode & 0o4000 != 0);
+                m.strings(k!("stdio"), stdio.iter().map(|s| s.as_str()));
+                m.bytes(k!("filename"), filename);
+                m.opt_bytes(k!("exe"), exe.as_deref());
+                m.strings(k!("argv"), argv.iter().map(|a| escape_cow(a)));
+                m.number(k!("old_pid"), *old_pid);
+                m.number(k!("dev"), *dev);
+                m.number(k!("ino"), *ino);
+                m.number(k!("mode"), *mode);
+                m.boolean(k!("setuid"), mode & 0o4000 != 0);
             }
             Body::Exit { raw } => {
-                m.opt_number("exit_code", (raw & 0x7f == 0).then_some((raw >> 8) & 0xff));
-                m.opt_number("signal", (raw & 0x7f != 0).then_some(raw & 0x7f));
+                m.opt_number(
+                    k!("exit_code"),
+                    (raw & 0x7f == 0).then_some((raw >> 8) & 0xff),
+                );
+                m.opt_number(k!("signal"), (raw & 0x7f != 0).then_some(raw & 0x7f));
             }
             Body::Syscall {
                 nr,
@@ -221,64 +233,64 @@ impl EventJson<'_> {
                 ret,
                 name,
             } => {
-                m.string("syscall", syscall_name(*nr));
-                m.numbers("args", args.iter().copied());
-                m.number("ret", *ret);
-                m.opt_bytes("name", name.as_deref());
+                m.string(k!("syscall"), syscall_name(*nr));
+                m.numbers(k!("args"), args.iter().copied());
+                m.number(k!("ret"), *ret);
+                m.opt_bytes(k!("name"), name.as_deref());
             }
             Body::File(f) => {
-                m.string("syscall", syscall_name(f.nr));
-                m.opt_bytes("path", f.path.as_deref());
-                m.string("path_source", f.path_source.name());
-                m.bytes("path_arg", &f.path_arg);
-                m.opt_bytes("path2", f.path2.as_deref());
-                m.opt_bytes("path2_arg", f.path2_arg.as_deref());
-                m.number("dirfd", f.dirfd);
-                m.number("syscall_flags", f.flags);
-                m.number("mode", f.mode);
-                m.number("ret", f.ret);
-                m.number("dev", f.dev);
-                m.number("ino", f.ino);
-                m.number("arg", f.arg);
-                m.number("arg2", f.arg2);
+                m.string(k!("syscall"), syscall_name(f.nr));
+                m.opt_bytes(k!("path"), f.path.as_deref());
+                m.string(k!("path_source"), f.path_source.name());
+                m.bytes(k!("path_arg"), &f.path_arg);
+                m.opt_bytes(k!("path2"), f.path2.as_deref());
+                m.opt_bytes(k!("path2_arg"), f.path2_arg.as_deref());
+                m.number(k!("dirfd"), f.dirfd);
+                m.number(k!("syscall_flags"), f.flags);
+                m.number(k!("mode"), f.mode);
+                m.number(k!("ret"), f.ret);
+                m.number(k!("dev"), f.dev);
+                m.number(k!("ino"), f.ino);
+                m.number(k!("arg"), f.arg);
+                m.number(k!("arg2"), f.arg2);
             }
             Body::Net(n) => {
-                m.string("syscall", syscall_name(n.nr));
-                m.number("fd", n.fd);
-                m.number("ret", n.ret);
-                addr(m.key("addr"), n.addr.as_ref());
-                m.number("bytes", n.bytes);
-                m.number("data_len", n.data_len);
+                m.string(k!("syscall"), syscall_name(n.nr));
+                m.number(k!("fd"), n.fd);
+                m.number(k!("ret"), n.ret);
+                addr(m.key(k!("addr")), n.addr.as_ref());
+                m.number(k!("bytes"), n.bytes);
+                m.number(k!("data_len"), n.data_len);
                 match &n.dns {
                     Some(question) => {
-                        let mut dns = Object::open(m.key("dns"));
-                        dns.bytes("name", &question.name);
-                        dns.string("type", &dns::qtype_name(question.qtype));
+                        let mut dns = Object::open(m.key(k!("dns")));
+                        dns.bytes(k!("name"), &question.name);
+                        dns.string(k!("type"), &dns::qtype_name(question.qtype));
                         dns.close();
                     }
-                    None => m.key("dns").extend_from_slice(b"null"),
+                    None => m.key(k!("dns")).extend_from_slice(b"null"),
                 }
-                m.opt_bytes("dns_name", n.dns_name.as_deref());
-                m.boolean("addr_from_connect", n.addr_from_connect);
-                array(m.key("dns_answers"), &n.dns_answers, |out, answer| {
+                m.opt_bytes(k!("dns_name"), n.dns_name.as_deref());
+                m.boolean(k!("addr_from_connect"), n.addr_from_connect);
+                array(m.key(k!("dns_answers")), &n.dns_answers, |out, answer| {
                     let mut object = Object::open(out);
-                    object.string("ip", &answer.ip.to_string());
-                    object.bytes("name", &answer.name);
-                    object.number("ttl", answer.ttl);
+                    object.string(k!("ip"), &answer.ip.to_string());
+                    object.bytes(k!("name"), &answer.name);
+                    object.number(k!("ttl"), answer.ttl);
                     object.close();
                 });
             }
             Body::SockClose(c) => {
-                m.number("fd", c.fd);
+                m.number(k!("fd"), c.fd);
                 match c.peer {
-                    Some(peer) => inet(m.key("addr"), peer.ip(), peer.port()),
-                    None => m.key("addr").extend_from_slice(b"null"),
+                    Some(peer) => inet(m.key(k!("addr")), peer.ip(), peer.port()),
+                    None => m.key(k!("addr")).extend_from_slice(b"null"),
                 }
-                m.number("local_port", c.local_port);
-                m.number("bytes_sent", c.bytes_sent);
-                m.number("bytes_received", c.bytes_received);
-                m.boolean("at_exit", c.at_exit);
-                m.opt_bytes("dns_name", c.dns_name.as_deref());
+                m.number(k!("local_port"), c.local_port);
+                m.number(k!("bytes_sent"), c.bytes_sent);
+                m.number(k!("bytes_received"), c.bytes_received);
+                m.boolean(k!("at_exit"), c.at_exit);
+                m.opt_bytes(k!("dns_name"), c.dns_name.as_deref());
             }
         }
         m.close();

@@ -34,6 +34,7 @@ impl<'a> Object<'a> {
 
     /// Starts a member: `key` is `"name":` as [`k!`] writes it. Names are plain ASCII words:
     /// nothing to escape.
+    #[inline(always)]
     fn key(&mut self, key: &'static str) -> &mut Vec<u8> {
         debug_assert!(key.starts_with('"') && key.ends_with("\":"));
         debug_assert!(key[1..key.len() - 2]
@@ -47,26 +48,31 @@ impl<'a> Object<'a> {
         self.out
     }
 
+    #[inline(always)]
     fn number(&mut self, key: &'static str, value: impl itoa::Integer) {
         let mut digits = itoa::Buffer::new();
         let text = digits.format(value);
         self.key(key).extend_from_slice(text.as_bytes());
     }
 
+    #[inline(always)]
     fn boolean(&mut self, key: &'static str, value: bool) {
         let text: &[u8] = if value { b"true" } else { b"false" };
         self.key(key).extend_from_slice(text);
     }
 
+    #[inline(always)]
     fn string(&mut self, key: &'static str, value: &str) {
         string(self.key(key), value);
     }
 
     /// A name from the kernel: escaped losslessly, then as a JSON string.
+    #[inline(always)]
     fn bytes(&mut self, key: &'static str, value: &[u8]) {
         string(self.key(key), &escape_cow(value));
     }
 
+    #[inline(always)]
     fn opt_bytes(&mut self, key: &'static str, value: Option<&[u8]>) {
         match value {
             Some(value) => self.bytes(key, value),
@@ -74,6 +80,7 @@ impl<'a> Object<'a> {
         }
     }
 
+    #[inline(always)]
     fn opt_number(&mut self, key: &'static str, value: Option<impl itoa::Integer>) {
         match value {
             Some(value) => self.number(key, value),

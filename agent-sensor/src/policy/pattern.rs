@@ -204,18 +204,25 @@ impl PatternSet {
 
     /// The first pattern (as written) that includes `path`, unless an exclusion matches it.
     pub fn matching(&self, path: &[u8], roots: &Roots) -> Option<&str> {
-        self.matching_index(path, roots)
-            .map(|source| self.sources[source].as_str())
+        let source = if self.agent_roots_reach(path, roots) {
+            self.match_now(path, roots)
+        } else {
+            self.host_answer(path, roots)
+        };
+        source.map(|source| self.sources[source].as_str())
     }
 
     pub fn matches(&self, path: &[u8], roots: &Roots) -> bool {
-        self.matching_index(path, roots).is_some()
+        if self.agent_roots_reach(path, roots) {
+            // Uncached, so the cheaper question: is there a match at all, not which is first.
+            return any_match(&self.included, path, roots)
+                && !any_match(&self.excluded, path, roots);
+        }
+        self.host_answer(path, roots).is_some()
     }
 
-    fn matching_index(&self, path: &[u8], roots: &Roots) -> Option<usize> {
-        if self.agent_roots_reach(path, roots) {
-            return self.match_now(path, roots);
-        }
+    /// The answer for a path no agent-rooted pattern of this set can see, remembered.
+    fn host_answer(&self, path: &[u8], roots: &Roots) -> Option<usize> {
         if let Some(answer) = self.host_paths.get(path) {
             return answer;
         }

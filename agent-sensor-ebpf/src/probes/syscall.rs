@@ -12,8 +12,8 @@
 //! the thread is switched out meanwhile; exit adds the result and what the kernel resolved, and
 //! emits one record. (Strings read at entry are not proof against a racing thread either: one
 //! can change the buffer between this read and the kernel's copy. The canonical path walked
-//! from the kernel's own object is; see `maps::Pending`.) What to record per syscall comes from the
-//! `SYSCALL_SPECS` map, not from code (see `agent_sensor_common::syscalls`).
+//! from the kernel's own object is; see `maps::Pending`.) What to record per syscall comes
+//! from the `SYSCALL_SPECS` map, not from code (see `agent_sensor_common::syscalls`).
 
 use agent_sensor_common::syscalls::{account, family, SyscallSpec, MAX_SYSCALL_NR};
 use aya_ebpf::{

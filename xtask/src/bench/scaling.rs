@@ -372,8 +372,7 @@ impl Scaling {
              `agent-sensor exec --agent NAME --worktree DIR -- xtask bench-workload open-close \
              --processes P/N --per-second rate/P …` (P/N paced open/close loops, each starting \
              at a phase of its own in its first interval, so that no two run in step). Once \
-             all N \
-             are registered (`agent_sensor_agents{state=\"running\"}`), 2 s with every loop \
+             all N are registered (`agent_sensor_agents{state=\"running\"}`), 2 s with every loop \
              still waiting (idle), then the loops start together and the sensor is measured \
              over the busy window: events decoded and lost from its metrics, its CPU time (the \
              scheduler's, per thread, to the nanosecond), its memory at the end. Rows show \

@@ -444,7 +444,10 @@ fn finished_cgroups(registry: &Registry) -> Vec<PathBuf> {
         .agents()
         .filter_map(|agent| {
             let cgroup = agent.cgroup.as_ref()?;
-            (agent.state == AgentState::Killed || cgroup_is_empty(cgroup)).then(|| cgroup.clone())
+            // An agent no longer live was retired when its last exit was read: its cgroup is
+            // released (and usually removed) already.
+            let finished = agent.state == AgentState::Killed || cgroup_is_empty(cgroup);
+            (agent.is_live() && finished).then(|| cgroup.clone())
         })
         .collect()
 }
@@ -547,7 +550,8 @@ mod tests {
     }
 
     #[test]
-    fn at_stop_killed_and_emptied_agents_give_up_their_cgroups_and_running_ones_keep_them() {
+    fn at_stop_killed_and_emptied_agents_give_up_their_cgroups_and_running_and_retired_ones_do_not()
+    {
         let Some(parent) = real_agents_parent() else {
             return;
         };
@@ -574,7 +578,20 @@ mod tests {
         }
         // The kill was ordered; its processes may still be on their way out.
         std::fs::write(killed.join("cgroup.procs"), dying.id().to_string()).unwrap();
+        registry.add_process(3, dying.id(), 0, String::new());
         registry.get_mut(3).unwrap().state = AgentState::Killed;
+        // Ended and retired while the daemon ran: its cgroup was released and removed then.
+        registry.insert(
+            &policy,
+            4,
+            "a4".into(),
+            PathBuf::from("/tmp"),
+            "default".into(),
+            Origin::Exec,
+            Some(dir("retired")),
+            0,
+        );
+        registry.get_mut(4).unwrap().state = AgentState::Exited;
         let mut finished = finished_cgroups(&registry);
         for child in [&mut busy, &mut dying] {
             let _ = child.kill();

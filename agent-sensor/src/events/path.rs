@@ -7,25 +7,33 @@ pub struct BadPath;
 
 /// Decodes `[len, bytes…]*` components, leaf first, into an absolute path. A component that
 /// claims more bytes than remain, or holds a `/` or NUL, is rejected.
+///
+/// Two passes over the walk, the second filling the path from its end, so that the path is
+/// the one allocation (this runs for nearly every event).
 pub fn decode_walk(encoded: &[u8]) -> Result<Vec<u8>, BadPath> {
-    let mut components = Vec::new();
+    let mut decoded_len = 0;
     let mut rest = encoded;
     while let Some((&len, tail)) = rest.split_first() {
-        let len = len as usize;
-        let name = tail.get(..len).ok_or(BadPath)?;
+        let name = tail.get(..len as usize).ok_or(BadPath)?;
         if name.is_empty() || name.iter().any(|b| *b == b'/' || *b == 0) {
             return Err(BadPath);
         }
-        components.push(name);
-        rest = &tail[len..];
+        decoded_len += 1 + name.len();
+        rest = &tail[name.len()..];
     }
-    let mut path = Vec::with_capacity(encoded.len() + 1);
-    if components.is_empty() {
-        path.push(b'/');
+    if decoded_len == 0 {
+        return Ok(b"/".to_vec());
     }
-    for name in components.iter().rev() {
-        path.push(b'/');
-        path.extend_from_slice(name);
+    let mut path = vec![0u8; decoded_len];
+    let mut end = decoded_len;
+    let mut rest = encoded;
+    while let Some((&len, tail)) = rest.split_first() {
+        let (name, after) = tail.split_at(len as usize);
+        let start = end - name.len();
+        path[start..end].copy_from_slice(name);
+        path[start - 1] = b'/';
+        end = start - 1;
+        rest = after;
     }
     Ok(path)
 }
@@ -42,25 +50,24 @@ pub fn join_lexical(base: &[u8], relative: &[u8]) -> Vec<u8> {
     normalize(&joined)
 }
 
-/// Removes empty, `.` and `..` components of an absolute path.
+/// Removes empty, `.` and `..` components of an absolute path, in one pass over it.
 pub fn normalize(path: &[u8]) -> Vec<u8> {
-    let mut parts: Vec<&[u8]> = Vec::new();
+    let mut out = Vec::with_capacity(path.len().max(1));
     for part in path.split(|b| *b == b'/') {
         match part {
             b"" | b"." => {}
             b".." => {
-                parts.pop();
+                let parent = out.iter().rposition(|b| *b == b'/').unwrap_or(0);
+                out.truncate(parent);
             }
-            part => parts.push(part),
+            part => {
+                out.push(b'/');
+                out.extend_from_slice(part);
+            }
         }
     }
-    if parts.is_empty() {
-        return b"/".to_vec();
-    }
-    let mut out = Vec::with_capacity(path.len());
-    for part in parts {
+    if out.is_empty() {
         out.push(b'/');
-        out.extend_from_slice(part);
     }
     out
 }
@@ -76,6 +83,9 @@ mod tests {
         assert_eq!(decode_walk(b"\x05abc").unwrap_err(), BadPath);
         assert_eq!(decode_walk(b"\x03a/b").unwrap_err(), BadPath);
         assert_eq!(decode_walk(b"\x00").unwrap_err(), BadPath);
+        assert_eq!(decode_walk(b"\x01a").unwrap(), b"/a");
+        assert_eq!(decode_walk(b"\x01c\x02bb\x01a").unwrap(), b"/a/bb/c");
+        assert_eq!(decode_walk(b"\x01c\x02b").unwrap_err(), BadPath);
     }
 
     #[test]
@@ -84,5 +94,9 @@ mod tests {
         assert_eq!(join_lexical(b"/home/a", b"/etc/passwd"), b"/etc/passwd");
         assert_eq!(join_lexical(b"/", b"../../x"), b"/x");
         assert_eq!(normalize(b"//a//b/"), b"/a/b");
+        assert_eq!(normalize(b"/a/b/../../.."), b"/");
+        assert_eq!(normalize(b"/a/../b/./c/.."), b"/b");
+        assert_eq!(normalize(b""), b"/");
+        assert_eq!(normalize(b"/..a/b.."), b"/..a/b..");
     }
 }

@@ -18,17 +18,23 @@ use super::{Body, Event, PathSource};
 /// Names that mean "the calling process" in /proc and /dev: resolved by the daemon they would
 /// mean the daemon, so they are rewritten to the caller's own /proc entry first.
 fn own_proc_path(raw: &[u8], tgid: u32, tid: u32) -> Option<Vec<u8>> {
-    let rules: [(&[u8], String); 5] = [
-        (b"/proc/self/", format!("/proc/{tgid}/")),
-        (b"/proc/thread-self/", format!("/proc/{tgid}/task/{tid}/")),
-        (b"/dev/fd/", format!("/proc/{tgid}/fd/")),
-        (b"/dev/stdin", format!("/proc/{tgid}/fd/0")),
-        (b"/dev/stdout", format!("/proc/{tgid}/fd/1")),
+    const PREFIXES: [&[u8]; 5] = [
+        b"/proc/self/",
+        b"/proc/thread-self/",
+        b"/dev/fd/",
+        b"/dev/stdin",
+        b"/dev/stdout",
     ];
-    rules.iter().find_map(|(prefix, replacement)| {
-        raw.strip_prefix(*prefix)
-            .map(|rest| [replacement.as_bytes(), rest].concat())
-    })
+    // Most paths are none of these: the prefix is found before any replacement is formatted.
+    let which = PREFIXES.iter().position(|prefix| raw.starts_with(prefix))?;
+    let own = match which {
+        0 => format!("/proc/{tgid}/"),
+        1 => format!("/proc/{tgid}/task/{tid}/"),
+        2 => format!("/proc/{tgid}/fd/"),
+        3 => format!("/proc/{tgid}/fd/0"),
+        _ => format!("/proc/{tgid}/fd/1"),
+    };
+    Some([own.as_bytes(), &raw[PREFIXES[which].len()..]].concat())
 }
 
 /// Joins `arg` onto `base` and resolves all but its last component on this host, as process
@@ -124,6 +130,11 @@ mod tests {
         assert_eq!(got, format!("/proc/{me}/fd/7").into_bytes());
         let got = resolve_parent(None, b"/proc/self/environ", me, me).unwrap();
         assert_eq!(got, format!("/proc/{me}/environ").into_bytes());
+        let got = resolve_parent(None, b"/proc/thread-self/comm", me, me).unwrap();
+        assert_eq!(got, format!("/proc/{me}/task/{me}/comm").into_bytes());
+        // `/dev/stdout` is the fd itself; its parent is the fd directory.
+        let got = resolve_parent(None, b"/dev/stdout", me, me).unwrap();
+        assert_eq!(got, format!("/proc/{me}/fd/1").into_bytes());
         // Another process's view: pid 1's fd dir, not ours.
         let got = resolve_parent(None, b"/dev/fd/3", 1, 1).unwrap();
         assert_eq!(got, b"/proc/1/fd/3");

@@ -57,6 +57,8 @@ pub struct Pipeline {
     exited_processes: HashSet<u32>,
     /// The event stream's line being written (kept: one allocation for the daemon's life).
     line: Vec<u8>,
+    /// Host lookups of the paths the kernel could not resolve.
+    resolver: events::resolve::Resolver,
     /// Agents whose last process exited since the last `take_exited_agents`.
     exited_agents: Vec<u64>,
     /// Parent of the agents' cgroups: containment acts on nothing else.
@@ -85,6 +87,7 @@ impl Pipeline {
             incidents: None,
             exited_processes: HashSet::new(),
             line: Vec::new(),
+            resolver: events::resolve::Resolver::new(),
             exited_agents: Vec::new(),
             cgroup_parent: crate::system::cgroup2_root()
                 .map(|root| respond::agents_parent(&root))
@@ -133,7 +136,7 @@ impl Pipeline {
                 m.dropped("truncated", 1);
             }
         }
-        events::resolve::resolve_on_host(&mut event);
+        self.resolver.resolve_on_host(&mut event);
         self.correlator.observe(&mut event);
         if event.flags & flags::DISCOVERED != 0 && self.registry.get(event.agent_id).is_none() {
             discovery::adopt_discovered(&mut self.registry, &self.policy, &event);

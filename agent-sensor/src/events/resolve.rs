@@ -6,14 +6,20 @@
 //! `/etc/passwd`). So every component but the last is resolved on this host as the kernel did,
 //! right after the call. It is best effort: a symlink changed in between, or a directory
 //! already removed, leaves the textual join in place (`path_source` says which).
+//!
+//! A resolution is reused, but only for events whose call had returned before it began:
+//! resolving such an event afresh would look at the host no nearer to its call (see
+//! `Resolver`). What an event after it names is always looked up again, so a directory moved
+//! and replaced by a symlink is seen as such from the next call on.
 
 use std::{
+    collections::VecDeque,
     ffi::OsStr,
     os::unix::ffi::{OsStrExt, OsStringExt},
     path::Path,
 };
 
-use super::{Body, Event, PathSource};
+use super::{json::Clock, Body, Event, PathSource};
 
 /// Names that mean "the calling process" in /proc and /dev: resolved by the daemon they would
 /// mean the daemon, so they are rewritten to the caller's own /proc entry first.
@@ -38,8 +44,14 @@ fn own_proc_path(raw: &[u8], tgid: u32, tid: u32) -> Option<Vec<u8>> {
 }
 
 /// Joins `arg` onto `base` and resolves all but its last component on this host, as process
-/// `tgid` (thread `tid`) would have.
-pub fn resolve_parent(base: Option<&[u8]>, arg: &[u8], tgid: u32, tid: u32) -> Option<Vec<u8>> {
+/// `tgid` (thread `tid`) would have, for a call that returned at kernel time `call_ns`.
+fn resolve_parent(
+    resolver: &mut Resolver,
+    call_ns: u64,
+    base: Option<&[u8]>,
+    arg: &[u8],
+    (tgid, tid): (u32, u32),
+) -> Option<Vec<u8>> {
     let mut raw = Vec::with_capacity(arg.len() + 64);
     if !arg.starts_with(b"/") {
         raw.extend_from_slice(base?);
@@ -58,9 +70,9 @@ pub fn resolve_parent(base: Option<&[u8]>, arg: &[u8], tgid: u32, tid: u32) -> O
     let split = raw.iter().rposition(|b| *b == b'/')?;
     let (parent, last) = (&raw[..split.max(1)], &raw[split + 1..]);
     if matches!(last, b"" | b"." | b"..") {
-        return canonical(Path::new(OsStr::from_bytes(&raw)));
+        return resolver.canonical(&raw, call_ns);
     }
-    let mut resolved = canonical(Path::new(OsStr::from_bytes(parent)))?;
+    let mut resolved = resolver.canonical(parent, call_ns)?;
     if !resolved.ends_with(b"/") {
         resolved.push(b'/');
     }
@@ -94,24 +106,78 @@ fn canonical(path: &Path) -> Option<Vec<u8>> {
     Some(name)
 }
 
-/// Replaces textual joins in a file event by host-resolved paths where possible.
-pub fn resolve_on_host(event: &mut Event) {
-    let Body::File(file) = &mut event.body else {
-        return;
-    };
-    if file.path_source == PathSource::Lexical {
-        if let Some(path) =
-            resolve_parent(file.base.as_deref(), &file.path_arg, event.tgid, event.pid)
-        {
-            file.path = Some(path);
-            file.path_source = PathSource::Resolved;
+/// Resolutions made recently: the canonical name of a path, with the kernel time at which its
+/// lookup began. For an event whose call returned before that time, the lookup already looked
+/// at the host after the call, as a fresh one would (later, so no nearer the call). Builds,
+/// clones and checkouts make runs of calls in one directory: one lookup serves the run.
+pub struct Resolver {
+    recent: VecDeque<Resolved>,
+}
+
+struct Resolved {
+    path: Vec<u8>,
+    canonical: Vec<u8>,
+    began_ns: u64,
+}
+
+/// Resolutions kept: a run's directories, not a tree's.
+const RESOLUTIONS_KEPT: usize = 16;
+
+impl Resolver {
+    pub fn new() -> Self {
+        Self {
+            recent: VecDeque::with_capacity(RESOLUTIONS_KEPT),
         }
     }
-    if let (Some(arg), Some(_)) = (&file.path2_arg, &file.path2) {
-        let base = file.base2.as_deref().or(file.base.as_deref());
-        if let Some(path) = resolve_parent(base, arg, event.tgid, event.pid) {
-            file.path2 = Some(path);
+
+    /// The canonical name of `path` for a call that returned at kernel time `call_ns`.
+    fn canonical(&mut self, path: &[u8], call_ns: u64) -> Option<Vec<u8>> {
+        if let Some(known) = self
+            .recent
+            .iter()
+            .find(|r| call_ns < r.began_ns && r.path == path)
+        {
+            return Some(known.canonical.clone());
         }
+        let began_ns = Clock::now_ktime_ns();
+        let canonical = canonical(Path::new(OsStr::from_bytes(path)))?;
+        self.recent.retain(|r| r.path != path);
+        if self.recent.len() == RESOLUTIONS_KEPT {
+            self.recent.pop_back();
+        }
+        self.recent.push_front(Resolved {
+            path: path.to_vec(),
+            canonical: canonical.clone(),
+            began_ns,
+        });
+        Some(canonical)
+    }
+
+    /// Replaces textual joins in a file event by host-resolved paths where possible.
+    pub fn resolve_on_host(&mut self, event: &mut Event) {
+        let Body::File(file) = &mut event.body else {
+            return;
+        };
+        let caller = (event.tgid, event.pid);
+        if file.path_source == PathSource::Lexical {
+            let base = file.base.as_deref();
+            if let Some(path) = resolve_parent(self, event.ktime_ns, base, &file.path_arg, caller) {
+                file.path = Some(path);
+                file.path_source = PathSource::Resolved;
+            }
+        }
+        if let (Some(arg), Some(_)) = (&file.path2_arg, &file.path2) {
+            let base = file.base2.as_deref().or(file.base.as_deref());
+            if let Some(path) = resolve_parent(self, event.ktime_ns, base, arg, caller) {
+                file.path2 = Some(path);
+            }
+        }
+    }
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -119,24 +185,29 @@ pub fn resolve_on_host(event: &mut Event) {
 mod tests {
     use super::*;
 
+    /// Resolved afresh: a call "returned" after any lookup this resolver made.
     fn resolve_parent_here(base: Option<&[u8]>, arg: &[u8]) -> Option<Vec<u8>> {
-        resolve_parent(base, arg, 1, 1)
+        resolve_parent(&mut Resolver::new(), u64::MAX, base, arg, (1, 1))
+    }
+
+    fn resolve_as(tgid: u32, tid: u32, arg: &[u8]) -> Option<Vec<u8>> {
+        resolve_parent(&mut Resolver::new(), u64::MAX, None, arg, (tgid, tid))
     }
 
     #[test]
     fn process_relative_names_mean_the_caller_not_the_daemon() {
         let me = std::process::id();
-        let got = resolve_parent(None, b"/dev/fd/7", me, me).unwrap();
+        let got = resolve_as(me, me, b"/dev/fd/7").unwrap();
         assert_eq!(got, format!("/proc/{me}/fd/7").into_bytes());
-        let got = resolve_parent(None, b"/proc/self/environ", me, me).unwrap();
+        let got = resolve_as(me, me, b"/proc/self/environ").unwrap();
         assert_eq!(got, format!("/proc/{me}/environ").into_bytes());
-        let got = resolve_parent(None, b"/proc/thread-self/comm", me, me).unwrap();
+        let got = resolve_as(me, me, b"/proc/thread-self/comm").unwrap();
         assert_eq!(got, format!("/proc/{me}/task/{me}/comm").into_bytes());
         // `/dev/stdout` is the fd itself; its parent is the fd directory.
-        let got = resolve_parent(None, b"/dev/stdout", me, me).unwrap();
+        let got = resolve_as(me, me, b"/dev/stdout").unwrap();
         assert_eq!(got, format!("/proc/{me}/fd/1").into_bytes());
         // Another process's view: pid 1's fd dir, not ours.
-        let got = resolve_parent(None, b"/dev/fd/3", 1, 1).unwrap();
+        let got = resolve_as(1, 1, b"/dev/fd/3").unwrap();
         assert_eq!(got, b"/proc/1/fd/3");
     }
 
@@ -162,6 +233,37 @@ mod tests {
         // Absolute arguments ignore the base; a missing parent gives up.
         assert!(resolve_parent_here(None, b"relative").is_none());
         assert!(resolve_parent_here(Some(base), b"missing/dir/x").is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_lookup_serves_the_calls_before_it_and_never_one_after_it() {
+        let dir = std::env::temp_dir().join(format!("agent-sensor-reuse-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for real in ["first", "second"] {
+            std::fs::create_dir_all(dir.join(real)).unwrap();
+        }
+        std::os::unix::fs::symlink(dir.join("first"), dir.join("link")).unwrap();
+        let real = |name: &str| {
+            let real = std::fs::canonicalize(dir.join(name)).unwrap();
+            [real.as_os_str().as_bytes(), b"/f"].concat()
+        };
+        let arg = [dir.as_os_str().as_bytes(), b"/link/f"].concat();
+        let mut resolver = Resolver::new();
+        let mut at = |call_ns: u64| resolve_parent(&mut resolver, call_ns, None, &arg, (1, 1));
+
+        let before_any_lookup = Clock::now_ktime_ns();
+        assert_eq!(at(before_any_lookup).unwrap(), real("first"));
+        // The directory is swapped for another behind the same name.
+        std::fs::remove_file(dir.join("link")).unwrap();
+        std::os::unix::fs::symlink(dir.join("second"), dir.join("link")).unwrap();
+        // A call from before the first lookup: that lookup, made after it, answers.
+        assert_eq!(at(before_any_lookup).unwrap(), real("first"));
+        // A call after the swap is looked up again; that answer then serves every call before
+        // it, as a fresh lookup would.
+        let after_the_swap = Clock::now_ktime_ns();
+        assert_eq!(at(after_the_swap).unwrap(), real("second"));
+        assert_eq!(at(before_any_lookup).unwrap(), real("second"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -83,12 +83,35 @@ pub fn file_identity(file: u64) -> (u64, u64, u32) {
     let Some(inode) = read_ptr(file, off!(file_inode)) else {
         return (0, 0, 0);
     };
-    let ino = read::<u64>(inode, off!(inode_ino)).unwrap_or(0);
-    let mode = read::<u16>(inode, off!(inode_mode)).unwrap_or(0) as u32;
-    let dev = read_ptr(inode, off!(inode_sb))
-        .and_then(|sb| read::<u32>(sb, off!(sb_dev)))
-        .unwrap_or(0) as u64;
-    (dev, ino, mode)
+    let (mode, sb, ino) = inode_head(inode);
+    let dev = read::<u32>(sb, off!(sb_dev)).unwrap_or(0) as u64;
+    (dev, ino, mode as u32)
+}
+
+/// Words of an inode read at once for `inode_head`.
+const INODE_HEAD_WORDS: u64 = 9;
+
+/// `i_mode`, `i_sb` and `i_ino` of an inode (zero where unreadable): one read where all three
+/// lie in its first `INODE_HEAD_WORDS` words, as in every kernel so far, three otherwise. This
+/// runs for every tracked open; each read is a helper call.
+#[inline(always)]
+fn inode_head(inode: u64) -> (u16, u64, u64) {
+    let (mode_at, sb_at, ino_at) = (off!(inode_mode), off!(inode_sb), off!(inode_ino));
+    // Word index of a field, if it is a whole word of the head (mode: its low half-word).
+    let word = |at: u64| (at % 8 == 0 && at < INODE_HEAD_WORDS * 8).then_some((at / 8) as usize);
+    if let (Some(0), Some(sb_word), Some(ino_word)) = (word(mode_at), word(sb_at), word(ino_at)) {
+        let head: [u64; INODE_HEAD_WORDS as usize] =
+            read(inode, 0).unwrap_or([0; INODE_HEAD_WORDS as usize]);
+        let sb = head.get(sb_word).copied().unwrap_or(0);
+        let ino = head.get(ino_word).copied().unwrap_or(0);
+        // Little-endian: the u16 is the low quarter of the first word.
+        return (head[0] as u16, sb, ino);
+    }
+    (
+        read::<u16>(inode, mode_at).unwrap_or(0),
+        read_ptr(inode, sb_at).unwrap_or(0),
+        read::<u64>(inode, ino_at).unwrap_or(0),
+    )
 }
 
 /// `S_IFMT` and `S_IFSOCK` of `i_mode`.
@@ -142,41 +165,96 @@ pub fn walk_path(path: u64, dst: *mut u8) -> (u16, u16) {
     (written as u16, flags)
 }
 
+/// `mnt` and `dentry` of a `struct path`: one read where they are adjacent, as in every
+/// kernel so far.
+#[inline(always)]
+fn path_parts(path: u64) -> Option<(u64, u64)> {
+    let (mnt_at, dentry_at) = (off!(path_mnt), off!(path_dentry));
+    let (mnt, dentry) = if dentry_at == mnt_at + 8 {
+        let both: [u64; 2] = read(path, mnt_at)?;
+        (both[0], both[1])
+    } else {
+        (read::<u64>(path, mnt_at)?, read::<u64>(path, dentry_at)?)
+    };
+    (mnt != 0 && dentry != 0).then_some((mnt, dentry))
+}
+
+/// What the walk needs of a `struct mount`: its parent mount, the dentry it is mounted on, and
+/// its root. Pointers are 0 where unreadable.
+#[derive(Clone, Copy)]
+struct MountLinks {
+    parent: u64,
+    mountpoint: u64,
+    root: u64,
+}
+
+/// One read where the three fields follow each other (`mnt_parent`, `mnt_mountpoint`, then the
+/// embedded vfsmount starting with `mnt_root`), as in every kernel so far; three otherwise.
+#[inline(always)]
+fn mount_links(mount: u64) -> MountLinks {
+    let parent_at = off!(mount_parent);
+    let root_at = off!(mount_mnt) + off!(vfsmount_root);
+    if off!(mount_mountpoint) == parent_at + 8 && root_at == parent_at + 16 {
+        let [parent, mountpoint, root] = read::<[u64; 3]>(mount, parent_at).unwrap_or([0; 3]);
+        return MountLinks {
+            parent,
+            mountpoint,
+            root,
+        };
+    }
+    MountLinks {
+        parent: read_ptr(mount, parent_at).unwrap_or(0),
+        mountpoint: read_ptr(mount, off!(mount_mountpoint)).unwrap_or(0),
+        root: read_ptr(mount, root_at).unwrap_or(0),
+    }
+}
+
+/// `d_parent` and `d_name.name` of a dentry: one read where they are 16 bytes apart (the
+/// name's `hash_len` between them), as in every kernel so far; two otherwise.
+#[inline(always)]
+fn dentry_links(dentry: u64) -> Option<(u64, u64)> {
+    let (parent_at, name_at) = (off!(dentry_parent), off!(dentry_name_ptr));
+    let (parent, name) = if name_at == parent_at + 16 {
+        let [parent, _, name] = read::<[u64; 3]>(dentry, parent_at)?;
+        (parent, name)
+    } else {
+        (
+            read::<u64>(dentry, parent_at)?,
+            read::<u64>(dentry, name_at)?,
+        )
+    };
+    (parent != 0 && name != 0).then_some((parent, name))
+}
+
 #[inline(always)]
 fn walk_into(path: u64, dst: *mut u8, walk: *mut u64) -> u16 {
-    let (Some(mut mnt), Some(mut dentry)) = (
-        read_ptr(path, off!(path_mnt)),
-        read_ptr(path, off!(path_dentry)),
-    ) else {
+    let Some((mnt, mut dentry)) = path_parts(path) else {
         return flags::PATH_UNRESOLVED;
     };
     // `struct vfsmount` is embedded in `struct mount`.
     let mut mount = mnt - off!(mount_mnt);
     // Read once per mount, not once per component: each read is a helper call.
-    let Some(mut mnt_root) = read_ptr(mnt, off!(vfsmount_root)) else {
+    let mut links = mount_links(mount);
+    if links.root == 0 {
         return flags::PATH_UNRESOLVED;
-    };
+    }
     for _ in 0..MAX_PATH_DEPTH {
-        if dentry == mnt_root {
-            let Some(parent_mount) = read_ptr(mount, off!(mount_parent)) else {
+        if dentry == links.root {
+            if links.parent == 0 || links.mountpoint == 0 {
                 return flags::PATH_UNRESOLVED;
-            };
-            if parent_mount == mount {
+            }
+            if links.parent == mount {
                 return 0;
             }
-            let Some(mountpoint) = read_ptr(mount, off!(mount_mountpoint)) else {
+            dentry = links.mountpoint;
+            mount = links.parent;
+            links = mount_links(mount);
+            if links.root == 0 {
                 return flags::PATH_UNRESOLVED;
-            };
-            dentry = mountpoint;
-            mount = parent_mount;
-            mnt = mount + off!(mount_mnt);
-            let Some(root) = read_ptr(mnt, off!(vfsmount_root)) else {
-                return flags::PATH_UNRESOLVED;
-            };
-            mnt_root = root;
+            }
             continue;
         }
-        let Some(parent) = read_ptr(dentry, off!(dentry_parent)) else {
+        let Some((parent, name)) = dentry_links(dentry) else {
             return flags::PATH_UNRESOLVED;
         };
         if parent == dentry {
@@ -188,9 +266,6 @@ fn walk_into(path: u64, dst: *mut u8, walk: *mut u64) -> u16 {
         if written + 1 + MAX_COMPONENT as u64 > MAX_KERNEL_PATH as u64 - 1 {
             return flags::TRUNCATED;
         }
-        let Some(name) = read_ptr(dentry, off!(dentry_name_ptr)) else {
-            return flags::PATH_UNRESOLVED;
-        };
         let at = written & (MAX_KERNEL_PATH as u64 - 1);
         // SAFETY: `at < MAX_KERNEL_PATH` and the caller guarantees MAX_COMPONENT bytes of slack.
         let copied = unsafe {

@@ -9,6 +9,7 @@
 mod egress;
 mod load;
 mod locate;
+mod memo;
 mod merge;
 pub mod model;
 mod pattern;

@@ -5,9 +5,11 @@
 //! home or worktree that is not UTF-8 or holds glob syntax (`/work/proj[1]`) is still matched
 //! literally, and one compiled set serves every agent of a profile.
 
-use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path, sync::Mutex};
+use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path};
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+
+use super::memo::PathMemo;
 
 /// What a pattern is relative to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,30 +155,15 @@ pub struct PatternSet {
 /// see: those depend on the path alone, whichever agent asks, and builds open the same files
 /// over and over. Glob matching was a seventh of the daemon's work per file event; a repeat is
 /// now a hash lookup.
-#[derive(Debug, Default)]
-struct HostPathCache(Mutex<crate::fasthash::HashMap<Box<[u8]>, Option<usize>>>);
+#[derive(Debug, Clone)]
+struct HostPathCache(PathMemo<Option<usize>>);
 
 /// Paths remembered per set before the cache starts over (bounded memory, a few hundred KiB).
 const HOST_PATHS_KEPT: usize = 2048;
 
-impl Clone for HostPathCache {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl HostPathCache {
-    fn get(&self, path: &[u8]) -> Option<Option<usize>> {
-        self.0.lock().ok()?.get(path).copied()
-    }
-
-    fn put(&self, path: &[u8], answer: Option<usize>) {
-        if let Ok(mut paths) = self.0.lock() {
-            if paths.len() >= HOST_PATHS_KEPT {
-                paths.clear();
-            }
-            paths.insert(path.into(), answer);
-        }
+impl Default for HostPathCache {
+    fn default() -> Self {
+        Self(PathMemo::new(HOST_PATHS_KEPT))
     }
 }
 
@@ -223,11 +210,11 @@ impl PatternSet {
 
     /// The answer for a path no agent-rooted pattern of this set can see, remembered.
     fn host_answer(&self, path: &[u8], roots: &Roots) -> Option<usize> {
-        if let Some(answer) = self.host_paths.get(path) {
+        if let Some(answer) = self.host_paths.0.get(path) {
             return answer;
         }
         let answer = self.match_now(path, roots);
-        self.host_paths.put(path, answer);
+        self.host_paths.0.put(path, answer);
         answer
     }
 
@@ -494,13 +481,10 @@ mod tests {
         assert!(!set.matches(b"/home/other/.ssh/id_rsa", &agent_a));
         // What was remembered is the host's answer: b's worktree means nothing to a, whose
         // answer that was; b is never answered from it.
-        let remembered = set.host_paths.0.lock().unwrap();
-        assert_eq!(remembered.get(b"/etc/shadow".as_slice()), Some(&Some(0)));
-        assert_eq!(remembered.get(b"/etc/skip/.env".as_slice()), Some(&None));
-        assert_eq!(
-            remembered.get(b"/work/b/secrets/key".as_slice()),
-            Some(&None)
-        );
+        let remembered = |path: &[u8]| set.host_paths.0.remembered(path);
+        assert_eq!(remembered(b"/etc/shadow"), Some(Some(0)));
+        assert_eq!(remembered(b"/etc/skip/.env"), Some(None));
+        assert_eq!(remembered(b"/work/b/secrets/key"), Some(None));
     }
 
     #[test]
@@ -509,7 +493,7 @@ mod tests {
         for n in 0..(HOST_PATHS_KEPT * 2 + 1) {
             assert!(set.matches(format!("/etc/f{n}").as_bytes(), &roots()));
         }
-        assert!(set.host_paths.0.lock().unwrap().len() <= HOST_PATHS_KEPT);
+        assert!(set.host_paths.0.len() <= HOST_PATHS_KEPT);
     }
 
     #[test]

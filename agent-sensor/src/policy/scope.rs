@@ -10,6 +10,7 @@ use std::{
 
 use super::{
     egress::EgressAllow,
+    memo::PathMemo,
     model::{AgentFile, ProfileFile, Response, RuleId, Thresholds},
     path_under,
     pattern::{PatternSet, Roots},
@@ -67,7 +68,13 @@ pub struct AgentScope {
     responses: BTreeMap<RuleId, Response>,
     /// The sensitive files found on disk when the scope was built, by device and inode.
     secret_files: Arc<SecretFiles>,
+    /// `is_sensitive`'s answers: asked at every file the agent opens, of the same files again
+    /// and again in a build, and only the roots (kept in step below) change them.
+    sensitive_answers: PathMemo<bool>,
 }
+
+/// Paths whose sensitivity an agent's scope remembers (tens of KiB per agent).
+const SENSITIVE_ANSWERS_KEPT: usize = 256;
 
 /// What [`AgentScope::new`] is made of (kept apart so the constructor stays readable).
 pub(crate) struct ScopeParts {
@@ -100,6 +107,7 @@ impl AgentScope {
             egress: parts.egress,
             responses: parts.responses,
             secret_files: Arc::default(),
+            sensitive_answers: PathMemo::new(SENSITIVE_ANSWERS_KEPT),
         };
         let prefixes: Vec<(Vec<u8>, Option<usize>)> = scope
             .lists()
@@ -121,6 +129,8 @@ impl AgentScope {
         let dir = dir.as_os_str().as_encoded_bytes().to_vec();
         if dir.starts_with(b"/") && dir != b"/" && !self.roots.tmp.contains(&dir) {
             self.roots.tmp.push(dir);
+            // `{tmp}` patterns reach further now.
+            self.sensitive_answers = PathMemo::new(SENSITIVE_ANSWERS_KEPT);
         }
     }
 
@@ -145,7 +155,8 @@ impl AgentScope {
     }
 
     pub fn is_sensitive(&self, path: &[u8]) -> bool {
-        self.sensitive_pattern(path).is_some()
+        self.sensitive_answers
+            .get_or(path, || self.sensitive_pattern(path).is_some())
     }
 
     /// The `sensitive` pattern `path` matches, unless the agent may read it anyway (its

@@ -443,6 +443,24 @@ fn an_agent_tmpdir_can_be_added() {
 }
 
 #[test]
+fn an_added_tmpdir_changes_remembered_sensitivity_answers() {
+    let text = r#"
+[profiles.default]
+sensitive = ["{tmp}/keys/**"]
+"#;
+    let policy = check(text, "policy.toml").unwrap();
+    let mut scope = policy.scope_for(&identity("default"));
+    let key = b"/run/user/1000/tmp/keys/id";
+    // Asked twice: the second answer is the remembered one.
+    assert!(!scope.is_sensitive(key));
+    assert!(!scope.is_sensitive(key));
+    scope.add_tmp_dir(Path::new("/run/user/1000/tmp"));
+    assert!(scope.is_sensitive(key));
+    // A clone (another agent's scope) remembers nothing of this one's roots.
+    assert!(scope.clone().is_sensitive(key));
+}
+
+#[test]
 fn sensitive_paths() {
     let scope = builtin_scope("default");
     for path in [

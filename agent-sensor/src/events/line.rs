@@ -69,7 +69,15 @@ impl<'a> Object<'a> {
     /// A name from the kernel: escaped losslessly, then as a JSON string.
     #[inline(always)]
     fn bytes(&mut self, key: &'static str, value: &[u8]) {
-        string(self.key(key), &escape_cow(value));
+        let out = self.key(key);
+        // Most names (paths, commands) need neither escaping: one scan, one copy.
+        if clean_prefix_len(value, Clean::PlainAscii) == value.len() {
+            out.push(b'"');
+            out.extend_from_slice(value);
+            out.push(b'"');
+            return;
+        }
+        string(out, &escape_cow(value));
     }
 
     #[inline(always)]
@@ -126,8 +134,10 @@ fn string(out: &mut Vec<u8>, value: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = value.as_bytes();
+    // Up to the first byte JSON escapes, found eight at a time; byte by byte from there.
+    let clean = clean_prefix_len(bytes, Clean::Json);
     let mut start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
+    for (i, &byte) in bytes.iter().enumerate().skip(clean) {
         let escaped: &[u8] = match byte {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -152,6 +162,53 @@ fn string(out: &mut Vec<u8>, value: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Which bytes [`clean_prefix_len`] lets through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clean {
+    /// Not escaped in a JSON string: all but `"`, `\` and control characters below 0x20.
+    Json,
+    /// Left alone by both the lossless escaping of kernel names and JSON: printable ASCII
+    /// (0x20–0x7e) but `"` and `\`.
+    PlainAscii,
+}
+
+/// Length of the longest prefix of `bytes` made only of bytes `clean` lets through, tested a
+/// word at a time: events are mostly paths, and a byte-at-a-time scan was the largest part of
+/// writing a line.
+#[inline(always)]
+fn clean_prefix_len(bytes: &[u8], clean: Clean) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Whether any byte of `word` is zero (exact as a yes/no: a borrow starts only at one).
+    let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS != 0;
+    let mut words = bytes.chunks_exact(8);
+    let mut clean_len = 0;
+    for chunk in words.by_ref() {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(le);
+        // A byte below 0x20 has a zero in its top three bits.
+        let control = has_zero(word & u64::from_ne_bytes([0xe0; 8]));
+        let special = has_zero(word ^ u64::from_ne_bytes([b'"'; 8]))
+            || has_zero(word ^ u64::from_ne_bytes([b'\\'; 8]));
+        let beyond_ascii = clean == Clean::PlainAscii
+            && (word & HIGHS != 0 || has_zero(word ^ u64::from_ne_bytes([0x7f; 8])));
+        if control || special || beyond_ascii {
+            break;
+        }
+        clean_len += 8;
+    }
+    let lets_through = |b: u8| match clean {
+        Clean::Json => b >= 0x20 && b != b'"' && b != b'\\',
+        Clean::PlainAscii => (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\',
+    };
+    clean_len
+        + bytes[clean_len..]
+            .iter()
+            .take_while(|b| lets_through(**b))
+            .count()
 }
 
 /// `{"ip":"…","port":N}` (serde_json's maps sort their keys).
@@ -335,6 +392,33 @@ mod tests {
         let mut line = Vec::new();
         json.write_line(&mut line);
         (String::from_utf8(line).unwrap(), by_serde)
+    }
+
+    #[test]
+    fn the_word_scan_stops_at_the_first_byte_to_escape_wherever_it_is() {
+        for byte in 0..=255u8 {
+            let json = byte >= 0x20 && byte != b'"' && byte != b'\\';
+            let plain = json && byte < 0x7f;
+            for at in 0..20 {
+                let mut text = vec![b'a'; 20];
+                text[at] = byte;
+                // A second one further on must not matter.
+                if at + 9 < 20 {
+                    text[at + 9] = byte;
+                }
+                let expect = |clean: bool| if clean { 20 } else { at };
+                assert_eq!(
+                    clean_prefix_len(&text, Clean::Json),
+                    expect(json),
+                    "{byte:#x} at {at}"
+                );
+                assert_eq!(
+                    clean_prefix_len(&text, Clean::PlainAscii),
+                    expect(plain),
+                    "{byte:#x} at {at}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -38,9 +38,7 @@ impl WorktreeRoots {
             return true;
         }
         self.counts.contains_key(first_component(path))
-            || path
-                .windows(CLAUDE_PROJECTS.len())
-                .any(|w| w == CLAUDE_PROJECTS)
+            || memchr::memmem::find(path, CLAUDE_PROJECTS).is_some()
     }
 }
 

@@ -155,6 +155,11 @@ pub static PENDING_SLOT: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1,
 #[map]
 pub static PENDING_OWNER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// The arguments of an open, gathered at its exit (opens have no entry work: see
+/// `probes::syscall`). Its own map, not `PENDING_SLOT`, which may hold another thread's entry.
+#[map]
+pub static OPEN_ARGS: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
 /// pid_tgid → the syscall that thread is in, for threads switched out during a syscall.
 #[map]
 pub static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(MAX_PENDING, 0);

@@ -223,14 +223,23 @@ fn openat2_with_resolve_flags_is_judged_by_the_file_opened() {
     );
     let (_, alerts) = finish(sensor);
     let nosym_arg = nosym.to_str().unwrap().to_string();
-    for (secret, path_arg) in [
-        (&beneath, "beneath"),
-        (&nosym, nosym_arg.as_str()),
-        (&inroot, "/secrets/inroot"),
+    // RESOLVE_* bits, as the script passes them.
+    let (no_xdev, no_magiclinks, no_symlinks, beneath_bit, in_root) = (1, 2, 4, 8, 16);
+    for (secret, path_arg, resolve) in [
+        (&beneath, "beneath", beneath_bit | no_xdev),
+        (&nosym, nosym_arg.as_str(), no_symlinks | no_magiclinks),
+        (&inroot, "/secrets/inroot", in_root),
     ] {
         let (alert, ev) = expect_alert(&alerts, SENSITIVE_READ, "openat2", secret);
         assert_eq!(ev["syscall"], "openat2", "{alert:#}");
         assert_eq!(ev["path_arg"], path_arg, "{alert:#}");
+        // Flags and resolve come from `struct open_how` in the process's memory.
+        assert_eq!(
+            ev["syscall_flags"],
+            (libc::O_RDONLY | libc::O_CLOEXEC) as i64,
+            "{alert:#}"
+        );
+        assert_eq!(ev["arg"], resolve, "{alert:#}");
         assert_eq!(ev["path_source"], "kernel", "{alert:#}");
         assert_eq!(alert["exe"], real(PYTHON), "{alert:#}");
     }

@@ -90,12 +90,10 @@ pub fn enter(p: &mut Pending, spec: &Spec) {
     };
     // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
     let bases = unsafe { &mut *bases };
-    // An open that succeeds is resolved from its fd at exit: its start directory is walked
-    // there, only if it fails.
-    let opens = spec.kind == EventKind::FileOpen as u16;
+    // Opens do not come here (see `open_args`).
     if spec.path != NONE {
         p.path_len = read_user_path(arg(p, spec.path), p.path.as_mut_ptr(), &mut flags);
-        if p.path_len > 0 && p.path[0] != b'/' && !opens {
+        if p.path_len > 0 && p.path[0] != b'/' {
             p.base_len = walk_base(dirfd_of(p, spec.dirfd), bases.base.as_mut_ptr(), &mut flags);
         }
     }
@@ -120,6 +118,13 @@ pub fn enter(p: &mut Pending, spec: &Spec) {
         p.base2_len = 0;
         flags |= agent_sensor_common::flags::PATH_UNRESOLVED;
     }
+    p.flags = flags;
+}
+
+/// The arguments of an open at its exit, completed: an open is recorded from its exit alone
+/// (see `probes::syscall`), its path string read there and its start directory walked there
+/// only if it failed (one that succeeded is resolved from its new fd).
+pub fn open_args(p: &mut Pending) {
     match p.nr {
         // creat has no flags argument: record what it means.
         nr::CREAT => p.args[5] = CREAT_FLAGS,
@@ -143,15 +148,15 @@ pub fn enter(p: &mut Pending, spec: &Spec) {
         }
         _ => {}
     }
-    p.flags = flags;
 }
 
 pub fn exit(p: &Pending, spec: &Spec, agent: u64, ret: i64) {
     let _ = try_exit(p, spec, agent, ret);
 }
 
-/// The first path string: as stashed at entry, or read now when entry could not read it (the
-/// string's page was not resident yet; the kernel faulted it in while serving the call).
+/// The first path string: as stashed at entry, or read now for an open (which has no entry
+/// work) or when entry could not read it (the string's page was not resident yet; the kernel
+/// faulted it in while serving the call).
 #[inline(always)]
 fn append_user_path(record: &Record, stashed: *const u8, stashed_len: u16, user: u64) -> u16 {
     if stashed_len > 0 {
@@ -175,10 +180,14 @@ fn try_exit(p: &Pending, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
     let path_len = append_user_path(&record, p.path.as_ptr(), p.path_len, path_user);
     // SAFETY: `path_first` is inside the scratch buffer.
     let relative = path_len > 0 && unsafe { *path_first } != b'/';
-    // The start directory is walked now when entry could not (the string was unreadable
-    // then) or did not (an open, which failed so has no fd to resolve).
-    let late_relative =
-        relative && (p.path_len == 0 || (spec.kind == EventKind::FileOpen as u16 && ret < 0));
+    // The start directory is walked now for a failed open (a successful one is resolved from
+    // its fd), and for any other call when entry could not (the string was unreadable then).
+    let late_relative = relative
+        && if spec.kind == EventKind::FileOpen as u16 {
+            ret < 0
+        } else {
+            p.path_len == 0
+        };
     let path2_user = if spec.path2 != NONE {
         arg(p, spec.path2)
     } else {

@@ -14,8 +14,16 @@
 //! can change the buffer between this read and the kernel's copy. The canonical path walked
 //! from the kernel's own object is; see `maps::Pending`.) What to record per syscall comes
 //! from the `SYSCALL_SPECS` map, not from code (see `agent_sensor_common::syscalls`).
+//!
+//! Opens, the commonest by far, are recorded from their exit alone: the new fd gives the
+//! canonical path, the arguments are still in `pt_regs` (x86_64 keeps them through the call),
+//! and their string read there is no weaker than one read at entry. Nor can a thread blocked
+//! in an open have its entry pushed out of a full `PENDING`: it has none.
 
-use agent_sensor_common::syscalls::{account, family, SyscallSpec, MAX_SYSCALL_NR};
+use agent_sensor_common::{
+    syscalls::{account, family, SyscallSpec, MAX_SYSCALL_NR},
+    EventKind,
+};
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, raw_tracepoint},
@@ -25,8 +33,8 @@ use aya_ebpf::{
 use super::{file, net, process_calls, sockets};
 use crate::{
     maps::{
-        off, spill_pending_slot, Pending, PENDING, PENDING_OWNER, PENDING_SLOT, SYSCALL_SPECS,
-        TAIL, TAIL_DNS_ANSWER,
+        off, spill_pending_slot, Pending, OPEN_ARGS, PENDING, PENDING_OWNER, PENDING_SLOT,
+        SYSCALL_SPECS, TAIL, TAIL_DNS_ANSWER,
     },
     tracking::hot_tracked_agent,
 };
@@ -81,6 +89,9 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Option<()> {
     hot_tracked_agent((pid_tgid >> 32) as u32)?;
     let nr: u64 = ctx.arg(1);
     let spec = spec(nr)?;
+    if spec.kind == EventKind::FileOpen as u16 {
+        return None;
+    }
     let regs = Regs::of(ctx);
     match spec.family {
         family::NONE | family::RECV => return None,
@@ -101,6 +112,20 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Option<()> {
     let pending = PENDING_SLOT.get_ptr_mut(0)?;
     // SAFETY: per-CPU slot; nothing else runs on this CPU while we hold it.
     let p: &mut Pending = unsafe { &mut *pending };
+    start_pending(p, nr, regs);
+    match spec.family {
+        family::FILE => file::enter(p, &spec),
+        family::NET => net::enter(p),
+        _ => process_calls::enter(p, &spec),
+    }
+    // SAFETY: as above. Last: the slot is ours only once the entry is complete.
+    unsafe { *owner = pid_tgid };
+    Some(())
+}
+
+/// A fresh entry for syscall `nr`: its arguments, no strings yet.
+#[inline(always)]
+fn start_pending(p: &mut Pending, nr: u64, regs: Regs) {
     p.nr = nr as u32;
     p.path_len = 0;
     p.path2_len = 0;
@@ -113,14 +138,6 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Option<()> {
     p.args[3] = regs.arg(3);
     p.args[4] = regs.arg(4);
     p.args[5] = regs.arg(5);
-    match spec.family {
-        family::FILE => file::enter(p, &spec),
-        family::NET => net::enter(p),
-        _ => process_calls::enter(p, &spec),
-    }
-    // SAFETY: as above. Last: the slot is ours only once the entry is complete.
-    unsafe { *owner = pid_tgid };
-    Some(())
 }
 
 /// A thread switched out in the middle of a syscall takes its entry along: from this CPU's
@@ -160,10 +177,18 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
     if !matches!(spec.family, family::FILE | family::NET | family::PROCESS) {
         return None;
     }
+    let open = spec.kind == EventKind::FileOpen as u16;
     let owner = PENDING_OWNER.get_ptr_mut(0)?;
     // SAFETY: per-CPU value; nothing else runs on this CPU while we hold it.
-    let in_slot = unsafe { *owner } == pid_tgid;
-    let pending = if in_slot {
+    let in_slot = !open && unsafe { *owner } == pid_tgid;
+    let pending = if open {
+        let args = OPEN_ARGS.get_ptr_mut(0)?;
+        // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
+        let p: &mut Pending = unsafe { &mut *args };
+        start_pending(p, nr, regs);
+        file::open_args(p);
+        args.cast_const()
+    } else if in_slot {
         PENDING_SLOT.get_ptr(0)?
     } else {
         PENDING.get_ptr(&pid_tgid)?
@@ -182,7 +207,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
     if in_slot {
         // SAFETY: as above.
         unsafe { *owner = 0 };
-    } else {
+    } else if !open {
         let _ = PENDING.remove(&pid_tgid);
     }
     Some(())

@@ -183,9 +183,8 @@ fn clean_prefix_len(bytes: &[u8], clean: Clean) -> usize {
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     // Whether any byte of `word` is zero (exact as a yes/no: a borrow starts only at one).
     let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS != 0;
-    let mut words = bytes.chunks_exact(8);
     let mut clean_len = 0;
-    for chunk in words.by_ref() {
+    for chunk in bytes.chunks_exact(8) {
         let mut le = [0u8; 8];
         le.copy_from_slice(chunk);
         let word = u64::from_le_bytes(le);

@@ -164,7 +164,9 @@ pub const DROP_SLOTS: u32 = 64;
 pub mod drop_slot {
     /// First slot that is not a per-kind ring-buffer-full counter.
     pub const FIRST_OTHER: u32 = 60;
-    /// A syscall of a tracked task could not be stashed between entry and exit (map full).
+    /// Was: a syscall of a tracked task could not be stashed between entry and exit (map
+    /// full). Syscalls are now recorded at exit alone, so nothing counts here; the slot and its
+    /// metric reason (`inflight_map_full`, always 0) stay so that dashboards keep working.
     pub const PENDING_FULL: u32 = 60;
     /// A new task of an agent could not be added to the tracked-task map (map full).
     pub const TRACKING_FULL: u32 = 61;

@@ -4,8 +4,7 @@ use agent_sensor_common::discovery::ENV_SCAN_BYTES;
 use agent_sensor_common::egress::{EgressKey4, EgressKey6, EgressPorts, NameKey};
 use agent_sensor_common::syscalls::{SyscallSpec, MAX_SYSCALL_NR};
 use agent_sensor_common::{
-    KernelOffsets, SensorConfig, SockStats, TrackedTask, DROP_SLOTS, MAX_COMPONENT,
-    MAX_EVENT_BYTES, MAX_KERNEL_PATH, MAX_USER_PATH,
+    KernelOffsets, SensorConfig, SockStats, TrackedTask, DROP_SLOTS, MAX_EVENT_BYTES, MAX_USER_PATH,
 };
 use aya_ebpf::{
     macros::map,
@@ -18,8 +17,6 @@ const DEFAULT_RING_BYTES: u32 = 8 * 1024 * 1024;
 pub const MAX_TRACKED_TASKS: u32 = 65536;
 /// Agent cgroups.
 pub const MAX_TRACKED_CGROUPS: u32 = 4096;
-/// Syscalls of tracked threads between entry and exit at one time.
-pub const MAX_PENDING: u32 = 4096;
 /// Agent sockets with byte counts at one time.
 pub const MAX_SOCKETS: u32 = 16384;
 
@@ -106,82 +103,22 @@ pub struct Scratch {
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// What a syscall's entry saw, kept for its exit: arguments, the user strings as they were at
-/// entry, and the directory a relative path starts from. (A thread of the same process can
-/// still change a string between this read and the kernel's own copy of it: an argument is
-/// what the process passed as far as anyone outside the kernel can tell. What no race can
-/// change is the path walked from the object the kernel resolved, for opens and fd calls.)
+/// The syscall being recorded at its exit: number, arguments, and room for what is copied
+/// from the process's memory before the record is composed (a sockaddr and the first bytes
+/// sent, a memfd's name).
 #[repr(C)]
-pub struct Pending {
+pub struct Call {
     pub nr: u32,
     pub path_len: u16,
     pub path2_len: u16,
-    pub base_len: u16,
-    pub base2_len: u16,
-    /// Header flags gathered at entry (truncation, unresolved walks).
-    pub flags: u16,
-    pub _pad0: u16,
     pub args: [u64; 6],
     pub path: [u8; MAX_USER_PATH],
     pub path2: [u8; MAX_USER_PATH],
 }
 
-/// The directories relative paths of a pending syscall start from, kept apart from `Pending`
-/// because few calls need them: a syscall whose thread is switched out copies its `Pending`
-/// into the hash map, and these would quadruple that copy.
-#[repr(C)]
-pub struct PendingBase {
-    /// Walks write up to `MAX_COMPONENT` bytes past their bound check: room for that.
-    pub base: [u8; MAX_KERNEL_PATH + MAX_COMPONENT],
-    pub base2: [u8; MAX_KERNEL_PATH + MAX_COMPONENT],
-}
-
+/// This CPU's `Call`: a program runs to its end on one CPU, so one per CPU is enough.
 #[map]
-pub static PENDING_BASE_SCRATCH: PerCpuArray<PendingBase> = PerCpuArray::with_max_entries(1, 0);
-
-/// pid_tgid → the start directories of the syscall that thread is in (when it has any).
-#[map]
-pub static PENDING_BASE: LruHashMap<u64, PendingBase> = LruHashMap::with_max_entries(1024, 0);
-
-/// The entry of the syscall the thread on this CPU is in (see `PENDING_OWNER`). A thread stays
-/// on its CPU from a syscall's entry to its exit unless it is switched out, and then
-/// `syscall_sched_switch` moves the entry into `PENDING`: most syscalls never touch the hash
-/// map (an insert, a lookup and a delete cost a tracked open/close ~120 ns).
-#[map]
-pub static PENDING_SLOT: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
-
-/// pid_tgid of the thread whose entry is in this CPU's `PENDING_SLOT`; 0 when it holds none.
-/// Written last on entry, so a slot is only ever owned once it is complete.
-#[map]
-pub static PENDING_OWNER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// The arguments of an open, gathered at its exit (opens have no entry work: see
-/// `probes::syscall`). Its own map, not `PENDING_SLOT`, which may hold another thread's entry.
-#[map]
-pub static OPEN_ARGS: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
-
-/// pid_tgid → the syscall that thread is in, for threads switched out during a syscall.
-#[map]
-pub static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(MAX_PENDING, 0);
-
-/// Moves this CPU's pending entry, if any, into `PENDING` and frees the slot.
-#[inline(always)]
-pub fn spill_pending_slot() {
-    let (Some(owner), Some(slot)) = (PENDING_OWNER.get_ptr_mut(0), PENDING_SLOT.get_ptr(0)) else {
-        return;
-    };
-    // SAFETY: per-CPU values; nothing else runs on this CPU while a program does.
-    unsafe {
-        let thread = *owner;
-        if thread == 0 {
-            return;
-        }
-        if PENDING.insert(&thread, &*slot, 0).is_err() {
-            count_drop(agent_sensor_common::drop_slot::PENDING_FULL);
-        }
-        *owner = 0;
-    }
-}
+pub static CALL: PerCpuArray<Call> = PerCpuArray::with_max_entries(1, 0);
 
 /// Sockets of agents (key: `struct sock` address) and the bytes moved over them so far.
 /// LRU: a socket whose close the sensor never saw ages out instead of filling the map.

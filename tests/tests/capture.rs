@@ -615,14 +615,13 @@ fn a_failed_relative_open_is_reported_against_the_cwd() {
 }
 
 #[test]
-fn an_open_that_blocks_and_resumes_on_another_cpu_keeps_its_entry() {
-    if !can_run_kernel_tests("an_open_that_blocks_and_resumes_on_another_cpu_keeps_its_entry") {
+fn an_open_that_blocks_and_resumes_on_another_cpu_is_recorded_whole() {
+    if !can_run_kernel_tests("an_open_that_blocks_and_resumes_on_another_cpu_is_recorded_whole") {
         return;
     }
-    // A syscall's entry waits in a per-CPU slot and moves to a hash map when its thread is
-    // switched out. Here the opening thread blocks on CPU 0 (a FIFO with no writer yet) and is
-    // moved to CPU 1 before the writer lets it go: its exit finds nothing in CPU 1's slot, so
-    // the entry (the path as passed) must have moved when the thread was switched out.
+    // The opening thread blocks on CPU 0 (a FIFO with no writer yet) and is moved to CPU 1
+    // before the writer lets it go: whatever the sensor knows of the call must not depend on
+    // the CPU it started on (a design that held entries per CPU lost this one).
     let (_dir, root) = scratch("fifoopen");
     let script = r#"
 import os, sys, threading, time

@@ -7,12 +7,12 @@ use agent_sensor_common::{
     syscalls::{nr, SyscallSpec as Spec, NO_ARG as NONE},
     EventKind, FileEvent, MAX_KERNEL_PATH, MAX_USER_PATH,
 };
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user_str};
+use aya_ebpf::helpers::generated::bpf_probe_read_user_str;
 
 use crate::{
     emit::Record,
     kernel::{current_task, file_identity, kill_if_listed, read_ptr, task_file, walk_path},
-    maps::{off, Pending, KILL_ON_ACCESS, PENDING_BASE, PENDING_BASE_SCRATCH},
+    maps::{off, Call, KILL_ON_ACCESS},
 };
 
 /// `AT_FDCWD`.
@@ -21,14 +21,14 @@ const AT_FDCWD: i64 = -100;
 const CREAT_FLAGS: u64 = 0o1101;
 
 #[inline(always)]
-fn arg(p: &Pending, index: u8) -> u64 {
+fn arg(c: &Call, index: u8) -> u64 {
     match index {
-        0 => p.args[0],
-        1 => p.args[1],
-        2 => p.args[2],
-        3 => p.args[3],
-        4 => p.args[4],
-        5 => p.args[5],
+        0 => c.args[0],
+        1 => c.args[1],
+        2 => c.args[2],
+        3 => c.args[3],
+        4 => c.args[4],
+        5 => c.args[5],
         _ => 0,
     }
 }
@@ -75,62 +75,23 @@ fn walk_base(dirfd: i64, dst: *mut u8, flags: &mut u16) -> u16 {
 }
 
 #[inline(always)]
-fn dirfd_of(p: &Pending, index: u8) -> i64 {
+fn dirfd_of(c: &Call, index: u8) -> i64 {
     if index == NONE {
         AT_FDCWD
     } else {
-        arg(p, index) as i32 as i64
+        arg(c, index) as i32 as i64
     }
 }
 
-pub fn enter(p: &mut Pending, spec: &Spec) {
-    let mut flags = 0u16;
-    let Some(bases) = PENDING_BASE_SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
-    let bases = unsafe { &mut *bases };
-    // Opens do not come here (see `open_args`).
-    if spec.path != NONE {
-        p.path_len = read_user_path(arg(p, spec.path), p.path.as_mut_ptr(), &mut flags);
-        if p.path_len > 0 && p.path[0] != b'/' {
-            p.base_len = walk_base(dirfd_of(p, spec.dirfd), bases.base.as_mut_ptr(), &mut flags);
-        }
-    }
-    if spec.path2 != NONE {
-        p.path2_len = read_user_path(arg(p, spec.path2), p.path2.as_mut_ptr(), &mut flags);
-        // A symlink's target is text, not resolved against anything at creation.
-        let relative = p.path2_len > 0 && p.path2[0] != b'/';
-        if relative && spec.kind as u16 != EventKind::FileSymlink as u16 {
-            let dirfd2 = dirfd_of(p, spec.dirfd2);
-            if dirfd2 != dirfd_of(p, spec.dirfd) || p.base_len == 0 {
-                p.base2_len = walk_base(dirfd2, bases.base2.as_mut_ptr(), &mut flags);
-            }
-        }
-    }
-    if (p.base_len > 0 || p.base2_len > 0)
-        && PENDING_BASE
-            .insert(&bpf_get_current_pid_tgid(), &*bases, 0)
-            .is_err()
-    {
-        // Without its start directory the event keeps the argument only (path_source tells).
-        p.base_len = 0;
-        p.base2_len = 0;
-        flags |= agent_sensor_common::flags::PATH_UNRESOLVED;
-    }
-    p.flags = flags;
-}
-
-/// The arguments of an open at its exit, completed: an open is recorded from its exit alone
-/// (see `probes::syscall`), its path string read there and its start directory walked there
-/// only if it failed (one that succeeded is resolved from its new fd).
-pub fn open_args(p: &mut Pending) {
-    match p.nr {
+/// Completes an open's arguments: what `creat` means, and openat2's `struct open_how`.
+#[inline(always)]
+fn open_args(c: &mut Call) {
+    match c.nr {
         // creat has no flags argument: record what it means.
-        nr::CREAT => p.args[5] = CREAT_FLAGS,
+        nr::CREAT => c.args[5] = CREAT_FLAGS,
         // openat2: flags, mode and resolve live in `struct open_how` in user memory.
         nr::OPENAT2 => {
-            let how = p.args[2];
+            let how = c.args[2];
             let mut fields = [0u64; 3];
             // SAFETY: stack destination of the right size; the helper checks the user address.
             let ret = unsafe {
@@ -141,27 +102,25 @@ pub fn open_args(p: &mut Pending) {
                 )
             };
             if ret == 0 {
-                p.args[2] = fields[0];
-                p.args[3] = fields[1];
-                p.args[4] = fields[2];
+                c.args[2] = fields[0];
+                c.args[3] = fields[1];
+                c.args[4] = fields[2];
             }
         }
         _ => {}
     }
 }
 
-pub fn exit(p: &Pending, spec: &Spec, agent: u64, ret: i64) {
-    let _ = try_exit(p, spec, agent, ret);
+pub fn exit(c: &mut Call, spec: &Spec, agent: u64, ret: i64) {
+    if spec.kind == EventKind::FileOpen as u16 {
+        open_args(c);
+    }
+    let _ = try_exit(c, spec, agent, ret);
 }
 
-/// The first path string: as stashed at entry, or read now for an open (which has no entry
-/// work) or when entry could not read it (the string's page was not resident yet; the kernel
-/// faulted it in while serving the call).
+/// Appends the user string at `user`; returns its length.
 #[inline(always)]
-fn append_user_path(record: &Record, stashed: *const u8, stashed_len: u16, user: u64) -> u16 {
-    if stashed_len > 0 {
-        return record.append(stashed, stashed_len, MAX_USER_PATH as u64 - 1);
-    }
+fn append_user_path(record: &Record, user: u64) -> u16 {
     let mut flags = 0;
     let len = read_user_path(user, record.tail(), &mut flags);
     record.add_flags(flags);
@@ -169,31 +128,40 @@ fn append_user_path(record: &Record, stashed: *const u8, stashed_len: u16, user:
     len
 }
 
-fn try_exit(p: &Pending, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
-    let (record, payload) = Record::start::<FileEvent>(spec.kind, agent, p.flags)?;
+/// Appends the walk of the directory a relative path given with `dirfd` starts from; returns
+/// its length.
+#[inline(always)]
+fn append_base(record: &Record, dirfd: i64) -> u16 {
+    let mut flags = 0;
+    let len = walk_base(dirfd, record.tail(), &mut flags);
+    record.add_flags(flags);
+    record.grow(len as u64);
+    len
+}
+
+fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
+    let (record, payload) = Record::start::<FileEvent>(spec.kind, agent, 0)?;
+    let opens = spec.kind == EventKind::FileOpen as u16;
     let path_user = if spec.path != NONE {
-        arg(p, spec.path)
+        arg(c, spec.path)
     } else {
         0
     };
     let path_first = record.tail();
-    let path_len = append_user_path(&record, p.path.as_ptr(), p.path_len, path_user);
+    let path_len = append_user_path(&record, path_user);
     // SAFETY: `path_first` is inside the scratch buffer.
     let relative = path_len > 0 && unsafe { *path_first } != b'/';
-    // The start directory is walked now for a failed open (a successful one is resolved from
-    // its fd), and for any other call when entry could not (the string was unreadable then).
-    let late_relative = relative
-        && if spec.kind == EventKind::FileOpen as u16 {
-            ret < 0
-        } else {
-            p.path_len == 0
-        };
     let path2_user = if spec.path2 != NONE {
-        arg(p, spec.path2)
+        arg(c, spec.path2)
     } else {
         0
     };
-    let path2_len = append_user_path(&record, p.path2.as_ptr(), p.path2_len, path2_user);
+    let path2_first = record.tail();
+    let path2_len = append_user_path(&record, path2_user);
+    // SAFETY: as above. A symlink's target is text, not resolved against anything.
+    let relative2 = path2_len > 0
+        && unsafe { *path2_first } != b'/'
+        && spec.kind != EventKind::FileSymlink as u16;
 
     // The object the kernel resolved, where we can reach it without a lookup of our own.
     let task = current_task();
@@ -204,7 +172,7 @@ fn try_exit(p: &Pending, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
             None
         }
     } else if spec.fd != NONE {
-        task_file(task, arg(p, spec.fd) as i32 as i64)
+        task_file(task, arg(c, spec.fd) as i32 as i64)
     } else {
         None
     };
@@ -223,44 +191,31 @@ fn try_exit(p: &Pending, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
             resolved_len = record.append_walk(fs + off!(fs_pwd));
         }
     }
-    let mut base_len = if late_relative {
-        let mut flags = 0;
-        let len = walk_base(dirfd_of(p, spec.dirfd), record.tail(), &mut flags);
-        record.add_flags(flags);
-        record.grow(len as u64);
-        len
+    // The directories relative paths start from, walked now: the cwd and dirfds are the
+    // ones the call used (a successful open needs none: it is resolved from its fd).
+    let base_len = if relative && (!opens || ret < 0) {
+        append_base(&record, dirfd_of(c, spec.dirfd))
     } else {
         0
     };
-    let mut base2_len = 0;
-    if p.base_len > 0 || p.base2_len > 0 {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        if let Some(bases) = PENDING_BASE.get_ptr(&pid_tgid) {
-            // SAFETY: pointer from a successful lookup; only this thread uses its entry.
-            let bases = unsafe { &*bases };
-            if !late_relative {
-                base_len =
-                    record.append(bases.base.as_ptr(), p.base_len, MAX_KERNEL_PATH as u64 - 1);
-            }
-            base2_len = record.append(
-                bases.base2.as_ptr(),
-                p.base2_len,
-                MAX_KERNEL_PATH as u64 - 1,
-            );
-        }
-        let _ = PENDING_BASE.remove(&pid_tgid);
-    }
+    let dirfd2 = dirfd_of(c, spec.dirfd2);
+    // A second path relative to the same directory as the first shares its base.
+    let base2_len = if relative2 && (dirfd2 != dirfd_of(c, spec.dirfd) || base_len == 0) {
+        append_base(&record, dirfd2)
+    } else {
+        0
+    };
     // SAFETY: payload points into the scratch record.
     unsafe {
-        (*payload).nr = p.nr;
-        (*payload).dirfd = dirfd_of(p, spec.dirfd) as i32;
+        (*payload).nr = c.nr;
+        (*payload).dirfd = dirfd_of(c, spec.dirfd) as i32;
         (*payload).flags = if spec.flags != NONE {
-            arg(p, spec.flags) as u32
+            arg(c, spec.flags) as u32
         } else {
             0
         };
         (*payload).mode = if spec.mode != NONE {
-            arg(p, spec.mode) as u32
+            arg(c, spec.mode) as u32
         } else {
             0
         };
@@ -273,12 +228,12 @@ fn try_exit(p: &Pending, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
         (*payload).base_len = base_len;
         (*payload).base2_len = base2_len;
         (*payload).arg = if spec.arg != NONE {
-            arg(p, spec.arg)
+            arg(c, spec.arg)
         } else {
             0
         };
         (*payload).arg2 = if spec.arg2 != NONE {
-            arg(p, spec.arg2)
+            arg(c, spec.arg2)
         } else {
             0
         };

@@ -4,7 +4,7 @@
 use agent_sensor_common::{NetEvent, MAX_SEND_DATA, MAX_SOCKADDR};
 use aya_ebpf::helpers::generated::bpf_probe_read_user;
 
-use crate::{emit::Record, maps::Pending};
+use crate::{emit::Record, maps::Call};
 
 use agent_sensor_common::syscalls::{
     nr::{ACCEPT, ACCEPT4, BIND, CONNECT, LISTEN, RECVFROM, SENDMMSG, SENDMSG, SENDTO},
@@ -50,8 +50,10 @@ fn read_msghdr(msg: u64) -> Option<(u64, u64, u64, u64)> {
     Some((name, namelen, first[0], first[1]))
 }
 
-pub fn enter(p: &mut Pending) {
-    // The sockaddr goes in `path`, the first data bytes in `path2`.
+/// Copies what the call passed in the process's memory: the sockaddr into `path`, the first
+/// data bytes into `path2`.
+#[inline(always)]
+fn gather(p: &mut Call) {
     let (addr, addr_len, data, data_len) = match p.nr {
         CONNECT | BIND => (p.args[1], p.args[2] & 0xffff_ffff, 0, 0),
         SENDTO => (p.args[4], p.args[5] & 0xffff_ffff, p.args[1], p.args[2]),
@@ -67,8 +69,9 @@ pub fn enter(p: &mut Pending) {
     p.args[3] = data_len;
 }
 
-pub fn exit(p: &Pending, spec: &SyscallSpec, agent: u64, ret: i64) {
-    let _ = try_exit(p, spec.kind, agent, ret);
+pub fn exit(c: &mut Call, spec: &SyscallSpec, agent: u64, ret: i64) {
+    gather(c);
+    let _ = try_exit(c, spec.kind, agent, ret);
 }
 
 /// DNS port in network byte order, as it sits in a sockaddr.
@@ -131,8 +134,8 @@ fn try_recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> Op
     Some(learn)
 }
 
-fn try_exit(p: &Pending, kind: u16, agent: u64, ret: i64) -> Option<()> {
-    let (record, payload) = Record::start::<NetEvent>(kind, agent, p.flags)?;
+fn try_exit(p: &Call, kind: u16, agent: u64, ret: i64) -> Option<()> {
+    let (record, payload) = Record::start::<NetEvent>(kind, agent, 0)?;
     let sockaddr_len = if matches!(p.nr, ACCEPT | ACCEPT4) {
         // The peer address is in user memory now that the kernel wrote it.
         let addr = p.args[1];

@@ -7,10 +7,11 @@ use agent_sensor_common::{
 };
 use aya_ebpf::helpers::generated::bpf_probe_read_user_str;
 
-use crate::{emit::Record, maps::Pending};
+use crate::{emit::Record, maps::Call};
 
-pub fn enter(p: &mut Pending, spec: &SyscallSpec) {
-    // memfd_create's name: the only string argument among these.
+/// Copies the one string argument among these, memfd_create's name, into `path`.
+#[inline(always)]
+fn gather(p: &mut Call, spec: &SyscallSpec) {
     if spec.path != NO_ARG && p.args[0] != 0 {
         // SAFETY: `path` has MAX_USER_PATH bytes; the helper checks the user address.
         let copied = unsafe {
@@ -26,12 +27,13 @@ pub fn enter(p: &mut Pending, spec: &SyscallSpec) {
     }
 }
 
-pub fn exit(p: &Pending, spec: &SyscallSpec, agent: u64, ret: i64) {
-    let _ = try_exit(p, spec.kind, agent, ret);
+pub fn exit(c: &mut Call, spec: &SyscallSpec, agent: u64, ret: i64) {
+    gather(c, spec);
+    let _ = try_exit(c, spec.kind, agent, ret);
 }
 
-fn try_exit(p: &Pending, kind: u16, agent: u64, ret: i64) -> Option<()> {
-    let (record, payload) = Record::start::<SyscallEvent>(kind, agent, p.flags)?;
+fn try_exit(p: &Call, kind: u16, agent: u64, ret: i64) -> Option<()> {
+    let (record, payload) = Record::start::<SyscallEvent>(kind, agent, 0)?;
     let str_len = record.append(p.path.as_ptr(), p.path_len, MAX_USER_PATH as u64 - 1);
     // SAFETY: payload points into the scratch record.
     unsafe {

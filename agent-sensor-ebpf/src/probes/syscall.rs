@@ -1,41 +1,32 @@
 //! One BTF tracepoint on `sys_enter` and one on `sys_exit` for every syscall the sensor watches:
-//! an untracked task pays one hash lookup and returns (per-syscall perf tracepoints would put
+//! an untracked task pays a tracked-task check and returns (per-syscall perf tracepoints would put
 //! every task on the host on the slow syscall path, see BENCHMARKS.md).
 //!
 //! BTF-typed rather than raw: the verifier knows `regs` is a `struct pt_regs *`, so the syscall
 //! number and arguments are plain loads instead of a `bpf_probe_read_kernel` call each (the
 //! offsets come from the read-only globals the loader fills, which the verifier treats as
-//! constants). That is one helper call less at every exit of a tracked task's syscall, and six
-//! less at every watched entry.
+//! constants): a helper call less for the number and each argument.
 //!
-//! Entry stashes arguments and user strings in this CPU's `PENDING_SLOT`, or in `PENDING` if
-//! the thread is switched out meanwhile; exit adds the result and what the kernel resolved, and
-//! emits one record. (Strings read at entry are not proof against a racing thread either: one
-//! can change the buffer between this read and the kernel's copy. The canonical path walked
-//! from the kernel's own object is; see `maps::Pending`.) What to record per syscall comes
-//! from the `SYSCALL_SPECS` map, not from code (see `agent_sensor_common::syscalls`).
-//!
-//! Opens, the commonest by far, are recorded from their exit alone: the new fd gives the
-//! canonical path, the arguments are still in `pt_regs` (x86_64 keeps them through the call),
-//! and their string read there is no weaker than one read at entry. Nor can a thread blocked
-//! in an open have its entry pushed out of a full `PENDING`: it has none.
+//! Every call is recorded from its exit alone: the arguments are still in `pt_regs` there
+//! (x86_64 keeps them through the call), the strings and sockaddrs still in the process's
+//! memory, its dirfd and cwd still open, and what the kernel resolved (a new fd, a new cwd) is
+//! there to walk. Nothing waits between entry and exit, so nothing is lost when a thread
+//! blocks in a call, nothing has to follow a thread switched to another CPU, and a daemon
+//! restart has no in-flight state to carry. (A string read at exit is no weaker than one read
+//! at entry against a racing thread: either way one can change the buffer around the kernel's
+//! own copy. The canonical path walked from the kernel's own object is proof against that.)
+//! The entry hook remains for `close` alone: a socket must be found before the close can
+//! release it. What to record per syscall comes from the `SYSCALL_SPECS` map, not from code
+//! (see `agent_sensor_common::syscalls`).
 
-use agent_sensor_common::{
-    syscalls::{account, family, SyscallSpec, MAX_SYSCALL_NR},
-    EventKind,
-};
+use agent_sensor_common::syscalls::{account, family, SyscallSpec, MAX_SYSCALL_NR};
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
-    macros::{btf_tracepoint, raw_tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext},
+    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 
 use super::{file, net, process_calls, sockets};
 use crate::{
-    maps::{
-        off, spill_pending_slot, Pending, OPEN_ARGS, PENDING, PENDING_OWNER, PENDING_SLOT,
-        SYSCALL_SPECS, TAIL, TAIL_DNS_ANSWER,
-    },
+    maps::{off, Call, CALL, SYSCALL_SPECS, TAIL, TAIL_DNS_ANSWER},
     tracking::hot_tracked_agent,
 };
 
@@ -84,70 +75,30 @@ pub fn syscall_sys_enter(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// `close` only: a counted socket is reported before the close releases it.
 fn try_sys_enter(ctx: &BtfTracePointContext) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    hot_tracked_agent((pid_tgid >> 32) as u32)?;
+    let agent = hot_tracked_agent((pid_tgid >> 32) as u32)?;
     let nr: u64 = ctx.arg(1);
-    let spec = spec(nr)?;
-    if spec.kind == EventKind::FileOpen as u16 {
+    if spec(nr)?.family != family::CLOSE {
         return None;
     }
-    let regs = Regs::of(ctx);
-    match spec.family {
-        family::NONE | family::RECV => return None,
-        family::CLOSE => {
-            let fd = regs.arg(0);
-            let agent = hot_tracked_agent((pid_tgid >> 32) as u32)?;
-            return sockets::close(fd as i32 as i64, agent);
-        }
-        _ => {}
-    }
-    let owner = PENDING_OWNER.get_ptr_mut(0)?;
-    // SAFETY: per-CPU value; nothing else runs on this CPU while we hold it.
-    if unsafe { *owner } != pid_tgid {
-        // Another thread's entry, left by a switch the spill program missed (attached after
-        // this one): it goes to the hash map rather than under our entry.
-        spill_pending_slot();
-    }
-    let pending = PENDING_SLOT.get_ptr_mut(0)?;
-    // SAFETY: per-CPU slot; nothing else runs on this CPU while we hold it.
-    let p: &mut Pending = unsafe { &mut *pending };
-    start_pending(p, nr, regs);
-    match spec.family {
-        family::FILE => file::enter(p, &spec),
-        family::NET => net::enter(p),
-        _ => process_calls::enter(p, &spec),
-    }
-    // SAFETY: as above. Last: the slot is ours only once the entry is complete.
-    unsafe { *owner = pid_tgid };
-    Some(())
+    let fd = Regs::of(ctx).arg(0);
+    sockets::close(fd as i32 as i64, agent)
 }
 
-/// A fresh entry for syscall `nr`: its arguments, no strings yet.
+/// The call's number and arguments, from the registers.
 #[inline(always)]
-fn start_pending(p: &mut Pending, nr: u64, regs: Regs) {
-    p.nr = nr as u32;
-    p.path_len = 0;
-    p.path2_len = 0;
-    p.base_len = 0;
-    p.base2_len = 0;
-    p.flags = 0;
-    p.args[0] = regs.arg(0);
-    p.args[1] = regs.arg(1);
-    p.args[2] = regs.arg(2);
-    p.args[3] = regs.arg(3);
-    p.args[4] = regs.arg(4);
-    p.args[5] = regs.arg(5);
-}
-
-/// A thread switched out in the middle of a syscall takes its entry along: from this CPU's
-/// slot into the hash map, where the syscall's exit finds it on whichever CPU the thread
-/// resumes. Every context switch on the host runs this; with no tracked syscall pending on the
-/// CPU it is one per-CPU lookup.
-#[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn syscall_sched_switch(_ctx: RawTracePointContext) -> i32 {
-    spill_pending_slot();
-    0
+fn start_call(c: &mut Call, nr: u64, regs: Regs) {
+    c.nr = nr as u32;
+    c.path_len = 0;
+    c.path2_len = 0;
+    c.args[0] = regs.arg(0);
+    c.args[1] = regs.arg(1);
+    c.args[2] = regs.arg(2);
+    c.args[3] = regs.arg(3);
+    c.args[4] = regs.arg(4);
+    c.args[5] = regs.arg(5);
 }
 
 #[btf_tracepoint(function = "sys_exit")]
@@ -177,38 +128,14 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
     if !matches!(spec.family, family::FILE | family::NET | family::PROCESS) {
         return None;
     }
-    let open = spec.kind == EventKind::FileOpen as u16;
-    let owner = PENDING_OWNER.get_ptr_mut(0)?;
-    // SAFETY: per-CPU value; nothing else runs on this CPU while we hold it.
-    let in_slot = !open && unsafe { *owner } == pid_tgid;
-    let pending = if open {
-        let args = OPEN_ARGS.get_ptr_mut(0)?;
-        // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
-        let p: &mut Pending = unsafe { &mut *args };
-        start_pending(p, nr, regs);
-        file::open_args(p);
-        args.cast_const()
-    } else if in_slot {
-        PENDING_SLOT.get_ptr(0)?
-    } else {
-        PENDING.get_ptr(&pid_tgid)?
-    };
-    // SAFETY: this CPU's slot, or a pointer from a successful lookup; only this thread uses
-    // its own entry.
-    let p: &Pending = unsafe { &*pending };
-    // The entry is this syscall's unless the thread's previous one never exited (a restart).
-    if p.nr as u64 == nr {
-        match spec.family {
-            family::FILE => file::exit(p, &spec, agent, ret),
-            family::NET => net::exit(p, &spec, agent, ret),
-            _ => process_calls::exit(p, &spec, agent, ret),
-        }
-    }
-    if in_slot {
-        // SAFETY: as above.
-        unsafe { *owner = 0 };
-    } else if !open {
-        let _ = PENDING.remove(&pid_tgid);
+    let call = CALL.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
+    let c: &mut Call = unsafe { &mut *call };
+    start_call(c, nr, regs);
+    match spec.family {
+        family::FILE => file::exit(c, &spec, agent, ret),
+        family::NET => net::exit(c, &spec, agent, ret),
+        _ => process_calls::exit(c, &spec, agent, ret),
     }
     Some(())
 }

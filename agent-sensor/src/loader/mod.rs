@@ -31,14 +31,11 @@ pub static PROBE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-sensor-probe"));
 
 /// Every program of the sensor object and the raw tracepoint it attaches to.
-pub const PROGRAMS: [(&str, &str); 5] = [
+pub const PROGRAMS: [(&str, &str); 4] = [
     ("process_task_newtask", "task_newtask"),
     ("process_cgroup_attach_task", "cgroup_attach_task"),
     ("process_sched_process_exec", "sched_process_exec"),
     ("process_sched_process_exit", "sched_process_exit"),
-    // Before the syscall hooks: from their first entry on, a switched-out thread's entry must
-    // move to the hash map.
-    ("syscall_sched_switch", "sched_switch"),
 ];
 
 /// BTF tracepoints (program, tracepoint): typed `pt_regs` access, see `probes/syscall.rs`.

@@ -21,7 +21,7 @@ use crate::system;
 
 /// Maps whose contents must outlive a daemon: tracking, the ring, enforcement, counters.
 /// (Per-CPU scratch maps are not state: each load has its own.)
-pub const PERSISTENT_MAPS: [&str; 20] = [
+pub const PERSISTENT_MAPS: [&str; 19] = [
     "EVENTS",
     "RING_READER_WAITING",
     "TRACKED_TASKS",
@@ -30,7 +30,6 @@ pub const PERSISTENT_MAPS: [&str; 20] = [
     "DROPS",
     "CONFIG",
     "SYSCALL_SPECS",
-    "PENDING",
     "SOCK_STATS",
     "SOCK_OWNERS",
     "DISCOVERY_COMMS",
@@ -73,10 +72,20 @@ impl Pins {
         })
     }
 
-    /// Reuse (or create and pin) every persistent map.
+    /// Reuse (or create and pin) every persistent map. Pins of maps this version no longer
+    /// has (an older daemon's) are removed: each would hold its map's memory in the kernel.
     pub fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        let maps = self.dir.join("maps");
+        for stale in stale_map_pins(&maps) {
+            if std::fs::remove_file(&stale).is_ok() {
+                log::info!(
+                    "removed the pin of a map this version no longer has: {}",
+                    stale.display()
+                );
+            }
+        }
         for name in PERSISTENT_MAPS {
-            loader.map_pin_path(name, self.dir.join("maps").join(name));
+            loader.map_pin_path(name, maps.join(name));
         }
     }
 
@@ -230,4 +239,39 @@ pub fn remove_all(dir: &Path) -> (usize, usize) {
     }
     let _ = std::fs::remove_dir(keeper_dir(dir));
     (links, maps)
+}
+
+/// Pins in `maps` that name no map of `PERSISTENT_MAPS`.
+fn stale_map_pins(maps: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(maps) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            !name
+                .to_str()
+                .is_some_and(|name| PERSISTENT_MAPS.contains(&name))
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_of_maps_a_version_dropped_are_stale_and_the_others_are_not() {
+        let maps = std::env::temp_dir().join(format!("agent-sensor-pins-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&maps);
+        std::fs::create_dir_all(&maps).unwrap();
+        for name in ["EVENTS", "TRACKED_TASKS", "PENDING"] {
+            std::fs::write(maps.join(name), b"").unwrap();
+        }
+        assert_eq!(stale_map_pins(&maps), vec![maps.join("PENDING")]);
+        std::fs::remove_dir_all(&maps).unwrap();
+        assert!(stale_map_pins(&maps).is_empty());
+    }
 }

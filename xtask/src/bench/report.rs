@@ -148,8 +148,9 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
              tracepoints on the same two, which the kernel runs the same way) — the part of \
              the untracked cost that is the kernel's dispatch to any such hook, not the \
              sensor's check. \"sys_exit hook alone\" is the same program on sys_exit only: \
-             what a sensor that read everything at the syscall's exit (and saw socket closes \
-             some other way) would start from. The last row repeats the first: how far the \
+             the sensor records every call at its exit and keeps its sys_enter hook for \
+             socket closes alone, so this is what it would start from if it saw those some \
+             other way. The last row repeats the first: how far the \
              baseline moves on its own is the noise the other rows should be read against.",
             thousands(WARM_UP_ITERATIONS)
         ),

@@ -131,7 +131,15 @@ impl Record {
     /// Appends the encoded walk of the `struct path` at `path`; returns its length.
     #[inline(always)]
     pub fn append_walk(&self, path: u64) -> u16 {
-        let (len, flags) = walk_path(path, self.tail());
+        self.append_written(|dst| walk_path(path, dst))
+    }
+
+    /// Appends what `write` puts at the tail (at most `MAX_KERNEL_PATH - 1` bytes, with
+    /// `MAX_COMPONENT` bytes of slack past them); it returns the bytes written and the header
+    /// flags they call for. Returns the bytes appended.
+    #[inline(always)]
+    pub fn append_written(&self, write: impl FnOnce(*mut u8) -> (u16, u16)) -> u16 {
+        let (len, flags) = write(self.tail());
         self.add_flags(flags);
         let len = len as u64 & (MAX_KERNEL_PATH as u64 - 1);
         self.grow(len);

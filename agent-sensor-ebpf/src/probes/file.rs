@@ -5,7 +5,7 @@
 use agent_sensor_common::{
     flags,
     syscalls::{nr, SyscallSpec as Spec, NO_ARG as NONE},
-    EventKind, FileEvent, MAX_KERNEL_PATH, MAX_USER_PATH,
+    EventKind, FileEvent, MAX_USER_PATH,
 };
 use aya_ebpf::helpers::generated::bpf_probe_read_user_str;
 
@@ -33,45 +33,47 @@ fn arg(c: &Call, index: u8) -> u64 {
     }
 }
 
-/// Copies a user string into `dst` (MAX_USER_PATH bytes); returns its length without the NUL.
+/// Copies a user string into `dst` (MAX_USER_PATH bytes); returns its length without the NUL
+/// and the header flags it calls for (truncation).
 #[inline(always)]
-fn read_user_path(src: u64, dst: *mut u8, flags: &mut u16) -> u16 {
+fn read_user_path(src: u64, dst: *mut u8) -> (u16, u16) {
     if src == 0 {
-        return 0;
+        return (0, 0);
     }
     // SAFETY: `dst` has MAX_USER_PATH bytes; the helper checks the user address.
     let copied =
         unsafe { bpf_probe_read_user_str(dst.cast(), MAX_USER_PATH as u32, src as *const _) };
     if copied <= 0 {
-        return 0;
+        return (0, 0);
     }
-    if copied as usize == MAX_USER_PATH {
-        *flags |= agent_sensor_common::flags::TRUNCATED;
-    }
-    ((copied as u64 - 1) & (MAX_USER_PATH as u64 - 1)) as u16
+    let flags = if copied as usize == MAX_USER_PATH {
+        flags::TRUNCATED
+    } else {
+        0
+    };
+    (
+        ((copied as u64 - 1) & (MAX_USER_PATH as u64 - 1)) as u16,
+        flags,
+    )
 }
 
-/// Walks the directory a relative path given with `dirfd` starts from into `dst`.
+/// Walks the directory a relative path given with `dirfd` starts from into `dst`, as
+/// `walk_path` does.
 #[inline(always)]
-fn walk_base(dirfd: i64, dst: *mut u8, flags: &mut u16) -> u16 {
+fn walk_base(dirfd: i64, dst: *mut u8) -> (u16, u16) {
     let task = current_task();
     let path = if dirfd == AT_FDCWD {
         match read_ptr(task, off!(task_fs)) {
             Some(fs) => fs + off!(fs_pwd),
-            None => return 0,
+            None => return (0, 0),
         }
     } else {
         match task_file(task, dirfd) {
             Some(file) => file + off!(file_path),
-            None => {
-                *flags |= agent_sensor_common::flags::PATH_UNRESOLVED;
-                return 0;
-            }
+            None => return (0, flags::PATH_UNRESOLVED),
         }
     };
-    let (len, walk_flags) = walk_path(path, dst);
-    *flags |= walk_flags;
-    len & (MAX_KERNEL_PATH as u16 - 1)
+    walk_path(path, dst)
 }
 
 #[inline(always)]
@@ -118,27 +120,6 @@ pub fn exit(c: &mut Call, spec: &Spec, agent: u64, ret: i64) {
     let _ = try_exit(c, spec, agent, ret);
 }
 
-/// Appends the user string at `user`; returns its length.
-#[inline(always)]
-fn append_user_path(record: &Record, user: u64) -> u16 {
-    let mut flags = 0;
-    let len = read_user_path(user, record.tail(), &mut flags);
-    record.add_flags(flags);
-    record.grow(len as u64);
-    len
-}
-
-/// Appends the walk of the directory a relative path given with `dirfd` starts from; returns
-/// its length.
-#[inline(always)]
-fn append_base(record: &Record, dirfd: i64) -> u16 {
-    let mut flags = 0;
-    let len = walk_base(dirfd, record.tail(), &mut flags);
-    record.add_flags(flags);
-    record.grow(len as u64);
-    len
-}
-
 fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
     let (record, payload) = Record::start::<FileEvent>(spec.kind, agent, 0)?;
     let opens = spec.kind == EventKind::FileOpen as u16;
@@ -148,7 +129,7 @@ fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
         0
     };
     let path_first = record.tail();
-    let path_len = append_user_path(&record, path_user);
+    let path_len = record.append_written(|dst| read_user_path(path_user, dst));
     // SAFETY: `path_first` is inside the scratch buffer.
     let relative = path_len > 0 && unsafe { *path_first } != b'/';
     let path2_user = if spec.path2 != NONE {
@@ -157,7 +138,7 @@ fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
         0
     };
     let path2_first = record.tail();
-    let path2_len = append_user_path(&record, path2_user);
+    let path2_len = record.append_written(|dst| read_user_path(path2_user, dst));
     // SAFETY: as above. A symlink's target is text, not resolved against anything.
     let relative2 = path2_len > 0
         && unsafe { *path2_first } != b'/'
@@ -194,14 +175,14 @@ fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
     // The directories relative paths start from, walked now: the cwd and dirfds are the
     // ones the call used (a successful open needs none: it is resolved from its fd).
     let base_len = if relative && (!opens || ret < 0) {
-        append_base(&record, dirfd_of(c, spec.dirfd))
+        record.append_written(|dst| walk_base(dirfd_of(c, spec.dirfd), dst))
     } else {
         0
     };
     let dirfd2 = dirfd_of(c, spec.dirfd2);
     // A second path relative to the same directory as the first shares its base.
     let base2_len = if relative2 && (dirfd2 != dirfd_of(c, spec.dirfd) || base_len == 0) {
-        append_base(&record, dirfd2)
+        record.append_written(|dst| walk_base(dirfd2, dst))
     } else {
         0
     };

@@ -46,11 +46,6 @@ impl<V: Copy> PathMemo<V> {
     pub(crate) fn len(&self) -> usize {
         self.answers.lock().map_or(0, |answers| answers.len())
     }
-
-    #[cfg(test)]
-    pub(crate) fn remembered(&self, path: &[u8]) -> Option<V> {
-        self.get(path)
-    }
 }
 
 /// A clone starts with an empty memory (clones are made for another agent or policy).

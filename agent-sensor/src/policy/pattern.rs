@@ -481,7 +481,7 @@ mod tests {
         assert!(!set.matches(b"/home/other/.ssh/id_rsa", &agent_a));
         // What was remembered is the host's answer: b's worktree means nothing to a, whose
         // answer that was; b is never answered from it.
-        let remembered = |path: &[u8]| set.host_paths.0.remembered(path);
+        let remembered = |path: &[u8]| set.host_paths.0.get(path);
         assert_eq!(remembered(b"/etc/shadow"), Some(Some(0)));
         assert_eq!(remembered(b"/etc/skip/.env"), Some(None));
         assert_eq!(remembered(b"/work/b/secrets/key"), Some(None));

@@ -39,6 +39,10 @@ pub mod flags {
     /// not close itself (the kernel closed them at exit, with no close call to report them)
     /// are for the daemon to report from the counters; exits without it need no look.
     pub const OWNED_SOCKETS: u16 = 1 << 6;
+    /// On a socket close: the fd was found carrying another socket, or the process exited
+    /// without closing it — this one was released without a close call the sensor saw (dup2
+    /// over it, close_range, close-on-exec), at some time before this record.
+    pub const RELEASED_UNSEEN: u16 = 1 << 7;
 }
 
 /// What follows the header. Values are stable: they are written to disk in incident bundles.
@@ -170,6 +174,8 @@ pub mod drop_slot {
     pub const PENDING_FULL: u32 = 60;
     /// A new task of an agent could not be added to the tracked-task map (map full).
     pub const TRACKING_FULL: u32 = 61;
+    /// An agent socket's bytes could not be counted (socket map full).
+    pub const SOCKET_MAP_FULL: u32 = 62;
 }
 
 /// First bytes of every record.

@@ -79,7 +79,8 @@ pub struct TrackedTask {
 }
 assert_size!(TrackedTask, 8);
 
-/// Value of the `SOCK_STATS` map (key: the `struct sock` address).
+/// Value of the `SOCKETS` map: one socket a process moved bytes over, and what it moved.
+/// Key: [`SockStats::key`] of the process and the fd the bytes went through.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockStats {
@@ -88,8 +89,26 @@ pub struct SockStats {
     pub fd: i32,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// The `struct sock` counted. Another one found at the same fd later means this one was
+    /// released without a close the sensor saw (dup2 over it, close_range, close-on-exec).
+    pub sock: u64,
+    /// AF_INET or AF_INET6, 0 for other families; the peer as it was when counting began.
+    pub family: u16,
+    /// Host byte order.
+    pub peer_port: u16,
+    pub local_port: u16,
+    pub _pad0: u16,
+    /// Network byte order (IPv4 in the first 4 bytes).
+    pub peer_addr: [u8; 16],
 }
-assert_size!(SockStats, 32);
+assert_size!(SockStats, 64);
+
+impl SockStats {
+    /// The map key of `fd` in process `tgid`.
+    pub const fn key(tgid: u32, fd: i32) -> u64 {
+        ((tgid as u64) << 32) | fd as u32 as u64
+    }
+}
 
 /// Runtime knobs the daemon writes into the `CONFIG` array (slot 0).
 #[repr(C)]

@@ -2,8 +2,10 @@
 
 use agent_sensor_common::{drop_slot, EventHeader, COMM_LEN, MAX_EVENT_BYTES, MAX_KERNEL_PATH};
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    generated::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
 };
 
 use crate::{
@@ -31,28 +33,32 @@ impl Record {
         let scratch = SCRATCH.get_ptr_mut(0)?;
         // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
         let buf = unsafe { (*scratch).buf.as_mut_ptr() };
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let uid_gid = bpf_get_current_uid_gid();
         let header = buf.cast::<EventHeader>();
+        // Field by field, each helper's result stored at once: a struct literal kept them all
+        // live across the calls, spilled to the stack of every program that records (the
+        // 512-byte stack `sys_exit` and its subprograms share).
         // SAFETY: the buffer is larger than header + any payload; the buffer is 8-aligned (it
-        // follows two u64 fields in an 8-aligned map value), as is the header.
+        // follows two u64 fields in an 8-aligned map value), as is the header. Plain helper
+        // calls; `comm` is 16 bytes in the header.
         unsafe {
-            *header = EventHeader {
-                kind,
-                flags,
-                len: 0,
-                // SAFETY: plain helper calls.
-                ktime_ns: bpf_ktime_get_ns(),
-                pid: pid_tgid as u32,
-                tgid: (pid_tgid >> 32) as u32,
-                ppid: parent_tgid(current_task()),
-                uid: uid_gid as u32,
-                gid: (uid_gid >> 32) as u32,
-                _pad0: 0,
-                cgroup_id: bpf_get_current_cgroup_id(),
-                agent_id,
-                comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
-            };
+            (*header).kind = kind;
+            (*header).flags = flags;
+            (*header).len = 0;
+            (*header).ktime_ns = bpf_ktime_get_ns();
+            let pid_tgid = bpf_get_current_pid_tgid();
+            (*header).pid = pid_tgid as u32;
+            (*header).tgid = (pid_tgid >> 32) as u32;
+            (*header).ppid = parent_tgid(current_task());
+            let uid_gid = bpf_get_current_uid_gid();
+            (*header).uid = uid_gid as u32;
+            (*header).gid = (uid_gid >> 32) as u32;
+            (*header)._pad0 = 0;
+            (*header).cgroup_id = bpf_get_current_cgroup_id();
+            (*header).agent_id = agent_id;
+            let comm = core::ptr::addr_of_mut!((*header).comm);
+            if bpf_get_current_comm(comm.cast(), COMM_LEN as u32) != 0 {
+                *comm = [0; COMM_LEN];
+            }
         }
         let payload_at = core::mem::size_of::<EventHeader>();
         // Zeroing keeps padding from leaking kernel bytes. Word by word: `write_bytes` became

@@ -120,14 +120,22 @@ pub struct Call {
 #[map]
 pub static CALL: PerCpuArray<Call> = PerCpuArray::with_max_entries(1, 0);
 
-/// Sockets of agents (key: `struct sock` address) and the bytes moved over them so far.
-/// LRU: a socket whose close the sensor never saw ages out instead of filling the map.
+/// Sockets agents moved bytes over, by process and fd (`SockStats::key`), and the bytes so
+/// far. Keyed by fd, not by `struct sock`: the close that reports an entry is then found at
+/// the close's exit by its fd alone, with no hook at syscall entry (where the fd still leads
+/// to the socket) — a hook every syscall on the host would pay for. Not an LRU: an entry
+/// leaves when it is reported (close, the fd found carrying another socket, the process's
+/// exit), never silently; a count that finds the map full is counted as a drop.
 #[map]
-pub static SOCK_STATS: LruHashMap<u64, SockStats> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+pub static SOCKETS: HashMap<u64, SockStats> = HashMap::with_max_entries(MAX_SOCKETS, 0);
 
-/// Processes (tgid) that got an entry in `SOCK_STATS`: their exit record says so
+/// This CPU's `SOCKETS` entry being built (64 bytes the stack has no room for).
+#[map]
+pub static SOCK_SCRATCH: PerCpuArray<SockStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Processes (tgid) that got an entry in `SOCKETS`: their exit record says so
 /// (`flags::OWNED_SOCKETS`), so that the daemon looks for the sockets they left open only then
-/// — a look is a walk of every bucket of `SOCK_STATS`, and processes exit by the thousand in a
+/// — a look is a walk of every bucket of `SOCKETS`, and processes exit by the thousand in a
 /// build.
 #[map]
 pub static SOCK_OWNERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);

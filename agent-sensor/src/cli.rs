@@ -93,17 +93,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// For benchmarks: attach a near-empty program (one map lookup) to the raw
-        /// tracepoints sys_enter and sys_exit, print `ready`, hold them SECONDS (or until
-        /// killed) and detach: the cost of the syscall hooks alone, without the sensor.
+        /// tracepoint sys_exit (the one the sensor uses), print `ready`, hold it SECONDS (or
+        /// until killed) and detach: the cost of the syscall hook alone, without the sensor.
         #[arg(long, value_name = "SECONDS", hide = true)]
         hold_syscall_hooks: Option<u64>,
-        /// With --hold-syscall-hooks: the tracepoints to hold (one hook instead of both
-        /// shows what each costs).
+        /// With --hold-syscall-hooks: the tracepoints to hold (sys_enter too shows what an
+        /// entry hook would add).
         #[arg(
             long,
             value_name = "TRACEPOINT",
             value_delimiter = ',',
-            default_value = "sys_enter,sys_exit",
+            default_value = "sys_exit",
             value_parser = ["sys_enter", "sys_exit"],
             hide = true
         )]

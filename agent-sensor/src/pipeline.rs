@@ -385,13 +385,17 @@ impl Pipeline {
             let _ = sockets.remove(&key);
             let close = SockCloseEvent {
                 fd: stats.fd,
+                family: stats.family,
+                peer_port: stats.peer_port,
+                peer_addr: stats.peer_addr,
+                local_port: stats.local_port,
+                _pad0: [0; 3],
                 bytes_sent: stats.bytes_sent,
                 bytes_received: stats.bytes_received,
-                ..Default::default()
             };
             self.handle(Event {
                 kind: EventKind::NetClose,
-                flags: 0,
+                flags: flags::RELEASED_UNSEEN,
                 ktime_ns: Clock::now_ktime_ns(),
                 pid: stats.tgid,
                 tgid: stats.tgid,

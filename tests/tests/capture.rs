@@ -381,6 +381,73 @@ fn socket_bytes_are_reported_when_the_process_exits_without_closing() {
     let close = find(&events, "net.close", pid, |e| e["at_exit"] == true);
     assert_eq!(close["bytes_sent"], 100, "{close:#}");
     assert_eq!(close["bytes_received"], 3000, "{close:#}");
+    assert_eq!(
+        close["addr"],
+        json!({"ip": "127.0.0.1", "port": port}),
+        "{close:#}"
+    );
+    assert_eq!(close["flags"], json!(["released_unseen"]), "{close:#}");
+}
+
+#[test]
+fn a_socket_released_without_a_close_is_reported_when_its_fd_carries_another() {
+    if !can_run_kernel_tests(
+        "a_socket_released_without_a_close_is_reported_when_its_fd_carries_another",
+    ) {
+        return;
+    }
+    let serve = || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).unwrap();
+            got.len()
+        });
+        (port, server)
+    };
+    let (first_port, first) = serve();
+    let (second_port, second) = serve();
+    // dup2 puts the second socket at the first one's fd and releases the first: no close
+    // call for it. Bytes then go through that fd to the second socket.
+    let script = "import socket, sys, os\n\
+                  a = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+                  a.sendall(b'12345')\n\
+                  b = socket.create_connection(('127.0.0.1', int(sys.argv[2])))\n\
+                  os.dup2(b.fileno(), a.fileno())\n\
+                  os.write(a.fileno(), b'123456789')\n\
+                  a.close()\n\
+                  b.close()";
+    let (pid, events) = capture(
+        "sockdup2",
+        script,
+        &[&first_port.to_string(), &second_port.to_string()],
+    );
+    assert_eq!(first.join().unwrap(), 5);
+    assert_eq!(second.join().unwrap(), 9);
+    let released = find(&events, "net.close", pid, |e| {
+        e["addr"]["port"] == first_port
+    });
+    assert_eq!(released["bytes_sent"], 5, "{released:#}");
+    assert_eq!(
+        released["flags"],
+        json!(["released_unseen"]),
+        "{released:#}"
+    );
+    assert_eq!(released["at_exit"], false, "{released:#}");
+    let closed = find(&events, "net.close", pid, |e| {
+        e["addr"]["port"] == second_port
+    });
+    assert_eq!(closed["fd"], released["fd"], "{closed:#}");
+    assert_eq!(closed["bytes_sent"], 9, "{closed:#}");
+    assert_eq!(closed["flags"], json!([]), "{closed:#}");
+    // Each socket is reported once; b's own fd moved no bytes and reports nothing.
+    let closes = events
+        .iter()
+        .filter(|e| e["kind"] == "net.close" && e["pid"] == pid)
+        .count();
+    assert_eq!(closes, 2, "{events:#?}");
 }
 
 /// Answers one DNS query on `socket` with an A record `ip`.

@@ -609,9 +609,9 @@ impl SustainedLoad {
 /// Everything one `bench capture` measured.
 pub struct Capture {
     pub args: CaptureArgs,
-    /// No sensor, the syscall hooks alone, the sys_exit hook alone, untracked, tracked, and
-    /// no sensor again.
-    pub loops: [LoopScenario; 6],
+    /// No sensor, the sensor's syscall hook (sys_exit) alone, untracked, tracked, and no
+    /// sensor again.
+    pub loops: [LoopScenario; 5],
     pub loads: Vec<SustainedLoad>,
 }
 
@@ -624,11 +624,7 @@ fn capture(bench: &Bench, args: CaptureArgs) -> Result<String> {
     let base = &bench.work.path;
 
     let no_sensor = loop_scenario("no sensor", || Ok((loop_runs(&args, None)?, None)))?;
-    let hooks_alone = loop_scenario("syscall hooks alone, no sensor", || {
-        let _hooks = sensor::HeldHooks::start(sensor, "sys_enter,sys_exit")?;
-        Ok((loop_runs(&args, None)?, None))
-    })?;
-    let exit_hook_alone = loop_scenario("sys_exit hook alone, no sensor", || {
+    let hook_alone = loop_scenario("sys_exit hook alone, no sensor", || {
         let _hooks = sensor::HeldHooks::start(sensor, "sys_exit")?;
         Ok((loop_runs(&args, None)?, None))
     })?;
@@ -674,14 +670,7 @@ fn capture(bench: &Bench, args: CaptureArgs) -> Result<String> {
 
     let capture = Capture {
         args,
-        loops: [
-            no_sensor,
-            hooks_alone,
-            exit_hook_alone,
-            untracked,
-            tracked,
-            no_sensor_again,
-        ],
+        loops: [no_sensor, hook_alone, untracked, tracked, no_sensor_again],
         loads,
     };
     Ok(report::render(&capture, &bench.machine))

@@ -1,6 +1,6 @@
-//! One BTF tracepoint on `sys_enter` and one on `sys_exit` for every syscall the sensor watches:
-//! an untracked task pays a tracked-task check and returns (per-syscall perf tracepoints would put
-//! every task on the host on the slow syscall path, see BENCHMARKS.md).
+//! One BTF tracepoint on `sys_exit` for every syscall the sensor watches: an untracked task pays
+//! a tracked-task check and returns (per-syscall perf tracepoints would put every task on the
+//! host on the slow syscall path, see BENCHMARKS.md).
 //!
 //! BTF-typed rather than raw: the verifier knows `regs` is a `struct pt_regs *`, so the syscall
 //! number and arguments are plain loads instead of a `bpf_probe_read_kernel` call each (the
@@ -15,9 +15,12 @@
 //! restart has no in-flight state to carry. (A string read at exit is no weaker than one read
 //! at entry against a racing thread: either way one can change the buffer around the kernel's
 //! own copy. The canonical path walked from the kernel's own object is proof against that.)
-//! The entry hook remains for `close` alone: a socket must be found before the close can
-//! release it. What to record per syscall comes from the `SYSCALL_SPECS` map, not from code
-//! (see `agent_sensor_common::syscalls`).
+//! There is no `sys_enter` hook at all: the kernel runs every hook on these two tracepoints
+//! for every syscall of every task on the host, tracked or not, and even one that returns at
+//! once costs an untracked open/close loop several percent (BENCHMARKS.md, capture). Socket
+//! closes, the last user of an entry hook, are found by their fd at exit (`sockets`). What to
+//! record per syscall comes from the `SYSCALL_SPECS` map, not from code (see
+//! `agent_sensor_common::syscalls`).
 
 use agent_sensor_common::syscalls::{account, family, SyscallSpec, MAX_SYSCALL_NR};
 use aya_ebpf::{
@@ -69,24 +72,6 @@ impl Regs {
     }
 }
 
-#[btf_tracepoint(function = "sys_enter")]
-pub fn syscall_sys_enter(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_sys_enter(&ctx);
-    0
-}
-
-/// `close` only: a counted socket is reported before the close releases it.
-fn try_sys_enter(ctx: &BtfTracePointContext) -> Option<()> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let agent = hot_tracked_agent((pid_tgid >> 32) as u32)?;
-    let nr: u64 = ctx.arg(1);
-    if spec(nr)?.family != family::CLOSE {
-        return None;
-    }
-    let fd = Regs::of(ctx).arg(0);
-    sockets::close(fd as i32 as i64, agent)
-}
-
 /// The call's number and arguments, from the registers.
 #[inline(always)]
 fn start_call(c: &mut Call, nr: u64, regs: Regs) {
@@ -116,6 +101,9 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
     let spec = spec(nr)?;
     if spec.account != account::NONE {
         let _ = sockets::count(spec.account, regs.arg(0) as i32 as i64, ret, agent);
+    }
+    if spec.family == family::CLOSE {
+        return sockets::close(regs.arg(0) as i32 as i64, ret);
     }
     if spec.family == family::RECV {
         let args = [regs.arg(0), regs.arg(1), regs.arg(4), regs.arg(5)];

@@ -537,6 +537,7 @@ fn report_drops(sensor: &LoadedSensor, stats: &mut Stats, metrics: &Metrics) {
             drop_slot::TRACKING_FULL => {
                 "new agent tasks not tracked (tracking map full)".to_string()
             }
+            drop_slot::SOCKET_MAP_FULL => "agent socket byte counts (socket map full)".to_string(),
             s => match EventKind::ALL.iter().find(|k| k.slot() == s) {
                 Some(kind) => format!("{} events lost (ring buffer full)", kind.name()),
                 None => format!("losses in slot {s}"),

@@ -145,6 +145,7 @@ pub(super) fn flag_names(bits: u16) -> Vec<&'static str> {
         (flags::VIA_CGROUP, "via_cgroup"),
         (flags::PATH_DEPTH_EXCEEDED, "path_depth_exceeded"),
         (flags::PATH_UNRESOLVED, "path_unresolved"),
+        (flags::RELEASED_UNSEEN, "released_unseen"),
     ]
     .into_iter()
     .filter(|(bit, _)| bits & bit != 0)

@@ -32,7 +32,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const OTHER: &str = "other";
 
 /// Why events were lost (or, for `truncated`, cut short) before analysis.
-pub const DROP_REASONS: [&str; 6] = [
+pub const DROP_REASONS: [&str; 7] = [
     // The ring buffer had no room for a record (kernel, per kind).
     "ring_buffer_full",
     // A record arrived but could not be decoded.
@@ -41,6 +41,8 @@ pub const DROP_REASONS: [&str; 6] = [
     "inflight_map_full",
     // A new task of an agent could not be tracked (tracking map full).
     "tracking_map_full",
+    // An agent socket's bytes could not be counted (socket map full).
+    "socket_map_full",
     // Delivered, with a string cut to its bound (the event was analysed, partly blind).
     "truncated",
     OTHER,
@@ -228,6 +230,7 @@ pub fn drop_slot_reason(slot: u32) -> &'static str {
     match slot {
         drop_slot::PENDING_FULL => "inflight_map_full",
         drop_slot::TRACKING_FULL => "tracking_map_full",
+        drop_slot::SOCKET_MAP_FULL => "socket_map_full",
         s if s < drop_slot::FIRST_OTHER => "ring_buffer_full",
         _ => OTHER,
     }
@@ -918,12 +921,14 @@ mod tests {
         m.kernel_drops(EventKind::FileOpen.slot(), 5);
         m.kernel_drops(drop_slot::PENDING_FULL, 2);
         m.kernel_drops(drop_slot::TRACKING_FULL, 1);
+        m.kernel_drops(drop_slot::SOCKET_MAP_FULL, 3);
         m.kernel_drops(63, 4);
         let text = m.encode();
         for (reason, n) in [
             ("ring_buffer_full", 5.0),
             ("inflight_map_full", 2.0),
             ("tracking_map_full", 1.0),
+            ("socket_map_full", 3.0),
             ("other", 4.0),
         ] {
             assert_eq!(

@@ -39,10 +39,7 @@ pub const PROGRAMS: [(&str, &str); 4] = [
 ];
 
 /// BTF tracepoints (program, tracepoint): typed `pt_regs` access, see `probes/syscall.rs`.
-pub const SYSCALL_PROGRAMS: [(&str, &str); 2] = [
-    ("syscall_sys_enter", "sys_enter"),
-    ("syscall_sys_exit", "sys_exit"),
-];
+pub const SYSCALL_PROGRAMS: [(&str, &str); 1] = [("syscall_sys_exit", "sys_exit")];
 
 #[derive(Debug, Error)]
 pub enum LoadError {
@@ -555,9 +552,9 @@ impl LoadedSensor {
     pub fn sock_stats(&mut self) -> Result<HashMap<&mut MapData, u64, SockStats>, LoadError> {
         let map = self
             .ebpf
-            .map_mut("SOCK_STATS")
-            .ok_or(LoadError::MissingMap("SOCK_STATS"))?;
-        HashMap::try_from(map).map_err(map_err("SOCK_STATS"))
+            .map_mut("SOCKETS")
+            .ok_or(LoadError::MissingMap("SOCKETS"))?;
+        HashMap::try_from(map).map_err(map_err("SOCKETS"))
     }
 
     /// Per-CPU loss counters summed over CPUs, indexed by drop slot.

@@ -30,7 +30,7 @@ pub const PERSISTENT_MAPS: [&str; 19] = [
     "DROPS",
     "CONFIG",
     "SYSCALL_SPECS",
-    "SOCK_STATS",
+    "SOCKETS",
     "SOCK_OWNERS",
     "DISCOVERY_COMMS",
     "EGRESS_AGENTS",

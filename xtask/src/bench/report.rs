@@ -116,8 +116,7 @@ fn changes_beyond_results(status: &str) -> bool {
 
 pub fn render(capture: &Capture, machine: &Machine) -> String {
     let args = &capture.args;
-    let [no_sensor, hooks_alone, _exit_hook_alone, untracked, tracked, no_sensor_again] =
-        &capture.loops;
+    let [no_sensor, hook_alone, untracked, tracked, no_sensor_again] = &capture.loops;
     let baseline = median(&no_sensor.ns_per_iteration);
     let overhead = |scenario: &LoopScenario| median(&scenario.ns_per_iteration) / baseline - 1.0;
     let mut out = vec![
@@ -142,15 +141,12 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
              once per scenario; a tracked loop joins the tracked cgroup before it \
              execs. \"Other CPU\" is what processes other than the bench's own used meanwhile \
              (host busy time from /proc/stat minus the bench's and its children's): a build \
-             running beside the bench shows there. \"Syscall hooks alone\" is no sensor but \
+             running beside the bench shows there. \"sys_exit hook alone\" is no sensor but \
              `agent-sensor probe --hold-syscall-hooks`: a program that checks the pid and \
-             returns, as a raw tracepoint on sys_enter and sys_exit (the sensor's own are BTF \
-             tracepoints on the same two, which the kernel runs the same way) — the part of \
-             the untracked cost that is the kernel's dispatch to any such hook, not the \
-             sensor's check. \"sys_exit hook alone\" is the same program on sys_exit only: \
-             the sensor records every call at its exit and keeps its sys_enter hook for \
-             socket closes alone, so this is what it would start from if it saw those some \
-             other way. The last row repeats the first: how far the \
+             returns, as a raw tracepoint on sys_exit (the sensor's own is a BTF tracepoint \
+             on the same, which the kernel runs the same way; it has none on sys_enter) — \
+             the part of the untracked cost that is the kernel's dispatch to any such hook, \
+             not the sensor's check. The last row repeats the first: how far the \
              baseline moves on its own is the noise the other rows should be read against.",
             thousands(WARM_UP_ITERATIONS)
         ),
@@ -248,10 +244,10 @@ pub fn render(capture: &Capture, machine: &Machine) -> String {
     let drift = overhead(no_sensor_again);
     let untracked_overhead = overhead(untracked);
     out.push(format!(
-        "| untracked loop within noise: ≤ {} | {} (the syscall hooks alone: {}) | {} |",
+        "| untracked loop within noise: ≤ {} | {} (the syscall hook alone: {}) | {} |",
         percent(UNTRACKED_MAX_OVERHEAD),
         percent(untracked_overhead),
-        percent(overhead(hooks_alone)),
+        percent(overhead(hook_alone)),
         overhead_verdict(untracked_overhead, UNTRACKED_MAX_OVERHEAD, drift),
     ));
     let tracked_overhead = overhead(tracked);

@@ -344,7 +344,7 @@ pub struct HeldHooks {
 }
 
 impl HeldHooks {
-    /// Starts the holder of `hooks` (`sys_enter,sys_exit`, or one of them) and waits until it
+    /// Starts the holder of `hooks` (`sys_exit`, `sys_enter` or both) and waits until it
     /// says they are attached.
     pub fn start(binary: &Path, hooks: &str) -> Result<Self> {
         let mut command = Command::new(binary);

@@ -10,7 +10,7 @@ use std::{
 };
 
 use agent_sensor_common::{flags, EventKind, SockCloseEvent, SockStats};
-use aya::maps::{HashMap, MapData, RingBuf};
+use aya::maps::{HashMap, MapData};
 
 use crate::{
     agents::registry::{AgentState, ResponseRecord},
@@ -24,6 +24,7 @@ use crate::{
         ocsf::AlertFormat,
         webhook::WebhookSink,
     },
+    loader::ring::EventRing,
     policy::{Mode, Policy, Response, RuleId, Severity},
     respond::{self, Containment},
 };
@@ -100,15 +101,22 @@ impl Pipeline {
     /// Decodes and handles up to `max` records waiting in the ring; returns whether the
     /// ring may hold more. Bounded so that under a flood the run loop still answers signals
     /// and the control socket between batches.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, max: usize) -> std::io::Result<bool> {
+    pub fn drain(&mut self, ring: &mut EventRing, max: usize) -> std::io::Result<bool> {
         let mut handled = 0;
-        while handled < max {
-            let Some(item) = ring.next() else {
-                self.flush()?;
-                return Ok(false);
+        let more = loop {
+            if handled == max {
+                break true;
+            }
+            let Some(record) = ring.next_record() else {
+                break false;
             };
             handled += 1;
-            match events::decode(&item) {
+            // A corrupt header in the ring is counted like an undecodable record.
+            let decoded = match record {
+                Ok(record) => events::decode(record).map_err(|e| e.to_string()),
+                Err(corrupt) => Err(corrupt.to_string()),
+            };
+            match decoded {
                 Ok(event) => self.handle(event)?,
                 Err(e) => {
                     self.stats.decode_errors += 1;
@@ -123,9 +131,11 @@ impl Pipeline {
                     }
                 }
             }
-        }
+        };
+        // The kernel may reuse the records' space from here on.
+        ring.release();
         self.flush()?;
-        Ok(true)
+        Ok(more)
     }
 
     pub fn handle(&mut self, mut event: Event) -> std::io::Result<()> {

@@ -18,10 +18,11 @@
 
 use std::time::{Duration, Instant};
 
-use aya::maps::{MapData, RingBuf};
-
 use super::{DaemonError, BATCH};
-use crate::{loader::ReaderFlag, pipeline::Pipeline};
+use crate::{
+    loader::{ring::EventRing, ReaderFlag},
+    pipeline::Pipeline,
+};
 
 /// Records one look must find to count as a stream on its own.
 const STREAM: u64 = 4;
@@ -84,7 +85,7 @@ impl RingWait {
     pub fn settle(
         &mut self,
         pipeline: &mut Pipeline,
-        ring: &mut RingBuf<MapData>,
+        ring: &mut EventRing,
         handled: u64,
     ) -> Result<bool, DaemonError> {
         // A stream whose lingering stopped only to let other work in (`LINGER_BUDGET`) goes
@@ -125,7 +126,7 @@ impl RingWait {
     pub fn catch_up(
         &mut self,
         pipeline: &mut Pipeline,
-        ring: &mut RingBuf<MapData>,
+        ring: &mut EventRing,
     ) -> Result<(), DaemonError> {
         let deadline = Instant::now() + CATCH_UP_TIME;
         loop {
@@ -149,7 +150,7 @@ impl RingWait {
     fn linger_a_while(
         &mut self,
         pipeline: &mut Pipeline,
-        ring: &mut RingBuf<MapData>,
+        ring: &mut EventRing,
     ) -> Result<bool, DaemonError> {
         let Some((shortest, longest)) = self.linger else {
             return Ok(false);
@@ -205,7 +206,7 @@ fn linger_for(ring_bytes: u32) -> Option<(Duration, Duration)> {
     (shortest >= MIN_LINGER).then_some((shortest, quarter_fill.min(MAX_LINGER)))
 }
 
-fn drain(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) -> Result<bool, DaemonError> {
+fn drain(pipeline: &mut Pipeline, ring: &mut EventRing) -> Result<bool, DaemonError> {
     pipeline
         .drain(ring, BATCH)
         .map_err(DaemonError::EventsWrite)

@@ -4,6 +4,7 @@
 
 pub mod offsets;
 pub mod persist;
+pub mod ring;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,7 +14,7 @@ use agent_sensor_common::{
     SensorConfig, SockStats, TrackedTask,
 };
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Program, ProgramError, RawTracePoint,
     },
@@ -22,6 +23,7 @@ use aya::{
 use thiserror::Error;
 
 use crate::{btf::Btf, system};
+use ring::EventRing;
 
 /// The sensor's eBPF object, built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
 pub static SENSOR_OBJECT: &[u8] =
@@ -56,6 +58,8 @@ pub enum LoadError {
     StubObject,
     #[error("ring buffer size {0} is not a power of two of at least 4096 bytes")]
     RingSize(u32),
+    #[error(transparent)]
+    Ring(#[from] ring::RingError),
     #[error("the kernel refused the eBPF object: {0}")]
     Load(#[source] aya::EbpfError),
     #[error("the kernel refused program {program}: {}", summarize(.error))]
@@ -486,12 +490,12 @@ impl LoadedSensor {
     }
 
     /// Takes the event ring buffer out of the object (once).
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or(LoadError::MissingMap("EVENTS"))?;
-        RingBuf::try_from(map).map_err(map_err("EVENTS"))
+    pub fn take_events(&mut self) -> Result<EventRing, LoadError> {
+        match self.ebpf.take_map("EVENTS") {
+            Some(Map::RingBuf(map)) => EventRing::new(map).map_err(LoadError::Ring),
+            Some(_) => Err(LoadError::Ring(ring::RingError::NotARing)),
+            None => Err(LoadError::MissingMap("EVENTS")),
+        }
     }
 
     /// The flag through which the daemon tells the programs it is about to sleep on the ring

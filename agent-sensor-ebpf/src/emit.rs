@@ -9,7 +9,7 @@ use aya_ebpf::helpers::{
 };
 
 use crate::{
-    kernel::{current_task, parent_tgid, walk_path},
+    kernel::{parent_tgid, walk_path},
     maps::{count_drop, Scratch, EVENTS, RING_READER_WAITING, SCRATCH},
 };
 
@@ -48,7 +48,7 @@ impl Record {
             let pid_tgid = bpf_get_current_pid_tgid();
             (*header).pid = pid_tgid as u32;
             (*header).tgid = (pid_tgid >> 32) as u32;
-            (*header).ppid = parent_tgid(current_task());
+            (*header).ppid = parent_tgid();
             let uid_gid = bpf_get_current_uid_gid();
             (*header).uid = uid_gid as u32;
             (*header).gid = (uid_gid >> 32) as u32;

@@ -2,7 +2,8 @@
 
 use agent_sensor_common::{flags, MAX_COMPONENT, MAX_KERNEL_PATH, MAX_PATH_DEPTH};
 use aya_ebpf::helpers::generated::{
-    bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+    bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel,
+    bpf_probe_read_kernel_str,
 };
 
 use crate::maps::{off, SCRATCH};
@@ -38,43 +39,62 @@ pub fn current_task() -> u64 {
     unsafe { bpf_get_current_task() }
 }
 
-/// tgid of the task's real parent.
-#[inline(always)]
-pub fn parent_tgid(task: u64) -> u32 {
-    read_ptr(task, off!(task_real_parent))
-        .and_then(|parent| read::<u32>(parent, off!(task_tgid)))
-        .unwrap_or(0)
+/// The current task as the kernel's BTF types it (`bpf_get_current_task_btf`): its fields,
+/// and those of the structs its pointer fields lead to, are plain loads that the verifier
+/// checks against the running kernel's BTF and makes fault-safe, where a field of an untyped
+/// pointer costs a `bpf_probe_read_kernel` call. The offsets are the loader's, from that same
+/// BTF, and constants to the verifier (read-only globals). A pointer field that leads to
+/// anything but a struct (`fdtable.fd`, an array of pointers) loads as a plain number.
+#[derive(Clone, Copy)]
+struct Typed(*const u8);
+
+impl Typed {
+    #[inline(always)]
+    fn current_task() -> Self {
+        // SAFETY: plain helper call.
+        Typed(unsafe { bpf_get_current_task_btf() }.cast())
+    }
+
+    /// The field at `offset`.
+    #[inline(always)]
+    fn load<T: Copy>(self, offset: u64) -> T {
+        // SAFETY: `offset` is a field of this struct in the running kernel's BTF: the
+        // verifier rejects any other load, and turns this one into a fault-safe one.
+        unsafe { self.0.add(offset as usize).cast::<T>().read_volatile() }
+    }
+
+    /// The struct the pointer field at `offset` leads to, unless it is null.
+    #[inline(always)]
+    fn follow(self, offset: u64) -> Option<Typed> {
+        let to: *const u8 = self.load(offset);
+        (!to.is_null()).then_some(Typed(to))
+    }
 }
 
-/// The `struct file *` of descriptor `fd` of `task`.
+/// tgid of the current task's real parent.
 #[inline(always)]
-pub fn task_file(task: u64, fd: i64) -> Option<u64> {
+pub fn parent_tgid() -> u32 {
+    Typed::current_task()
+        .follow(off!(task_real_parent))
+        .map_or(0, |parent| parent.load::<u32>(off!(task_tgid)))
+}
+
+/// The `struct file *` of descriptor `fd` of the current task. One helper call (the slot of
+/// the fd array) where an untyped walk took four; this runs for every tracked open.
+#[inline(always)]
+pub fn current_file(fd: i64) -> Option<u64> {
     if fd < 0 {
         return None;
     }
-    let files = read_ptr(task, off!(task_files))?;
-    let fdt = read_ptr(files, off!(files_fdt))?;
-    let (max_fds, fd_array) = fdtable_head(fdt)?;
-    if fd as u64 >= max_fds as u64 {
+    let fdt = Typed::current_task()
+        .follow(off!(task_files))?
+        .follow(off!(files_fdt))?;
+    let max_fds: u32 = fdt.load(off!(fdtable_max_fds));
+    let fd_array: u64 = fdt.load(off!(fdtable_fd));
+    if fd_array == 0 || fd as u64 >= max_fds as u64 {
         return None;
     }
     read_ptr(fd_array, (fd as u64) * 8)
-}
-
-/// `max_fds` and `fd` of a `struct fdtable`: one read where they are adjacent, as in every
-/// kernel so far (this runs for every tracked open and close; each read is a helper call).
-#[inline(always)]
-fn fdtable_head(fdt: u64) -> Option<(u32, u64)> {
-    let max_fds_at = off!(fdtable_max_fds);
-    let fd_at = off!(fdtable_fd);
-    let (max_fds, fd_array) = if fd_at == max_fds_at + 8 {
-        let head: [u64; 2] = read(fdt, max_fds_at)?;
-        // Little-endian: the u32 is the low half of the first word.
-        (head[0] as u32, head[1])
-    } else {
-        (read::<u32>(fdt, max_fds_at)?, read::<u64>(fdt, fd_at)?)
-    };
-    (fd_array != 0).then_some((max_fds, fd_array))
 }
 
 /// Device, inode number and mode of a `struct file`.

@@ -67,6 +67,8 @@ fn open_through_a_symlink_reports_the_target_with_its_dev_and_ino() {
     );
 
     let open = find(&events, "file.open", pid, |e| e["path_arg"] == s(&link));
+    // The header's parent, read from the task's BTF-typed real_parent: this test process.
+    assert_eq!(open["ppid"], std::process::id(), "{open:#}");
     // The kernel followed the link: the object opened is the target, not the link.
     assert_eq!(open["path"], s(&target), "{open:#}");
     assert_eq!(open["path_source"], "kernel", "{open:#}");

@@ -11,7 +11,7 @@ use aya_ebpf::helpers::generated::bpf_probe_read_user_str;
 
 use crate::{
     emit::Record,
-    kernel::{current_task, file_identity, kill_if_listed, read_ptr, task_file, walk_path},
+    kernel::{current_file, current_task, file_identity, kill_if_listed, read_ptr, walk_path},
     maps::{off, Call, KILL_ON_ACCESS},
 };
 
@@ -61,14 +61,13 @@ fn read_user_path(src: u64, dst: *mut u8) -> (u16, u16) {
 /// `walk_path` does.
 #[inline(always)]
 fn walk_base(dirfd: i64, dst: *mut u8) -> (u16, u16) {
-    let task = current_task();
     let path = if dirfd == AT_FDCWD {
-        match read_ptr(task, off!(task_fs)) {
+        match read_ptr(current_task(), off!(task_fs)) {
             Some(fs) => fs + off!(fs_pwd),
             None => return (0, 0),
         }
     } else {
-        match task_file(task, dirfd) {
+        match current_file(dirfd) {
             Some(file) => file + off!(file_path),
             None => return (0, flags::PATH_UNRESOLVED),
         }
@@ -145,15 +144,14 @@ fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
         && spec.kind != EventKind::FileSymlink as u16;
 
     // The object the kernel resolved, where we can reach it without a lookup of our own.
-    let task = current_task();
     let object = if spec.kind == EventKind::FileOpen as u16 {
         if ret >= 0 {
-            task_file(task, ret)
+            current_file(ret)
         } else {
             None
         }
     } else if spec.fd != NONE {
-        task_file(task, arg(c, spec.fd) as i32 as i64)
+        current_file(arg(c, spec.fd) as i32 as i64)
     } else {
         None
     };
@@ -168,7 +166,7 @@ fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
             record.add_flags(flags::KILLED_IN_KERNEL);
         }
     } else if spec.kind == EventKind::FileChdir as u16 && ret == 0 {
-        if let Some(fs) = read_ptr(task, off!(task_fs)) {
+        if let Some(fs) = read_ptr(current_task(), off!(task_fs)) {
             resolved_len = record.append_walk(fs + off!(fs_pwd));
         }
     }

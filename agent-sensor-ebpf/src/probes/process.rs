@@ -14,7 +14,7 @@ use aya_log_ebpf::info;
 
 use crate::{
     emit::Record,
-    kernel::{cgroup_id, current_task, file_identity, read, read_ptr, task_cgroup_id, task_file},
+    kernel::{cgroup_id, current_file, file_identity, read, read_ptr, task_cgroup_id},
     maps::{off, SOCK_OWNERS},
     tracking::{cgroup_agent, current_agent, discover, track, tracked_agent, untrack},
 };
@@ -141,12 +141,8 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
     }
     record.grow(argv_len);
 
-    let task = current_task();
-    let stdio = [
-        stdio_kind(task, 0),
-        stdio_kind(task, 1),
-        stdio_kind(task, 2),
-    ];
+    // At sched_process_exec the current task is the one exec'ing.
+    let stdio = [stdio_kind(0), stdio_kind(1), stdio_kind(2)];
     let exec_file = read_ptr(bprm, off!(binprm_file));
     let exe_len = exec_file
         .map(|file| record.append_walk(file + off!(file_path)))
@@ -208,10 +204,10 @@ fn try_exit(ctx: &RawTracePointContext) -> Option<()> {
     Some(())
 }
 
-/// What kind of file fd `fd` of `task` is.
+/// What kind of file fd `fd` of the current task is.
 #[inline(always)]
-fn stdio_kind(task: u64, fd: i64) -> u8 {
-    let Some(file) = task_file(task, fd) else {
+fn stdio_kind(fd: i64) -> u8 {
+    let Some(file) = current_file(fd) else {
         return stdio::CLOSED;
     };
     let (_, _, mode) = file_identity(file);

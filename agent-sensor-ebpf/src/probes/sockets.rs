@@ -14,7 +14,7 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 
 use crate::{
     emit::Record,
-    kernel::{current_task, read, socket_sock, task_file},
+    kernel::{current_file, read, socket_sock},
     maps::{count_drop, off, SOCKETS, SOCK_OWNERS, SOCK_SCRATCH},
 };
 
@@ -30,7 +30,7 @@ pub fn count(direction: u8, fd: i64, ret: i64, agent: u64) -> Option<()> {
     if ret <= 0 {
         return None;
     }
-    let sock = socket_sock(task_file(current_task(), fd)?)?;
+    let sock = socket_sock(current_file(fd)?)?;
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let key = SockStats::key(tgid, fd as i32);
     let stats = match SOCKETS.get_ptr_mut(&key) {

@@ -3,6 +3,16 @@
 //! Data flows `loader` (eBPF into the kernel) → `events` (decode ring records) → `daemon`
 //! (the run loop and its sinks); `probe` checks what the running kernel supports.
 
+/// `memchr::memmem::find($haystack, $needle)` for a constant needle, its searcher built once:
+/// building one was most of a search in a short path, and these run for every file event.
+macro_rules! find_constant {
+    ($haystack:expr, $needle:expr) => {{
+        static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new($needle));
+        FINDER.find($haystack)
+    }};
+}
+
 pub mod agents;
 pub mod btf;
 pub mod control;

@@ -38,7 +38,7 @@ impl WorktreeRoots {
             return true;
         }
         self.counts.contains_key(first_component(path))
-            || memchr::memmem::find(path, CLAUDE_PROJECTS).is_some()
+            || find_constant!(path, CLAUDE_PROJECTS).is_some()
     }
 }
 

@@ -108,7 +108,7 @@ fn tool_reads_own_credentials(exe: Option<&[u8]>, path: &[u8]) -> bool {
     };
     is_system_program(exe)
         && SSH_TOOLS.contains(&basename(exe))
-        && memchr::memmem::find(path, b"/.ssh/").is_some()
+        && find_constant!(path, b"/.ssh/").is_some()
 }
 
 #[cfg(test)]

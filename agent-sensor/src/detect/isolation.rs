@@ -55,7 +55,7 @@ pub fn writes_outside(ctx: &Context, state: &AgentState, event: &Event, path: &[
 /// object's own hash), so sharing them is no way out.
 fn git_object_share(existing: &[u8], new: &[u8]) -> bool {
     // `<repo>/.git/objects/` or a bare `<repo>.git/objects/`.
-    let in_objects = |p: &[u8]| memchr::memmem::find(p, b".git/objects/").is_some();
+    let in_objects = |p: &[u8]| find_constant!(p, b".git/objects/").is_some();
     in_objects(existing) && in_objects(new)
 }
 
@@ -162,7 +162,7 @@ pub fn foreign_area<'c>(
 /// follows `/.claude/projects/` in `path`, if it has that.
 fn claude_session(path: &[u8]) -> Option<&[u8]> {
     const MARK: &[u8] = b"/.claude/projects/";
-    let at = memchr::memmem::find(path, MARK)?;
+    let at = find_constant!(path, MARK)?;
     Some(&path[at + MARK.len()..])
 }
 
@@ -183,7 +183,7 @@ fn is_session_of(session: &[u8], worktree: &[u8]) -> bool {
 /// tells which `.git` is this worktree's.
 pub fn learn_git_common_dir(ctx: &Context, state: &mut AgentState, path: &[u8]) {
     const MARK: &[u8] = b"/.git/worktrees/";
-    let Some(at) = memchr::memmem::find(path, MARK) else {
+    let Some(at) = find_constant!(path, MARK) else {
         return;
     };
     let worktree = bytes(&ctx.agent.scope.worktree);

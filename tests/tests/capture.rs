@@ -317,11 +317,8 @@ fn path_only_file_calls_report_canonical_paths() {
     assert_eq!(unlink["path"], p("sym"), "{unlink:#}");
 }
 
-#[test]
-fn loopback_tcp_connect_and_send_are_reported() {
-    if !can_run_kernel_tests("loopback_tcp_connect_and_send_are_reported") {
-        return;
-    }
+/// A listener on loopback that takes one connection and returns what it received.
+fn loopback_sink() -> (u16, std::thread::JoinHandle<Vec<u8>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
@@ -330,6 +327,15 @@ fn loopback_tcp_connect_and_send_are_reported() {
         conn.read_to_end(&mut got).unwrap();
         got
     });
+    (port, server)
+}
+
+#[test]
+fn loopback_tcp_connect_and_send_are_reported() {
+    if !can_run_kernel_tests("loopback_tcp_connect_and_send_are_reported") {
+        return;
+    }
+    let (port, server) = loopback_sink();
 
     let script = "import socket, sys\n\
                   s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
@@ -398,19 +404,8 @@ fn a_socket_released_without_a_close_is_reported_when_its_fd_carries_another() {
     ) {
         return;
     }
-    let serve = || {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
-            let mut got = Vec::new();
-            conn.read_to_end(&mut got).unwrap();
-            got.len()
-        });
-        (port, server)
-    };
-    let (first_port, first) = serve();
-    let (second_port, second) = serve();
+    let (first_port, first) = loopback_sink();
+    let (second_port, second) = loopback_sink();
     // dup2 puts the second socket at the first one's fd and releases the first: no close
     // call for it. Bytes then go through that fd to the second socket.
     let script = "import socket, sys, os\n\
@@ -426,8 +421,8 @@ fn a_socket_released_without_a_close_is_reported_when_its_fd_carries_another() {
         script,
         &[&first_port.to_string(), &second_port.to_string()],
     );
-    assert_eq!(first.join().unwrap(), 5);
-    assert_eq!(second.join().unwrap(), 9);
+    assert_eq!(first.join().unwrap(), b"12345");
+    assert_eq!(second.join().unwrap(), b"123456789");
     let released = find(&events, "net.close", pid, |e| {
         e["addr"]["port"] == first_port
     });

@@ -59,7 +59,7 @@ pub enum LoadError {
     #[error("ring buffer size {0} is not a power of two of at least 4096 bytes")]
     RingSize(u32),
     #[error(transparent)]
-    Ring(#[from] ring::RingError),
+    Ring(ring::RingError),
     #[error("the kernel refused the eBPF object: {0}")]
     Load(#[source] aya::EbpfError),
     #[error("the kernel refused program {program}: {}", summarize(.error))]

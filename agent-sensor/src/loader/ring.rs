@@ -82,6 +82,7 @@ impl Drop for Mapping {
     }
 }
 
+/// The `EVENTS` ring, mapped and read as the module says.
 pub struct EventRing {
     /// Holds the map's descriptor: what the run loop polls.
     map: MapData,

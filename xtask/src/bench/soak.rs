@@ -256,11 +256,12 @@ fn sample(sensor: &RunningSensor, url: &str, start: Instant) -> Result<Sample> {
 
 /// The reasons of `agent_sensor_events_dropped_total` the sensor exports (its
 /// `DROP_REASONS`), each listed in the section even at 0.
-const DROP_REASONS: [&str; 6] = [
+const DROP_REASONS: [&str; 7] = [
     "ring_buffer_full",
     "decode_error",
     "inflight_map_full",
     "tracking_map_full",
+    "socket_map_full",
     "truncated",
     "other",
 ];

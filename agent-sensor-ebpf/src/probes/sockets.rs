@@ -42,8 +42,8 @@ pub fn count(direction: u8, fd: i64, ret: i64, agent: u64) -> Option<()> {
                 // unseen. Whoever removes the entry reports it (two racing threads do not
                 // both).
                 let record = close_record(stale, flags::RELEASED_UNSEEN);
-                if SOCKETS.remove(&key).is_ok() {
-                    record?.submit();
+                if let (true, Some(record)) = (SOCKETS.remove(&key).is_ok(), record) {
+                    record.submit();
                 }
             }
             let fresh = counted(sock, tgid, fd as i32, agent)?;

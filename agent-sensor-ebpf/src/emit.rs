@@ -1,10 +1,12 @@
 //! Composing records in the per-CPU scratch buffer and sending them through the ring.
 
-use agent_sensor_common::{drop_slot, EventHeader, COMM_LEN, MAX_EVENT_BYTES, MAX_KERNEL_PATH};
+use agent_sensor_common::{
+    drop_slot, flags, EventHeader, COMM_LEN, MAX_EVENT_BYTES, MAX_KERNEL_PATH, MAX_USER_PATH,
+};
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_user_str,
     },
 };
 
@@ -120,24 +122,17 @@ impl Record {
         unsafe { (*self.header()).flags |= flags };
     }
 
-    /// Appends `len` bytes from kernel memory at `src` (a map value), `len` bounded by `mask`
-    /// (a power of two minus one, at most `MAX_KERNEL_PATH - 1`). Returns the bytes appended.
-    #[inline(always)]
-    pub fn append(&self, src: *const u8, len: u16, mask: u64) -> u16 {
-        let len = len as u64 & mask;
-        // SAFETY: `len` is bounded and the tail has MAX_EVENT_BYTES of room.
-        let ret = unsafe { bpf_probe_read_kernel(self.tail().cast(), len as u32, src.cast()) };
-        if ret != 0 {
-            return 0;
-        }
-        self.grow(len);
-        len as u16
-    }
-
     /// Appends the encoded walk of the `struct path` at `path`; returns its length.
     #[inline(always)]
     pub fn append_walk(&self, path: u64) -> u16 {
         self.append_written(|dst| walk_path(path, dst))
+    }
+
+    /// Appends the NUL-terminated string at user address `src` (0: none), cut to
+    /// `MAX_USER_PATH - 1` bytes with the `TRUNCATED` flag; returns its length.
+    #[inline(always)]
+    pub fn append_user_str(&self, src: u64) -> u16 {
+        self.append_written(|dst| read_user_str(src, dst))
     }
 
     /// Appends what `write` puts at the tail (at most `MAX_KERNEL_PATH - 1` bytes, with
@@ -168,6 +163,30 @@ impl Record {
         }
         wake_reader();
     }
+}
+
+/// Copies a user string into `dst` (MAX_USER_PATH bytes); returns its length without the NUL
+/// and the header flags it calls for (truncation).
+#[inline(always)]
+fn read_user_str(src: u64, dst: *mut u8) -> (u16, u16) {
+    if src == 0 {
+        return (0, 0);
+    }
+    // SAFETY: `dst` has MAX_USER_PATH bytes; the helper checks the user address.
+    let copied =
+        unsafe { bpf_probe_read_user_str(dst.cast(), MAX_USER_PATH as u32, src as *const _) };
+    if copied <= 0 {
+        return (0, 0);
+    }
+    let flags = if copied as usize == MAX_USER_PATH {
+        flags::TRUNCATED
+    } else {
+        0
+    };
+    (
+        ((copied as u64 - 1) & (MAX_USER_PATH as u64 - 1)) as u16,
+        flags,
+    )
 }
 
 /// Wakes the daemon if it waits on the ring. Read after the record is committed (the commit is

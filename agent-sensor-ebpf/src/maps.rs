@@ -4,7 +4,7 @@ use agent_sensor_common::discovery::ENV_SCAN_BYTES;
 use agent_sensor_common::egress::{EgressKey4, EgressKey6, EgressPorts, NameKey};
 use agent_sensor_common::syscalls::{SyscallSpec, MAX_SYSCALL_NR};
 use agent_sensor_common::{
-    KernelOffsets, SensorConfig, SockStats, TrackedTask, DROP_SLOTS, MAX_EVENT_BYTES, MAX_USER_PATH,
+    KernelOffsets, SensorConfig, SockStats, TrackedTask, DROP_SLOTS, MAX_EVENT_BYTES,
 };
 use aya_ebpf::{
     macros::map,
@@ -103,17 +103,13 @@ pub struct Scratch {
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// The syscall being recorded at its exit: number, arguments, and room for what is copied
-/// from the process's memory before the record is composed (a sockaddr and the first bytes
-/// sent, a memfd's name).
+/// The syscall being recorded at its exit: its number and arguments. (What it passed in the
+/// process's memory is copied straight into the record.)
 #[repr(C)]
 pub struct Call {
     pub nr: u32,
-    pub path_len: u16,
-    pub path2_len: u16,
+    pub _pad0: u32,
     pub args: [u64; 6],
-    pub path: [u8; MAX_USER_PATH],
-    pub path2: [u8; MAX_USER_PATH],
 }
 
 /// This CPU's `Call`: a program runs to its end on one CPU, so one per CPU is enough.

@@ -5,9 +5,8 @@
 use agent_sensor_common::{
     flags,
     syscalls::{nr, SyscallSpec as Spec, NO_ARG as NONE},
-    EventKind, FileEvent, MAX_USER_PATH,
+    EventKind, FileEvent,
 };
-use aya_ebpf::helpers::generated::bpf_probe_read_user_str;
 
 use crate::{
     emit::Record,
@@ -31,30 +30,6 @@ fn arg(c: &Call, index: u8) -> u64 {
         5 => c.args[5],
         _ => 0,
     }
-}
-
-/// Copies a user string into `dst` (MAX_USER_PATH bytes); returns its length without the NUL
-/// and the header flags it calls for (truncation).
-#[inline(always)]
-fn read_user_path(src: u64, dst: *mut u8) -> (u16, u16) {
-    if src == 0 {
-        return (0, 0);
-    }
-    // SAFETY: `dst` has MAX_USER_PATH bytes; the helper checks the user address.
-    let copied =
-        unsafe { bpf_probe_read_user_str(dst.cast(), MAX_USER_PATH as u32, src as *const _) };
-    if copied <= 0 {
-        return (0, 0);
-    }
-    let flags = if copied as usize == MAX_USER_PATH {
-        flags::TRUNCATED
-    } else {
-        0
-    };
-    (
-        ((copied as u64 - 1) & (MAX_USER_PATH as u64 - 1)) as u16,
-        flags,
-    )
 }
 
 /// Walks the directory a relative path given with `dirfd` starts from into `dst`, as
@@ -128,7 +103,7 @@ fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
         0
     };
     let path_first = record.tail();
-    let path_len = record.append_written(|dst| read_user_path(path_user, dst));
+    let path_len = record.append_user_str(path_user);
     // SAFETY: `path_first` is inside the scratch buffer.
     let relative = path_len > 0 && unsafe { *path_first } != b'/';
     let path2_user = if spec.path2 != NONE {
@@ -137,7 +112,7 @@ fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
         0
     };
     let path2_first = record.tail();
-    let path2_len = record.append_written(|dst| read_user_path(path2_user, dst));
+    let path2_len = record.append_user_str(path2_user);
     // SAFETY: as above. A symlink's target is text, not resolved against anything.
     let relative2 = path2_len > 0
         && unsafe { *path2_first } != b'/'

@@ -50,27 +50,27 @@ fn read_msghdr(msg: u64) -> Option<(u64, u64, u64, u64)> {
     Some((name, namelen, first[0], first[1]))
 }
 
-/// Copies what the call passed in the process's memory: the sockaddr into `path`, the first
-/// data bytes into `path2`.
+/// Where what the call passed lies in the process's memory: (sockaddr, its length, first
+/// data bytes, their length). For sendmsg, the first iovec.
 #[inline(always)]
-fn gather(p: &mut Call) {
-    let (addr, addr_len, data, data_len) = match p.nr {
-        CONNECT | BIND => (p.args[1], p.args[2] & 0xffff_ffff, 0, 0),
-        SENDTO => (p.args[4], p.args[5] & 0xffff_ffff, p.args[1], p.args[2]),
-        SENDMSG | SENDMMSG => match read_msghdr(p.args[1]) {
-            Some(parts) => parts,
-            None => return,
-        },
-        _ => return,
-    };
-    p.path_len = copy_user(addr, addr_len, p.path.as_mut_ptr(), MAX_SOCKADDR);
-    p.path2_len = copy_user(data, data_len, p.path2.as_mut_ptr(), MAX_SEND_DATA);
-    // What a send asked to send in all; for sendmsg the first iovec's length.
-    p.args[3] = data_len;
+fn passed(c: &Call) -> Option<(u64, u64, u64, u64)> {
+    match c.nr {
+        CONNECT | BIND => Some((c.args[1], c.args[2] & 0xffff_ffff, 0, 0)),
+        SENDTO => Some((c.args[4], c.args[5] & 0xffff_ffff, c.args[1], c.args[2])),
+        SENDMSG | SENDMMSG => read_msghdr(c.args[1]),
+        _ => None,
+    }
 }
 
-pub fn exit(c: &mut Call, spec: &SyscallSpec, agent: u64, ret: i64) {
-    gather(c);
+/// Appends `len` user bytes at `src` (clamped as `copy_user` does); returns bytes appended.
+#[inline(always)]
+fn append_user(record: &Record, src: u64, len: u64, max: usize) -> u16 {
+    let copied = copy_user(src, len, record.tail(), max);
+    record.grow(copied as u64);
+    copied
+}
+
+pub fn exit(c: &Call, spec: &SyscallSpec, agent: u64, ret: i64) {
     let _ = try_exit(c, spec.kind, agent, ret);
 }
 
@@ -136,6 +136,7 @@ fn try_recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> Op
 
 fn try_exit(p: &Call, kind: u16, agent: u64, ret: i64) -> Option<()> {
     let (record, payload) = Record::start::<NetEvent>(kind, agent, 0)?;
+    let passed = passed(p);
     let sockaddr_len = if matches!(p.nr, ACCEPT | ACCEPT4) {
         // The peer address is in user memory now that the kernel wrote it.
         let addr = p.args[1];
@@ -145,19 +146,28 @@ fn try_exit(p: &Call, kind: u16, agent: u64, ret: i64) -> Option<()> {
             // SAFETY: stack destination; the helper checks the user address.
             unsafe { bpf_probe_read_user(len.as_mut_ptr().cast(), 4, len_ptr as *const _) };
         }
-        let copied = copy_user(addr, len[0] as u64, record.tail(), MAX_SOCKADDR);
-        record.grow(copied as u64);
-        copied
+        append_user(&record, addr, len[0] as u64, MAX_SOCKADDR)
     } else {
-        record.append(p.path.as_ptr(), p.path_len, MAX_SOCKADDR as u64 - 1)
+        passed.map_or(0, |(addr, len, _, _)| {
+            append_user(&record, addr, len, MAX_SOCKADDR)
+        })
     };
-    let data_len = record.append(p.path2.as_ptr(), p.path2_len, MAX_SEND_DATA as u64 - 1);
+    let data_len = passed.map_or(0, |(_, _, data, len)| {
+        append_user(&record, data, len, MAX_SEND_DATA)
+    });
+    // What a send asked to send in all (for sendmsg, the first iovec's length); what listen
+    // was given as its backlog.
+    let bytes = if p.nr == LISTEN {
+        p.args[1]
+    } else {
+        passed.map_or(p.args[3], |(_, _, _, len)| len)
+    };
     // SAFETY: payload points into the scratch record.
     unsafe {
         (*payload).nr = p.nr;
         (*payload).fd = p.args[0] as i32;
         (*payload).ret = ret;
-        (*payload).bytes = if p.nr == LISTEN { p.args[1] } else { p.args[3] };
+        (*payload).bytes = bytes;
         (*payload).sockaddr_len = sockaddr_len;
         (*payload).data_len = data_len;
     }

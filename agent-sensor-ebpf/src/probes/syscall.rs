@@ -76,8 +76,6 @@ impl Regs {
 #[inline(always)]
 fn start_call(c: &mut Call, nr: u64, regs: Regs) {
     c.nr = nr as u32;
-    c.path_len = 0;
-    c.path2_len = 0;
     c.args[0] = regs.arg(0);
     c.args[1] = regs.arg(1);
     c.args[2] = regs.arg(2);

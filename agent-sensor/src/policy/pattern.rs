@@ -210,12 +210,9 @@ impl PatternSet {
 
     /// The answer for a path no agent-rooted pattern of this set can see, remembered.
     fn host_answer(&self, path: &[u8], roots: &Roots) -> Option<usize> {
-        if let Some(answer) = self.host_paths.0.get(path) {
-            return answer;
-        }
-        let answer = self.match_now(path, roots);
-        self.host_paths.0.put(path, answer);
-        answer
+        self.host_paths
+            .0
+            .get_or(path, || self.match_now(path, roots))
     }
 
     fn match_now(&self, path: &[u8], roots: &Roots) -> Option<usize> {

@@ -15,6 +15,9 @@
 //! to a millisecond, until a look finds a dozen or so records; a thick one goes back to a
 //! quarter of a millisecond, and so does every new stream. A burst (an agent starting, a
 //! command) never lingers longer: what it carries keeps the quarter-millisecond latency.
+//!
+//! A stream ends when the ring stays quiet for a millisecond after the loop went to sleep
+//! (see `Pace`); a look that finds nothing only sends the loop to sleep until the next record.
 
 use std::time::{Duration, Instant};
 
@@ -52,14 +55,7 @@ const CATCH_UP_TIME: Duration = Duration::from_millis(20);
 
 pub struct RingWait {
     flag: ReaderFlag,
-    /// The shortest and longest linger; `None`: the ring is too small to wait on.
-    linger: Option<(Duration, Duration)>,
-    /// The linger now, between the two.
-    linger_now: Duration,
-    /// When the stream in progress began (its first linger since the loop last slept).
-    stream_since: Option<Instant>,
-    /// When the loop last went to sleep on the ring.
-    slept_at: Option<Instant>,
+    pace: Pace,
 }
 
 impl RingWait {
@@ -70,13 +66,9 @@ impl RingWait {
         // it by a fifth.
         // SAFETY: prctl on the calling thread (the run loop's) only.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000, 0, 0, 0) };
-        let linger = linger_for(ring_bytes);
         Ok(Self {
             flag,
-            linger,
-            linger_now: linger.map_or(LINGER, |(shortest, _)| shortest),
-            stream_since: None,
-            slept_at: None,
+            pace: Pace::new(linger_for(ring_bytes)),
         })
     }
 
@@ -88,13 +80,7 @@ impl RingWait {
         ring: &mut EventRing,
         handled: u64,
     ) -> Result<bool, DaemonError> {
-        // A stream whose lingering stopped only to let other work in (`LINGER_BUDGET`) goes
-        // on, however little the look after that found: ending it there made every stream
-        // start again from the shortest linger every 2 ms, and never grow.
-        let stream = handled >= STREAM
-            || self.stream_since.is_some()
-            || self.slept_at.is_some_and(|t| t.elapsed() < BUSY);
-        if stream && self.linger.is_some() && self.linger_a_while(pipeline, ring)? {
+        if self.pace.woke(Instant::now(), handled) && self.linger_a_while(pipeline, ring)? {
             return Ok(true);
         }
         for _ in 0..SETTLE_ROUNDS {
@@ -106,12 +92,7 @@ impl RingWait {
             // A record that took the wake-up while that look drained it left a wake-up that
             // will find nothing to read, and the flag down: raise it and look again.
             if self.flag.is_waiting()? {
-                self.slept_at = Some(Instant::now());
-                // The stream is over: the next one starts with the shortest linger.
-                if let Some((shortest, _)) = self.linger {
-                    self.linger_now = shortest;
-                }
-                self.stream_since = None;
+                self.pace.sleeps(Instant::now());
                 return Ok(false);
             }
         }
@@ -152,14 +133,9 @@ impl RingWait {
         pipeline: &mut Pipeline,
         ring: &mut EventRing,
     ) -> Result<bool, DaemonError> {
-        let Some((shortest, longest)) = self.linger else {
-            return Ok(false);
-        };
-        let start = Instant::now();
-        let since = *self.stream_since.get_or_insert(start);
-        let until = start + LINGER_BUDGET;
+        let until = Instant::now() + LINGER_BUDGET;
         loop {
-            std::thread::sleep(self.linger_now);
+            std::thread::sleep(self.pace.linger_now);
             let before = pipeline.stats.events;
             if drain(pipeline, ring)? {
                 return Ok(true);
@@ -168,12 +144,85 @@ impl RingWait {
             if found == 0 {
                 return Ok(false);
             }
-            let cap = linger_cap(since.elapsed(), shortest, longest);
-            self.linger_now = next_linger(self.linger_now, found, shortest, cap);
-            if Instant::now() >= until {
+            let now = Instant::now();
+            self.pace.looked(now, found);
+            if now >= until {
                 return Ok(true);
             }
         }
+    }
+}
+
+/// Whether records come as a stream, and how long the loop lingers for the next look.
+///
+/// A stream ends when the ring stays quiet for `BUSY` after the loop went to sleep, not at
+/// the first look that finds nothing: records from many processes arrive at random, and at
+/// 10,000 a second one quarter-millisecond look in twelve finds none. Ending the stream there
+/// restarted it at the shortest linger, so a thin stream from many agents never lasted the
+/// `SUSTAINED` it takes to grow its linger, and the loop looked four times as often as for
+/// the same rate from one steady process (the benchmark's scaling rows: daemon CPU per event
+/// doubled from one agent to ten).
+#[derive(Debug)]
+struct Pace {
+    /// The shortest and longest linger; `None`: the ring is too small to wait on.
+    linger: Option<(Duration, Duration)>,
+    /// The linger now, between the two.
+    linger_now: Duration,
+    /// When the stream in progress began.
+    stream_since: Option<Instant>,
+    /// When the loop last went to sleep on the ring, until the wake-up after that.
+    slept_at: Option<Instant>,
+}
+
+impl Pace {
+    fn new(linger: Option<(Duration, Duration)>) -> Self {
+        Self {
+            linger,
+            linger_now: linger.map_or(LINGER, |(shortest, _)| shortest),
+            stream_since: None,
+            slept_at: None,
+        }
+    }
+
+    /// The loop drained `handled` records at `now`, the first look since it woke or since it
+    /// last came back to let other work in. Returns whether to linger for more.
+    fn woke(&mut self, now: Instant, handled: u64) -> bool {
+        let Some((shortest, _)) = self.linger else {
+            return false;
+        };
+        let woke_soon = match self.slept_at.take() {
+            Some(slept_at) if now.saturating_duration_since(slept_at) < BUSY => true,
+            Some(_) => {
+                // The stream is over: the next one starts with the shortest linger, so that
+                // a linger grown for a thin stream does not delay the next burst.
+                self.linger_now = shortest;
+                self.stream_since = None;
+                false
+            }
+            None => false,
+        };
+        // A stream whose lingering stopped only to let other work in (`LINGER_BUDGET`), or
+        // whose last look found nothing, goes on however little this look found.
+        if handled >= STREAM || woke_soon || self.stream_since.is_some() {
+            self.stream_since.get_or_insert(now);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A look while lingering found `found` records.
+    fn looked(&mut self, now: Instant, found: u64) {
+        let (Some((shortest, longest)), Some(since)) = (self.linger, self.stream_since) else {
+            return;
+        };
+        let cap = linger_cap(now.saturating_duration_since(since), shortest, longest);
+        self.linger_now = next_linger(self.linger_now, found, shortest, cap);
+    }
+
+    /// The loop goes to sleep until a record wakes it.
+    fn sleeps(&mut self, now: Instant) {
+        self.slept_at = Some(now);
     }
 }
 
@@ -235,6 +284,63 @@ mod tests {
         assert_eq!(next_linger(shortest, 1, shortest, cap), shortest);
         let cap = linger_cap(SUSTAINED, shortest, longest);
         assert_eq!(next_linger(shortest, 1, shortest, cap), shortest * 2);
+    }
+
+    /// A stream of `STREAM` records a look from `start`, looked at every shortest linger
+    /// for `length`; returns when it ended.
+    fn stream(pace: &mut Pace, start: Instant, length: Duration) -> Instant {
+        assert!(pace.woke(start, STREAM));
+        let mut now = start;
+        while now < start + length {
+            now += pace.linger_now;
+            pace.looked(now, 2);
+        }
+        now
+    }
+
+    #[test]
+    fn a_thin_stream_goes_on_through_a_look_that_finds_nothing() {
+        let (shortest, longest) = linger_for(8 << 20).unwrap();
+        let mut pace = Pace::new(Some((shortest, longest)));
+        let mut now = stream(&mut pace, Instant::now(), SUSTAINED + shortest);
+        assert!(pace.linger_now > shortest, "{:?}", pace.linger_now);
+        // A look found nothing: the loop sleeps, and a record wakes it soon after.
+        pace.sleeps(now);
+        now += Duration::from_micros(300);
+        assert!(
+            pace.woke(now, 1),
+            "a lone record this soon is still the stream"
+        );
+        pace.looked(now + pace.linger_now, 2);
+        assert_eq!(
+            pace.linger_now, longest,
+            "the stream's linger went on growing"
+        );
+    }
+
+    #[test]
+    fn a_quiet_millisecond_ends_a_stream() {
+        let (shortest, longest) = linger_for(8 << 20).unwrap();
+        let mut pace = Pace::new(Some((shortest, longest)));
+        let mut now = stream(&mut pace, Instant::now(), SUSTAINED * 2);
+        assert_eq!(pace.linger_now, longest);
+        pace.sleeps(now);
+        now += BUSY;
+        // A lone record after that is no stream: the loop drains it and sleeps again.
+        assert!(!pace.woke(now, 1));
+        assert_eq!(pace.linger_now, shortest);
+        // The next burst lingers the shortest, however thin, until it has lasted.
+        pace.sleeps(now);
+        now += BUSY * 2;
+        assert!(pace.woke(now, STREAM));
+        pace.looked(now + shortest, 1);
+        assert_eq!(pace.linger_now, shortest);
+    }
+
+    #[test]
+    fn a_ring_too_small_to_wait_on_never_lingers() {
+        let mut pace = Pace::new(linger_for(4096));
+        assert!(!pace.woke(Instant::now(), 1_000));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::{
     agents::registry::{AgentState, ResponseRecord},
     agents::{discovery, registry::Registry, Correlator},
     detect::{AgentView, Context, Detector, Finding, OtherAgent, SensorSelf},
-    events::{self, Body, Clock, Event},
+    events::{self, Body, Clock, Comm, Event},
     export::{
         alerts::{Action, Alert, AlertWriter},
         incident::IncidentWriter,
@@ -414,7 +414,7 @@ impl Pipeline {
                 gid: 0,
                 cgroup_id: 0,
                 agent_id: stats.agent_id,
-                comm: Vec::new(),
+                comm: Comm::default(),
                 body: Body::SockClose(events::sock_close(&close, true)),
             })?;
         }

@@ -423,7 +423,7 @@ mod tests {
             gid: 0,
             cgroup_id: 0,
             agent_id,
-            comm: b"x".to_vec(),
+            comm: crate::events::Comm::new(b"x"),
             body,
         }
     }

@@ -198,7 +198,7 @@ pub fn event(kind: EventKind, pid: u32, body: Body) -> Event {
         gid: UID,
         cgroup_id: 0,
         agent_id: 1,
-        comm: b"test".to_vec(),
+        comm: crate::events::Comm::new(b"test"),
         body,
     }
 }

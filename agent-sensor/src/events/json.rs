@@ -294,7 +294,7 @@ mod tests {
     fn a_streamed_event_is_one_line_that_reads_back_as_its_value() {
         let clock = Clock::new();
         let mut event = testkit::open(7, "/tmp/a", 0);
-        event.comm = b"ev\"il\n{\"kind\":1}".to_vec();
+        event.comm = crate::events::Comm::new(b"ev\"il\n{\"kind\":1}");
         event.flags = flags::TRUNCATED;
         if let Body::File(file) = &mut event.body {
             file.path = Some(b"/tmp/a\nb\xff".to_vec());

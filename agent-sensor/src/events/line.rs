@@ -377,7 +377,7 @@ mod tests {
     use super::*;
     use crate::{
         detect::testkit,
-        events::{dns::DnsAnswer, Clock, Event},
+        events::{dns::DnsAnswer, Clock, Comm, Event},
     };
     use agent_sensor_common::EventKind;
 
@@ -474,7 +474,7 @@ mod tests {
         // Names with quotes, backslashes, control and non-UTF-8 bytes, in every name field.
         let nasty = b"a\"b\\c\n\x01\xff\xfe{\"kind\":1}".to_vec();
         for event in &mut events {
-            event.comm = nasty.clone();
+            event.comm = Comm::new(&nasty);
             event.flags = u16::MAX;
             match &mut event.body {
                 Body::Exec {

@@ -2,6 +2,7 @@
 //! length is checked against the bytes actually received, unknown kinds are errors, and a bad
 //! record is counted and skipped, never a panic.
 
+mod comm;
 pub mod dns;
 pub mod escape;
 mod json;
@@ -11,6 +12,7 @@ pub mod resolve;
 pub mod sockaddr;
 mod syscalls;
 
+pub use self::comm::Comm;
 use agent_sensor_common::{
     flags, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent,
     SockCloseEvent, SyscallEvent,
@@ -197,7 +199,7 @@ pub struct Event {
     pub gid: u32,
     pub cgroup_id: u64,
     pub agent_id: u64,
-    pub comm: Vec<u8>,
+    pub comm: Comm,
     pub body: Body,
 }
 
@@ -247,11 +249,6 @@ fn payload<T: Copy + Default>(record: &[u8]) -> Result<(T, Tail<'_>), DecodeErro
         need,
     })?;
     Ok((value, Tail(&record[need..])))
-}
-
-fn trim_nul(bytes: &[u8]) -> &[u8] {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    &bytes[..end]
 }
 
 /// The kernel's internal device number (`MAJOR << 20 | MINOR`) in the encoding `stat(2)`
@@ -336,7 +333,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         gid: header.gid,
         cgroup_id: header.cgroup_id,
         agent_id: header.agent_id,
-        comm: trim_nul(&header.comm).to_vec(),
+        comm: Comm::new(&header.comm),
         body,
     })
 }

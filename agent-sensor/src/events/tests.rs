@@ -38,7 +38,7 @@ fn decodes_exec_with_argv() {
     t.extend_from_slice(&tail[10..]);
     t.extend_from_slice(walk);
     let ev = decode(&record(EventKind::ProcessExec, &p, &t)).unwrap();
-    assert_eq!(ev.comm, b"test");
+    assert_eq!(&*ev.comm, b"test");
     match ev.body {
         Body::Exec {
             filename,

@@ -388,7 +388,7 @@ mod tests {
             gid: 1000,
             cgroup_id: 77,
             agent_id: 3,
-            comm: b"bash".to_vec(),
+            comm: crate::events::Comm::new(b"bash"),
             body,
         }
     }
@@ -637,7 +637,7 @@ mod tests {
     fn hostile_names_stay_inside_their_strings() {
         let clock = Clock::new();
         let mut a = alert(Severity::High, Response::Alert, Mode::Monitor, "reported");
-        a.finding.evidence[0].comm = b"x\"\n}{".to_vec();
+        a.finding.evidence[0].comm = crate::events::Comm::new(b"x\"\n}{");
         let line = AlertFormat::Ocsf.line(&a, &clock);
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
         let v: Value = serde_json::from_slice(&line).unwrap();

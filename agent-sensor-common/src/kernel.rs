@@ -108,6 +108,21 @@ impl SockStats {
     pub const fn key(tgid: u32, fd: i32) -> u64 {
         ((tgid as u64) << 32) | fd as u32 as u64
     }
+
+    /// Writes the close record of this socket into `close`, in place: the kernel reports a
+    /// socket at its close straight into the ring record (its stack has no room for a copy),
+    /// the daemon those whose process went first.
+    #[inline(always)]
+    pub fn fill_close(&self, close: &mut crate::SockCloseEvent) {
+        close.fd = self.fd;
+        close.family = self.family;
+        close.peer_port = self.peer_port;
+        close.peer_addr = self.peer_addr;
+        close.local_port = self.local_port;
+        close._pad0 = [0; 3];
+        close.bytes_sent = self.bytes_sent;
+        close.bytes_received = self.bytes_received;
+    }
 }
 
 /// Runtime knobs the daemon writes into the `CONFIG` array (slot 0).

@@ -393,16 +393,8 @@ impl Pipeline {
         }
         for (key, stats) in orphans {
             let _ = sockets.remove(&key);
-            let close = SockCloseEvent {
-                fd: stats.fd,
-                family: stats.family,
-                peer_port: stats.peer_port,
-                peer_addr: stats.peer_addr,
-                local_port: stats.local_port,
-                _pad0: [0; 3],
-                bytes_sent: stats.bytes_sent,
-                bytes_received: stats.bytes_received,
-            };
+            let mut close = SockCloseEvent::default();
+            stats.fill_close(&mut close);
             self.handle(Event {
                 kind: EventKind::NetClose,
                 flags: flags::RELEASED_UNSEEN,

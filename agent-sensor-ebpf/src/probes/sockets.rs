@@ -133,14 +133,6 @@ fn close_record(stats: *const SockStats, how: u16) -> Option<Record> {
     let (record, payload) =
         Record::start::<SockCloseEvent>(EventKind::NetClose as u16, agent, how)?;
     // SAFETY: payload points into the scratch record; `stats` as above.
-    unsafe {
-        (*payload).fd = (*stats).fd;
-        (*payload).family = (*stats).family;
-        (*payload).peer_port = (*stats).peer_port;
-        (*payload).peer_addr = (*stats).peer_addr;
-        (*payload).local_port = (*stats).local_port;
-        (*payload).bytes_sent = (*stats).bytes_sent;
-        (*payload).bytes_received = (*stats).bytes_received;
-    }
+    unsafe { (*stats).fill_close(&mut *payload) };
     Some(record)
 }

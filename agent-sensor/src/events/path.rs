@@ -24,17 +24,16 @@ pub fn decode_walk(encoded: &[u8]) -> Result<Vec<u8>, BadPath> {
     if decoded_len == 0 {
         return Ok(b"/".to_vec());
     }
-    // Not `vec![0; n]`: that is calloc, which glibc serves without its per-thread cache (a
-    // twentieth of the daemon's cycles per file event went there).
-    let mut path = Vec::with_capacity(decoded_len);
-    path.resize(decoded_len, 0);
+    // Separators first, names copied in between. (Not zeroes: `vec![0; n]` is calloc, which
+    // glibc serves without its per-thread cache; a twentieth of the daemon's cycles per file
+    // event went there.)
+    let mut path = vec![b'/'; decoded_len];
     let mut end = decoded_len;
     let mut rest = encoded;
     while let Some((&len, tail)) = rest.split_first() {
         let (name, after) = tail.split_at(len as usize);
         let start = end - name.len();
         path[start..end].copy_from_slice(name);
-        path[start - 1] = b'/';
         end = start - 1;
         rest = after;
     }

@@ -62,6 +62,21 @@ impl Scrape {
             .sum()
     }
 
+    /// Every sample of metric `name` by the value of its label `label` (samples without it are
+    /// left out), in the order the sensor printed them.
+    pub fn by_label(&self, name: &str, label: &str) -> Vec<(String, f64)> {
+        let key = format!("{label}=\"");
+        self.samples
+            .iter()
+            .filter(|(sample, _)| sample_name(sample) == name)
+            .filter_map(|(sample, value)| {
+                let (_, rest) = sample.split_once(key.as_str())?;
+                let (label_value, _) = rest.split_once('"')?;
+                Some((label_value.to_string(), *value))
+            })
+            .collect()
+    }
+
     /// The value of one exact sample (`name{labels}` as printed).
     pub fn get(&self, sample: &str) -> Option<f64> {
         self.samples
@@ -169,6 +184,16 @@ mod tests {
             scrape.get("agent_sensor_detection_latency_seconds_count"),
             Some(100.0)
         );
+        assert_eq!(
+            scrape.by_label("agent_sensor_events_dropped_total", "reason"),
+            [
+                ("ring_buffer_full".to_string(), 3.0),
+                ("truncated".to_string(), 7.0)
+            ]
+        );
+        assert!(scrape
+            .by_label("agent_sensor_events_total", "reason")
+            .is_empty());
         let buckets = scrape.buckets("agent_sensor_detection_latency_seconds", "");
         assert_eq!(buckets.len(), 3);
         assert_eq!(quantile(&buckets, 0.5), Some(0.001));

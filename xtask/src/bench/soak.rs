@@ -101,7 +101,7 @@ pub struct Soak {
     pub attacks: Vec<Attack>,
     /// Each known `agent_sensor_events_dropped_total` reason at the end (the sensor's whole
     /// life).
-    pub drops: Vec<(&'static str, u64)>,
+    pub drops: Vec<(String, u64)>,
     /// Every reason but `truncated`, known or not, at the end.
     pub dropped: u64,
     /// From the sensor's log when it stopped: `kernel dropped …` lines and undecodable records.
@@ -254,26 +254,13 @@ fn sample(sensor: &RunningSensor, url: &str, start: Instant) -> Result<Sample> {
     })
 }
 
-/// The reasons of `agent_sensor_events_dropped_total` the sensor exports (its
-/// `DROP_REASONS`), each listed in the section even at 0.
-const DROP_REASONS: [&str; 7] = [
-    "ring_buffer_full",
-    "decode_error",
-    "inflight_map_full",
-    "tracking_map_full",
-    "socket_map_full",
-    "truncated",
-    "other",
-];
-
-/// Each known reason of `agent_sensor_events_dropped_total` and its count.
-fn drop_reasons(scrape: &metrics::Scrape) -> Vec<(&'static str, u64)> {
-    DROP_REASONS
-        .iter()
-        .map(|&reason| {
-            let sample = format!("agent_sensor_events_dropped_total{{reason=\"{reason}\"}}");
-            (reason, scrape.get(&sample).unwrap_or(0.0).max(0.0) as u64)
-        })
+/// Each reason of `agent_sensor_events_dropped_total` and its count: the sensor exports every
+/// reason it knows, even at 0, so the section lists them all without keeping a copy here.
+fn drop_reasons(scrape: &metrics::Scrape) -> Vec<(String, u64)> {
+    scrape
+        .by_label("agent_sensor_events_dropped_total", "reason")
+        .into_iter()
+        .map(|(reason, n)| (reason, n.max(0.0) as u64))
         .collect()
 }
 

@@ -779,3 +779,39 @@ impl Sensor {
         self.log.join("\n")
     }
 }
+
+/// Answers up to `queries` DNS queries on `socket` (the resolver a test runs on loopback), each
+/// with one A record `ip`; returns early when none comes for a minute.
+pub fn answer_dns(socket: std::net::UdpSocket, ip: [u8; 4], queries: usize) {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    for _ in 0..queries {
+        let mut buf = [0u8; 512];
+        let Ok((len, peer)) = socket.recv_from(&mut buf) else {
+            return;
+        };
+        if let Some(reply) = dns_a_reply(&buf[..len], ip) {
+            let _ = socket.send_to(&reply, peer);
+        }
+    }
+}
+
+/// The reply to `query`: its id and question, and one A record `ip` (TTL 60 s). `None` for a
+/// datagram without a whole question.
+fn dns_a_reply(query: &[u8], ip: [u8; 4]) -> Option<Vec<u8>> {
+    // The header (12 bytes) then the question: name, QTYPE, QCLASS.
+    let name_end = query.get(12..)?.iter().position(|b| *b == 0)?;
+    let question = query.get(12..12 + name_end + 1 + 4)?;
+    let mut reply = Vec::new();
+    reply.extend_from_slice(&query[..2]); // id
+    reply.extend_from_slice(&[0x81, 0x80]); // QR, RD, RA, NOERROR
+    reply.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 0]); // QD=1 AN=1 NS=0 AR=0
+    reply.extend_from_slice(question);
+    reply.extend_from_slice(&[0xc0, 0x0c]); // name: pointer to the question's
+    reply.extend_from_slice(&[0, 1, 0, 1]); // A, IN
+    reply.extend_from_slice(&60u32.to_be_bytes()); // TTL
+    reply.extend_from_slice(&[0, 4]); // rdlength
+    reply.extend_from_slice(&ip);
+    Some(reply)
+}

@@ -11,7 +11,6 @@ use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::Stdio,
-    time::Duration,
 };
 
 use agent_sensor_tests::*;
@@ -447,31 +446,6 @@ fn a_socket_released_without_a_close_is_reported_when_its_fd_carries_another() {
     assert_eq!(closes, 2, "{events:#?}");
 }
 
-/// Answers one DNS query on `socket` with an A record `ip`.
-fn answer_one_dns_query(socket: UdpSocket, ip: [u8; 4]) {
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut buf = [0u8; 512];
-    let Ok((len, peer)) = socket.recv_from(&mut buf) else {
-        return;
-    };
-    let query = &buf[..len];
-    // The header (12 bytes) then the question: name, QTYPE, QCLASS.
-    let question_end = 12 + query[12..].iter().position(|b| *b == 0).unwrap() + 1 + 4;
-    let mut reply = Vec::new();
-    reply.extend_from_slice(&query[..2]); // id
-    reply.extend_from_slice(&[0x81, 0x80]); // QR, RD, RA, NOERROR
-    reply.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 0]); // QD=1 AN=1 NS=0 AR=0
-    reply.extend_from_slice(&query[12..question_end]);
-    reply.extend_from_slice(&[0xc0, 0x0c]); // name: pointer to the question's
-    reply.extend_from_slice(&[0, 1, 0, 1]); // A, IN
-    reply.extend_from_slice(&60u32.to_be_bytes()); // TTL
-    reply.extend_from_slice(&[0, 4]); // rdlength
-    reply.extend_from_slice(&ip);
-    socket.send_to(&reply, peer).unwrap();
-}
-
 #[test]
 fn udp_dns_query_is_reported_with_its_name_and_type() {
     if !can_run_kernel_tests("udp_dns_query_is_reported_with_its_name_and_type") {
@@ -490,7 +464,7 @@ fn udp_dns_query_is_reported_with_its_name_and_type() {
         }
     };
     let port = socket.local_addr().unwrap().port();
-    let responder = std::thread::spawn(move || answer_one_dns_query(socket, [127, 0, 0, 1]));
+    let responder = std::thread::spawn(move || answer_dns(socket, [127, 0, 0, 1], 1));
     // The name resolves to loopback, where this listener waits for the "agent" to connect.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let tcp_port = listener.local_addr().unwrap().port();

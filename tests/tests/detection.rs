@@ -556,30 +556,6 @@ fn a_normal_coding_session_raises_no_alert() {
     );
 }
 
-/// Answers up to `n` A queries with `ip`.
-fn answer_dns(socket: UdpSocket, ip: [u8; 4], n: usize) {
-    socket
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    for _ in 0..n {
-        let mut buf = [0u8; 512];
-        let Ok((len, peer)) = socket.recv_from(&mut buf) else {
-            return;
-        };
-        let query = &buf[..len];
-        let Some(end) = query.get(12..).and_then(|q| q.iter().position(|b| *b == 0)) else {
-            continue;
-        };
-        let question_end = 12 + end + 1 + 4;
-        let mut reply = query[..2].to_vec();
-        reply.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
-        reply.extend_from_slice(&query[12..question_end]);
-        reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        reply.extend_from_slice(&ip);
-        let _ = socket.send_to(&reply, peer);
-    }
-}
-
 #[test]
 fn exec_refuses_to_run_unwatched_when_the_daemon_is_down() {
     if !can_run_kernel_tests("exec_refuses_to_run_unwatched_when_the_daemon_is_down") {

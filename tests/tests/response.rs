@@ -173,7 +173,7 @@ fn allowed_names_resolved_by_the_agent_are_reachable_in_enforce_mode() {
     let _listener = llm.listen(443, false, &record);
     let resolver = UdpSocket::bind("127.0.0.55:53").expect("loopback resolver on 127.0.0.55:53");
     let answer_ip = llm.remote_ip.octets();
-    let answering = std::thread::spawn(move || answer_dns(resolver, answer_ip));
+    let answering = std::thread::spawn(move || answer_dns(resolver, answer_ip, 1));
     let mut sensor = scene.sensor();
     // The address is learned in the kernel from the answer, before the connect that follows.
     let script = format!(
@@ -194,25 +194,6 @@ fn allowed_names_resolved_by_the_agent_are_reachable_in_enforce_mode() {
         "the agent could not reach its allowed endpoint"
     );
     assert_eq!(std::fs::read(&record).unwrap(), b"prompt");
-}
-
-/// Answers one A query with `ip`.
-fn answer_dns(socket: UdpSocket, ip: [u8; 4]) {
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut buf = [0u8; 512];
-    let Ok((len, peer)) = socket.recv_from(&mut buf) else {
-        return;
-    };
-    let query = &buf[..len];
-    let end = 12 + query[12..].iter().position(|b| *b == 0).unwrap() + 1 + 4;
-    let mut reply = query[..2].to_vec();
-    reply.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
-    reply.extend_from_slice(&query[12..end]);
-    reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-    reply.extend_from_slice(&ip);
-    let _ = socket.send_to(&reply, peer);
 }
 
 #[test]

@@ -556,6 +556,53 @@ impl Drop for Listener {
     }
 }
 
+/// A scratch area outside /tmp for one test: a git worktree `work`, the directories `outside`
+/// and `secrets`, and a policy whose `test` profile (the one discovery gives every agent)
+/// marks everything under `secrets` sensitive. Removed on drop.
+pub struct Scene {
+    _dir: TempDir,
+    pub root: PathBuf,
+    pub worktree: PathBuf,
+    pub outside: PathBuf,
+    pub secrets: PathBuf,
+    pub policy: PathBuf,
+}
+
+impl Scene {
+    /// `profile` holds more lines of `[profiles.test]` and `extra` more of the policy after it;
+    /// `{root}` in either stands for the scene's (canonical) directory.
+    pub fn new(tag: &str, profile: &str, extra: &str) -> Self {
+        let dir = TempDir::outside_tmp(tag);
+        let root = std::fs::canonicalize(&dir.0).unwrap();
+        let worktree = git_worktree(&root, "work");
+        let outside = root.join("outside");
+        let secrets = root.join("secrets");
+        for d in [&outside, &secrets] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let policy = root.join("policy.toml");
+        let text = format!(
+            "[discovery]\nprofile = \"test\"\n\n\
+             [profiles.test]\n\
+             sensitive = [\"{{root}}/secrets/**\"]\n{profile}\n\n{extra}"
+        );
+        std::fs::write(&policy, text.replace("{root}", &root.to_string_lossy())).unwrap();
+        Self {
+            _dir: dir,
+            root,
+            worktree,
+            outside,
+            secrets,
+            policy,
+        }
+    }
+
+    /// A sensor on the scene's policy, in `mode` (`monitor` or `enforce`).
+    pub fn sensor(&self, mode: &str) -> Sensor {
+        Sensor::start(&["--policy", self.policy.to_str().unwrap(), "--mode", mode])
+    }
+}
+
 /// A scratch git worktree (with one commit) for an agent.
 pub fn git_worktree(parent: &Path, name: &str) -> PathBuf {
     let dir = parent.join(name);

@@ -12,59 +12,35 @@ use std::{
 use agent_sensor_tests::*;
 use serde_json::Value;
 
-/// A scratch area: worktrees, an "outside" directory, secrets, fake tools, the policy.
-struct Scene {
-    _dir: TempDir,
-    root: PathBuf,
-    worktree: PathBuf,
-    outside: PathBuf,
-    secrets: PathBuf,
-    policy: PathBuf,
+/// The shared scene, plus a key in `secrets`, startup files (`<root>/startup/**`) and a
+/// directory of fake tools.
+struct Scene(agent_sensor_tests::Scene);
+
+impl std::ops::Deref for Scene {
+    type Target = agent_sensor_tests::Scene;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Scene {
-    /// `extra` is appended to a policy whose `test` profile marks `<root>/secrets/**` sensitive
-    /// and `<root>/startup/**` as startup files.
+    /// `extra` is appended to the policy.
     fn new(tag: &str, extra: &str) -> Self {
-        let dir = TempDir::outside_tmp(tag);
-        let root = std::fs::canonicalize(&dir.0).unwrap();
-        let worktree = git_worktree(&root, "work");
-        let outside = root.join("outside");
-        let secrets = root.join("secrets");
-        for d in [&outside, &secrets, &root.join("startup"), &root.join("bin")] {
-            std::fs::create_dir_all(d).unwrap();
+        let scene = agent_sensor_tests::Scene::new(tag, "startup = [\"{root}/startup/**\"]", extra);
+        for d in ["startup", "bin"] {
+            std::fs::create_dir_all(scene.root.join(d)).unwrap();
         }
         std::fs::write(
-            secrets.join("id_rsa"),
+            scene.secrets.join("id_rsa"),
             "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret\n",
         )
         .unwrap();
-        let policy = root.join("policy.toml");
-        let text = format!(
-            "[discovery]\nprofile = \"test\"\n\n\
-             [profiles.test]\n\
-             sensitive = [\"{r}/secrets/**\"]\n\
-             startup = [\"{r}/startup/**\"]\n\n{extra}",
-            r = root.display()
-        );
-        std::fs::write(&policy, text).unwrap();
-        Scene {
-            _dir: dir,
-            root,
-            worktree,
-            outside,
-            secrets,
-            policy,
-        }
+        Self(scene)
     }
 
     fn sensor(&self) -> Sensor {
-        Sensor::start(&[
-            "--policy",
-            self.policy.to_str().unwrap(),
-            "--mode",
-            "monitor",
-        ])
+        self.0.sensor("monitor")
     }
 
     /// A copy of /bin/true named `name`: the rules judge what is executed and with which

@@ -25,50 +25,30 @@ const CAT: &str = "/usr/bin/cat";
 const SENSITIVE_READ: &str = "credential.sensitive_read";
 const WRITE_OUTSIDE: &str = "isolation.write_outside_worktree";
 
-/// A scratch area outside /tmp: a worktree, an "outside" directory, secrets (sensitive by the
-/// test policy) and the scripts the agents run.
+/// The shared scene, plus a directory of the scripts the agents run.
 struct Scene {
-    _dir: TempDir,
-    root: PathBuf,
-    worktree: PathBuf,
-    outside: PathBuf,
-    secrets: PathBuf,
+    base: agent_sensor_tests::Scene,
     scripts: PathBuf,
-    policy: PathBuf,
+}
+
+impl std::ops::Deref for Scene {
+    type Target = agent_sensor_tests::Scene;
+
+    fn deref(&self) -> &Self::Target {
+        &self.base
+    }
 }
 
 impl Scene {
     fn new(tag: &str) -> Self {
-        let dir = TempDir::outside_tmp(tag);
-        let root = std::fs::canonicalize(&dir.0).unwrap();
-        let worktree = git_worktree(&root, "work");
-        let outside = root.join("outside");
-        let secrets = root.join("secrets");
-        let scripts = root.join("scripts");
-        for d in [&outside, &secrets, &scripts] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        let policy = root.join("policy.toml");
-        let text = format!(
-            "[discovery]\nprofile = \"test\"\n\n\
-             [profiles.test]\n\
-             sensitive = [\"{}/secrets/**\"]\n",
-            root.display()
-        );
-        std::fs::write(&policy, text).unwrap();
-        Scene {
-            _dir: dir,
-            root,
-            worktree,
-            outside,
-            secrets,
-            scripts,
-            policy,
-        }
+        let base = agent_sensor_tests::Scene::new(tag, "", "");
+        let scripts = base.root.join("scripts");
+        std::fs::create_dir_all(&scripts).unwrap();
+        Self { base, scripts }
     }
 
     fn sensor(&self) -> Sensor {
-        Sensor::start(&["--policy", s(&self.policy), "--mode", "monitor"])
+        self.base.sensor("monitor")
     }
 
     /// A new sensitive file `secrets/<name>` (content `secret:<name>`); its canonical path.

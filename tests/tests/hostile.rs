@@ -639,11 +639,9 @@ fn a_user_who_is_not_root_cannot_run_the_daemon_or_change_its_policy() {
 /// send it: `send.py FILE PORT UDP_PORT` sends the file's bytes over TCP (send and sendmsg)
 /// and UDP, all to 127.0.0.1.
 struct SecretScene {
-    _dir: TempDir,
-    worktree: PathBuf,
+    base: Scene,
     secret: PathBuf,
     sender: PathBuf,
-    policy: PathBuf,
 }
 
 const SENDER: &str = "import socket, sys\n\
@@ -659,30 +657,15 @@ const SENDER: &str = "import socket, sys\n\
 
 impl SecretScene {
     fn new(tag: &str, secret: &[u8]) -> Self {
-        let dir = TempDir::outside_tmp(tag);
-        let root = std::fs::canonicalize(&dir.0).unwrap();
-        let worktree = git_worktree(&root, "work");
-        let secrets = root.join("secrets");
-        std::fs::create_dir_all(&secrets).unwrap();
-        let secret_path = secrets.join("api-token");
+        let base = Scene::new(tag, "", "");
+        let secret_path = base.secrets.join("api-token");
         std::fs::write(&secret_path, secret).unwrap();
-        let sender = root.join("send.py");
+        let sender = base.root.join("send.py");
         std::fs::write(&sender, SENDER).unwrap();
-        let policy = root.join("policy.toml");
-        std::fs::write(
-            &policy,
-            format!(
-                "[discovery]\nprofile = \"test\"\n\n[profiles.test]\nsensitive = [\"{}/**\"]\n",
-                secrets.display()
-            ),
-        )
-        .unwrap();
         Self {
-            _dir: dir,
-            worktree,
+            base,
             secret: secret_path,
             sender,
-            policy,
         }
     }
 
@@ -719,13 +702,15 @@ impl SecretScene {
             }
             got
         });
-        let sensor = Sensor::start(&["--policy", s(&self.policy), "--mode", "monitor"]);
+        let sensor = self.base.sensor("monitor");
         let script = format!(
             "/usr/bin/python3 {} {} {tcp_port} {udp_port}",
             self.sender.display(),
             self.secret.display()
         );
-        assert!(sensor.exec_agent(agent, &self.worktree, &script).success());
+        assert!(sensor
+            .exec_agent(agent, &self.base.worktree, &script)
+            .success());
         let received = receiver.join().unwrap();
         (sensor, received)
     }

@@ -13,53 +13,40 @@ use std::{
 use agent_sensor_tests::*;
 use serde_json::Value;
 
+/// The shared scene, plus a secret token in `secrets/token`.
 struct Scene {
-    _dir: TempDir,
-    root: PathBuf,
-    worktree: PathBuf,
+    base: agent_sensor_tests::Scene,
     secret: PathBuf,
     token: String,
-    policy: PathBuf,
+}
+
+impl std::ops::Deref for Scene {
+    type Target = agent_sensor_tests::Scene;
+
+    fn deref(&self) -> &Self::Target {
+        &self.base
+    }
 }
 
 impl Scene {
+    /// `extra` is appended to the policy.
     fn new(tag: &str, extra: &str) -> Self {
-        let dir = TempDir::outside_tmp(tag);
-        let root = std::fs::canonicalize(&dir.0).unwrap();
-        let worktree = git_worktree(&root, "work");
-        std::fs::create_dir_all(root.join("secrets")).unwrap();
+        let base = agent_sensor_tests::Scene::new(tag, "", extra);
         let token = format!(
             "SECRET-{:x}",
             std::process::id() as u64 * 0x9e37_79b9_7f4a_7c15
         );
-        let secret = root.join("secrets/token");
+        let secret = base.secrets.join("token");
         std::fs::write(&secret, &token).unwrap();
-        let policy = root.join("policy.toml");
-        std::fs::write(
-            &policy,
-            format!(
-                "[discovery]\nprofile = \"test\"\n\n[profiles.test]\nsensitive = [\"{}/secrets/**\"]\n\n{extra}",
-                root.display()
-            ),
-        )
-        .unwrap();
-        Scene {
-            _dir: dir,
-            root,
-            worktree,
+        Self {
+            base,
             secret,
             token,
-            policy,
         }
     }
 
     fn sensor(&self) -> Sensor {
-        Sensor::start(&[
-            "--policy",
-            self.policy.to_str().unwrap(),
-            "--mode",
-            "enforce",
-        ])
+        self.base.sensor("enforce")
     }
 }
 

@@ -465,15 +465,8 @@ fn udp_dns_query_is_reported_with_its_name_and_type() {
     };
     let port = socket.local_addr().unwrap().port();
     let responder = std::thread::spawn(move || answer_dns(socket, [127, 0, 0, 1], 1));
-    // The name resolves to loopback, where this listener waits for the "agent" to connect.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let tcp_port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut got = Vec::new();
-        conn.read_to_end(&mut got).unwrap();
-        got
-    });
+    // The name resolves to loopback, where this sink waits for the "agent" to connect.
+    let (tcp_port, server) = loopback_sink();
 
     // The script exits non-zero unless the answer carries 127.0.0.1: the exchange really ran.
     let script = "import socket, struct, sys\n\

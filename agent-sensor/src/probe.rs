@@ -104,9 +104,9 @@ impl ProbeReport {
 }
 
 /// Attaches the probe object's raw tracepoint program (a pid check and nothing else for
-/// other processes) to `tracepoints` (sys_exit, sys_enter), says `ready` on stdout and holds them for
-/// `time`: the floor every syscall of the host pays for the sensor's hooks, measured by
-/// `cargo xtask bench capture`. The links go when this process does.
+/// other processes) to `tracepoints` (sys_exit, sys_enter), says `ready` on stdout and holds
+/// them for `time`: the floor every syscall of the host pays for the sensor's hooks, measured
+/// by `cargo xtask bench capture`. The links go when this process does.
 pub fn hold_syscall_hooks(
     tracepoints: &[String],
     time: std::time::Duration,

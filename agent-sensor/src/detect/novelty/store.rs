@@ -156,7 +156,16 @@ impl Writer {
     }
 
     /// Waits until everything queued is written.
-    pub fn finish(mut self) {
+    pub fn finish(self) {
+        drop(self);
+    }
+}
+
+/// A writer dropped without `finish` (a detector replaced or dropped on an error path) still
+/// waits for what it queued: a thread left writing would put files back into a directory its
+/// owner has moved on from, or removed (the unit tests' temporary ones were left behind so).
+impl Drop for Writer {
+    fn drop(&mut self) {
         self.queue = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -212,6 +221,22 @@ mod tests {
             let stem = file_stem(name);
             assert!(!stem.contains('/') && !stem.starts_with('.'), "{stem}");
             assert_eq!(profile_name(&stem).as_deref(), Some(name));
+        }
+    }
+
+    #[test]
+    fn a_dropped_writer_has_written_all_it_queued() {
+        let dir = crate::detect::testkit::TempDir::new("novelty-writer-drop");
+        let writer = Writer::start(dir.0.clone());
+        // Each write syncs a file and its directory: the thread is still busy when the
+        // writer is dropped.
+        let names: Vec<String> = (0..QUEUED).map(|i| format!("p{i}")).collect();
+        for name in &names {
+            assert!(writer.queue(name, b"{}".to_vec()));
+        }
+        drop(writer);
+        for name in &names {
+            assert!(dir.0.join(format!("{name}.json")).exists(), "{name}");
         }
     }
 }

@@ -178,11 +178,13 @@ pub struct RunArgs {
     pub priority_boost: u8,
 
     /// Track this process and every descendant it creates as a capture-only agent
-    /// (repeatable; for debugging).
+    /// (repeatable; for debugging). A capture-only agent has no worktree of its own: the
+    /// default profile's rules apply to it, and nothing another agent touches is "in" it.
     #[arg(long = "track-pid", value_name = "PID")]
     pub track_pids: Vec<u32>,
 
-    /// Track every task in this cgroup v2 directory as a capture-only agent (repeatable).
+    /// Track every task in this cgroup v2 directory as a capture-only agent (repeatable;
+    /// see --track-pid).
     #[arg(long = "track-cgroup", value_name = "DIR")]
     pub track_cgroups: Vec<PathBuf>,
 }

@@ -180,7 +180,7 @@ impl Pipeline {
         let others: Vec<OtherAgent> = if may_involve_other_agents(&self.registry, event) {
             self.registry
                 .agents()
-                .filter(|a| a.id != agent.id && a.is_live())
+                .filter(|a| a.id != agent.id && a.is_live() && a.has_own_worktree())
                 .map(|a| OtherAgent {
                     name: &a.name,
                     worktree: &a.worktree,
@@ -500,5 +500,44 @@ mod tests {
         exit.flags |= flags::OWNED_SOCKETS;
         pipeline.handle(exit).unwrap();
         assert_eq!(pipeline.exited_processes, HashSet::from([101]));
+    }
+
+    #[test]
+    fn an_agent_tracked_for_capture_only_has_no_worktree_for_others_to_enter() {
+        use crate::agents::registry::Origin;
+        let mut pipeline = Pipeline::new(Policy::builtin(), None, None);
+        let policy = pipeline.policy.clone();
+        let mut add = |id: u64, name: &str, worktree: &str| {
+            pipeline.registry.insert(
+                &policy,
+                id,
+                name.into(),
+                worktree.into(),
+                "default".into(),
+                Origin::Exec,
+                None,
+                testkit::UID,
+            );
+            pipeline
+                .registry
+                .add_process(id, 100 + id as u32, 1, String::new());
+        };
+        // As `--track-cgroup` registers one: worktree `/`, live from the start.
+        add(1, "capture-only", "/");
+        add(2, "coder", "/srv/work/coder");
+        add(3, "other-coder", "/srv/work/other");
+        let reads = |pipeline: &mut Pipeline, path: &str| {
+            let mut event = testkit::open(102, path, testkit::RDONLY);
+            event.agent_id = 2;
+            let before = pipeline.stats.alerts;
+            pipeline.handle(event).unwrap();
+            pipeline.stats.alerts - before
+        };
+        assert_eq!(reads(&mut pipeline, "/usr/bin/sh"), 0);
+        assert!(!pipeline.registry.may_hold(b"/usr/bin/sh"));
+        // Beside the agents' worktrees, where other agents are compared with the path.
+        assert_eq!(reads(&mut pipeline, "/srv/shared/notes.txt"), 0);
+        // Another agent's real worktree is still foreign.
+        assert_eq!(reads(&mut pipeline, "/srv/work/other/src/main.rs"), 1);
     }
 }

@@ -74,7 +74,19 @@ pub struct Agent {
     pub scope: AgentScope,
 }
 
+/// Whether `worktree` is one of an agent's own. Agents tracked for capture only
+/// (`--track-pid`, `--track-cgroup`, or discovered with `/` as their cwd) are given `/`: a
+/// boundary around everything bounds nothing, and no other agent's file is "in" it.
+pub fn is_own_worktree(worktree: &Path) -> bool {
+    worktree != Path::new("/")
+}
+
 impl Agent {
+    /// Whether other agents' files can be in this agent's worktree (see `is_own_worktree`).
+    pub fn has_own_worktree(&self) -> bool {
+        is_own_worktree(&self.worktree)
+    }
+
     /// Not ended: running or frozen (a killed agent is live until its processes are gone).
     pub fn is_live(&self) -> bool {
         match self.state {

@@ -15,7 +15,12 @@ pub struct WorktreeRoots {
 }
 
 impl WorktreeRoots {
+    /// Adds an agent's worktree; `/` (an agent without one of its own, see
+    /// `Agent::has_own_worktree`) holds nothing for other agents and is left out.
     pub fn add(&mut self, worktree: &Path) {
+        if !super::registry::is_own_worktree(worktree) {
+            return;
+        }
         *self
             .counts
             .entry(first_component(worktree.as_os_str().as_bytes()).to_vec())
@@ -23,6 +28,9 @@ impl WorktreeRoots {
     }
 
     pub fn remove(&mut self, worktree: &Path) {
+        if !super::registry::is_own_worktree(worktree) {
+            return;
+        }
         let root = first_component(worktree.as_os_str().as_bytes());
         if let Some(count) = self.counts.get_mut(root) {
             *count -= 1;
@@ -74,11 +82,12 @@ mod tests {
     }
 
     #[test]
-    fn a_worktree_at_the_root_rules_nothing_out() {
+    fn a_worktree_at_the_root_holds_nothing_for_other_agents() {
         let mut roots = WorktreeRoots::default();
         roots.add(Path::new("/"));
-        assert!(roots.may_hold(b"/usr/lib/libc.so.6"));
-        roots.remove(Path::new("/"));
         assert!(!roots.may_hold(b"/usr/lib/libc.so.6"));
+        roots.add(Path::new("/home/a/wt"));
+        roots.remove(Path::new("/"));
+        assert!(roots.may_hold(b"/home/a/wt/x"));
     }
 }

@@ -33,13 +33,15 @@ pub struct OverheadArgs {
     /// fork+exec of /bin/true per run of workload (c).
     #[arg(long, default_value_t = 1_000)]
     pub execs: u64,
-    /// Sessions (workload d) per configuration. A session varies by ±10 % from run to run on
-    /// the 2-core VM: a dozen gives a median that a 1 % target can be read against.
+    /// Rounds of sessions (workload d): each starts every tool in turn and runs one session
+    /// per configuration under it, then one more with no sensor. A session moves by ±10 %
+    /// from run to run on the 2-core VM, and with the host over minutes: each is compared with
+    /// the no-sensor ones of its round, and the median over the rounds is reported.
     #[arg(long, default_value_t = 12)]
     pub session_runs: usize,
-    /// Passes over the tools (no sensor, agent-sensor, bpftrace, auditd, then again): the
-    /// runs are spread over them, so that a load that comes and goes on the machine meets
-    /// every tool alike.
+    /// Passes over the tools for the microbenchmarks (no sensor, agent-sensor, bpftrace,
+    /// auditd, then no sensor again): the runs are spread over them, so that a load that
+    /// comes and goes on the machine meets every tool alike.
     #[arg(long, default_value_t = 2)]
     pub passes: usize,
     /// Leave out bpftrace and auditd (nothing installed).
@@ -146,6 +148,11 @@ pub struct Cell {
     pub variant: Variant,
     /// ns per iteration, or seconds per session.
     pub values: Vec<f64>,
+    /// Sessions only: the CPU seconds each session cost the host, its own processes' and the
+    /// tool's while it ran.
+    pub host_cpu: Vec<f64>,
+    /// Sessions only: the round each ran in (see `session_rounds`).
+    pub rounds: Vec<usize>,
     /// Timed iterations of each run (microbenchmarks).
     pub iterations: Vec<u64>,
     tool_cpu: f64,
@@ -153,9 +160,33 @@ pub struct Cell {
     wall: f64,
 }
 
+/// What a table compares: the workload's own time, or what a session cost the host in CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// ns per iteration, or wall seconds per session.
+    Time,
+    /// CPU seconds per session: its processes' and the tool's while it ran. A tool's cost
+    /// shows in it whether it makes the session wait or uses a core the session left idle
+    /// (which wall time does not see).
+    HostCpu,
+}
+
 impl Cell {
-    pub fn median(&self) -> f64 {
-        report::median(&self.values)
+    pub fn samples(&self, metric: Metric) -> &[f64] {
+        match metric {
+            Metric::Time => &self.values,
+            Metric::HostCpu => &self.host_cpu,
+        }
+    }
+
+    pub fn median(&self, metric: Metric) -> f64 {
+        report::median(self.samples(metric))
+    }
+
+    /// The sample of session round `round`, if one ran.
+    fn in_round(&self, round: usize, metric: Metric) -> Option<f64> {
+        let at = self.rounds.iter().position(|&r| r == round)?;
+        self.samples(metric).get(at).copied()
     }
 
     pub fn tool_cores(&self) -> f64 {
@@ -250,6 +281,8 @@ impl ToolRun {
                 workload,
                 variant,
                 values: Vec::new(),
+                host_cpu: Vec::new(),
+                rounds: Vec::new(),
                 iterations: Vec::new(),
                 tool_cpu: 0.0,
                 other_cpu: 0.0,
@@ -279,11 +312,13 @@ enum Running {
 }
 
 impl Running {
+    /// To the nanosecond: a session costs the sensor some tens of milliseconds, a few ticks of
+    /// /proc/PID/stat. The tools' threads live as long as they do.
     fn cpu_seconds(&self) -> f64 {
         match self {
             Running::None => 0.0,
-            Running::Sensor(s) => cpu::process_seconds(s.pid()),
-            Running::Bpftrace(b) => cpu::process_seconds(b.pid()),
+            Running::Sensor(s) => cpu::threads_seconds(s.pid()),
+            Running::Bpftrace(b) => cpu::threads_seconds(b.pid()),
             Running::Auditd(a) => a.cpu_seconds(),
         }
     }
@@ -310,24 +345,17 @@ pub fn run(bench: &Bench, args: &OverheadArgs) -> Result<Overhead> {
     let passes = args.passes.max(1);
     let pass_args = OverheadArgs {
         runs: args.runs.div_ceil(passes),
-        session_runs: args.session_runs.div_ceil(passes),
         ..args.clone()
     };
     let mut runs: Vec<ToolRun> = tools.iter().map(|&t| ToolRun::new(t, false)).collect();
     for pass in 0..passes {
         for run in &mut runs {
-            tool_run(bench, &pass_args, run, pass, listener.port, &origin)?;
+            tool_run(bench, &pass_args, run, pass, listener.port)?;
         }
     }
     let mut again = ToolRun::new(Tool::None, true);
-    tool_run(
-        bench,
-        &pass_args,
-        &mut again,
-        passes,
-        listener.port,
-        &origin,
-    )?;
+    tool_run(bench, &pass_args, &mut again, passes, listener.port)?;
+    session_rounds(bench, args, &mut runs, &mut again, &origin)?;
     runs.push(again);
     Ok(Overhead {
         args: args.clone(),
@@ -337,56 +365,102 @@ pub fn run(bench: &Bench, args: &OverheadArgs) -> Result<Overhead> {
     })
 }
 
-/// One pass of `result`'s tool: started, every workload run `args.runs` times (sessions
-/// `args.session_runs` times) under it, stopped; the runs are added to `result`.
+/// A tool started for a stretch of the bench, with the cgroup its tracked workloads join and
+/// the directory it keeps its files in.
+struct Started {
+    tool: Tool,
+    running: Running,
+    cgroup: BenchCgroup,
+    dir: std::path::PathBuf,
+    /// Held while bpftrace runs.
+    _tracefs: Option<super::host::Tracefs>,
+}
+
+impl Started {
+    fn start(bench: &Bench, tool: Tool) -> Result<Self> {
+        let name = tool.name().replace(' ', "-");
+        let cgroup = BenchCgroup::create(&bench.cgroup_root, &format!("overhead-{name}"))?;
+        let dir = bench.work.subdir(&format!("tool-{name}"))?;
+        let tracefs = match tool {
+            Tool::Bpftrace => Some(super::host::Tracefs::ensure()?),
+            _ => None,
+        };
+        let running = match tool {
+            Tool::None => Running::None,
+            Tool::AgentSensor => Running::Sensor(RunningSensor::start_with(
+                &bench.sensor,
+                &dir,
+                &SensorOptions {
+                    track_cgroups: vec![&cgroup.path],
+                    alerts: true,
+                    event_stream: true,
+                    ..SensorOptions::default()
+                },
+            )?),
+            Tool::Bpftrace => Running::Bpftrace(Bpftrace::start(&dir, cgroup.id()?)?),
+            Tool::Auditd => Running::Auditd(Auditd::start(&dir)?),
+        };
+        Ok(Self {
+            tool,
+            running,
+            cgroup,
+            dir,
+            _tracefs: tracefs,
+        })
+    }
+
+    fn variants(&self) -> &'static [Variant] {
+        match self.tool {
+            Tool::None => &[Variant::Plain],
+            _ => &[Variant::Untracked, Variant::Tracked],
+        }
+    }
+
+    /// Makes `cmd` tracked by this tool.
+    fn track(&self, cmd: &mut Command) {
+        match self.tool {
+            Tool::AgentSensor | Tool::Bpftrace => self.cgroup.join_before_exec(cmd),
+            Tool::Auditd => peers::audit_before_exec(cmd),
+            Tool::None => {}
+        }
+    }
+
+    fn stop(self, bench: &Bench) -> Result<ToolTotals> {
+        let totals = match self.running {
+            Running::None => ToolTotals::None,
+            Running::Sensor(sensor) => {
+                let alerts = alerts_by_rule(&sensor.alerts_path());
+                let totals = sensor.stop()?;
+                super::cgroup::remove_agent_cgroups(&bench.cgroup_root);
+                ToolTotals::Sensor { totals, alerts }
+            }
+            Running::Bpftrace(bpftrace) => {
+                bpftrace.stop()?;
+                ToolTotals::Bpftrace
+            }
+            Running::Auditd(auditd) => ToolTotals::Auditd(auditd.stop()?),
+        };
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(totals)
+    }
+}
+
+/// One pass of `result`'s tool over the microbenchmarks: started, each run `args.runs` times
+/// under it, stopped; the runs are added to `result`.
 fn tool_run(
     bench: &Bench,
     args: &OverheadArgs,
     result: &mut ToolRun,
     pass: usize,
     port: u16,
-    origin: &Path,
 ) -> Result<()> {
-    let (tool, again) = (result.tool, result.again);
-    let name = tool.name().replace(' ', "-");
     eprintln!(
         "xtask bench: overhead: {}{}, pass {}",
-        tool.name(),
-        if again { ", again" } else { "" },
+        result.tool.name(),
+        if result.again { ", again" } else { "" },
         pass + 1
     );
-    let cgroup = BenchCgroup::create(&bench.cgroup_root, &format!("overhead-{name}"))?;
-    let dir = bench.work.subdir(&format!("tool-{name}"))?;
-    // Held while bpftrace runs.
-    let _tracefs = match tool {
-        Tool::Bpftrace => Some(super::host::Tracefs::ensure()?),
-        _ => None,
-    };
-    let running = match tool {
-        Tool::None => Running::None,
-        Tool::AgentSensor => Running::Sensor(RunningSensor::start_with(
-            &bench.sensor,
-            &dir,
-            &SensorOptions {
-                track_cgroups: vec![&cgroup.path],
-                alerts: true,
-                event_stream: true,
-                ..SensorOptions::default()
-            },
-        )?),
-        Tool::Bpftrace => Running::Bpftrace(Bpftrace::start(&dir, cgroup.id()?)?),
-        Tool::Auditd => Running::Auditd(Auditd::start(&dir)?),
-    };
-    let variants: &[Variant] = match tool {
-        Tool::None => &[Variant::Plain],
-        _ => &[Variant::Untracked, Variant::Tracked],
-    };
-    // How a command is made tracked by this tool.
-    let track = |cmd: &mut Command| match tool {
-        Tool::AgentSensor | Tool::Bpftrace => cgroup.join_before_exec(cmd),
-        Tool::Auditd => peers::audit_before_exec(cmd),
-        Tool::None => {}
-    };
+    let started = Started::start(bench, result.tool)?;
     for i in 0..args.runs {
         let run = pass * args.runs + i;
         for micro in Micro::ALL {
@@ -395,16 +469,16 @@ fn tool_run(
                 Micro::TcpConnect => args.connects,
                 Micro::ForkExec => args.execs,
             };
-            for &variant in alternate(variants, run) {
+            for &variant in alternate(started.variants(), run) {
                 let iterations = result
                     .capped
                     .iter()
                     .find(|(key, _)| *key == (micro, variant))
                     .map_or(full, |(_, n)| *n);
-                let (ns, tool_cpu, other_cpu, wall) = measure(&running, || {
+                let (ns, tool_cpu, other_cpu, wall) = measure(&started.running, || {
                     let mut cmd = micro.command(iterations, port)?;
                     if variant == Variant::Tracked {
-                        track(&mut cmd);
+                        started.track(&mut cmd);
                     }
                     let child = cmd.spawn().context("cannot start the workload")?;
                     Ok(workload::finish(child)?.ns_per_iteration)
@@ -424,47 +498,81 @@ fn tool_run(
             }
         }
     }
-    for i in 0..args.session_runs {
-        let run = pass * args.session_runs + i;
-        for &variant in alternate(variants, run) {
-            let again_tag = if again { "-again" } else { "" };
-            let tag = format!("{name}{again_tag}-{}-{run}", variant.name());
-            let (seconds, tool_cpu, other_cpu, wall) = measure(&running, || {
-                let took = match (&running, variant) {
-                    (Running::Sensor(sensor), Variant::Tracked) => {
-                        run_session_as_agent(bench, sensor, origin, &tag)?
-                    }
-                    (_, Variant::Tracked) => run_session(bench, origin, &tag, &|mut cmd| {
-                        track(&mut cmd);
-                        cmd
-                    })?,
-                    _ => run_session(bench, origin, &tag, &|cmd| cmd)?,
-                };
-                Ok(took.as_secs_f64())
-            })?;
-            let cell = result.cell_mut(Workload::Session, variant);
-            cell.values.push(seconds);
-            cell.tool_cpu += tool_cpu;
-            cell.other_cpu += other_cpu;
-            cell.wall += wall;
+    result.add_totals(started.stop(bench)?);
+    Ok(())
+}
+
+/// The sessions, in rounds: each round starts every tool in turn (in an order that rotates
+/// from round to round) and runs one session per configuration under it, then one more with
+/// no sensor. A session moves by ±10 % with the host over minutes; within a round (some
+/// seconds) far less, so every configuration is compared with the no-sensor sessions of its
+/// own round (`Overhead::paired`).
+fn session_rounds(
+    bench: &Bench,
+    args: &OverheadArgs,
+    runs: &mut [ToolRun],
+    again: &mut ToolRun,
+    origin: &Path,
+) -> Result<()> {
+    for round in 0..args.session_runs {
+        eprintln!(
+            "xtask bench: overhead: sessions, round {} of {}",
+            round + 1,
+            args.session_runs
+        );
+        for i in 0..runs.len() {
+            let result = &mut runs[(i + round) % runs.len()];
+            let started = Started::start(bench, result.tool)?;
+            for &variant in alternate(started.variants(), round) {
+                session(bench, &started, result, variant, round, origin)?;
+            }
+            result.add_totals(started.stop(bench)?);
         }
+        let started = Started::start(bench, Tool::None)?;
+        session(bench, &started, again, Variant::Plain, round, origin)?;
+        started.stop(bench)?;
     }
-    let totals = match running {
-        Running::None => ToolTotals::None,
-        Running::Sensor(sensor) => {
-            let alerts = alerts_by_rule(&sensor.alerts_path());
-            let totals = sensor.stop()?;
-            super::cgroup::remove_agent_cgroups(&bench.cgroup_root);
-            ToolTotals::Sensor { totals, alerts }
-        }
-        Running::Bpftrace(bpftrace) => {
-            bpftrace.stop()?;
-            ToolTotals::Bpftrace
-        }
-        Running::Auditd(auditd) => ToolTotals::Auditd(auditd.stop()?),
-    };
-    result.add_totals(totals);
-    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// How long the machine is left alone before a session, after `sync`: what the last session
+/// left to the kernel (its files written back, its removed tree freed) is then done before
+/// this one starts, not inside it.
+const SESSION_SETTLE: Duration = Duration::from_millis(200);
+
+/// One timed session of `variant` under `started`, added to `result`.
+fn session(
+    bench: &Bench,
+    started: &Started,
+    result: &mut ToolRun,
+    variant: Variant,
+    round: usize,
+    origin: &Path,
+) -> Result<()> {
+    let again_tag = if result.again { "-again" } else { "" };
+    let name = started.tool.name().replace(' ', "-");
+    let tag = format!("{name}{again_tag}-{}-{round}", variant.name());
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    std::thread::sleep(SESSION_SETTLE);
+    let (took, tool_cpu, other_cpu, wall) =
+        measure(&started.running, || match (&started.running, variant) {
+            (Running::Sensor(sensor), Variant::Tracked) => {
+                run_session_as_agent(bench, sensor, origin, &tag)
+            }
+            (_, Variant::Tracked) => run_session(bench, origin, &tag, &|mut cmd| {
+                started.track(&mut cmd);
+                cmd
+            }),
+            _ => run_session(bench, origin, &tag, &|cmd| cmd),
+        })?;
+    let cell = result.cell_mut(Workload::Session, variant);
+    cell.values.push(took.wall.as_secs_f64());
+    cell.host_cpu.push(took.cpu_seconds + tool_cpu);
+    cell.rounds.push(round);
+    cell.tool_cpu += tool_cpu;
+    cell.other_cpu += other_cpu;
+    cell.wall += wall;
     Ok(())
 }
 
@@ -486,7 +594,7 @@ fn alternate(variants: &[Variant], run: usize) -> &[Variant] {
 
 /// Runs `work`; returns its value, the tool's CPU seconds meanwhile, other processes' CPU
 /// seconds meanwhile (the tool's left out), and the wall time.
-fn measure(running: &Running, work: impl FnOnce() -> Result<f64>) -> Result<(f64, f64, f64, f64)> {
+fn measure<T>(running: &Running, work: impl FnOnce() -> Result<T>) -> Result<(T, f64, f64, f64)> {
     let tool_before = running.cpu_seconds();
     let other = cpu::OtherCpu::start()?;
     let value = work()?;
@@ -505,7 +613,7 @@ fn run_session(
     origin: &Path,
     tag: &str,
     prepare: &dyn Fn(Command) -> Command,
-) -> Result<Duration> {
+) -> Result<session::SessionTime> {
     let worktree = session_dir(bench, tag)?;
     let took = session::time(prepare(session::command(
         Command::new("/bin/sh"),
@@ -522,7 +630,7 @@ fn run_session_as_agent(
     sensor: &RunningSensor,
     origin: &Path,
     tag: &str,
-) -> Result<Duration> {
+) -> Result<session::SessionTime> {
     let worktree = session_dir(bench, tag)?;
     let mut program = sensor.exec_command(&format!("bench-session-{tag}"), &worktree, None);
     program.arg("/bin/sh");
@@ -587,48 +695,119 @@ impl Overhead {
     }
 
     /// The baseline: every no-sensor run, before and after the tools.
-    pub fn baseline(&self, workload: Workload) -> f64 {
+    pub fn baseline(&self, workload: Workload, metric: Metric) -> f64 {
         let values: Vec<f64> = self
             .runs
             .iter()
             .filter(|r| r.tool == Tool::None)
             .filter_map(|r| r.cell(workload, Variant::Plain))
-            .flat_map(|c| c.values.iter().copied())
+            .flat_map(|c| c.samples(metric).iter().copied())
             .collect();
         report::median(&values)
     }
 
-    /// Median of the configuration over the baseline, minus one.
-    pub fn overhead(&self, tool: Tool, variant: Variant, workload: Workload) -> Option<f64> {
+    /// Median of the configuration over the baseline, minus one; for sessions paired by round
+    /// (see [`Overhead::paired`]).
+    pub fn overhead(
+        &self,
+        tool: Tool,
+        variant: Variant,
+        workload: Workload,
+        metric: Metric,
+    ) -> Option<f64> {
         let cell = self.cell(tool, variant, workload)?;
-        Some(cell.median() / self.baseline(workload) - 1.0)
+        self.cell_overhead(cell, metric)
     }
 
-    /// How far the baseline moved between its first and last runs.
-    pub fn drift(&self, workload: Workload) -> f64 {
+    fn cell_overhead(&self, cell: &Cell, metric: Metric) -> Option<f64> {
+        if let Some(paired) = self.paired(cell, metric) {
+            return Some(paired.overhead);
+        }
+        if cell.samples(metric).is_empty() {
+            return None;
+        }
+        Some(cell.median(metric) / self.baseline(cell.workload, metric) - 1.0)
+    }
+
+    /// A session cell against the no-sensor sessions of the same rounds: per round, its
+    /// session over the mean of that round's no-sensor ones (the one among the tools and the
+    /// one that closes the round; the latter's own against the former). `None` for other
+    /// workloads, or without two rounds to pair.
+    pub fn paired(&self, cell: &Cell, metric: Metric) -> Option<Paired> {
+        if cell.workload != Workload::Session {
+            return None;
+        }
+        let baselines: Vec<&Cell> = self
+            .runs
+            .iter()
+            .filter(|r| r.tool == Tool::None)
+            .filter_map(|r| r.cell(Workload::Session, Variant::Plain))
+            .filter(|b| !std::ptr::eq(*b, cell))
+            .collect();
+        let ratios: Vec<f64> = cell
+            .rounds
+            .iter()
+            .zip(cell.samples(metric))
+            .filter_map(|(&round, &value)| {
+                let base: Vec<f64> = baselines
+                    .iter()
+                    .filter_map(|b| b.in_round(round, metric))
+                    .collect();
+                let mean = base.iter().sum::<f64>() / base.len() as f64;
+                (!base.is_empty() && mean > 0.0).then(|| value / mean)
+            })
+            .collect();
+        Paired::of(&ratios)
+    }
+
+    /// How far the baseline moved between its first and last runs (sessions: the paired
+    /// overhead of the sessions that close the rounds).
+    pub fn drift(&self, workload: Workload, metric: Metric) -> f64 {
         let first = self
             .tool_run(Tool::None, false)
             .and_then(|r| r.cell(workload, Variant::Plain));
         let last = self
             .tool_run(Tool::None, true)
             .and_then(|r| r.cell(workload, Variant::Plain));
+        if let Some(paired) = last.and_then(|b| self.paired(b, metric)) {
+            return paired.overhead;
+        }
         match (first, last) {
-            (Some(a), Some(b)) => b.median() / a.median() - 1.0,
+            (Some(a), Some(b)) => b.median(metric) / a.median(metric) - 1.0,
             _ => 0.0,
         }
     }
 
     /// The noise an overhead is read against: the floor, the baseline's drift, or the spread
     /// (max−min over median) of the baseline's own runs, whichever is largest.
-    pub fn noise(&self, workload: Workload) -> f64 {
+    ///
+    /// Sessions, paired by round: the widest 95 % interval of any configuration's paired
+    /// median, the closing no-sensor sessions' included.
+    pub fn noise(&self, workload: Workload, metric: Metric) -> f64 {
+        let intervals: Vec<f64> = self
+            .runs
+            .iter()
+            .flat_map(|r| &r.cells)
+            .filter(|c| c.workload == workload)
+            .filter_map(|c| self.paired(c, metric))
+            .map(|p| p.interval)
+            .collect();
+        if !intervals.is_empty() {
+            return intervals.iter().copied().fold(0.0, f64::max);
+        }
         let spread = self
             .runs
             .iter()
             .filter(|r| r.tool == Tool::None)
             .filter_map(|r| r.cell(workload, Variant::Plain))
-            .map(|c| (report::max(&c.values) - report::min(&c.values)) / c.median())
+            .map(|c| {
+                let values = c.samples(metric);
+                (report::max(values) - report::min(values)) / c.median(metric)
+            })
             .fold(0.0, f64::max);
-        NOISE_FLOOR.max(self.drift(workload).abs()).max(spread)
+        NOISE_FLOOR
+            .max(self.drift(workload, metric).abs())
+            .max(spread)
     }
 
     fn has_peers(&self) -> bool {
@@ -636,22 +815,34 @@ impl Overhead {
     }
 
     pub fn targets(&self) -> Vec<Target> {
+        use Metric::{HostCpu, Time};
         let mut targets = Vec::new();
         let session = Workload::Session;
-        if let Some(o) = self.overhead(Tool::AgentSensor, Variant::Tracked, session) {
+        for (metric, what) in [(Time, "wall time"), (HostCpu, "host CPU")] {
+            let Some(cell) = self.cell(Tool::AgentSensor, Variant::Tracked, session) else {
+                continue;
+            };
+            // Its own paired interval is the noise it is read against.
+            let (overhead, noise) = match self.paired(cell, metric) {
+                Some(paired) => (paired.overhead, paired.interval),
+                None => match self.cell_overhead(cell, metric) {
+                    Some(o) => (o, self.noise(session, metric)),
+                    None => continue,
+                },
+            };
             targets.push(Target::limit(
                 format!(
-                    "realistic session under `agent-sensor exec`: ≤ {}",
+                    "realistic session under `agent-sensor exec`, {what}: ≤ {}",
                     percent(SESSION_MAX_OVERHEAD)
                 ),
-                o,
+                overhead,
                 SESSION_MAX_OVERHEAD,
-                self.noise(session),
+                noise,
             ));
         }
         for workload in &Workload::ALL[..3] {
-            if let Some(o) = self.overhead(Tool::AgentSensor, Variant::Untracked, *workload) {
-                let noise = self.noise(*workload);
+            if let Some(o) = self.overhead(Tool::AgentSensor, Variant::Untracked, *workload, Time) {
+                let noise = self.noise(*workload, Time);
                 targets.push(Target::limit(
                     format!(
                         "{} untracked: within noise (≤ {})",
@@ -665,7 +856,7 @@ impl Overhead {
             }
         }
         for workload in &Workload::ALL[..3] {
-            if let Some(o) = self.overhead(Tool::AgentSensor, Variant::Tracked, *workload) {
+            if let Some(o) = self.overhead(Tool::AgentSensor, Variant::Tracked, *workload, Time) {
                 targets.push(Target::limit(
                     format!(
                         "{} tracked: ≤ {}",
@@ -674,54 +865,56 @@ impl Overhead {
                     ),
                     o,
                     TRACKED_MAX_OVERHEAD,
-                    self.noise(*workload),
+                    self.noise(*workload, Time),
                 ));
             }
         }
-        if self.has_peers() {
-            for workload in Workload::ALL {
-                let ours = self.overhead(Tool::AgentSensor, Variant::Tracked, workload);
-                let bpf = self.overhead(Tool::Bpftrace, Variant::Tracked, workload);
-                let audit = self.overhead(Tool::Auditd, Variant::Tracked, workload);
-                if let (Some(ours), Some(bpf), Some(audit)) = (ours, bpf, audit) {
-                    let ahead = ours < bpf && ours < audit;
-                    // The closest peer decides; a gap smaller than the noise is said to be.
-                    let gap = (bpf.min(audit) - ours).abs();
-                    let noise = self.noise(workload);
-                    let note = if gap < noise {
-                        format!(" (within the noise of ±{})", report::percent_plain(noise))
-                    } else {
-                        String::new()
-                    };
-                    targets.push(Target {
-                        name: format!(
-                            "{}: agent-sensor ahead of bpftrace and auditd (tracked)",
-                            workload.short()
-                        ),
-                        measured: format!(
-                            "{} vs. {} (bpftrace) and {} (auditd)",
-                            percent(ours),
-                            percent(bpf),
-                            percent(audit)
-                        ),
-                        verdict: if ahead {
-                            format!("PASS{note}")
-                        } else {
-                            let behind: Vec<&str> = [("bpftrace", bpf), ("auditd", audit)]
-                                .iter()
-                                .filter(|(_, o)| ours >= *o)
-                                .map(|(n, _)| *n)
-                                .collect();
-                            format!("MISS (behind {}){note}", behind.join(" and "))
-                        },
-                    });
-                }
-            }
-        } else {
+        if !self.has_peers() {
             targets.push(Target {
                 name: "agent-sensor ahead of bpftrace and auditd".into(),
                 measured: "not measured (--no-peers)".into(),
                 verdict: "NOT RUN".into(),
+            });
+            return targets;
+        }
+        let compared = Workload::ALL
+            .iter()
+            .map(|&w| (w, Time, w.short().to_string()))
+            .chain([(session, HostCpu, "session, host CPU".to_string())]);
+        for (workload, metric, label) in compared {
+            let of = |tool| self.overhead(tool, Variant::Tracked, workload, metric);
+            let (Some(ours), Some(bpf), Some(audit)) =
+                (of(Tool::AgentSensor), of(Tool::Bpftrace), of(Tool::Auditd))
+            else {
+                continue;
+            };
+            let ahead = ours < bpf && ours < audit;
+            // The closest peer decides; a gap smaller than the noise is said to be.
+            let gap = (bpf.min(audit) - ours).abs();
+            let noise = self.noise(workload, metric);
+            let note = if gap < noise {
+                format!(" (within the noise of ±{})", report::percent_plain(noise))
+            } else {
+                String::new()
+            };
+            targets.push(Target {
+                name: format!("{label}: agent-sensor ahead of bpftrace and auditd (tracked)"),
+                measured: format!(
+                    "{} vs. {} (bpftrace) and {} (auditd)",
+                    percent(ours),
+                    percent(bpf),
+                    percent(audit)
+                ),
+                verdict: if ahead {
+                    format!("PASS{note}")
+                } else {
+                    let behind: Vec<&str> = [("bpftrace", bpf), ("auditd", audit)]
+                        .iter()
+                        .filter(|(_, o)| ours >= *o)
+                        .map(|(n, _)| *n)
+                        .collect();
+                    format!("MISS (behind {}){note}", behind.join(" and "))
+                },
             });
         }
         targets
@@ -735,12 +928,95 @@ impl Overhead {
                 let bars = CONFIGS
                     .iter()
                     .filter_map(|&(tool, variant)| {
-                        Some((tool, variant, self.overhead(tool, variant, workload)?))
+                        Some((
+                            tool,
+                            variant,
+                            self.overhead(tool, variant, workload, Metric::Time)?,
+                        ))
                     })
                     .collect();
                 (workload.short().to_string(), bars)
             })
             .collect()
+    }
+
+    /// One row per configuration of `workload` by `metric`.
+    fn render_table(&self, out: &mut Vec<String>, workload: Workload, metric: Metric) {
+        let versus_ours = match metric {
+            Metric::Time => "time",
+            Metric::HostCpu => "CPU",
+        };
+        out.push(format!(
+            "| configuration | median | min–max | vs. no sensor | {versus_ours} vs. agent-sensor \
+             (same variant) | tool CPU (cores) | other CPU (cores) |"
+        ));
+        out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: |".into());
+        let baseline = self.baseline(workload, metric);
+        for run in &self.runs {
+            for cell in run.cells.iter().filter(|c| c.workload == workload) {
+                let name = if run.again {
+                    "no sensor, again".to_string()
+                } else {
+                    config_name(run.tool, cell.variant)
+                };
+                let median = cell.median(metric);
+                let versus = match self.paired(cell, metric) {
+                    Some(paired) => format!(
+                        "{} ± {}",
+                        percent(paired.overhead),
+                        report::percent_plain(paired.interval)
+                    ),
+                    None => percent(median / baseline - 1.0),
+                };
+                let versus = if run.tool == Tool::None {
+                    versus
+                } else {
+                    format!("**{versus}**")
+                };
+                let ratio = match run.tool {
+                    Tool::Bpftrace | Tool::Auditd => self
+                        .cell(Tool::AgentSensor, cell.variant, workload)
+                        .map_or("—".into(), |ours| {
+                            format!("{:.2}×", median / ours.median(metric))
+                        }),
+                    _ => "—".into(),
+                };
+                let samples = cell.samples(metric);
+                out.push(format!(
+                    "| {name} | {} | {}–{} | {versus} | {ratio} | {:.2} | {:.2} |",
+                    value(workload, median),
+                    value(workload, report::min(samples)),
+                    value(workload, report::max(samples)),
+                    cell.tool_cores(),
+                    cell.other_cores(),
+                ));
+            }
+        }
+        out.push(String::new());
+    }
+
+    fn render_noise(&self, out: &mut Vec<String>, workload: Workload, metric: Metric) {
+        if workload == Workload::Session {
+            out.push(format!(
+                "\"vs. no sensor\" is paired by round: the median over the rounds of each \
+                 session over its round's no-sensor ones, ± half the width of that median's 95 % \
+                 interval (1.58 × IQR / √n). The no-sensor sessions that close the rounds came \
+                 out {} against the rest; the widest interval, {}, is the noise the other \
+                 sessions' overheads are read against.",
+                percent(self.drift(workload, metric)),
+                report::percent_plain(self.noise(workload, metric))
+            ));
+            out.push(String::new());
+            return;
+        }
+        out.push(format!(
+            "Baseline drift {}; noise allowance {} (the larger of {}, the drift and the \
+             baseline runs' max−min spread).",
+            percent(self.drift(workload, metric)),
+            percent(self.noise(workload, metric)),
+            percent(NOISE_FLOOR)
+        ));
+        out.push(String::new());
     }
 
     pub fn render(&self, plot: Option<&str>) -> String {
@@ -750,13 +1026,13 @@ impl Overhead {
             format!(
                 "(R = {} runs of each microbenchmark per configuration, over {} pass(es): {} \
                  open/close pairs, {} TCP connections, {} fork+exec; {} sessions per \
-                 configuration)",
+                 configuration, one per round)",
                 a.runs.div_ceil(a.passes.max(1)) * a.passes.max(1),
                 a.passes.max(1),
                 thousands(a.open_close),
                 thousands(a.connects),
                 thousands(a.execs),
-                a.session_runs.div_ceil(a.passes.max(1)) * a.passes.max(1)
+                a.session_runs
             ),
             String::new(),
         ];
@@ -774,14 +1050,21 @@ impl Overhead {
             out.push(String::new());
         }
         out.extend([
-            "Configurations. The tools take turns — no sensor, agent-sensor, bpftrace, \
-             auditd — in one or more passes, so that a load that comes and goes on the machine \
-             meets each alike; each pass starts a tool once and runs every workload under it, \
-             with the workload outside the tool's filter (*untracked*) and inside it \
-             (*tracked*), the two alternating. *No sensor* runs once more at the end (\"no \
-             sensor, again\"); \"vs. no sensor\" is against the median of every no-sensor \
-             run, and how far the last moved from the earlier ones is the baseline's drift."
-                .to_string(),
+            format!("Configurations. For the microbenchmarks the tools take turns — no sensor, \
+             agent-sensor, bpftrace, auditd — in one or more passes, so that a load that comes \
+             and goes on the machine meets each alike; each pass starts a tool once and runs \
+             every microbenchmark under it, with the workload outside the tool's filter \
+             (*untracked*) and inside it (*tracked*), the two alternating. *No sensor* runs once \
+             more at the end (\"no sensor, again\"); \"vs. no sensor\" is against the median of \
+             every no-sensor run, and how far the last moved from the earlier ones is the \
+             baseline's drift. Sessions run in rounds instead: each round starts every tool in \
+             turn (the order rotating from round to round), runs one session per configuration \
+             under it, and closes with one more session with no sensor (\"no sensor, again\"); \
+             each session is compared with its own round's no-sensor ones, seconds away rather \
+             than minutes. Before every session the bench runs `sync` and waits {} s, so that \
+             what the last session left to the kernel (its writes, its removed tree) is not \
+             done inside the next.",
+             SESSION_SETTLE.as_secs_f64()),
             String::new(),
             "- **agent-sensor**: `agent-sensor run --events /dev/null --alerts FILE \
              --track-cgroup <cgroup> --metrics-addr none` with a state dir and control socket \
@@ -830,44 +1113,7 @@ impl Overhead {
         for workload in Workload::ALL {
             out.push(format!("#### {} — {}", workload.name(), workload.unit()));
             out.push(String::new());
-            out.push(
-                "| configuration | median | min–max | vs. no sensor | time vs. agent-sensor \
-                 (same variant) | tool CPU (cores) | other CPU (cores) |"
-                    .into(),
-            );
-            out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: |".into());
-            let baseline = self.baseline(workload);
-            for run in &self.runs {
-                for cell in run.cells.iter().filter(|c| c.workload == workload) {
-                    let name = if run.again {
-                        "no sensor, again".to_string()
-                    } else {
-                        config_name(run.tool, cell.variant)
-                    };
-                    let versus = if run.tool == Tool::None {
-                        percent(cell.median() / baseline - 1.0)
-                    } else {
-                        format!("**{}**", percent(cell.median() / baseline - 1.0))
-                    };
-                    let ratio = match run.tool {
-                        Tool::Bpftrace | Tool::Auditd => self
-                            .cell(Tool::AgentSensor, cell.variant, workload)
-                            .map_or("—".into(), |ours| {
-                                format!("{:.2}×", cell.median() / ours.median())
-                            }),
-                        _ => "—".into(),
-                    };
-                    out.push(format!(
-                        "| {name} | {} | {}–{} | {versus} | {ratio} | {:.2} | {:.2} |",
-                        value(workload, cell.median()),
-                        value(workload, report::min(&cell.values)),
-                        value(workload, report::max(&cell.values)),
-                        cell.tool_cores(),
-                        cell.other_cores(),
-                    ));
-                }
-            }
-            out.push(String::new());
+            self.render_table(&mut out, workload, Metric::Time);
             for run in &self.runs {
                 for cell in run.cells.iter().filter(|c| c.workload == workload) {
                     let full = cell.iterations.first().copied().unwrap_or(0);
@@ -882,14 +1128,24 @@ impl Overhead {
                     }
                 }
             }
-            out.push(format!(
-                "Baseline drift {}; noise allowance {} (the larger of {}, the drift and the \
-                 baseline runs' max−min spread).",
-                percent(self.drift(workload)),
-                percent(self.noise(workload)),
-                percent(NOISE_FLOOR)
-            ));
+            self.render_noise(&mut out, workload, Metric::Time);
+        }
+        let session = Workload::Session;
+        if self.baseline(session, Metric::HostCpu) > 0.0 {
+            out.push(format!("#### {} — host CPU s/session", session.name()));
             out.push(String::new());
+            out.push(
+                "The same sessions, by the CPU each cost the host: user plus system time of the \
+                 session's processes (from `wait4` of its shell, which counts every descendant \
+                 waited for) plus the tool's own CPU while it ran (its threads' scheduler time; \
+                 for auditd with kauditd's). What a tool costs inside the session's syscalls \
+                 is in the first part, its own work in the second; unlike wall time neither \
+                 depends much on how the two cores were shared meanwhile."
+                    .into(),
+            );
+            out.push(String::new());
+            self.render_table(&mut out, session, Metric::HostCpu);
+            self.render_noise(&mut out, session, Metric::HostCpu);
         }
 
         out.push("#### overhead vs. no sensor (medians)".into());
@@ -908,16 +1164,22 @@ impl Overhead {
                 .join(" | ")
         ));
         out.push(format!("| --- |{} ---: |", " ---: |".repeat(configs.len())));
-        for workload in Workload::ALL {
+        let rows = Workload::ALL
+            .iter()
+            .map(|&w| (w, Metric::Time, w.short()))
+            .chain([(session, Metric::HostCpu, "session, host CPU")]);
+        for (workload, metric, label) in rows {
             let cells: Vec<String> = configs
                 .iter()
-                .map(|&(t, v)| self.overhead(t, v, workload).map_or("—".into(), percent))
+                .map(|&(t, v)| {
+                    self.overhead(t, v, workload, metric)
+                        .map_or("—".into(), percent)
+                })
                 .collect();
             out.push(format!(
-                "| {} | {} | {} |",
-                workload.short(),
+                "| {label} | {} | {} |",
                 cells.join(" | "),
-                percent(self.drift(workload))
+                percent(self.drift(workload, metric))
             ));
         }
         out.push(String::new());
@@ -981,9 +1243,128 @@ impl Overhead {
     }
 }
 
+/// A configuration's sessions over its rounds' no-sensor ones.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Paired {
+    /// The median ratio, minus one.
+    pub overhead: f64,
+    /// Half the width of the median's 95 % interval, 1.58 × IQR / √n (a box plot's notch:
+    /// two medians whose notches do not overlap differ at about that confidence).
+    pub interval: f64,
+    pub rounds: usize,
+}
+
+impl Paired {
+    fn of(ratios: &[f64]) -> Option<Self> {
+        if ratios.len() < 2 {
+            return None;
+        }
+        let quartile = |q| report::percentile(ratios, q).unwrap_or(f64::NAN);
+        let iqr = quartile(0.75) - quartile(0.25);
+        Some(Self {
+            overhead: report::median(ratios) - 1.0,
+            interval: 1.58 * iqr / (ratios.len() as f64).sqrt(),
+            rounds: ratios.len(),
+        })
+    }
+}
+
 fn value(workload: Workload, v: f64) -> String {
     match workload {
         Workload::Micro(_) => format!("{v:.1}"),
         Workload::Session => format!("{v:.3}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session_cell(variant: Variant, wall: &[(usize, f64)]) -> Cell {
+        Cell {
+            workload: Workload::Session,
+            variant,
+            values: wall.iter().map(|&(_, v)| v).collect(),
+            host_cpu: wall.iter().map(|&(_, v)| 2.0 * v).collect(),
+            rounds: wall.iter().map(|&(r, _)| r).collect(),
+            iterations: Vec::new(),
+            tool_cpu: 0.0,
+            other_cpu: 0.0,
+            wall: 0.0,
+        }
+    }
+
+    fn run(tool: Tool, again: bool, cells: Vec<Cell>) -> ToolRun {
+        ToolRun {
+            cells,
+            ..ToolRun::new(tool, again)
+        }
+    }
+
+    #[test]
+    fn sessions_are_compared_with_their_own_rounds_baseline() {
+        // The host's speed changes by up to half from round to round; the sensor adds 10 %.
+        // Unpaired medians would mix rounds; paired, every round says +10 %.
+        let speeds = [1.0, 1.5, 2.25, 1.0, 1.5];
+        let at = |k: f64| -> Vec<(usize, f64)> {
+            speeds.iter().enumerate().map(|(r, s)| (r, s * k)).collect()
+        };
+        let overhead = Overhead {
+            args: OverheadArgs::quick(),
+            runs: vec![
+                run(
+                    Tool::None,
+                    false,
+                    vec![session_cell(Variant::Plain, &at(1.0))],
+                ),
+                run(
+                    Tool::AgentSensor,
+                    false,
+                    vec![
+                        session_cell(Variant::Untracked, &at(1.0)),
+                        session_cell(Variant::Tracked, &at(1.1)),
+                    ],
+                ),
+                run(
+                    Tool::None,
+                    true,
+                    vec![session_cell(Variant::Plain, &at(1.0))],
+                ),
+            ],
+            peer_versions: Vec::new(),
+            installed: Vec::new(),
+        };
+        let tracked = overhead
+            .cell(Tool::AgentSensor, Variant::Tracked, Workload::Session)
+            .unwrap();
+        for metric in [Metric::Time, Metric::HostCpu] {
+            let paired = overhead.paired(tracked, metric).unwrap();
+            assert!((paired.overhead - 0.1).abs() < 1e-9, "{paired:?}");
+            assert!(paired.interval.abs() < 1e-9);
+            assert_eq!(paired.rounds, 5);
+            let untracked = overhead
+                .overhead(
+                    Tool::AgentSensor,
+                    Variant::Untracked,
+                    Workload::Session,
+                    metric,
+                )
+                .unwrap();
+            assert!(untracked.abs() < 1e-9);
+            assert!(overhead.drift(Workload::Session, metric).abs() < 1e-9);
+        }
+        // A round without a no-sensor session pairs with nothing.
+        let lone = session_cell(Variant::Tracked, &[(7, 1.0), (8, 1.0)]);
+        assert_eq!(overhead.paired(&lone, Metric::Time), None);
+    }
+
+    #[test]
+    fn the_interval_grows_with_the_spread_and_shrinks_with_the_rounds() {
+        let spread = [0.9, 1.0, 1.1, 1.2];
+        let few = Paired::of(&spread).unwrap();
+        let many = Paired::of(&spread.repeat(4)).unwrap();
+        assert!(few.interval > 0.0);
+        assert!((many.interval - few.interval / 2.0).abs() < 1e-9);
+        assert_eq!(Paired::of(&[1.0]), None);
     }
 }

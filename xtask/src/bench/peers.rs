@@ -372,13 +372,15 @@ fn unaudited_task_rule(action: &str) -> Vec<&str> {
 }
 
 /// Loads the rule when the bench keeps it and auditing is off (an auditd row, or the host,
-/// audits; a rule that kept new processes out of that would change what is measured).
+/// audits; a rule that kept new processes out of that would change what is measured). Once:
+/// an auditd row's teardown runs at its stop and again at its drop.
 fn add_unaudited_task_rule() {
     if !KEEP_TASKS_UNAUDITED.load(Ordering::SeqCst) || super::host::which("auditctl").is_none() {
         return;
     }
     match AuditStatus::read() {
         Ok(status) if status.get("enabled") == 0 => {
+            remove_unaudited_task_rule();
             if let Err(e) = auditctl(&unaudited_task_rule("-a")) {
                 eprintln!("xtask bench: cannot keep the bench's processes out of audit: {e}");
             }
@@ -486,8 +488,9 @@ impl Auditd {
         pids
     }
 
+    /// To the nanosecond (auditd's threads and kauditd live as long as the run).
     pub fn cpu_seconds(&self) -> f64 {
-        self.pids().into_iter().map(cpu::process_seconds).sum()
+        self.pids().into_iter().map(cpu::threads_seconds).sum()
     }
 
     /// Removes the rule, stops the bench's auditd, restores the settings it changed.

@@ -205,18 +205,63 @@ pub fn command(mut program: Command, origin: &Path, worktree: &Path) -> Command 
     program
 }
 
-/// Runs a session command to completion; its wall time.
-pub fn time(mut cmd: Command) -> Result<Duration> {
+/// What one session took.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionTime {
+    pub wall: Duration,
+    /// User plus system CPU of the session's processes (the shell and every descendant it
+    /// waited for, which is all of them: git, cargo, rustc, the tests), in seconds.
+    pub cpu_seconds: f64,
+}
+
+/// Runs a session command to completion.
+pub fn time(mut cmd: Command) -> Result<SessionTime> {
+    use std::{io::Read, os::unix::process::ExitStatusExt};
+
     let start = Instant::now();
-    let output = cmd.output().context("cannot start the session")?;
-    let took = start.elapsed();
-    if !output.status.success() {
+    let mut child = cmd.spawn().context("cannot start the session")?;
+    // Both pipes are read at once, as `Command::output` does: a session that fills one
+    // while we block on the other would never finish.
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            text
+        })
+    });
+    let mut stdout = Vec::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        let _ = pipe.read_to_end(&mut stdout);
+    }
+    let stderr = stderr
+        .map(|reader| reader.join().unwrap_or_default())
+        .unwrap_or_default();
+    // wait4 rather than `Child::wait`: it also gives the CPU the session's process tree used
+    // (rusage counts the children each process waited for).
+    let mut status = 0;
+    // SAFETY: zeroed rusage we own, filled by wait4 for our own child.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) < 0 {
+            bail!(
+                "cannot wait for the session: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        usage
+    };
+    let wall = start.elapsed();
+    let status = std::process::ExitStatus::from_raw(status);
+    if !status.success() {
         bail!(
-            "the session failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            "the session failed ({status}):\n{}{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
         );
     }
-    Ok(took)
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(SessionTime {
+        wall,
+        cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+    })
 }

@@ -106,17 +106,21 @@ fn canonical(path: &Path) -> Option<Vec<u8>> {
     Some(name)
 }
 
-/// Resolutions made recently: the canonical name of a path, with the kernel time at which its
-/// lookup began. For an event whose call returned before that time, the lookup already looked
-/// at the host after the call, as a fresh one would (later, so no nearer the call). Builds,
-/// clones and checkouts make runs of calls in one directory: one lookup serves the run.
+/// Resolutions made recently: the canonical name of a path, or that it had none, with the
+/// kernel time at which its lookup began. For an event whose call returned before that time,
+/// the lookup already looked at the host after the call, as a fresh one would (later, so no
+/// nearer the call). Builds, clones and checkouts make runs of calls in one directory: one
+/// lookup serves the run. Failed lookups are kept too: the dynamic loader tries each library
+/// in directories that mostly do not exist, the same few for every library of every program,
+/// and those were most of the daemon's lookups in a build (two in three of its syscalls).
 pub struct Resolver {
     recent: VecDeque<Resolved>,
 }
 
 struct Resolved {
     path: Vec<u8>,
-    canonical: Vec<u8>,
+    /// `None`: the path did not resolve (missing, not reachable from here).
+    canonical: Option<Vec<u8>>,
     began_ns: u64,
 }
 
@@ -137,10 +141,10 @@ impl Resolver {
             .iter()
             .find(|r| call_ns < r.began_ns && r.path == path)
         {
-            return Some(known.canonical.clone());
+            return known.canonical.clone();
         }
         let began_ns = Clock::now_ktime_ns();
-        let canonical = canonical(Path::new(OsStr::from_bytes(path)))?;
+        let canonical = canonical(Path::new(OsStr::from_bytes(path)));
         self.recent.retain(|r| r.path != path);
         if self.recent.len() == RESOLUTIONS_KEPT {
             self.recent.pop_back();
@@ -150,7 +154,7 @@ impl Resolver {
             canonical: canonical.clone(),
             began_ns,
         });
-        Some(canonical)
+        canonical
     }
 
     /// Replaces textual joins in a file event by host-resolved paths where possible.
@@ -264,6 +268,30 @@ mod tests {
         let after_the_swap = Clock::now_ktime_ns();
         assert_eq!(at(after_the_swap).unwrap(), real("second"));
         assert_eq!(at(before_any_lookup).unwrap(), real("second"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_lookup_serves_the_calls_before_it_and_never_one_after_it() {
+        let dir = std::env::temp_dir().join(format!("agent-sensor-missing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let arg = [dir.as_os_str().as_bytes(), b"/later/f"].concat();
+        let mut resolver = Resolver::new();
+        let mut at = |call_ns: u64| resolve_parent(&mut resolver, call_ns, None, &arg, (1, 1));
+
+        let before_any_lookup = Clock::now_ktime_ns();
+        assert_eq!(at(before_any_lookup), None);
+        std::fs::create_dir(dir.join("later")).unwrap();
+        // The lookup made after that call found no directory; so would a fresh one have, had
+        // it been made as early: the answer stands for calls before the lookup.
+        assert_eq!(at(before_any_lookup), None);
+        let real = std::fs::canonicalize(dir.join("later")).unwrap();
+        let after = Clock::now_ktime_ns();
+        assert_eq!(
+            at(after).unwrap(),
+            [real.as_os_str().as_bytes(), b"/f"].concat()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -810,6 +810,14 @@ impl Overhead {
             .max(spread)
     }
 
+    /// What the tracked overhead of `tool` is read against: for sessions its own paired
+    /// interval, for the rest the workload's noise.
+    fn config_noise(&self, tool: Tool, workload: Workload, metric: Metric) -> f64 {
+        self.cell(tool, Variant::Tracked, workload)
+            .and_then(|cell| self.paired(cell, metric))
+            .map_or_else(|| self.noise(workload, metric), |paired| paired.interval)
+    }
+
     fn has_peers(&self) -> bool {
         self.tool_run(Tool::Bpftrace, false).is_some()
     }
@@ -819,17 +827,12 @@ impl Overhead {
         let mut targets = Vec::new();
         let session = Workload::Session;
         for (metric, what) in [(Time, "wall time"), (HostCpu, "host CPU")] {
-            let Some(cell) = self.cell(Tool::AgentSensor, Variant::Tracked, session) else {
+            let Some(overhead) =
+                self.overhead(Tool::AgentSensor, Variant::Tracked, session, metric)
+            else {
                 continue;
             };
-            // Its own paired interval is the noise it is read against.
-            let (overhead, noise) = match self.paired(cell, metric) {
-                Some(paired) => (paired.overhead, paired.interval),
-                None => match self.cell_overhead(cell, metric) {
-                    Some(o) => (o, self.noise(session, metric)),
-                    None => continue,
-                },
-            };
+            let noise = self.config_noise(Tool::AgentSensor, session, metric);
             targets.push(Target::limit(
                 format!(
                     "realistic session under `agent-sensor exec`, {what}: ≤ {}",
@@ -891,7 +894,14 @@ impl Overhead {
             let ahead = ours < bpf && ours < audit;
             // The closest peer decides; a gap smaller than the noise is said to be.
             let gap = (bpf.min(audit) - ours).abs();
-            let noise = self.noise(workload, metric);
+            let closest = if bpf <= audit {
+                Tool::Bpftrace
+            } else {
+                Tool::Auditd
+            };
+            let noise = self
+                .config_noise(Tool::AgentSensor, workload, metric)
+                .max(self.config_noise(closest, workload, metric));
             let note = if gap < noise {
                 format!(" (within the noise of ±{})", report::percent_plain(noise))
             } else {
@@ -1000,11 +1010,10 @@ impl Overhead {
             out.push(format!(
                 "\"vs. no sensor\" is paired by round: the median over the rounds of each \
                  session over its round's no-sensor ones, ± half the width of that median's 95 % \
-                 interval (1.58 × IQR / √n). The no-sensor sessions that close the rounds came \
-                 out {} against the rest; the widest interval, {}, is the noise the other \
-                 sessions' overheads are read against.",
+                 interval (1.58 × IQR / √n), the noise a target reads that configuration \
+                 against (against the wider of the two when it is compared with a peer). The \
+                 no-sensor sessions that close the rounds came out {} against the rest.",
                 percent(self.drift(workload, metric)),
-                report::percent_plain(self.noise(workload, metric))
             ));
             out.push(String::new());
             return;

@@ -239,16 +239,17 @@ pub fn time(mut cmd: Command) -> Result<SessionTime> {
     // wait4 rather than `Child::wait`: it also gives the CPU the session's process tree used
     // (rusage counts the children each process waited for).
     let mut status = 0;
-    // SAFETY: zeroed rusage we own, filled by wait4 for our own child.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        if libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) < 0 {
-            bail!(
-                "cannot wait for the session: {}",
-                std::io::Error::last_os_error()
-            );
+    let usage = loop {
+        // SAFETY: rusage is plain integers, for which zero is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 fills the status and rusage we own, for our own child.
+        if unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) } >= 0 {
+            break usage;
         }
-        usage
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            bail!("cannot wait for the session: {error}");
+        }
     };
     let wall = start.elapsed();
     let status = std::process::ExitStatus::from_raw(status);

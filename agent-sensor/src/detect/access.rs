@@ -97,18 +97,83 @@ pub fn open_writes(flags: u32) -> bool {
         && (matches!(flags & O_ACCMODE, O_WRONLY | O_RDWR) || flags & (O_CREAT | O_TRUNC) != 0)
 }
 
+/// The paths one event touches: at most two (rename and link name two paths, an open for
+/// reading and writing touches one both ways). Kept in place, not in a `Vec`: the rules ask for
+/// them twice per file event, and each `Vec` was an allocation.
+#[derive(Debug, Clone)]
+pub struct Touches<'a> {
+    items: [Touch<'a>; 2],
+    len: usize,
+}
+
+impl<'a> Touches<'a> {
+    fn new() -> Self {
+        let unused = || Touch {
+            path: Cow::Borrowed(&[]),
+            access: Access::Look,
+        };
+        Self {
+            items: [unused(), unused()],
+            len: 0,
+        }
+    }
+
+    fn one(touch: Touch<'a>) -> Self {
+        let mut touches = Self::new();
+        touches.push(touch);
+        touches
+    }
+
+    fn push(&mut self, touch: Touch<'a>) {
+        debug_assert!(
+            self.len < self.items.len(),
+            "an event touches two paths at most"
+        );
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = touch;
+            self.len += 1;
+        }
+    }
+}
+
+impl<'a> std::ops::Deref for Touches<'a> {
+    type Target = [Touch<'a>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.items[..self.len]
+    }
+}
+
+impl<'t, 'a> IntoIterator for &'t Touches<'a> {
+    type Item = &'t Touch<'a>;
+    type IntoIter = std::slice::Iter<'t, Touch<'a>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'a> IntoIterator for Touches<'a> {
+    type Item = Touch<'a>;
+    type IntoIter = std::iter::Take<std::array::IntoIter<Touch<'a>, 2>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter().take(self.len)
+    }
+}
+
 /// The paths `kind`/`file` touches. `cwd` completes a relative path the kernel could not
 /// resolve (a path-only call whose start directory was not walked).
-pub fn touches<'a>(kind: EventKind, file: &'a FileBody, cwd: Option<&[u8]>) -> Vec<Touch<'a>> {
+pub fn touches<'a>(kind: EventKind, file: &'a FileBody, cwd: Option<&[u8]>) -> Touches<'a> {
     let Some(first) = canonical(file, cwd) else {
-        return Vec::new();
+        return Touches::new();
     };
     let second = file.path2.as_deref().map(Cow::Borrowed);
     let one = |access| {
-        vec![Touch {
+        Touches::one(Touch {
             path: first.clone(),
             access,
-        }]
+        })
     };
     match kind {
         EventKind::FileOpen => open_touches(file.flags, &first),
@@ -140,19 +205,19 @@ pub fn touches<'a>(kind: EventKind, file: &'a FileBody, cwd: Option<&[u8]>) -> V
         EventKind::FileTruncate => one(Access::Write(WriteOp::Truncate)),
         EventKind::FileMkdir => one(Access::Write(WriteOp::Mkdir)),
         EventKind::FileChdir => one(Access::Look),
-        _ => Vec::new(),
+        _ => Touches::new(),
     }
 }
 
-fn open_touches<'a>(flags: u32, path: &Cow<'a, [u8]>) -> Vec<Touch<'a>> {
+fn open_touches<'a>(flags: u32, path: &Cow<'a, [u8]>) -> Touches<'a> {
     let touch = |access| Touch {
         path: path.clone(),
         access,
     };
     if flags & (O_PATH | O_DIRECTORY) != 0 {
-        return vec![touch(Access::Look)];
+        return Touches::one(touch(Access::Look));
     }
-    let mut out = Vec::with_capacity(2);
+    let mut out = Touches::new();
     if flags & O_ACCMODE != O_WRONLY {
         out.push(touch(Access::Read));
     }
@@ -247,6 +312,25 @@ fn split_number(bytes: &[u8]) -> Option<(u32, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rename_touches_both_paths_in_order_and_nothing_else() {
+        let event = crate::detect::testkit::rename(1, "/a/from", "/b/to");
+        let crate::events::Body::File(file) = &event.body else {
+            panic!("a file event");
+        };
+        let touches = touches(EventKind::FileRename, file, None);
+        let got: Vec<(&[u8], Access)> = touches.iter().map(|t| (&*t.path, t.access)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (&b"/a/from"[..], Access::Write(WriteOp::RenameFrom)),
+                (&b"/b/to"[..], Access::Write(WriteOp::RenameTo)),
+            ]
+        );
+        assert_eq!(touches.into_iter().count(), 2);
+        assert!(super::touches(EventKind::ProcessExec, file, None).is_empty());
+    }
 
     #[test]
     fn open_flags_split_reads_and_writes() {

@@ -779,22 +779,9 @@ impl Overhead {
     }
 
     /// The noise an overhead is read against: the floor, the baseline's drift, or the spread
-    /// (max−min over median) of the baseline's own runs, whichever is largest.
-    ///
-    /// Sessions, paired by round: the widest 95 % interval of any configuration's paired
-    /// median, the closing no-sensor sessions' included.
+    /// (max−min over median) of the baseline's own runs, whichever is largest. (A session
+    /// paired by round is read against its own interval instead, see `config_noise`.)
     pub fn noise(&self, workload: Workload, metric: Metric) -> f64 {
-        let intervals: Vec<f64> = self
-            .runs
-            .iter()
-            .flat_map(|r| &r.cells)
-            .filter(|c| c.workload == workload)
-            .filter_map(|c| self.paired(c, metric))
-            .map(|p| p.interval)
-            .collect();
-        if !intervals.is_empty() {
-            return intervals.iter().copied().fold(0.0, f64::max);
-        }
         let spread = self
             .runs
             .iter()

@@ -72,6 +72,11 @@ pub enum Tool {
 }
 
 impl Tool {
+    /// The name without spaces, for cgroups, directories and tags.
+    fn slug(self) -> String {
+        self.name().replace(' ', "-")
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Tool::None => "no sensor",
@@ -378,7 +383,7 @@ struct Started {
 
 impl Started {
     fn start(bench: &Bench, tool: Tool) -> Result<Self> {
-        let name = tool.name().replace(' ', "-");
+        let name = tool.slug();
         let cgroup = BenchCgroup::create(&bench.cgroup_root, &format!("overhead-{name}"))?;
         let dir = bench.work.subdir(&format!("tool-{name}"))?;
         let tracefs = match tool {
@@ -550,7 +555,7 @@ fn session(
     origin: &Path,
 ) -> Result<()> {
     let again_tag = if result.again { "-again" } else { "" };
-    let name = started.tool.name().replace(' ', "-");
+    let name = started.tool.slug();
     let tag = format!("{name}{again_tag}-{}-{round}", variant.name());
     // SAFETY: sync has no preconditions.
     unsafe { libc::sync() };

@@ -59,7 +59,13 @@ impl Record {
             (*header).agent_id = agent_id;
             let comm = core::ptr::addr_of_mut!((*header).comm);
             if bpf_get_current_comm(comm.cast(), COMM_LEN as u32) != 0 {
-                *comm = [0; COMM_LEN];
+                // Word by word: `*comm = [0; 16]` may become a call to aya-ebpf's memset,
+                // which returns nothing while LLVM may read its result as the destination
+                // (the verifier then refuses the program: "R0 !read_ok").
+                const { assert!(COMM_LEN == 16 && core::mem::offset_of!(EventHeader, comm) % 8 == 0) };
+                let words = comm.cast::<u64>();
+                words.write_volatile(0);
+                words.add(1).write_volatile(0);
             }
         }
         let payload_at = core::mem::size_of::<EventHeader>();

@@ -52,13 +52,36 @@ fn read_msghdr(msg: u64) -> Option<(u64, u64, u64, u64)> {
 
 /// Where what the call passed lies in the process's memory: (sockaddr, its length, first
 /// data bytes, their length). For sendmsg, the first iovec.
+#[derive(Clone, Copy, Default)]
+struct Passed {
+    /// Whether the call passes these at all (the rest is zeros when not).
+    known: bool,
+    addr: u64,
+    addr_len: u64,
+    data: u64,
+    data_len: u64,
+}
+
+/// Zeros, not an `Option`, when the call passes nothing or it cannot be read: LLVM may spill
+/// the unset fields of a `None` as they are, and the verifier refuses a program that stores
+/// an uninitialised register ("!read_ok").
 #[inline(always)]
-fn passed(c: &Call) -> Option<(u64, u64, u64, u64)> {
-    match c.nr {
+fn passed(c: &Call) -> Passed {
+    let found = match c.nr {
         CONNECT | BIND => Some((c.args[1], c.args[2] & 0xffff_ffff, 0, 0)),
         SENDTO => Some((c.args[4], c.args[5] & 0xffff_ffff, c.args[1], c.args[2])),
         SENDMSG | SENDMMSG => read_msghdr(c.args[1]),
         _ => None,
+    };
+    match found {
+        Some((addr, addr_len, data, data_len)) => Passed {
+            known: true,
+            addr,
+            addr_len,
+            data,
+            data_len,
+        },
+        None => Passed::default(),
     }
 }
 
@@ -147,20 +170,24 @@ fn try_exit(p: &Call, kind: u16, agent: u64, ret: i64) -> Option<()> {
             unsafe { bpf_probe_read_user(len.as_mut_ptr().cast(), 4, len_ptr as *const _) };
         }
         append_user(&record, addr, len[0] as u64, MAX_SOCKADDR)
+    } else if passed.known {
+        append_user(&record, passed.addr, passed.addr_len, MAX_SOCKADDR)
     } else {
-        passed.map_or(0, |(addr, len, _, _)| {
-            append_user(&record, addr, len, MAX_SOCKADDR)
-        })
+        0
     };
-    let data_len = passed.map_or(0, |(_, _, data, len)| {
-        append_user(&record, data, len, MAX_SEND_DATA)
-    });
+    let data_len = if passed.known {
+        append_user(&record, passed.data, passed.data_len, MAX_SEND_DATA)
+    } else {
+        0
+    };
     // What a send asked to send in all (for sendmsg, the first iovec's length); what listen
     // was given as its backlog.
     let bytes = if p.nr == LISTEN {
         p.args[1]
+    } else if passed.known {
+        passed.data_len
     } else {
-        passed.map_or(p.args[3], |(_, _, _, len)| len)
+        p.args[3]
     };
     // SAFETY: payload points into the scratch record.
     unsafe {

@@ -90,7 +90,7 @@ pub enum LoadError {
 }
 
 /// A one-paragraph form of a program error: the verifier's log can run to thousands of lines,
-/// of which the last few say why it gave up.
+/// of which the last few say why it gave up (the whole log goes to the debug log).
 fn summarize(err: &ProgramError) -> String {
     let mut text = err.to_string();
     // The errno is in the source chain (e.g. of a failed bpf_link_create).
@@ -106,6 +106,8 @@ fn summarize(err: &ProgramError) -> String {
     if lines.len() <= 4 {
         return lines.join(" ");
     }
+    // The whole log, for whoever debugs a program this kernel refuses.
+    log::debug!("{text}");
     let first = lines[0]
         .split("Verifier output:")
         .next()

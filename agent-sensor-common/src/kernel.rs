@@ -133,6 +133,28 @@ pub struct SensorConfig {
     pub sensor_tgid: u32,
     /// [`discovery`] bits.
     pub discovery: u32,
+    /// [`report`] bits: what the kernel sends beyond the default.
+    pub report: u32,
+    pub _pad0: u32,
+}
+
+/// What the kernel sends that it would otherwise only count (see `SensorConfig::report`).
+pub mod report {
+    /// File calls that failed because their path named nothing (`ENOENT`, `ENOTDIR`). By
+    /// default they are counted in [`super::filter_slot::MISSING_PATH`] and not sent: no
+    /// rule acts on them (nothing was read, written or refused), and the dynamic loader's
+    /// search for libraries makes them by the thousand in any build.
+    pub const MISSING_PATHS: u32 = 1 << 0;
+}
+
+/// Slots of the per-CPU `FILTERED` array: calls of tracked tasks the kernel counted and, by
+/// configuration, did not send. Not losses: nothing any rule reads is filtered.
+pub const FILTER_SLOTS: u32 = 4;
+
+pub mod filter_slot {
+    /// A file call that failed because its path named nothing (see
+    /// [`super::report::MISSING_PATHS`]).
+    pub const MISSING_PATH: u32 = 0;
 }
 
 /// How untracked processes become agents in the kernel, at exec (see `SensorConfig`).
@@ -147,7 +169,7 @@ pub mod discovery {
     /// names the agent when it sees the exec.
     pub const DISCOVERED_AGENT_BIT: u64 = 1 << 63;
 }
-assert_size!(SensorConfig, 8);
+assert_size!(SensorConfig, 16);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -4,7 +4,7 @@ use agent_sensor_common::discovery::ENV_SCAN_BYTES;
 use agent_sensor_common::egress::{EgressKey4, EgressKey6, EgressPorts, NameKey};
 use agent_sensor_common::syscalls::{SyscallSpec, MAX_SYSCALL_NR};
 use agent_sensor_common::{
-    KernelOffsets, SensorConfig, SockStats, TrackedTask, DROP_SLOTS, MAX_EVENT_BYTES,
+    KernelOffsets, SensorConfig, SockStats, TrackedTask, DROP_SLOTS, FILTER_SLOTS, MAX_EVENT_BYTES,
 };
 use aya_ebpf::{
     macros::map,
@@ -70,6 +70,10 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0
 
 #[map]
 pub static CONFIG: Array<SensorConfig> = Array::with_max_entries(1, 0);
+
+/// Per-CPU counters of calls counted and not sent, see `agent_sensor_common::filter_slot`.
+#[map]
+pub static FILTERED: PerCpuArray<u64> = PerCpuArray::with_max_entries(FILTER_SLOTS, 0);
 
 /// Executable names (comm after exec, NUL-padded) that make a process an agent.
 #[map]
@@ -210,6 +214,21 @@ macro_rules! off {
     };
 }
 pub(crate) use off;
+
+/// Whether the daemon asked for the calls of this `report` bit to be sent.
+#[inline(always)]
+pub fn reports(bit: u32) -> bool {
+    CONFIG.get(0).is_some_and(|config| config.report & bit != 0)
+}
+
+/// Counts one call filtered out in `slot`.
+#[inline(always)]
+pub fn count_filtered(slot: u32) {
+    if let Some(count) = FILTERED.get_ptr_mut(slot) {
+        // SAFETY: pointer from a successful per-CPU array lookup; no other CPU touches it.
+        unsafe { *count += 1 };
+    }
+}
 
 /// Counts one lost record in `slot`.
 #[inline(always)]

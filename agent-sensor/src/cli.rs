@@ -167,6 +167,14 @@ pub struct RunArgs {
     #[arg(long, requires = "persist")]
     pub detach: bool,
 
+    /// Also send file calls that failed because their path named nothing (ENOENT, ENOTDIR).
+    /// By default the kernel only counts them (agent_sensor_events_filtered_total): nothing
+    /// was read, written or refused, so no rule acts on them, and a build's dynamic loader
+    /// makes thousands while it looks for libraries (over a third of a coding session's
+    /// events). Refused calls (EACCES, EPERM, EROFS) and other failures are always sent.
+    #[arg(long)]
+    pub report_missing_paths: bool,
+
     /// Size of the kernel→daemon ring buffer in bytes: a power of two, at least 4096.
     #[arg(long, value_name = "BYTES")]
     pub ring_bytes: Option<u32>,

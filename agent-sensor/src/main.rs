@@ -64,6 +64,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => {
             let options = daemon::RunOptions {
                 ring_bytes: args.ring_bytes,
+                report_missing_paths: args.report_missing_paths,
                 priority_boost: args.priority_boost,
                 events: args.events,
                 alerts: args.alerts,

@@ -39,6 +39,8 @@ pub struct Stats {
     pub alerts: u64,
     /// Kernel-side losses by drop slot, as last read.
     pub kernel_drops: Vec<u64>,
+    /// Calls the kernel counted and did not send, by filter slot, as last read.
+    pub kernel_filtered: Vec<u64>,
 }
 
 pub struct Pipeline {

@@ -21,8 +21,15 @@ const PYTHON: &str = "/usr/bin/python3";
 /// Runs `script` (with `args` as `sys.argv[1:]`) in a fresh tracked cgroup under a fresh
 /// sensor; returns the python's pid and every event. The script must exit 0.
 fn capture(tag: &str, script: &str, args: &[&str]) -> (u32, Vec<Value>) {
+    capture_with(tag, script, args, &[])
+}
+
+/// As `capture`, with more arguments for `agent-sensor run`.
+fn capture_with(tag: &str, script: &str, args: &[&str], sensor_args: &[&str]) -> (u32, Vec<Value>) {
     let cgroup = TestCgroup::new(tag);
-    let mut sensor = Sensor::start(&["--track-cgroup", cgroup.path.to_str().unwrap()]);
+    let mut run = vec!["--track-cgroup", cgroup.path.to_str().unwrap()];
+    run.extend_from_slice(sensor_args);
+    let mut sensor = Sensor::start(&run);
     let pid = run_ok(cgroup.command(PYTHON).arg("-c").arg(script).args(args));
     (pid, sensor.stop())
 }
@@ -634,15 +641,90 @@ fn a_failed_relative_open_is_reported_against_the_cwd() {
         return;
     }
     // A failed open has no fd to resolve: its start directory is walked at exit instead.
+    // (Sent only on request: see the next test.)
     let (_dir, root) = scratch("failedopen");
     let script =
         "import os, sys\nos.chdir(sys.argv[1])\ntry: open('missing.txt')\nexcept OSError: pass";
-    let (pid, events) = capture("failedopen", script, &[s(&root)]);
+    let (pid, events) = capture_with(
+        "failedopen",
+        script,
+        &[s(&root)],
+        &["--report-missing-paths"],
+    );
     let open = find(&events, "file.open", pid, |e| {
         e["path_arg"] == "missing.txt"
     });
     assert_eq!(open["ret"], -2, "{open:#}");
     assert_eq!(open["path"], s(&root.join("missing.txt")), "{open:#}");
+}
+
+/// Three calls whose path named nothing (ENOENT twice, ENOTDIR once) and one that failed
+/// otherwise (EISDIR), run in `dir`.
+const MISSING_PATHS_SCRIPT: &str = "import os, sys
+os.chdir(sys.argv[1])
+for call in (lambda: open('missing.txt'), lambda: os.unlink('missing.txt'),
+             lambda: open('file.txt/x'), lambda: open('dir', 'w')):
+    try: call()
+    except OSError: pass";
+
+#[test]
+fn file_calls_whose_path_named_nothing_are_counted_and_sent_only_on_request() {
+    if !can_run_kernel_tests(
+        "file_calls_whose_path_named_nothing_are_counted_and_sent_only_on_request",
+    ) {
+        return;
+    }
+    let (_dir, root) = scratch("missingpaths");
+    std::fs::write(root.join("file.txt"), "x").unwrap();
+    std::fs::create_dir(root.join("dir")).unwrap();
+    let named_nothing = |e: &Value| {
+        ["missing.txt", "file.txt/x"].contains(&e["path_arg"].as_str().unwrap_or_default())
+    };
+
+    let cgroup = TestCgroup::new("missingpaths");
+    let mut sensor = Sensor::start(&["--track-cgroup", cgroup.path.to_str().unwrap()]);
+    let pid = run_ok(
+        cgroup
+            .command(PYTHON)
+            .args(["-c", MISSING_PATHS_SCRIPT, s(&root)]),
+    );
+    // The daemon reads the kernel's counters once a second.
+    let series = "agent_sensor_events_filtered_total{reason=\"path_not_found\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let filtered = loop {
+        let text = sensor.metrics_text().expect("/metrics answers");
+        let n = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if n >= 3.0 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let events = sensor.stop();
+    assert!(filtered >= 3.0, "{series} is {filtered}");
+    let sent: Vec<_> = of_kind(&events, "file.open", pid)
+        .into_iter()
+        .chain(of_kind(&events, "file.unlink", pid))
+        .filter(|e| named_nothing(e))
+        .collect();
+    assert!(sent.is_empty(), "sent by default: {sent:#?}");
+    // A failure other than a missing path is sent.
+    let isdir = find(&events, "file.open", pid, |e| e["path_arg"] == "dir");
+    assert_eq!(isdir["ret"], -21, "{isdir:#}");
+
+    let (pid, events) = capture_with(
+        "missingpaths2",
+        MISSING_PATHS_SCRIPT,
+        &[s(&root)],
+        &["--report-missing-paths"],
+    );
+    let unlink = find(&events, "file.unlink", pid, |e| named_nothing(e));
+    assert_eq!(unlink["ret"], -2, "{unlink:#}");
+    let notdir = find(&events, "file.open", pid, |e| e["path_arg"] == "file.txt/x");
+    assert_eq!(notdir["ret"], -20, "{notdir:#}");
 }
 
 #[test]

@@ -500,3 +500,88 @@ fn kill_9_of_the_daemon_loses_neither_tracking_nor_enforcement() {
         second.log
     );
 }
+
+/// Creates an array map (4-byte keys, `value_size`-byte values, one entry) and pins it at
+/// `path`: what an older version's `CONFIG` looked like.
+fn pin_array_map(path: &Path, value_size: u32) {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    // union bpf_attr, as words: map_type, key_size, value_size, max_entries.
+    let mut create = [0u32; 32];
+    create[..4].copy_from_slice(&[BPF_MAP_TYPE_ARRAY, 4, value_size, 1]);
+    // SAFETY: a zeroed attr of the size passed, with the fields BPF_MAP_CREATE reads.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            create.as_ptr(),
+            std::mem::size_of_val(&create),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // pathname (u64), bpf_fd (u32).
+    let mut pin = [0u32; 32];
+    let address = name.as_ptr() as u64;
+    pin[0] = address as u32;
+    pin[1] = (address >> 32) as u32;
+    pin[2] = fd as u32;
+    // SAFETY: as above; `name` outlives the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            pin.as_ptr(),
+            std::mem::size_of_val(&pin),
+        )
+    };
+    assert_eq!(ret, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    // SAFETY: our own descriptor; the pin holds the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+#[test]
+fn a_pinned_map_an_older_version_shaped_otherwise_is_replaced_not_fatal() {
+    if !can_run_kernel_tests("a_pinned_map_an_older_version_shaped_otherwise_is_replaced_not_fatal")
+    {
+        return;
+    }
+    let pins = PathBuf::from(format!(
+        "/sys/fs/bpf/agent-sensor-test-shape-{}",
+        std::process::id()
+    ));
+    let _uninstall = Uninstall(pins.clone());
+    let args = ["--persist", s(&pins)];
+    // A first daemon leaves its pins (and bpffs mounted); then CONFIG is swapped for the
+    // 8-byte one of the version before `report` was added, against which this version's
+    // programs would be refused.
+    Sensor::start(&args).stop_only();
+    let config = pins.join("maps/CONFIG");
+    std::fs::remove_file(&config).unwrap();
+    pin_array_map(&config, 8);
+
+    let cgroup = TestCgroup::new("shape");
+    let mut run = args.to_vec();
+    run.extend(["--track-cgroup", cgroup.path.to_str().unwrap()]);
+    let mut sensor = Sensor::start(&run);
+    let pid = run_ok(cgroup.command("/bin/cat").arg("/etc/hostname"));
+    let events = sensor.stop();
+    assert!(
+        sensor.log.iter().any(|l| l.contains("removed the pin of")
+            && l.contains("CONFIG")
+            && l.contains("values of 8 bytes are 16 bytes")),
+        "{:#?}",
+        sensor.log
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "file.open" && e["pid"] == pid && e["path"] == "/etc/hostname"),
+        "the new daemon captured nothing"
+    );
+}

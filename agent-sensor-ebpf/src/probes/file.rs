@@ -3,7 +3,7 @@
 //! its canonical path, device and inode.
 
 use agent_sensor_common::{
-    flags,
+    filter_slot, flags, report,
     syscalls::{nr, SyscallSpec as Spec, NO_ARG as NONE},
     EventKind, FileEvent,
 };
@@ -11,8 +11,12 @@ use agent_sensor_common::{
 use crate::{
     emit::Record,
     kernel::{current_file, current_task, file_identity, kill_if_listed, read_ptr, walk_path},
-    maps::{off, Call, KILL_ON_ACCESS},
+    maps::{count_filtered, off, reports, Call, KILL_ON_ACCESS},
 };
+
+/// `-ENOENT` and `-ENOTDIR`: the call's path named nothing.
+const ENOENT: i64 = 2;
+const ENOTDIR: i64 = 20;
 
 /// `AT_FDCWD`.
 const AT_FDCWD: i64 = -100;
@@ -88,6 +92,12 @@ fn open_args(c: &mut Call) {
 }
 
 pub fn exit(c: &mut Call, spec: &Spec, agent: u64, ret: i64) {
+    // Nothing was read, written or refused: counted, and sent only on request (the dynamic
+    // loader alone makes thousands of these in a build, over a third of a session's events).
+    if (ret == -ENOENT || ret == -ENOTDIR) && !reports(report::MISSING_PATHS) {
+        count_filtered(filter_slot::MISSING_PATH);
+        return;
+    }
     if spec.kind == EventKind::FileOpen as u16 {
         open_args(c);
     }

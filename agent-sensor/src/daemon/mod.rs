@@ -144,6 +144,8 @@ fn ends_mid_line(file: &mut std::fs::File) -> std::io::Result<bool> {
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub ring_bytes: Option<u32>,
+    /// Send file calls that failed because their path named nothing (see `LoadOptions`).
+    pub report_missing_paths: bool,
     /// Nice levels above the starting one (see `system::boost_priority`).
     pub priority_boost: u8,
     pub events: Option<Output>,
@@ -202,6 +204,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
             .unwrap_or(LoadOptions::default().ring_bytes),
         discovery_executables: policy.file.discovery.executables.clone(),
         discovery_env_marker: policy.file.discovery.env_marker,
+        report_missing_paths: options.report_missing_paths,
         resolvers: policy.file.enforcement.resolvers.clone(),
         persist: options.persist.clone(),
     };
@@ -304,6 +307,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     .flatten()
     .collect();
     pipeline.stats.kernel_drops = sensor.drop_counts()?;
+    pipeline.stats.kernel_filtered = sensor.filtered_counts()?;
 
     let mut agents = startup::Agents::new(&state_dir)?;
     agents.track_options(&mut sensor, &mut pipeline, &options)?;
@@ -377,7 +381,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
                 pipeline
                     .report_sockets_of_gone_processes(&mut sensor.sock_stats()?)
                     .map_err(DaemonError::EventsWrite)?;
-                report_drops(&sensor, &mut pipeline.stats, &metrics);
+                report_kernel_counters(&sensor, &mut pipeline.stats, &metrics);
                 agents.remove_ended_cgroups();
                 publish_agents(&pipeline, &metrics);
             }
@@ -396,7 +400,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
         }
     }
     after_batch(&mut sensor, &mut pipeline, &mut agents)?;
-    report_drops(&sensor, &mut pipeline.stats, &metrics);
+    report_kernel_counters(&sensor, &mut pipeline.stats, &metrics);
     // The bundles of the last alerts are written before the daemon goes.
     pipeline.incidents = None;
     agents.retire_finished(&mut sensor, &pipeline);
@@ -523,8 +527,9 @@ fn publish_agents(pipeline: &Pipeline, metrics: &Metrics) {
     metrics.set_processes(processes);
 }
 
-/// Logs any growth of the kernel's loss counters, by kind and reason, and counts it.
-fn report_drops(sensor: &LoadedSensor, stats: &mut Stats, metrics: &Metrics) {
+/// Logs any growth of the kernel's loss counters, by kind and reason, and counts it; counts
+/// the growth of its filter counters.
+fn report_kernel_counters(sensor: &LoadedSensor, stats: &mut Stats, metrics: &Metrics) {
     let Ok(now) = sensor.drop_counts() else {
         return;
     };
@@ -547,4 +552,12 @@ fn report_drops(sensor: &LoadedSensor, stats: &mut Stats, metrics: &Metrics) {
         metrics.kernel_drops(slot as u32, new - old);
     }
     stats.kernel_drops = now;
+    // Filtered calls are the configuration at work, not losses: counted, not logged.
+    let Ok(now) = sensor.filtered_counts() else {
+        return;
+    };
+    for (slot, (&new, old)) in now.iter().zip(stats.kernel_filtered.iter()).enumerate() {
+        metrics.kernel_filtered(slot as u32, new.saturating_sub(*old));
+    }
+    stats.kernel_filtered = now;
 }

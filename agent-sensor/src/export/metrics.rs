@@ -16,7 +16,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use agent_sensor_common::{drop_slot, EventKind};
+use agent_sensor_common::{drop_slot, filter_slot, EventKind};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -158,6 +158,7 @@ pub struct Metrics {
     events_other: IntCounter,
     events: IntCounterVec,
     dropped: IntCounterVec,
+    filtered: IntCounterVec,
     alerts: IntCounterVec,
     responses: IntCounterVec,
     agents: IntGaugeVec,
@@ -232,6 +233,14 @@ pub fn drop_slot_reason(slot: u32) -> &'static str {
         drop_slot::TRACKING_FULL => "tracking_map_full",
         drop_slot::SOCKET_MAP_FULL => "socket_map_full",
         s if s < drop_slot::FIRST_OTHER => "ring_buffer_full",
+        _ => OTHER,
+    }
+}
+
+/// The reason of a slot of the kernel's `FILTERED` array.
+pub fn filter_slot_reason(slot: u32) -> &'static str {
+    match slot {
+        filter_slot::MISSING_PATH => "path_not_found",
         _ => OTHER,
     }
 }
@@ -334,6 +343,14 @@ impl Metrics {
         for reason in DROP_REASONS {
             dropped.with_label_values(&[reason]);
         }
+
+        let filtered = counter_vec(
+            &registry,
+            "agent_sensor_events_filtered_total",
+            "Calls of tracked agents the kernel counted and did not send, by reason (path_not_found: a file call that failed because its path named nothing; `run --report-missing-paths` sends them).",
+            &["reason"],
+        );
+        filtered.with_label_values(&[filter_slot_reason(filter_slot::MISSING_PATH)]);
 
         let alerts = counter_vec(
             &registry,
@@ -454,6 +471,7 @@ impl Metrics {
             events_other,
             events,
             dropped,
+            filtered,
             alerts,
             responses,
             agents,
@@ -518,9 +536,18 @@ impl Metrics {
     }
 
     /// `n` new losses in one slot of the kernel's `DROPS` array (the increase since the last
-    /// read, as the daemon's `report_drops` computes it).
+    /// read, as the daemon's `report_kernel_counters` computes it).
     pub fn kernel_drops(&self, slot: u32, n: u64) {
         self.dropped(drop_slot_reason(slot), n);
+    }
+
+    /// `n` new calls counted in one slot of the kernel's `FILTERED` array.
+    pub fn kernel_filtered(&self, slot: u32, n: u64) {
+        if n > 0 {
+            self.filtered
+                .with_label_values(&[filter_slot_reason(slot)])
+                .inc_by(n);
+        }
     }
 
     // ---- alerts and responses --------------------------------------------------------------
@@ -756,6 +783,7 @@ mod tests {
             "agent_sensor_start_time_seconds",
             "agent_sensor_events_total",
             "agent_sensor_events_dropped_total",
+            "agent_sensor_events_filtered_total",
             "agent_sensor_alerts_total",
             "agent_sensor_responses_total",
             "agent_sensor_agents",
@@ -940,6 +968,26 @@ mod tests {
                 "{reason}"
             );
         }
+    }
+
+    #[test]
+    fn filtered_calls_are_counted_apart_from_losses() {
+        let m = Metrics::default();
+        let series = "agent_sensor_events_filtered_total{reason=\"path_not_found\"}";
+        // Declared at 0, so that increase() sees the first one.
+        assert_eq!(sample(&m.encode(), series), Some(0.0));
+        m.kernel_filtered(filter_slot::MISSING_PATH, 7);
+        m.kernel_filtered(3, 2);
+        let text = m.encode();
+        assert_eq!(sample(&text, series), Some(7.0));
+        assert_eq!(
+            sample(
+                &text,
+                "agent_sensor_events_filtered_total{reason=\"other\"}"
+            ),
+            Some(2.0)
+        );
+        assert!(!text.contains("agent_sensor_events_dropped_total{reason=\"path_not_found\"}"));
     }
 
     #[test]

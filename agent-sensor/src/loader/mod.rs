@@ -9,7 +9,7 @@ pub mod ring;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use agent_sensor_common::{
-    discovery,
+    discovery, report,
     syscalls::{self, SyscallSpec},
     SensorConfig, SockStats, TrackedTask,
 };
@@ -128,6 +128,9 @@ pub struct LoadOptions {
     pub discovery_executables: Vec<String>,
     /// Whether `AGENT_SENSOR_AGENT=<name>` in an environment makes a process an agent.
     pub discovery_env_marker: bool,
+    /// Send file calls that failed because their path named nothing (otherwise only counted,
+    /// see `agent_sensor_common::report::MISSING_PATHS`).
+    pub report_missing_paths: bool,
     /// DNS resolvers besides /etc/resolv.conf's.
     pub resolvers: Vec<std::net::IpAddr>,
     /// Pin maps and links under this bpffs directory (see `persist`).
@@ -140,6 +143,7 @@ impl Default for LoadOptions {
             ring_bytes: 8 * 1024 * 1024,
             discovery_executables: Vec::new(),
             discovery_env_marker: false,
+            report_missing_paths: false,
             resolvers: Vec::new(),
             persist: None,
         }
@@ -417,7 +421,7 @@ impl LoadedSensor {
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("EVENTS", ring);
         if let Some(pins) = &pins {
-            pins.apply(&mut loader);
+            pins.apply(&mut loader, SENSOR_OBJECT);
         }
         let mut ebpf = loader.load(SENSOR_OBJECT).map_err(LoadError::Load)?;
 
@@ -433,6 +437,12 @@ impl LoadedSensor {
             } else {
                 0
             },
+            report: if options.report_missing_paths {
+                report::MISSING_PATHS
+            } else {
+                0
+            },
+            _pad0: 0,
         };
         config.set(0, sensor, 0).map_err(map_err("CONFIG"))?;
 
@@ -565,14 +575,21 @@ impl LoadedSensor {
 
     /// Per-CPU loss counters summed over CPUs, indexed by drop slot.
     pub fn drop_counts(&self) -> Result<Vec<u64>, LoadError> {
-        let map = self
-            .ebpf
-            .map("DROPS")
-            .ok_or(LoadError::MissingMap("DROPS"))?;
-        let drops: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_err("DROPS"))?;
-        let mut totals = Vec::with_capacity(agent_sensor_common::DROP_SLOTS as usize);
-        for slot in 0..agent_sensor_common::DROP_SLOTS {
-            let per_cpu = drops.get(&slot, 0).map_err(map_err("DROPS"))?;
+        self.per_cpu_totals("DROPS", agent_sensor_common::DROP_SLOTS)
+    }
+
+    /// Per-CPU counters of calls counted and not sent, summed over CPUs, indexed by filter
+    /// slot.
+    pub fn filtered_counts(&self) -> Result<Vec<u64>, LoadError> {
+        self.per_cpu_totals("FILTERED", agent_sensor_common::FILTER_SLOTS)
+    }
+
+    fn per_cpu_totals(&self, name: &'static str, slots: u32) -> Result<Vec<u64>, LoadError> {
+        let map = self.ebpf.map(name).ok_or(LoadError::MissingMap(name))?;
+        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_err(name))?;
+        let mut totals = Vec::with_capacity(slots as usize);
+        for slot in 0..slots {
+            let per_cpu = counters.get(&slot, 0).map_err(map_err(name))?;
             totals.push(per_cpu.iter().sum());
         }
         Ok(totals)

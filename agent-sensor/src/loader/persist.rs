@@ -14,20 +14,21 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::{programs::links::PinnedLink, EbpfLoader};
+use aya::{maps::MapInfo, programs::links::PinnedLink, EbpfLoader};
 
 use super::LoadError;
 use crate::system;
 
 /// Maps whose contents must outlive a daemon: tracking, the ring, enforcement, counters.
 /// (Per-CPU scratch maps are not state: each load has its own.)
-pub const PERSISTENT_MAPS: [&str; 19] = [
+pub const PERSISTENT_MAPS: [&str; 20] = [
     "EVENTS",
     "RING_READER_WAITING",
     "TRACKED_TASKS",
     "TRACKING_GENERATION",
     "TRACKED_CGROUPS",
     "DROPS",
+    "FILTERED",
     "CONFIG",
     "SYSCALL_SPECS",
     "SOCKETS",
@@ -74,7 +75,9 @@ impl Pins {
 
     /// Reuse (or create and pin) every persistent map. Pins of maps this version no longer
     /// has (an older daemon's) are removed: each would hold its map's memory in the kernel.
-    pub fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+    /// So are pins of maps whose shape this version changed: `object`'s programs would be
+    /// refused against them (the map starts empty instead).
+    pub fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>, object: &[u8]) {
         let maps = self.dir.join("maps");
         for stale in stale_map_pins(&maps) {
             if std::fs::remove_file(&stale).is_ok() {
@@ -84,8 +87,25 @@ impl Pins {
                 );
             }
         }
+        let built = built_shapes(object);
         for name in PERSISTENT_MAPS {
-            loader.map_pin_path(name, maps.join(name));
+            let pin = maps.join(name);
+            let pinned = MapInfo::from_pin(&pin).ok().map(|info| Shape {
+                key_size: info.key_size(),
+                value_size: info.value_size(),
+                max_entries: info.max_entries(),
+            });
+            if let (Some(pinned), Some(built)) = (pinned, built.get(name)) {
+                if let Some(change) = shape_change(name, pinned, *built) {
+                    if std::fs::remove_file(&pin).is_ok() {
+                        log::warn!(
+                            "removed the pin of {}: {change} in this version; the map starts empty",
+                            pin.display()
+                        );
+                    }
+                }
+            }
+            loader.map_pin_path(name, pin);
         }
     }
 
@@ -241,6 +261,59 @@ pub fn remove_all(dir: &Path) -> (usize, usize) {
     (links, maps)
 }
 
+/// What the programs built against a map assume of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+/// The shapes of the maps `object` defines, by name (none if it does not parse: the load
+/// that follows says why).
+fn built_shapes(object: &[u8]) -> std::collections::HashMap<String, Shape> {
+    let Ok(parsed) = aya_obj::Object::parse(object) else {
+        return Default::default();
+    };
+    parsed
+        .maps
+        .iter()
+        .map(|(name, map)| {
+            let shape = Shape {
+                key_size: map.key_size(),
+                value_size: map.value_size(),
+                max_entries: map.max_entries(),
+            };
+            (name.clone(), shape)
+        })
+        .collect()
+}
+
+/// How a pinned map differs from the one this version's programs were built against, if it
+/// does in a way they would notice. The ring buffer's size is the daemon's option, not the
+/// build's: a ring of another size serves as well.
+fn shape_change(name: &str, pinned: Shape, built: Shape) -> Option<String> {
+    if pinned.key_size != built.key_size {
+        return Some(format!(
+            "keys of {} bytes are {} bytes",
+            pinned.key_size, built.key_size
+        ));
+    }
+    if pinned.value_size != built.value_size {
+        return Some(format!(
+            "values of {} bytes are {} bytes",
+            pinned.value_size, built.value_size
+        ));
+    }
+    if name != "EVENTS" && pinned.max_entries != built.max_entries {
+        return Some(format!(
+            "{} entries are {}",
+            pinned.max_entries, built.max_entries
+        ));
+    }
+    None
+}
+
 /// Pins in `maps` that name no map of `PERSISTENT_MAPS`.
 fn stale_map_pins(maps: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(maps) else {
@@ -261,6 +334,49 @@ fn stale_map_pins(maps: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pinned_map_of_another_shape_is_a_change_and_a_resized_ring_is_not() {
+        let built = Shape {
+            key_size: 4,
+            value_size: 16,
+            max_entries: 1,
+        };
+        assert_eq!(shape_change("CONFIG", built, built), None);
+        let old_config = Shape {
+            value_size: 8,
+            ..built
+        };
+        assert_eq!(
+            shape_change("CONFIG", old_config, built).as_deref(),
+            Some("values of 8 bytes are 16 bytes")
+        );
+        let resized = Shape {
+            max_entries: 4,
+            ..built
+        };
+        assert!(shape_change("DROPS", resized, built).is_some());
+        assert_eq!(shape_change("EVENTS", resized, built), None);
+    }
+
+    #[test]
+    fn the_built_object_defines_every_persistent_map() {
+        if super::super::SENSOR_OBJECT.is_empty() {
+            return; // AYA_BUILD_SKIP: a stub object.
+        }
+        let shapes = built_shapes(super::super::SENSOR_OBJECT);
+        for name in PERSISTENT_MAPS {
+            assert!(
+                shapes.contains_key(name),
+                "{name} not in {:?}",
+                shapes.keys()
+            );
+        }
+        assert_eq!(
+            shapes["CONFIG"].value_size as usize,
+            std::mem::size_of::<agent_sensor_common::SensorConfig>()
+        );
+    }
 
     #[test]
     fn pins_of_maps_a_version_dropped_are_stale_and_the_others_are_not() {

@@ -1075,14 +1075,15 @@ impl Overhead {
                 .into(),
             "- **bpftrace**: a script printing one line per event to user space (`bpftrace -o \
              /dev/null`): opens with path and result (paired at exit, as the sensor pairs \
-             them), unlink/rename/mkdir/chmod/link/symlink/truncate/chdir, connect/bind/listen/\
+             them; like the sensor, not those whose path named nothing: ENOENT, ENOTDIR), unlink/rename/mkdir/chmod/link/symlink/truncate/chdir, connect/bind/listen/\
              accept/sendto/sendmsg, the close of sockets, exec, fork and exit; every probe \
              filtered on the workload's cgroup id (`/cgroup == ID/`). Tracked: the workload \
              joins that cgroup."
                 .into(),
             format!(
                 "- **auditd**: `auditctl -a always,exit -F arch=b64 -S <the same calls, with \
-                 execve and clone/fork> -F auid={} -k {}`, auditd logging to a file (started by \
+                 execve and clone/fork> -F exit!=-ENOENT -F exit!=-ENOTDIR -F auid={} -k {}` \
+                 (like the sensor, not calls whose path named nothing), auditd logging to a file (started by \
                  the bench with Debian's auditd.conf if none was running, backlog 8192). Tracked: \
                  the workload takes login uid {} before it execs, which every descendant \
                  inherits. Audit cannot tell a socket's close from any other, so close is not \

@@ -165,10 +165,12 @@ pub fn bpftrace_script(cgroup_id: u64, ready: &Path) -> String {
         lines.push(format!(
             "tracepoint:syscalls:sys_enter_{call} {filter} {{ @path[tid] = args->{field}; }}"
         ));
+        // As the sensor does by default, an open whose path named nothing (ENOENT, ENOTDIR)
+        // is not printed.
         lines.push(format!(
-            "tracepoint:syscalls:sys_exit_{call} {filter} {{ printf(\"%llu %d %d %s {call} \
-             %s = %d\\n\", nsecs, pid, tid, comm, str(@path[tid]), args->ret); \
-             delete(@path[tid]); }}"
+            "tracepoint:syscalls:sys_exit_{call} {filter} {{ if (args->ret != -2 && \
+             args->ret != -20) {{ printf(\"%llu %d %d %s {call} %s = %d\\n\", nsecs, pid, \
+             tid, comm, str(@path[tid]), args->ret); }} delete(@path[tid]); }}"
         ));
     }
     for (call, fields) in [
@@ -456,6 +458,11 @@ impl Auditd {
             "arch=b64",
             "-S",
             AUDIT_SYSCALLS,
+            // As the sensor does by default: calls whose path named nothing are not recorded.
+            "-F",
+            "exit!=-ENOENT",
+            "-F",
+            "exit!=-ENOTDIR",
             "-F",
             &auid,
             "-k",

@@ -49,9 +49,11 @@ pub enum Command {
     /// executables, AGENT_SENSOR_AGENT=<name> in the environment) and, at start, from agents
     /// already running. On stop every program, link and map is detached and unloaded.
     Run(RunArgs),
-    /// Run a command as a watched agent: registers it with the running daemon, places it in a
-    /// cgroup of its own, and executes COMMAND only once the kernel tracks it. Fails (and does
-    /// not run COMMAND) when the daemon is not running.
+    /// Run a command as a watched agent: registers it with the running daemon, starts COMMAND
+    /// in a cgroup of its own, and lets it run only once the kernel tracks it. Fails (and does
+    /// not run COMMAND) when the daemon is not running. COMMAND runs as a child that stands in
+    /// for exec: exec exits with COMMAND's exit code (or dies of the same signal), signals sent
+    /// to exec by other processes are passed on, and COMMAND dies if exec is killed.
     Exec(ExecArgs),
     /// List the agents the running daemon knows: name, worktree, processes, state, alerts.
     Agents {

@@ -1,7 +1,6 @@
 //! The client-side commands: they talk to the running daemon.
 
 use std::{
-    os::unix::process::CommandExt,
     path::Path,
     time::{Duration, Instant},
 };
@@ -13,7 +12,7 @@ use agent_sensor::{
 };
 use anyhow::{bail, Context as _, Result};
 
-use crate::cli::ExecArgs;
+use crate::{cli::ExecArgs, launch};
 
 /// `agent-sensor exec`: never runs the command unwatched.
 pub fn exec(args: ExecArgs) -> Result<()> {
@@ -40,27 +39,31 @@ pub fn exec(args: ExecArgs) -> Result<()> {
     else {
         bail!("the daemon answered the registration with something else");
     };
-    join_cgroup(&cgroup)?;
-    wait_until_tracked(&mut client, agent_id)?;
-    let (program, rest) = args.command.split_first().context("no command given")?;
-    let err = std::process::Command::new(program).args(rest).exec();
-    bail!("cannot execute {}: {err}", Path::new(program).display())
+    // Born in the agent's cgroup, held at a gate until the daemon confirms the kernel
+    // tracks it (see `launch` for why not exec in place).
+    let gated = launch::Gated::spawn(&cgroup, &args.command)?;
+    if let Err(e) = wait_until_tracked(&mut client, agent_id, gated.pid()) {
+        gated.abandon();
+        return Err(e);
+    }
+    drop(client);
+    let program = args
+        .command
+        .first()
+        .map(|p| Path::new(p).display().to_string())
+        .unwrap_or_default();
+    let running = gated
+        .open()
+        .with_context(|| format!("cannot execute {program}"))?;
+    launch::end_like(running.wait()?)
 }
 
-fn join_cgroup(cgroup: &Path) -> Result<()> {
-    std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
-        .with_context(|| format!("cannot move into the agent's cgroup {}", cgroup.display()))
-}
-
-/// The kernel tracks us as soon as we are in the cgroup; the daemon confirms it from the
-/// kernel's own map. A short retry covers nothing but a slow daemon.
-fn wait_until_tracked(client: &mut Client, agent_id: u64) -> Result<()> {
+/// The kernel tracks the command as soon as it is in the cgroup; the daemon confirms it from
+/// the kernel's own map. A short retry covers nothing but a slow daemon.
+fn wait_until_tracked(client: &mut Client, agent_id: u64, pid: u32) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match client.call(&Request::Confirm {
-            agent_id,
-            pid: std::process::id(),
-        }) {
+        match client.call(&Request::Confirm { agent_id, pid }) {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => {
                 return Err(e)

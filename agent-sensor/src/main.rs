@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod launch;
 
 use std::process::ExitCode;
 

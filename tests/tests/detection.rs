@@ -555,6 +555,92 @@ fn exec_refuses_to_run_unwatched_when_the_daemon_is_down() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
+/// Waits up to 10 s for `path` to exist.
+fn wait_for_file(path: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn exec_starts_the_command_in_the_agents_cgroup_and_stands_in_for_it() {
+    if !can_run_kernel_tests("exec_starts_the_command_in_the_agents_cgroup_and_stands_in_for_it") {
+        return;
+    }
+    let scene = Scene::new("launch", "");
+    let mut sensor = scene.sensor();
+    let cgroup_file = scene.root.join("cgroup");
+    let ready = scene.root.join("ready");
+    // A signal sent to `exec` reaches the command, and the command's exit code is exec's.
+    let script = format!(
+        "cat /proc/self/cgroup > {cgroup}; trap 'exit 5' TERM; touch {ready}; \
+         while :; do sleep 0.05; done",
+        cgroup = s(&cgroup_file),
+        ready = s(&ready)
+    );
+    let mut exec = Command::new(sensor_binary())
+        .args(["exec", "--agent", "launched", "--worktree"])
+        .arg(&scene.worktree)
+        .arg("--control-socket")
+        .arg(&sensor.socket)
+        .args(["--", "/bin/sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready);
+    // In the agent's cgroup from the start.
+    let cgroup = std::fs::read_to_string(&cgroup_file).unwrap();
+    assert!(cgroup.contains("/agent-sensor/launched-"), "{cgroup}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(exec.id() as i32, libc::SIGTERM) };
+    assert_eq!(exec.wait().unwrap().code(), Some(5));
+
+    // Killing `exec` outright kills the command too, as if it were the command.
+    let pid_file = scene.root.join("pid");
+    let mut exec = Command::new(sensor_binary())
+        .args(["exec", "--agent", "orphan", "--worktree"])
+        .arg(&scene.worktree)
+        .arg("--control-socket")
+        .arg(&sensor.socket)
+        .args(["--", "/bin/sh", "-c"])
+        .arg(format!(
+            "echo $$ > {0}.tmp; mv {0}.tmp {0}; sleep 30",
+            s(&pid_file)
+        ))
+        .spawn()
+        .unwrap();
+    wait_for_file(&pid_file);
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    exec.kill().unwrap();
+    let _ = exec.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // SAFETY: signal 0 only tests whether the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command outlived exec"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let events = sensor.stop();
+    // The command's events belong to the agent from its first exec.
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "process.exec" && e["tgid"] == pid && e["agent_id"] != 0),
+        "no exec of the command {pid} for the agent"
+    );
+}
+
 #[test]
 fn agents_lists_name_worktree_processes_state_and_alert_counts() {
     if !can_run_kernel_tests("agents_lists_name_worktree_processes_state_and_alert_counts") {

@@ -84,11 +84,7 @@ impl Gated {
             .iter()
             .map(|a| cstring(a))
             .collect::<Result<Vec<_>>>()?;
-        let argv_ptrs: Vec<*const libc::c_char> = argv
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
+        let argv_ptrs = null_terminated(&argv);
         let env = std::env::vars_os()
             .map(|(k, v)| {
                 let mut pair = k;
@@ -97,11 +93,7 @@ impl Gated {
                 cstring(&pair)
             })
             .collect::<Result<Vec<_>>>()?;
-        let env_ptrs: Vec<*const libc::c_char> = env
-            .iter()
-            .map(|e| e.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
+        let env_ptrs = null_terminated(&env);
         let dir = File::open(cgroup)
             .with_context(|| format!("cannot open the agent's cgroup {}", cgroup.display()))?;
         let (gate_read, gate_write) = pipe()?;
@@ -346,6 +338,15 @@ fn is_executable(path: &Path) -> bool {
     // SAFETY: a valid C string.
     let ok = unsafe { libc::access(name.as_ptr(), libc::X_OK) } == 0;
     ok && path.is_file()
+}
+
+/// The pointers of `strings` and a null, as execve takes them (valid while `strings` lives).
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 fn cstring(s: &OsStr) -> Result<CString> {

@@ -53,7 +53,8 @@ pub enum Command {
     /// in a cgroup of its own, and lets it run only once the kernel tracks it. Fails (and does
     /// not run COMMAND) when the daemon is not running. COMMAND runs as a child that stands in
     /// for exec: exec exits with COMMAND's exit code (or dies of the same signal), signals sent
-    /// to exec by other processes are passed on, and COMMAND dies if exec is killed.
+    /// to exec by other processes are passed on (without a controlling terminal COMMAND leads a
+    /// process group of its own, and they go to that group), and COMMAND dies if exec is killed.
     Exec(ExecArgs),
     /// List the agents the running daemon knows: name, worktree, processes, state, alerts.
     Agents {

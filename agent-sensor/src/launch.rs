@@ -22,10 +22,14 @@ use std::{
 use anyhow::{Context as _, Result};
 
 /// What `wait` takes with sigwaitinfo: the command's end (SIGCHLD) and the signals passed
-/// on to the command when a process sends them to us. The terminal's own (Ctrl-C, Ctrl-\\, a
-/// resize) reach the command directly, as it shares our process group, and are not passed on
-/// a second time. Stop and continue signals keep their default action, so job control stops
-/// and resumes both of us.
+/// on to the command when a process sends them to us.
+///
+/// With a controlling terminal the command shares our process group, so that job control and
+/// the terminal's own signals (Ctrl-C, Ctrl-\\, a resize) reach it directly; those are not
+/// passed on a second time, and stop and continue signals keep their default action, which
+/// stops and resumes both of us. Without one (a service, an orchestrator) the command leads a
+/// process group of its own and what we receive goes to that group: a signal sent to our
+/// group reaches the agent's processes once, through us, as it reached them all before.
 const HELD: [libc::c_int; 8] = [
     libc::SIGINT,
     libc::SIGTERM,
@@ -60,6 +64,8 @@ struct CloneArgs {
 /// The command, forked into its cgroup and waiting at the gate.
 pub struct Gated {
     pid: libc::pid_t,
+    /// The command leads its own process group (see `HELD`).
+    own_group: bool,
     gate: Option<OwnedFd>,
     exec_error: File,
     /// The signal mask before ours (the command gets it back).
@@ -99,6 +105,7 @@ impl Gated {
         let (gate_read, gate_write) = pipe()?;
         let (error_read, error_write) = pipe()?;
         let parent = std::process::id() as libc::pid_t;
+        let own_group = !has_controlling_terminal();
         // Blocked from before the fork: a signal for the command, or its end (SIGCHLD), that
         // comes before `wait` is held for it, not lost.
         let old_mask = block(&HELD)?;
@@ -130,21 +137,29 @@ impl Gated {
         if pid == 0 {
             // SAFETY: the child; see child_main.
             unsafe {
-                child_main(
+                child_main(&ChildPlan {
                     parent,
-                    &old_mask,
-                    gate_read.as_raw_fd(),
-                    error_write.as_raw_fd(),
-                    &path,
-                    &argv_ptrs,
-                    &env_ptrs,
-                )
+                    own_group,
+                    old_mask: &old_mask,
+                    gate: gate_read.as_raw_fd(),
+                    error: error_write.as_raw_fd(),
+                    path: &path,
+                    argv: &argv_ptrs,
+                    env: &env_ptrs,
+                })
             }
         }
         drop(gate_read);
         drop(error_write);
+        let pid = pid as libc::pid_t;
+        if own_group {
+            // Also here, so that the group exists whichever of us runs first.
+            // SAFETY: our own child, at the gate.
+            unsafe { libc::setpgid(pid, pid) };
+        }
         Ok(Self {
-            pid: pid as libc::pid_t,
+            pid,
+            own_group,
             gate: Some(gate_write),
             exec_error: File::from(error_read),
             old_mask,
@@ -175,6 +190,7 @@ impl Gated {
         }
         let running = Running {
             pid: self.pid,
+            own_group: self.own_group,
             old_mask: self.old_mask,
         };
         if read == errno.len() {
@@ -199,6 +215,7 @@ impl Gated {
 /// The command, running.
 pub struct Running {
     pid: libc::pid_t,
+    own_group: bool,
     old_mask: libc::sigset_t,
 }
 
@@ -227,8 +244,9 @@ impl Running {
                 info.si_code,
                 libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL
             ) {
-                // SAFETY: our own child, not yet reaped.
-                unsafe { libc::kill(self.pid, signal) };
+                let target = if self.own_group { -self.pid } else { self.pid };
+                // SAFETY: our own child (or the group it leads), not yet reaped.
+                unsafe { libc::kill(target, signal) };
             }
         }
     }
@@ -277,25 +295,44 @@ pub fn end_like(ended: Ended) -> ! {
     }
 }
 
+/// What the child needs between fork and exec, all made before the fork.
+struct ChildPlan<'a> {
+    parent: libc::pid_t,
+    own_group: bool,
+    old_mask: &'a libc::sigset_t,
+    /// Read end of the gate.
+    gate: libc::c_int,
+    /// Write end of the pipe that carries execve's errno.
+    error: libc::c_int,
+    path: &'a CString,
+    argv: &'a [*const libc::c_char],
+    env: &'a [*const libc::c_char],
+}
+
 /// The child between fork and exec: system calls only (no allocation, no locks).
 ///
 /// # Safety
 /// Call only in the child of `clone3`, with pointers into memory made before the fork.
-unsafe fn child_main(
-    parent: libc::pid_t,
-    old_mask: &libc::sigset_t,
-    gate: libc::c_int,
-    error: libc::c_int,
-    path: &CString,
-    argv: &[*const libc::c_char],
-    env: &[*const libc::c_char],
-) -> ! {
+unsafe fn child_main(plan: &ChildPlan) -> ! {
+    let ChildPlan {
+        parent,
+        own_group,
+        old_mask,
+        gate,
+        error,
+        path,
+        argv,
+        env,
+    } = *plan;
     // SAFETY: plain system calls on values made before the fork.
     unsafe {
         // The command dies with us, as it would have had we exec'd in place and been killed.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         if libc::getppid() != parent {
             libc::_exit(126);
+        }
+        if own_group {
+            libc::setpgid(0, 0);
         }
         libc::sigprocmask(libc::SIG_SETMASK, old_mask, std::ptr::null_mut());
         // Nothing runs until the daemon has confirmed the kernel tracks us; a closed gate
@@ -316,6 +353,22 @@ unsafe fn child_main(
         let errno = (*libc::__errno_location()).to_ne_bytes();
         libc::write(error, errno.as_ptr().cast(), errno.len());
         libc::_exit(127)
+    }
+}
+
+/// Whether this process has a controlling terminal (whose foreground group gets its signals).
+fn has_controlling_terminal() -> bool {
+    // SAFETY: a constant C string; the descriptor is closed at once.
+    unsafe {
+        let fd = libc::open(
+            c"/dev/tty".as_ptr(),
+            libc::O_RDONLY | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        libc::close(fd);
+        true
     }
 }
 

@@ -642,6 +642,55 @@ fn exec_starts_the_command_in_the_agents_cgroup_and_stands_in_for_it() {
 }
 
 #[test]
+fn without_a_terminal_the_command_leads_its_own_group_and_group_signals_reach_it_once() {
+    if !can_run_kernel_tests(
+        "without_a_terminal_the_command_leads_its_own_group_and_group_signals_reach_it_once",
+    ) {
+        return;
+    }
+    use std::os::unix::process::CommandExt as _;
+    let scene = Scene::new("group", "");
+    let mut sensor = scene.sensor();
+    let pid_file = scene.root.join("pid");
+    let mut exec = Command::new(sensor_binary());
+    exec.args(["exec", "--agent", "grouped", "--worktree"])
+        .arg(&scene.worktree)
+        .arg("--control-socket")
+        .arg(&sensor.socket)
+        .args(["--", "/bin/sh", "-c"])
+        .arg(format!(
+            "trap 'exit 9' INT; echo $$ > {0}.tmp; mv {0}.tmp {0}; while :; do sleep 0.05; done",
+            s(&pid_file)
+        ));
+    // A session of its own: no controlling terminal, as under a service or an orchestrator.
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        exec.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut exec = exec.spawn().unwrap();
+    wait_for_file(&pid_file);
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: getpgid only reads.
+    let group = unsafe { libc::getpgid(pid) };
+    assert_eq!(
+        group, pid,
+        "the command does not lead its own process group"
+    );
+    // A signal to exec's whole group (exec alone now) reaches the command through exec.
+    // SAFETY: signalling the group our child leads.
+    unsafe { libc::kill(-(exec.id() as i32), libc::SIGINT) };
+    assert_eq!(exec.wait().unwrap().code(), Some(9));
+    sensor.stop();
+}
+
+#[test]
 fn agents_lists_name_worktree_processes_state_and_alert_counts() {
     if !can_run_kernel_tests("agents_lists_name_worktree_processes_state_and_alert_counts") {
         return;

@@ -555,6 +555,27 @@ fn exec_refuses_to_run_unwatched_when_the_daemon_is_down() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
+/// `agent-sensor exec` of `sh -c script` as agent `agent` in `worktree`, not yet spawned.
+fn exec_sh(sensor: &Sensor, agent: &str, worktree: &Path, script: &str) -> Command {
+    let mut exec = Command::new(sensor_binary());
+    exec.args(["exec", "--agent", agent, "--worktree"])
+        .arg(worktree)
+        .arg("--control-socket")
+        .arg(&sensor.socket)
+        .args(["--", "/bin/sh", "-c", script]);
+    exec
+}
+
+/// The pid a script wrote to `path` (written to a temporary name and renamed into place).
+fn pid_in(path: &Path) -> i32 {
+    wait_for_file(path);
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// Waits up to 10 s for `path` to exist.
 fn wait_for_file(path: &Path) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -584,12 +605,7 @@ fn exec_starts_the_command_in_the_agents_cgroup_and_stands_in_for_it() {
         cgroup = s(&cgroup_file),
         ready = s(&ready)
     );
-    let mut exec = Command::new(sensor_binary())
-        .args(["exec", "--agent", "launched", "--worktree"])
-        .arg(&scene.worktree)
-        .arg("--control-socket")
-        .arg(&sensor.socket)
-        .args(["--", "/bin/sh", "-c", &script])
+    let mut exec = exec_sh(&sensor, "launched", &scene.worktree, &script)
         .spawn()
         .unwrap();
     wait_for_file(&ready);
@@ -602,24 +618,11 @@ fn exec_starts_the_command_in_the_agents_cgroup_and_stands_in_for_it() {
 
     // Killing `exec` outright kills the command too, as if it were the command.
     let pid_file = scene.root.join("pid");
-    let mut exec = Command::new(sensor_binary())
-        .args(["exec", "--agent", "orphan", "--worktree"])
-        .arg(&scene.worktree)
-        .arg("--control-socket")
-        .arg(&sensor.socket)
-        .args(["--", "/bin/sh", "-c"])
-        .arg(format!(
-            "echo $$ > {0}.tmp; mv {0}.tmp {0}; sleep 30",
-            s(&pid_file)
-        ))
+    let script = format!("echo $$ > {0}.tmp; mv {0}.tmp {0}; sleep 30", s(&pid_file));
+    let mut exec = exec_sh(&sensor, "orphan", &scene.worktree, &script)
         .spawn()
         .unwrap();
-    wait_for_file(&pid_file);
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = pid_in(&pid_file);
     exec.kill().unwrap();
     let _ = exec.wait();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -652,16 +655,11 @@ fn without_a_terminal_the_command_leads_its_own_group_and_group_signals_reach_it
     let scene = Scene::new("group", "");
     let mut sensor = scene.sensor();
     let pid_file = scene.root.join("pid");
-    let mut exec = Command::new(sensor_binary());
-    exec.args(["exec", "--agent", "grouped", "--worktree"])
-        .arg(&scene.worktree)
-        .arg("--control-socket")
-        .arg(&sensor.socket)
-        .args(["--", "/bin/sh", "-c"])
-        .arg(format!(
-            "trap 'exit 9' INT; echo $$ > {0}.tmp; mv {0}.tmp {0}; while :; do sleep 0.05; done",
-            s(&pid_file)
-        ));
+    let script = format!(
+        "trap 'exit 9' INT; echo $$ > {0}.tmp; mv {0}.tmp {0}; while :; do sleep 0.05; done",
+        s(&pid_file)
+    );
+    let mut exec = exec_sh(&sensor, "grouped", &scene.worktree, &script);
     // A session of its own: no controlling terminal, as under a service or an orchestrator.
     // SAFETY: setsid is async-signal-safe.
     unsafe {
@@ -671,12 +669,7 @@ fn without_a_terminal_the_command_leads_its_own_group_and_group_signals_reach_it
         });
     }
     let mut exec = exec.spawn().unwrap();
-    wait_for_file(&pid_file);
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = pid_in(&pid_file);
     // SAFETY: getpgid only reads.
     let group = unsafe { libc::getpgid(pid) };
     assert_eq!(

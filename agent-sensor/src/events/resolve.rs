@@ -188,6 +188,7 @@ impl Default for Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::testkit::TempDir;
 
     /// Resolved afresh: a call "returned" after any lookup this resolver made.
     fn resolve_parent_here(base: Option<&[u8]>, arg: &[u8]) -> Option<Vec<u8>> {
@@ -217,8 +218,8 @@ mod tests {
 
     #[test]
     fn resolves_symlinked_directories_but_not_the_last_component() {
-        let dir = std::env::temp_dir().join(format!("agent-sensor-resolve-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let temp = TempDir::new("resolve");
+        let dir = &temp.0;
         std::fs::create_dir_all(dir.join("real/sub")).unwrap();
         std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
         std::os::unix::fs::symlink("/nonexistent", dir.join("real/dangling")).unwrap();
@@ -237,13 +238,12 @@ mod tests {
         // Absolute arguments ignore the base; a missing parent gives up.
         assert!(resolve_parent_here(None, b"relative").is_none());
         assert!(resolve_parent_here(Some(base), b"missing/dir/x").is_none());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_lookup_serves_the_calls_before_it_and_never_one_after_it() {
-        let dir = std::env::temp_dir().join(format!("agent-sensor-reuse-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let temp = TempDir::new("reuse");
+        let dir = &temp.0;
         for real in ["first", "second"] {
             std::fs::create_dir_all(dir.join(real)).unwrap();
         }
@@ -268,14 +268,12 @@ mod tests {
         let after_the_swap = Clock::now_ktime_ns();
         assert_eq!(at(after_the_swap).unwrap(), real("second"));
         assert_eq!(at(before_any_lookup).unwrap(), real("second"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_failed_lookup_serves_the_calls_before_it_and_never_one_after_it() {
-        let dir = std::env::temp_dir().join(format!("agent-sensor-missing-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let temp = TempDir::new("missing");
+        let dir = &temp.0;
         let arg = [dir.as_os_str().as_bytes(), b"/later/f"].concat();
         let mut resolver = Resolver::new();
         let mut at = |call_ns: u64| resolve_parent(&mut resolver, call_ns, None, &arg, (1, 1));
@@ -292,13 +290,12 @@ mod tests {
             at(after).unwrap(),
             [real.as_os_str().as_bytes(), b"/f"].concat()
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_directory_named_like_a_removed_one_is_still_resolved() {
-        let dir = std::env::temp_dir().join(format!("agent-sensor-deleted-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let temp = TempDir::new("deleted");
+        let dir = &temp.0;
         let odd = dir.join("old (deleted)");
         std::fs::create_dir_all(&odd).unwrap();
         let real = std::fs::canonicalize(&odd).unwrap();
@@ -307,6 +304,5 @@ mod tests {
             [odd.as_os_str().as_bytes(), b"/f"].concat().as_slice(),
         );
         assert_eq!(got.unwrap(), [real.as_os_str().as_bytes(), b"/f"].concat());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -178,22 +178,16 @@ impl Gated {
         std::io::Write::write_all(&mut gate, b"g").context("cannot start the command")?;
         drop(gate);
         // The error pipe closes on a successful exec (close-on-exec) or carries its errno.
-        let mut errno = [0u8; 4];
-        let mut read = 0;
-        while read < errno.len() {
-            match self.exec_error.read(&mut errno[read..]) {
-                Ok(0) => break,
-                Ok(n) => read += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e).context("cannot learn whether the command started"),
-            }
-        }
+        let mut errno = Vec::new();
+        self.exec_error
+            .read_to_end(&mut errno)
+            .context("cannot learn whether the command started")?;
         let running = Running {
             pid: self.pid,
             own_group: self.own_group,
             old_mask: self.old_mask,
         };
-        if read == errno.len() {
+        if let Ok(errno) = <[u8; 4]>::try_from(errno.as_slice()) {
             let err = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
             let _ = running.wait();
             return Err(err.into());
@@ -222,11 +216,7 @@ pub struct Running {
 impl Running {
     /// Waits for the command's end, passing on the forwarded signals sent to us meanwhile.
     pub fn wait(self) -> Result<Ended> {
-        let mut set = empty_set();
-        for signal in HELD {
-            // SAFETY: a valid set and signal number.
-            unsafe { libc::sigaddset(&mut set, signal) };
-        }
+        let set = signal_set(&HELD);
         loop {
             if let Some(ended) = self.reap()? {
                 restore(&self.old_mask);
@@ -284,9 +274,11 @@ pub fn end_like(ended: Ended) -> ! {
             // SAFETY: restoring the default action and raising the signal on ourselves.
             unsafe {
                 libc::signal(signal, libc::SIG_DFL);
-                let mut set = empty_set();
-                libc::sigaddset(&mut set, signal);
-                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::sigprocmask(
+                    libc::SIG_UNBLOCK,
+                    &signal_set(&[signal]),
+                    std::ptr::null_mut(),
+                );
                 libc::raise(signal);
             }
             // A signal whose default is not to end the process.
@@ -417,23 +409,23 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn empty_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set.
+/// The set of `signals`.
+fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set; the signal numbers are valid.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
+        for signal in signals {
+            libc::sigaddset(&mut set, *signal);
+        }
         set
     }
 }
 
 /// Blocks `signals` (held for `sigwaitinfo`, none lost); returns the mask before.
 fn block(signals: &[libc::c_int]) -> Result<libc::sigset_t> {
-    let mut set = empty_set();
-    let mut old = empty_set();
-    for signal in signals {
-        // SAFETY: a valid set and signal number.
-        unsafe { libc::sigaddset(&mut set, *signal) };
-    }
+    let set = signal_set(signals);
+    let mut old = signal_set(&[]);
     // SAFETY: valid sets.
     if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) } != 0 {
         return Err(std::io::Error::last_os_error()).context("cannot block signals");

@@ -143,9 +143,8 @@ impl Novelty {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
-        if let Some(writer) = self.writer.take() {
-            writer.finish();
-        }
+        // Dropping the writer waits for what it has queued.
+        drop(self.writer.take());
         for (name, profile) in self.profiles.iter_mut().filter(|(_, p)| p.dirty) {
             store::save(dir, name, profile)?;
             profile.dirty = false;

@@ -154,16 +154,12 @@ impl Writer {
             .as_ref()
             .is_some_and(|q| q.try_send((name.to_string(), bytes)).is_ok())
     }
-
-    /// Waits until everything queued is written.
-    pub fn finish(self) {
-        drop(self);
-    }
 }
 
-/// A writer dropped without `finish` (a detector replaced or dropped on an error path) still
-/// waits for what it queued: a thread left writing would put files back into a directory its
-/// owner has moved on from, or removed (the unit tests' temporary ones were left behind so).
+/// Dropping a writer waits until everything it queued is written, whoever drops it (a save, a
+/// detector replaced or dropped on an error path): a thread left writing would put files back
+/// into a directory its owner has moved on from, or removed (the unit tests' temporary ones
+/// were left behind so).
 impl Drop for Writer {
     fn drop(&mut self) {
         self.queue = None;

@@ -375,6 +375,25 @@ pub fn bpf_ids_held_by(pid: u32) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
     (progs, maps, links)
 }
 
+/// bpf(2) with `attr` (a `union bpf_attr`, as 32-bit words, zero where unused): what it
+/// returned (a descriptor for the commands that make one), or the error.
+pub fn bpf(cmd: libc::c_long, attr: &mut [u32]) -> std::io::Result<i64> {
+    // SAFETY: the attr is ours and as long as the size passed; the kernel reads (and, for some
+    // commands, writes) only within it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(attr),
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ret)
+}
+
 /// Whether a BPF object with this id still exists in the kernel.
 pub fn bpf_object_exists(kind: BpfKind, id: u32) -> bool {
     let cmd = match kind {
@@ -382,16 +401,17 @@ pub fn bpf_object_exists(kind: BpfKind, id: u32) -> bool {
         BpfKind::Map => 14,     // BPF_MAP_GET_FD_BY_ID
         BpfKind::Link => 30,    // BPF_LINK_GET_FD_BY_ID
     };
+    // A zeroed attr large enough for the *_GET_FD_BY_ID commands.
     let mut attr = [0u32; 4];
     attr[0] = id;
-    // SAFETY: bpf(2) with a zeroed attr large enough for the *_GET_FD_BY_ID commands.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 16) };
-    if fd >= 0 {
-        // SAFETY: we own the fd just returned.
-        unsafe { libc::close(fd as i32) };
-        return true;
+    match bpf(cmd, &mut attr) {
+        Ok(fd) => {
+            // SAFETY: we own the fd just returned.
+            unsafe { libc::close(fd as i32) };
+            true
+        }
+        Err(e) => e.raw_os_error() != Some(libc::ENOENT),
     }
-    std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
 }
 
 #[derive(Debug, Clone, Copy)]

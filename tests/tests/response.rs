@@ -510,37 +510,15 @@ fn pin_array_map(path: &Path, value_size: u32) {
     // union bpf_attr, as words: map_type, key_size, value_size, max_entries.
     let mut create = [0u32; 32];
     create[..4].copy_from_slice(&[BPF_MAP_TYPE_ARRAY, 4, value_size, 1]);
-    // SAFETY: a zeroed attr of the size passed, with the fields BPF_MAP_CREATE reads.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_CREATE,
-            create.as_ptr(),
-            std::mem::size_of_val(&create),
-        )
-    };
-    assert!(
-        fd >= 0,
-        "BPF_MAP_CREATE: {}",
-        std::io::Error::last_os_error()
-    );
+    let fd = bpf(BPF_MAP_CREATE, &mut create).expect("BPF_MAP_CREATE");
     let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // pathname (u64), bpf_fd (u32).
+    // pathname (u64), bpf_fd (u32); `name` outlives the call.
     let mut pin = [0u32; 32];
     let address = name.as_ptr() as u64;
     pin[0] = address as u32;
     pin[1] = (address >> 32) as u32;
     pin[2] = fd as u32;
-    // SAFETY: as above; `name` outlives the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_PIN,
-            pin.as_ptr(),
-            std::mem::size_of_val(&pin),
-        )
-    };
-    assert_eq!(ret, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    bpf(BPF_OBJ_PIN, &mut pin).expect("BPF_OBJ_PIN");
     // SAFETY: our own descriptor; the pin holds the map.
     unsafe { libc::close(fd as i32) };
 }

@@ -302,7 +302,12 @@ pub struct FileEvent {
     pub resolved_len: u16,
     pub base_len: u16,
     pub base2_len: u16,
-    pub _pad0: [u16; 3],
+    pub _pad0: u16,
+    /// Opens of the same file the same way this process made since this key was last sent,
+    /// counted and not sent (see [`crate::RepeatKey`]); 0 for every other call. Repeats a
+    /// CPU counted in its hot entry join the key's count when that CPU next checks another
+    /// open, so a few may come with a later record instead (the metric counts each at once).
+    pub repeats: u32,
     /// Owner ids for chown, the length for truncate, the resolve flags of openat2.
     pub arg: u64,
     pub arg2: u64,

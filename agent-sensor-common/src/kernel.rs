@@ -135,7 +135,20 @@ pub struct SensorConfig {
     pub discovery: u32,
     /// [`report`] bits: what the kernel sends beyond the default.
     pub report: u32,
+    /// Milliseconds during which a process opening the same file again the same way is
+    /// counted instead of sent (see [`RepeatKey`]); 0 sends every open.
+    pub repeat_window_ms: u32,
+    /// [`lists`] bits: which in-kernel lists hold entries (an empty one is not looked up).
+    pub lists: u32,
     pub _pad0: u32,
+}
+assert_size!(SensorConfig, 24);
+
+/// In-kernel lists the programs look up only when the daemon says they hold entries (see
+/// `SensorConfig::lists`): a lookup of an empty hash map still hashes the key, at every open.
+pub mod lists {
+    /// `KILL_ON_ACCESS`: files whose opening kills the opener.
+    pub const KILL_ON_ACCESS: u32 = 1 << 0;
 }
 
 /// What the kernel sends that it would otherwise only count (see `SensorConfig::report`).
@@ -155,7 +168,44 @@ pub mod filter_slot {
     /// A file call that failed because its path named nothing (see
     /// [`super::report::MISSING_PATHS`]).
     pub const MISSING_PATH: u32 = 0;
+    /// A successful open the same process made the same way within the repeat window of one
+    /// that was sent (see [`super::RepeatKey`]).
+    pub const REPEAT: u32 = 1;
 }
+
+/// Key of the `RECENT_OPENS` map: one way one process opened one file. An open whose key was
+/// sent less than `SensorConfig::repeat_window_ms` ago is counted, not sent: it tells no rule
+/// anything the first did not (same agent, process, file, flags and success), and a process
+/// that opens one file in a tight loop, by design or to flood the ring so that what comes next
+/// is lost, costs a map lookup per open instead of a record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepeatKey {
+    pub agent_id: u64,
+    /// The file's `struct path`: the dentry and mount the kernel resolved, so another name
+    /// for the same inode (a hard link, another mount) is another key.
+    pub dentry: u64,
+    pub mnt: u64,
+    /// The process's `mm`: a new program (exec) is another key, and so is a new process that
+    /// reused the tgid within the window.
+    pub mm: u64,
+    pub tgid: u32,
+    /// Open flags as passed (openat2: `open_how.flags`).
+    pub flags: u32,
+}
+assert_size!(RepeatKey, 40);
+
+/// Value of the `RECENT_OPENS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepeatState {
+    /// `bpf_ktime_get_ns` when this open was last sent.
+    pub sent_ns: u64,
+    /// Opens counted since then, sent with the next record of this key (`FileEvent::repeats`).
+    pub repeats: u32,
+    pub _pad0: u32,
+}
+assert_size!(RepeatState, 16);
 
 /// How untracked processes become agents in the kernel, at exec (see `SensorConfig`).
 pub mod discovery {
@@ -169,7 +219,6 @@ pub mod discovery {
     /// names the agent when it sees the exec.
     pub const DISCOVERED_AGENT_BIT: u64 = 1 << 63;
 }
-assert_size!(SensorConfig, 16);
 
 #[cfg(feature = "user")]
 mod pod {

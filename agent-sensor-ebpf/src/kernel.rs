@@ -71,6 +71,12 @@ impl Typed {
     }
 }
 
+/// The current task's `mm` (0 for a kernel thread): one load, no helper call.
+#[inline(always)]
+pub fn current_mm() -> u64 {
+    Typed::current_task().load::<u64>(off!(task_mm))
+}
+
 /// tgid of the current task's real parent.
 #[inline(always)]
 pub fn parent_tgid() -> u32 {

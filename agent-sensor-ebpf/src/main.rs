@@ -10,6 +10,7 @@ mod emit;
 mod kernel;
 mod maps;
 mod probes;
+mod repeats;
 mod tracking;
 
 #[cfg(not(test))]

@@ -4,7 +4,8 @@ use agent_sensor_common::discovery::ENV_SCAN_BYTES;
 use agent_sensor_common::egress::{EgressKey4, EgressKey6, EgressPorts, NameKey};
 use agent_sensor_common::syscalls::{SyscallSpec, MAX_SYSCALL_NR};
 use agent_sensor_common::{
-    KernelOffsets, SensorConfig, SockStats, TrackedTask, DROP_SLOTS, FILTER_SLOTS, MAX_EVENT_BYTES,
+    KernelOffsets, RepeatKey, RepeatState, SensorConfig, SockStats, TrackedTask, DROP_SLOTS,
+    FILTER_SLOTS, MAX_EVENT_BYTES,
 };
 use aya_ebpf::{
     macros::map,
@@ -114,6 +115,14 @@ pub struct Call {
     pub nr: u32,
     pub _pad0: u32,
     pub args: [u64; 6],
+    /// What the kernel resolved for a file call, kept here rather than in registers for the
+    /// reason `Scratch` gives: the `struct file *` opened or passed (0: none), its device and
+    /// inode, whether opening it killed the process, and `FileEvent::repeats`.
+    pub file: u64,
+    pub dev: u64,
+    pub ino: u64,
+    pub killed: u32,
+    pub repeats: u32,
 }
 
 /// This CPU's `Call`: a program runs to its end on one CPU, so one per CPU is enough.
@@ -139,6 +148,32 @@ pub static SOCK_SCRATCH: PerCpuArray<SockStats> = PerCpuArray::with_max_entries(
 /// build.
 #[map]
 pub static SOCK_OWNERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+
+/// Opens recently sent, to count their repeats instead of sending them (see `repeats`). An
+/// LRU: an evicted key only means its next open is sent.
+#[map]
+pub static RECENT_OPENS: LruHashMap<RepeatKey, RepeatState> =
+    LruHashMap::with_max_entries(MAX_RECENT_OPENS, 0);
+
+/// The last open checked on this CPU, and the scheduler tick (jiffy) in which it was last
+/// found inside its window. Opens come in runs from one task on one CPU: the same key again in
+/// the same tick is inside the window too (one that outlasts a tick, see
+/// `repeats::LONGEST_TICK_MS`), with no hash lookup and no clock read. Its repeats gather in
+/// `pending` and go into its `RECENT_OPENS` entry when another key comes. The window may thus
+/// stretch by up to a tick.
+#[repr(C)]
+pub struct HotOpen {
+    pub key: RepeatKey,
+    pub tick: u64,
+    pub pending: u32,
+    pub _pad0: u32,
+}
+
+#[map]
+pub static HOT_OPEN: PerCpuArray<HotOpen> = PerCpuArray::with_max_entries(1, 0);
+
+/// Keys of `RECENT_OPENS`: files an agent's processes open over and over within a window.
+pub const MAX_RECENT_OPENS: u32 = 16384;
 
 /// Syscall number → what to record (filled by the daemon; see `agent_sensor_common::syscalls`).
 #[map]
@@ -219,6 +254,12 @@ pub(crate) use off;
 #[inline(always)]
 pub fn reports(bit: u32) -> bool {
     CONFIG.get(0).is_some_and(|config| config.report & bit != 0)
+}
+
+/// Whether the daemon put entries in the in-kernel list of this `lists` bit.
+#[inline(always)]
+pub fn lists_hold(bit: u32) -> bool {
+    CONFIG.get(0).is_some_and(|config| config.lists & bit != 0)
 }
 
 /// Counts one call filtered out in `slot`.

@@ -178,6 +178,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub report_missing_paths: bool,
 
+    /// Within this many milliseconds of an open that was sent, the same process opening the
+    /// same file the same way (same flags, success) is counted in the kernel and not sent
+    /// (agent_sensor_events_filtered_total{reason="repeat"}); the next open sent after the
+    /// window carries the count ("repeats"). It tells no rule anything new, and a loop that
+    /// opens one file, by design or to flood the ring, costs a map lookup per open instead
+    /// of an event. Default 1000; 0 sends every open.
+    #[arg(long, value_name = "MS")]
+    pub repeat_window_ms: Option<u32>,
+
     /// Size of the kernel→daemon ring buffer in bytes: a power of two, at least 4096.
     #[arg(long, value_name = "BYTES")]
     pub ring_bytes: Option<u32>,

@@ -66,6 +66,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let options = daemon::RunOptions {
                 ring_bytes: args.ring_bytes,
                 report_missing_paths: args.report_missing_paths,
+                repeat_window_ms: args.repeat_window_ms,
                 priority_boost: args.priority_boost,
                 events: args.events,
                 alerts: args.alerts,

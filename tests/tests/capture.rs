@@ -688,23 +688,9 @@ fn file_calls_whose_path_named_nothing_are_counted_and_sent_only_on_request() {
             .command(PYTHON)
             .args(["-c", MISSING_PATHS_SCRIPT, s(&root)]),
     );
-    // The daemon reads the kernel's counters once a second.
-    let series = "agent_sensor_events_filtered_total{reason=\"path_not_found\"}";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let filtered = loop {
-        let text = sensor.metrics_text().expect("/metrics answers");
-        let n = text
-            .lines()
-            .find_map(|l| l.strip_prefix(series))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if n >= 3.0 || std::time::Instant::now() > deadline {
-            break n;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let filtered = filtered_count(&sensor, "path_not_found", 3.0);
     let events = sensor.stop();
-    assert!(filtered >= 3.0, "{series} is {filtered}");
+    assert!(filtered >= 3.0, "path_not_found: {filtered}");
     let sent: Vec<_> = of_kind(&events, "file.open", pid)
         .into_iter()
         .chain(of_kind(&events, "file.unlink", pid))
@@ -725,6 +711,113 @@ fn file_calls_whose_path_named_nothing_are_counted_and_sent_only_on_request() {
     assert_eq!(unlink["ret"], -2, "{unlink:#}");
     let notdir = find(&events, "file.open", pid, |e| e["path_arg"] == "file.txt/x");
     assert_eq!(notdir["ret"], -20, "{notdir:#}");
+}
+
+/// `agent_sensor_events_filtered_total{reason}` once it reaches `at_least`, or what it is
+/// after 10 s (the daemon reads the kernel's counters once a second).
+fn filtered_count(sensor: &Sensor, reason: &str, at_least: f64) -> f64 {
+    let series = format!("agent_sensor_events_filtered_total{{reason=\"{reason}\"}}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = sensor.metrics_text().expect("/metrics answers");
+        let n = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if n >= at_least || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// On one CPU (so that every repeat is tallied where the next open finds it): opens a.txt
+/// read-only 50 times, then for appending, through a hard link, and from a child process;
+/// after `sys.argv[2]` seconds (past the window) read-only once more.
+const REPEATS_SCRIPT: &str = "import os, sys, time
+os.sched_setaffinity(0, {0})
+a = os.path.join(sys.argv[1], 'a.txt')
+b = os.path.join(sys.argv[1], 'b.txt')
+for _ in range(50):
+    os.close(os.open(a, os.O_RDONLY))
+os.close(os.open(a, os.O_WRONLY | os.O_APPEND))
+os.close(os.open(b, os.O_RDONLY))
+child = os.fork()
+if child == 0:
+    os.close(os.open(a, os.O_RDONLY))
+    os._exit(0)
+os.waitpid(child, 0)
+time.sleep(float(sys.argv[2]))
+os.close(os.open(a, os.O_RDONLY))";
+
+#[test]
+fn an_open_repeated_within_the_window_is_counted_and_the_next_one_sent_carries_the_count() {
+    if !can_run_kernel_tests(
+        "an_open_repeated_within_the_window_is_counted_and_the_next_one_sent_carries_the_count",
+    ) {
+        return;
+    }
+    let (_dir, root) = scratch("repeats");
+    std::fs::write(root.join("a.txt"), "x").unwrap();
+    std::fs::hard_link(root.join("a.txt"), root.join("b.txt")).unwrap();
+    let a = root.join("a.txt");
+    const O_ACCMODE: u64 = 3;
+    const O_APPEND: u64 = 0o2000;
+    let read_only_opens = |events: &[Value], pid: u32| -> Vec<Value> {
+        of_kind(events, "file.open", pid)
+            .into_iter()
+            .filter(|e| {
+                e["path"] == s(&a)
+                    && e["syscall_flags"].as_u64().unwrap() & (O_ACCMODE | O_APPEND) == 0
+            })
+            .cloned()
+            .collect()
+    };
+
+    let cgroup = TestCgroup::new("repeats");
+    let mut sensor = Sensor::start(&[
+        "--track-cgroup",
+        cgroup.path.to_str().unwrap(),
+        "--repeat-window-ms",
+        "300",
+    ]);
+    let pid = run_ok(
+        cgroup
+            .command(PYTHON)
+            .args(["-c", REPEATS_SCRIPT, s(&root), "0.5"]),
+    );
+    let repeats = filtered_count(&sensor, "repeat", 49.0);
+    let events = sensor.stop();
+    assert!(repeats >= 49.0, "repeat: {repeats}");
+    let sent = read_only_opens(&events, pid);
+    assert_eq!(
+        sent.len(),
+        2,
+        "the first and the one after the window: {sent:#?}"
+    );
+    assert_eq!(sent[0]["repeats"], 0, "{:#}", sent[0]);
+    assert_eq!(sent[1]["repeats"], 49, "{:#}", sent[1]);
+    // Other flags, another name for the inode, another process: each a key of its own.
+    let append = find(&events, "file.open", pid, |e| {
+        e["path"] == s(&a) && e["syscall_flags"].as_u64().unwrap() & O_APPEND != 0
+    });
+    assert_eq!(append["repeats"], 0, "{append:#}");
+    find(&events, "file.open", pid, |e| {
+        e["path"] == s(&root.join("b.txt"))
+    });
+    let fork = find(&events, "process.fork", pid, |e| e["thread"] == false);
+    let child = fork["child_tgid"].as_u64().expect("child_tgid") as u32;
+    assert_eq!(read_only_opens(&events, child).len(), 1);
+
+    // A window of 0 sends every open.
+    let (pid, events) = capture_with(
+        "repeats0",
+        REPEATS_SCRIPT,
+        &[s(&root), "0"],
+        &["--repeat-window-ms", "0"],
+    );
+    assert_eq!(read_only_opens(&events, pid).len(), 51);
 }
 
 #[test]

@@ -94,9 +94,13 @@ fn a_ring_buffer_overflow_is_counted_and_the_daemon_carries_on() {
     }
     let (_dir, root) = scratch("overflow");
     let worktree = git_worktree(&root, "work");
-    // The smallest ring, and a burst far beyond it between two reads of the daemon.
-    let mut sensor = Sensor::start(&["--ring-bytes", "4096"]);
-    let burst = "/usr/bin/python3 -c \"import os\nfor _ in range(20000): os.close(os.open('/etc/hostname', os.O_RDONLY))\"";
+    // The smallest ring, and a burst far beyond it between two reads of the daemon. Every
+    // open sent: by default the kernel counts the burst's repeats instead (see the capture
+    // test of `--repeat-window-ms`), and it would not overflow anything.
+    let mut sensor = Sensor::start(&["--ring-bytes", "4096", "--repeat-window-ms", "0"]);
+    // Two loops at once, one per core: a daemon that drains as fast as one loop writes must
+    // still fall behind.
+    let burst = "for i in 1 2; do /usr/bin/python3 -c \"import os\nfor _ in range(20000): os.close(os.open('/etc/hostname', os.O_RDONLY))\" & done; wait";
     assert!(sensor.exec_agent("burst", &worktree, burst).success());
     sensor.wait_for_log("kernel dropped", Duration::from_secs(10));
     // Still serving, and still alerting on what it sees. A ring this small (a dozen records)
@@ -137,6 +141,53 @@ fn a_ring_buffer_overflow_is_counted_and_the_daemon_carries_on() {
             .any(|l| l.contains("file.open events lost (ring buffer full)")),
         "{drops:#?}"
     );
+}
+
+#[test]
+fn a_flood_of_one_repeated_open_is_counted_and_hides_nothing_that_follows() {
+    if !can_run_kernel_tests(
+        "a_flood_of_one_repeated_open_is_counted_and_hides_nothing_that_follows",
+    ) {
+        return;
+    }
+    let (_dir, root) = scratch("flood");
+    let worktree = git_worktree(&root, "work");
+    // A ring of a few hundred records, the default repeat window: an agent that floods it
+    // with one open over and over, to have the kernel drop what comes next, costs the ring
+    // one record a second. (With every open sent, the same burst overflows a smaller ring:
+    // `a_ring_buffer_overflow_is_counted_and_the_daemon_carries_on`.)
+    let mut sensor = Sensor::start(&["--ring-bytes", "65536"]);
+    let flood = "/usr/bin/python3 -c \"import os\nfor _ in range(100000): os.close(os.open('/etc/hostname', os.O_RDONLY))\nopen('/etc/shadow').read()\"";
+    assert!(sensor.exec_agent("flood", &worktree, flood).success());
+    let alert = sensor.wait_for_alert("credential.sensitive_read", Duration::from_secs(5));
+    let series = "agent_sensor_events_filtered_total{reason=\"repeat\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let repeats = loop {
+        let text = sensor.metrics_text().expect("/metrics answers");
+        let n = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if n >= 99_000.0 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    sensor.stop();
+    let alert = alert.expect("the read after the flood raised no alert");
+    let evidence = alert["evidence"].as_array().expect("evidence");
+    assert!(
+        evidence.iter().any(|e| e["path"] == "/etc/shadow"),
+        "{alert:#}"
+    );
+    assert!(repeats >= 99_000.0, "{series} is {repeats}");
+    let drops: Vec<&String> = sensor
+        .log
+        .iter()
+        .filter(|l| l.contains("kernel dropped"))
+        .collect();
+    assert!(drops.is_empty(), "{drops:#?}");
 }
 
 /// A tmpfs of `kib` KiB mounted on `dir`; unmounted on drop.

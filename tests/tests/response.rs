@@ -536,8 +536,8 @@ fn a_pinned_map_an_older_version_shaped_otherwise_is_replaced_not_fatal() {
     let _uninstall = Uninstall(pins.clone());
     let args = ["--persist", s(&pins)];
     // A first daemon leaves its pins (and bpffs mounted); then CONFIG is swapped for the
-    // 8-byte one of the version before `report` was added, against which this version's
-    // programs would be refused.
+    // 8-byte one of the version before `report` was added (this version's is 24 bytes),
+    // against which this version's programs would be refused.
     Sensor::start(&args).stop_only();
     let config = pins.join("maps/CONFIG");
     std::fs::remove_file(&config).unwrap();
@@ -552,7 +552,7 @@ fn a_pinned_map_an_older_version_shaped_otherwise_is_replaced_not_fatal() {
     assert!(
         sensor.log.iter().any(|l| l.contains("removed the pin of")
             && l.contains("CONFIG")
-            && l.contains("values of 8 bytes are 16 bytes")),
+            && l.contains("values of 8 bytes are 24 bytes")),
         "{:#?}",
         sensor.log
     );

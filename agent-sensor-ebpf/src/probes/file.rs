@@ -3,15 +3,18 @@
 //! its canonical path, device and inode.
 
 use agent_sensor_common::{
-    filter_slot, flags, report,
+    filter_slot, flags, lists, report,
     syscalls::{nr, SyscallSpec as Spec, NO_ARG as NONE},
     EventKind, FileEvent,
 };
 
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+
 use crate::{
     emit::Record,
     kernel::{current_file, current_task, file_identity, kill_if_listed, read_ptr, walk_path},
-    maps::{count_filtered, off, reports, Call, KILL_ON_ACCESS},
+    maps::{count_filtered, lists_hold, off, reports, Call, KILL_ON_ACCESS},
+    repeats::{self, Repeat},
 };
 
 /// `-ENOENT` and `-ENOTDIR`: the call's path named nothing.
@@ -98,10 +101,59 @@ pub fn exit(c: &mut Call, spec: &Spec, agent: u64, ret: i64) {
         count_filtered(filter_slot::MISSING_PATH);
         return;
     }
-    if spec.kind == EventKind::FileOpen as u16 {
+    let opens = spec.kind == EventKind::FileOpen as u16;
+    if opens {
         open_args(c);
     }
+    // The object the kernel resolved, where we can reach it without a lookup of our own.
+    let object = if opens {
+        if ret >= 0 {
+            current_file(ret)
+        } else {
+            None
+        }
+    } else if spec.fd != NONE {
+        current_file(arg(c, spec.fd) as i32 as i64)
+    } else {
+        None
+    };
+    c.file = object.unwrap_or(0);
+    // Volatile: LLVM turns plain zero stores in a row into a call to the linker's memset, a
+    // byte loop (3 % of a tracked open/close loop).
+    // SAFETY: fields of this CPU's `Call`.
+    unsafe {
+        core::ptr::addr_of_mut!(c.dev).write_volatile(0);
+        core::ptr::addr_of_mut!(c.ino).write_volatile(0);
+        core::ptr::addr_of_mut!(c.killed).write_volatile(0);
+        core::ptr::addr_of_mut!(c.repeats).write_volatile(0);
+    }
+    if let Some(file) = object {
+        // Before the repeat check: a listed file kills at every open, repeated or not.
+        if opens && lists_hold(lists::KILL_ON_ACCESS) {
+            identify(c, file);
+            c.killed = kill_if_listed(&KILL_ON_ACCESS, c.dev, c.ino) as u32;
+        }
+        if opens {
+            let flags = arg(c, spec.flags) as u32;
+            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            match repeats::check(agent, tgid, file, flags) {
+                Repeat::Counted => return,
+                Repeat::Send(repeats) => c.repeats = repeats,
+            }
+        }
+        if c.ino == 0 {
+            identify(c, file);
+        }
+    }
     let _ = try_exit(c, spec, agent, ret);
+}
+
+/// The device and inode of `file` into `c`.
+#[inline(always)]
+fn identify(c: &mut Call, file: u64) {
+    let (dev, ino, _) = file_identity(file);
+    c.dev = dev;
+    c.ino = ino;
 }
 
 fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
@@ -128,26 +180,10 @@ fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
         && unsafe { *path2_first } != b'/'
         && spec.kind != EventKind::FileSymlink as u16;
 
-    // The object the kernel resolved, where we can reach it without a lookup of our own.
-    let object = if spec.kind == EventKind::FileOpen as u16 {
-        if ret >= 0 {
-            current_file(ret)
-        } else {
-            None
-        }
-    } else if spec.fd != NONE {
-        current_file(arg(c, spec.fd) as i32 as i64)
-    } else {
-        None
-    };
     let mut resolved_len = 0;
-    let (mut dev, mut ino) = (0, 0);
-    if let Some(file) = object {
-        resolved_len = record.append_walk(file + off!(file_path));
-        let (d, i, _) = file_identity(file);
-        dev = d;
-        ino = i;
-        if spec.kind == EventKind::FileOpen as u16 && kill_if_listed(&KILL_ON_ACCESS, dev, ino) {
+    if c.file != 0 {
+        resolved_len = record.append_walk(c.file + off!(file_path));
+        if c.killed != 0 {
             record.add_flags(flags::KILLED_IN_KERNEL);
         }
     } else if spec.kind == EventKind::FileChdir as u16 && ret == 0 {
@@ -184,8 +220,9 @@ fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
             0
         };
         (*payload).ret = ret;
-        (*payload).dev = dev;
-        (*payload).ino = ino;
+        (*payload).dev = c.dev;
+        (*payload).ino = c.ino;
+        (*payload).repeats = c.repeats;
         (*payload).path_len = path_len;
         (*payload).path2_len = path2_len;
         (*payload).resolved_len = resolved_len;

@@ -146,6 +146,8 @@ pub struct RunOptions {
     pub ring_bytes: Option<u32>,
     /// Send file calls that failed because their path named nothing (see `LoadOptions`).
     pub report_missing_paths: bool,
+    /// See `LoadOptions::repeat_window_ms`; `None`: the default.
+    pub repeat_window_ms: Option<u32>,
     /// Nice levels above the starting one (see `system::boost_priority`).
     pub priority_boost: u8,
     pub events: Option<Output>,
@@ -205,6 +207,9 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
         discovery_executables: policy.file.discovery.executables.clone(),
         discovery_env_marker: policy.file.discovery.env_marker,
         report_missing_paths: options.report_missing_paths,
+        repeat_window_ms: options
+            .repeat_window_ms
+            .unwrap_or(LoadOptions::default().repeat_window_ms),
         resolvers: policy.file.enforcement.resolvers.clone(),
         persist: options.persist.clone(),
     };
@@ -218,6 +223,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
             crate::respond::kernel::fill_inode_list(&mut sensor.ebpf, map, paths)
                 .map_err(DaemonError::Enforcement)?;
         }
+        sensor.refresh_lists()?;
     }
 
     // aya-log records from the programs go to this daemon's log.

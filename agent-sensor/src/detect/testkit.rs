@@ -214,6 +214,7 @@ fn file_body(nr: u32, path: &str, path2: Option<&str>) -> FileBody {
         ino: 0,
         arg: 0,
         arg2: 0,
+        repeats: 0,
         path_arg: path.as_bytes().to_vec(),
         path2_arg: path2.map(|p| p.as_bytes().to_vec()),
         path: Some(path.as_bytes().to_vec()),

@@ -239,6 +239,7 @@ impl Serialize for EventJson<'_> {
                 m.serialize_entry("ino", &f.ino)?;
                 m.serialize_entry("arg", &f.arg)?;
                 m.serialize_entry("arg2", &f.arg2)?;
+                m.serialize_entry("repeats", &f.repeats)?;
             }
             Body::Net(n) => {
                 m.serialize_entry("syscall", &syscall_name(n.nr))?;

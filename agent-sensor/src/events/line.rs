@@ -316,6 +316,7 @@ impl EventJson<'_> {
                 m.number(k!("ino"), f.ino);
                 m.number(k!("arg"), f.arg);
                 m.number(k!("arg2"), f.arg2);
+                m.number(k!("repeats"), f.repeats);
             }
             Body::Net(n) => {
                 m.string(k!("syscall"), syscall_name(n.nr));

@@ -109,6 +109,9 @@ pub struct FileBody {
     pub ino: u64,
     pub arg: u64,
     pub arg2: u64,
+    /// Opens of this file the same way by this process that the kernel counted and did not
+    /// send since this open was last sent (`run --repeat-window-ms`); 0 for other calls.
+    pub repeats: u32,
     /// The first path exactly as passed.
     pub path_arg: Vec<u8>,
     pub path2_arg: Option<Vec<u8>>,
@@ -409,6 +412,7 @@ fn decode_file(kind: EventKind, record: &[u8]) -> Result<FileBody, DecodeError> 
         ino: p.ino,
         arg: p.arg,
         arg2: p.arg2,
+        repeats: p.repeats,
         path_arg,
         path2_arg: (p.path2_len > 0).then(|| path2_arg.to_vec()),
         path,

@@ -80,6 +80,7 @@ fn file_paths_prefer_the_kernel_walk_then_the_lexical_join() {
     assert_eq!(f.path.as_deref(), Some(&b"/etc/secret"[..]));
     assert_eq!(f.path_source, PathSource::Kernel);
     assert_eq!(f.path_arg, b"../x/secret");
+    assert_eq!(f.repeats, 0);
 
     let base = b"\x04work\x04home";
     let p = FileEvent {
@@ -96,6 +97,20 @@ fn file_paths_prefer_the_kernel_walk_then_the_lexical_join() {
     let Body::File(f) = ev.body else { panic!() };
     assert_eq!(f.path.as_deref(), Some(&b"/home/a/b"[..]));
     assert_eq!(f.path_source, PathSource::Lexical);
+}
+
+#[test]
+fn an_open_carries_the_repeats_the_kernel_counted_since_it_was_last_sent() {
+    let walk = b"\x08hostname\x03etc";
+    let p = FileEvent {
+        nr: 257,
+        resolved_len: walk.len() as u16,
+        repeats: 41,
+        ..Default::default()
+    };
+    let ev = decode(&record(EventKind::FileOpen, &p, walk)).unwrap();
+    let Body::File(f) = &ev.body else { panic!() };
+    assert_eq!(f.repeats, 41);
 }
 
 #[test]

@@ -241,6 +241,7 @@ pub fn drop_slot_reason(slot: u32) -> &'static str {
 pub fn filter_slot_reason(slot: u32) -> &'static str {
     match slot {
         filter_slot::MISSING_PATH => "path_not_found",
+        filter_slot::REPEAT => "repeat",
         _ => OTHER,
     }
 }
@@ -347,10 +348,12 @@ impl Metrics {
         let filtered = counter_vec(
             &registry,
             "agent_sensor_events_filtered_total",
-            "Calls of tracked agents the kernel counted and did not send, by reason (path_not_found: a file call that failed because its path named nothing; `run --report-missing-paths` sends them).",
+            "Calls of tracked agents the kernel counted and did not send, by reason (path_not_found: a file call that failed because its path named nothing, `run --report-missing-paths` sends them; repeat: an open the same process made the same way within `run --repeat-window-ms` of one that was sent).",
             &["reason"],
         );
-        filtered.with_label_values(&[filter_slot_reason(filter_slot::MISSING_PATH)]);
+        for slot in [filter_slot::MISSING_PATH, filter_slot::REPEAT] {
+            filtered.with_label_values(&[filter_slot_reason(slot)]);
+        }
 
         let alerts = counter_vec(
             &registry,
@@ -974,12 +977,16 @@ mod tests {
     fn filtered_calls_are_counted_apart_from_losses() {
         let m = Metrics::default();
         let series = "agent_sensor_events_filtered_total{reason=\"path_not_found\"}";
+        let repeats = "agent_sensor_events_filtered_total{reason=\"repeat\"}";
         // Declared at 0, so that increase() sees the first one.
         assert_eq!(sample(&m.encode(), series), Some(0.0));
+        assert_eq!(sample(&m.encode(), repeats), Some(0.0));
         m.kernel_filtered(filter_slot::MISSING_PATH, 7);
+        m.kernel_filtered(filter_slot::REPEAT, 5);
         m.kernel_filtered(3, 2);
         let text = m.encode();
         assert_eq!(sample(&text, series), Some(7.0));
+        assert_eq!(sample(&text, repeats), Some(5.0));
         assert_eq!(
             sample(
                 &text,

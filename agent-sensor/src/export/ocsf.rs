@@ -424,6 +424,7 @@ mod tests {
                 ino: 9,
                 arg: 0,
                 arg2: 0,
+                repeats: 0,
                 path_arg: b"../.ssh/id_ed25519".to_vec(),
                 path2_arg: None,
                 path: Some(b"/home/dev/.ssh/id_ed25519".to_vec()),

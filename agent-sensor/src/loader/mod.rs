@@ -9,7 +9,7 @@ pub mod ring;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use agent_sensor_common::{
-    discovery, report,
+    discovery, lists, report,
     syscalls::{self, SyscallSpec},
     SensorConfig, SockStats, TrackedTask,
 };
@@ -119,6 +119,10 @@ fn summarize(err: &ProgramError) -> String {
     )
 }
 
+/// The default `LoadOptions::repeat_window_ms`: a second, short beside the windows the rules
+/// correlate over, long beside a loop that opens one file a million times a second.
+pub const DEFAULT_REPEAT_WINDOW_MS: u32 = 1000;
+
 /// Options that shape what is loaded.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -131,6 +135,9 @@ pub struct LoadOptions {
     /// Send file calls that failed because their path named nothing (otherwise only counted,
     /// see `agent_sensor_common::report::MISSING_PATHS`).
     pub report_missing_paths: bool,
+    /// Milliseconds during which a process's repeated open of a file, the same way, is only
+    /// counted (see `agent_sensor_common::RepeatKey`); 0 sends every open.
+    pub repeat_window_ms: u32,
     /// DNS resolvers besides /etc/resolv.conf's.
     pub resolvers: Vec<std::net::IpAddr>,
     /// Pin maps and links under this bpffs directory (see `persist`).
@@ -144,6 +151,7 @@ impl Default for LoadOptions {
             discovery_executables: Vec::new(),
             discovery_env_marker: false,
             report_missing_paths: false,
+            repeat_window_ms: DEFAULT_REPEAT_WINDOW_MS,
             resolvers: Vec::new(),
             persist: None,
         }
@@ -386,6 +394,18 @@ pub fn hook_family(program: &str) -> &'static str {
     }
 }
 
+/// The `agent_sensor_common::lists` bits of the lists in `ebpf` that hold an entry.
+fn lists_holding_entries(ebpf: &Ebpf) -> Result<u32, LoadError> {
+    let name = "KILL_ON_ACCESS";
+    let map = ebpf.map(name).ok_or(LoadError::MissingMap(name))?;
+    let kill_list: HashMap<_, [u64; 2], u32> = HashMap::try_from(map).map_err(map_err(name))?;
+    Ok(if kill_list.keys().next().is_some() {
+        lists::KILL_ON_ACCESS
+    } else {
+        0
+    })
+}
+
 /// The loaded and attached sensor.
 pub struct LoadedSensor {
     pub ebpf: Ebpf,
@@ -425,6 +445,8 @@ impl LoadedSensor {
         }
         let mut ebpf = loader.load(SENSOR_OBJECT).map_err(LoadError::Load)?;
 
+        // A kill list pinned by a daemon before this one goes on killing from the start.
+        let lists = lists_holding_entries(&ebpf)?;
         let mut config: Array<_, SensorConfig> = Array::try_from(
             ebpf.map_mut("CONFIG")
                 .ok_or(LoadError::MissingMap("CONFIG"))?,
@@ -442,6 +464,8 @@ impl LoadedSensor {
             } else {
                 0
             },
+            repeat_window_ms: options.repeat_window_ms,
+            lists,
             _pad0: 0,
         };
         config.set(0, sensor, 0).map_err(map_err("CONFIG"))?;
@@ -562,6 +586,21 @@ impl LoadedSensor {
         generation
             .set(0, now.wrapping_add(1 << 32), 0)
             .map_err(map_err("TRACKING_GENERATION"))
+    }
+
+    /// Tells the programs which in-kernel lists hold entries (call after filling one): they
+    /// skip the lookups of the empty ones.
+    pub fn refresh_lists(&mut self) -> Result<(), LoadError> {
+        let lists = lists_holding_entries(&self.ebpf)?;
+        let map = self
+            .ebpf
+            .map_mut("CONFIG")
+            .ok_or(LoadError::MissingMap("CONFIG"))?;
+        let mut config: Array<_, SensorConfig> = Array::try_from(map).map_err(map_err("CONFIG"))?;
+        let now = config.get(&0, 0).map_err(map_err("CONFIG"))?;
+        config
+            .set(0, SensorConfig { lists, ..now }, 0)
+            .map_err(map_err("CONFIG"))
     }
 
     /// Byte counts of agent sockets (key: `struct sock` address).

@@ -609,9 +609,9 @@ impl SustainedLoad {
 /// Everything one `bench capture` measured.
 pub struct Capture {
     pub args: CaptureArgs,
-    /// No sensor, the sensor's syscall hook (sys_exit) alone, untracked, tracked, and no
-    /// sensor again.
-    pub loops: [LoopScenario; 5],
+    /// No sensor, the sensor's syscall hook (sys_exit) alone, untracked, tracked, tracked
+    /// with every open sent, and no sensor again.
+    pub loops: [LoopScenario; 6],
     pub loads: Vec<SustainedLoad>,
 }
 
@@ -629,18 +629,33 @@ fn capture(bench: &Bench, args: CaptureArgs) -> Result<String> {
         Ok((loop_runs(&args, None)?, None))
     })?;
     let untracked = loop_scenario("sensor running, loop untracked", || {
-        let (runs, totals) = with_sensor(sensor, base, cgroup_root, "untracked", true, |_, _| {
-            loop_runs(&args, None)
-        })?;
+        let (runs, totals) =
+            with_sensor(sensor, base, cgroup_root, "untracked", STREAM, |_, _| {
+                loop_runs(&args, None)
+            })?;
         Ok((runs, Some(totals)))
     })?;
     let tracked = loop_scenario("sensor running, loop tracked", || {
         let (runs, totals) =
-            with_sensor(sensor, base, cgroup_root, "tracked", true, |cgroup, _| {
+            with_sensor(sensor, base, cgroup_root, "tracked", STREAM, |cgroup, _| {
                 loop_runs(&args, Some(cgroup))
             })?;
         Ok((runs, Some(totals)))
     })?;
+    let every_open = loop_scenario(
+        "sensor running, loop tracked, every open sent (--repeat-window-ms 0)",
+        || {
+            let (runs, totals) = with_sensor(
+                sensor,
+                base,
+                cgroup_root,
+                "tracked-every-open",
+                &[Send::EventStream, Send::EveryOpen],
+                |cgroup, _| loop_runs(&args, Some(cgroup)),
+            )?;
+            Ok((runs, Some(totals)))
+        },
+    )?;
     // The baseline once more: how far it moves on its own says how much of a difference
     // between scenarios is noise.
     let no_sensor_again =
@@ -670,7 +685,14 @@ fn capture(bench: &Bench, args: CaptureArgs) -> Result<String> {
 
     let capture = Capture {
         args,
-        loops: [no_sensor, hook_alone, untracked, tracked, no_sensor_again],
+        loops: [
+            no_sensor,
+            hook_alone,
+            untracked,
+            tracked,
+            every_open,
+            no_sensor_again,
+        ],
         loads,
     };
     Ok(report::render(&capture, &bench.machine))
@@ -687,6 +709,18 @@ fn snapshot(built: &Path) -> Result<PathBuf> {
     Ok(copy)
 }
 
+/// The loops' sensor: the event stream, repeated opens counted (the default).
+const STREAM: &[Send] = &[Send::EventStream];
+
+/// What a sensor of [`with_sensor`] sends beyond alerts and metrics.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Send {
+    /// Every event as a JSON line (`--events /dev/null`).
+    EventStream,
+    /// Every open, repeated ones too (`--repeat-window-ms 0`).
+    EveryOpen,
+}
+
 /// Runs `measure` with a sensor that tracks a fresh, empty cgroup; returns what `measure`
 /// returned and the sensor's totals once stopped.
 fn with_sensor<T>(
@@ -694,7 +728,7 @@ fn with_sensor<T>(
     base: &Path,
     cgroup_root: &Path,
     name: &str,
-    event_stream: bool,
+    sends: &[Send],
     measure: impl FnOnce(&BenchCgroup, &RunningSensor) -> Result<T>,
 ) -> Result<(T, SensorTotals)> {
     let cgroup = BenchCgroup::create(cgroup_root, name)?;
@@ -703,7 +737,8 @@ fn with_sensor<T>(
         base,
         &SensorOptions {
             track_cgroups: vec![&cgroup.path],
-            event_stream,
+            event_stream: sends.contains(&Send::EventStream),
+            every_open: sends.contains(&Send::EveryOpen),
             ..SensorOptions::default()
         },
     )?;
@@ -758,6 +793,12 @@ fn sustained_load(
     args: &CaptureArgs,
 ) -> Result<SustainedLoad> {
     let name = format!("load{processes}");
+    // A loop of opens of one file: with repeats counted, nearly nothing would be decoded.
+    let sends: &[Send] = if event_stream {
+        &[Send::EventStream, Send::EveryOpen]
+    } else {
+        &[Send::EveryOpen]
+    };
     let (((wall, iterations, sensor_cpu_seconds, sensor_memory), totals), other_cpu_cores) =
         with_other_cpu(|| {
             with_sensor(
@@ -765,7 +806,7 @@ fn sustained_load(
                 base,
                 cgroup_root,
                 &name,
-                event_stream,
+                sends,
                 |cgroup, running| {
                     let cpu_before = running.cpu_seconds()?;
                     let start = Instant::now();

@@ -98,6 +98,7 @@ fn run_series(bench: &Bench, args: &IngestArgs, event_stream: bool) -> Result<Ve
             track_cgroups: vec![&cgroup.path],
             metrics: true,
             event_stream,
+            every_open: true,
             ..SensorOptions::default()
         },
     )?;

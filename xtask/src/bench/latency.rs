@@ -288,6 +288,8 @@ pub(super) fn enforcing_setup(
             alerts: true,
             policy: Some(&policy),
             enforce: true,
+            // The background load is a loop of opens of one file.
+            every_open: true,
         },
     )?;
     Ok(EnforcingSetup {

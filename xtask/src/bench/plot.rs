@@ -22,6 +22,7 @@ fn color(tool: Tool, variant: Variant) -> Rgb {
     match (tool, tracked) {
         (Tool::AgentSensor, false) => [140, 180, 230],
         (Tool::AgentSensor, true) => [31, 90, 180],
+        (Tool::AgentSensorEveryOpen, _) => [15, 40, 90],
         (Tool::Bpftrace, false) => [250, 190, 120],
         (Tool::Bpftrace, true) => [225, 110, 20],
         (Tool::Auditd, false) => [200, 160, 200],
@@ -57,16 +58,19 @@ pub fn draw(title: &str, panels: &Panels) -> Image {
         let x0 = left_margin + p as i64 * panel_width;
         panel(&mut image, x0, top, panel_width - 20, bottom, name, bars);
     }
-    // Legend.
+    // Legend, in rows.
     let mut x = left_margin;
-    let y = HEIGHT as i64 - 40;
-    for tool in [Tool::AgentSensor, Tool::Bpftrace, Tool::Auditd] {
-        for variant in [Variant::Untracked, Variant::Tracked] {
-            image.fill(x, y, x + 18, y + 18, color(tool, variant));
-            let label = format!("{} {}", tool.name(), variant.name());
-            text(&mut image, x + 26, y + 2, &label, 2, BLACK);
-            x += 26 + text_width(&label, 2) + 20;
+    let mut y = HEIGHT as i64 - 70;
+    for &(tool, variant) in &super::overhead::CONFIGS {
+        let label = format!("{} {}", tool.name(), variant.name());
+        let width = 26 + text_width(&label, 2) + 20;
+        if x + width > WIDTH as i64 {
+            x = left_margin;
+            y += 30;
         }
+        image.fill(x, y, x + 18, y + 18, color(tool, variant));
+        text(&mut image, x + 26, y + 2, &label, 2, BLACK);
+        x += width;
     }
     image
 }

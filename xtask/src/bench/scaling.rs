@@ -204,6 +204,7 @@ fn run_once(
         &SensorOptions {
             metrics: true,
             event_stream: true,
+            every_open: true,
             ..SensorOptions::default()
         },
     )?;

@@ -39,6 +39,11 @@ pub struct SensorOptions<'a> {
     pub policy: Option<&'a Path>,
     /// `--mode enforce`.
     pub enforce: bool,
+    /// `--repeat-window-ms 0`: every open sent, even one the process repeats. For the
+    /// sections that load the sensor with a loop of opens of one file (ingest, latency under
+    /// load, scaling, soak, sustained decode): with the default window the kernel counts
+    /// nearly all of them and sends a few, and the load would not reach the daemon.
+    pub every_open: bool,
 }
 
 /// What the sensor said about its run when it stopped.
@@ -106,6 +111,9 @@ impl RunningSensor {
         }
         if options.enforce {
             command.args(["--mode", "enforce"]);
+        }
+        if options.every_open {
+            command.args(["--repeat-window-ms", "0"]);
         }
         let mut child = command
             // The log lines read below are info level; RUST_LOG would override --log-level.

@@ -838,6 +838,25 @@ impl Sensor {
         http_get(&self.metrics_url()?)
     }
 
+    /// The value of the metric sample `series` (name and labels, as exposed) once it reaches
+    /// `at_least`, or what it is after 10 s (0 if absent): the daemon reads the kernel's
+    /// counters once a second.
+    pub fn wait_for_sample(&self, series: &str, at_least: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.metrics_text().expect("/metrics answers");
+            let value = text
+                .lines()
+                .find_map(|l| l.strip_prefix(series))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if value >= at_least || Instant::now() > deadline {
+                return value;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Everything the sensor logged so far (and, once stopped, all of it).
     pub fn log_text(&mut self) -> String {
         while let Ok(line) = self.stderr_lines.try_recv() {

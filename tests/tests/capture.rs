@@ -713,23 +713,13 @@ fn file_calls_whose_path_named_nothing_are_counted_and_sent_only_on_request() {
     assert_eq!(notdir["ret"], -20, "{notdir:#}");
 }
 
-/// `agent_sensor_events_filtered_total{reason}` once it reaches `at_least`, or what it is
-/// after 10 s (the daemon reads the kernel's counters once a second).
+/// `agent_sensor_events_filtered_total{reason}` once it reaches `at_least` (see
+/// `Sensor::wait_for_sample`).
 fn filtered_count(sensor: &Sensor, reason: &str, at_least: f64) -> f64 {
-    let series = format!("agent_sensor_events_filtered_total{{reason=\"{reason}\"}}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let text = sensor.metrics_text().expect("/metrics answers");
-        let n = text
-            .lines()
-            .find_map(|l| l.strip_prefix(series.as_str()))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if n >= at_least || std::time::Instant::now() > deadline {
-            return n;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    sensor.wait_for_sample(
+        &format!("agent_sensor_events_filtered_total{{reason=\"{reason}\"}}"),
+        at_least,
+    )
 }
 
 /// On one CPU (so that every repeat is tallied where the next open finds it): opens a.txt

@@ -161,19 +161,7 @@ fn a_flood_of_one_repeated_open_is_counted_and_hides_nothing_that_follows() {
     assert!(sensor.exec_agent("flood", &worktree, flood).success());
     let alert = sensor.wait_for_alert("credential.sensitive_read", Duration::from_secs(5));
     let series = "agent_sensor_events_filtered_total{reason=\"repeat\"}";
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let repeats = loop {
-        let text = sensor.metrics_text().expect("/metrics answers");
-        let n = text
-            .lines()
-            .find_map(|l| l.strip_prefix(series))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if n >= 99_000.0 || std::time::Instant::now() > deadline {
-            break n;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let repeats = sensor.wait_for_sample(series, 99_000.0);
     sensor.stop();
     let alert = alert.expect("the read after the flood raised no alert");
     let evidence = alert["evidence"].as_array().expect("evidence");

@@ -1086,7 +1086,13 @@ impl Overhead {
              --track-cgroup <cgroup> --metrics-addr none` with a state dir and control socket \
              of its own; the default policy. Tracked microbenchmarks join the tracked cgroup \
              before they exec; a tracked session runs under `agent-sensor exec --agent NAME \
-             --worktree DIR -- /bin/sh -c …` (registration included in its time)."
+             --worktree DIR -- /bin/sh -c …` (registration included in its time). By \
+             default the kernel counts, and does not send, an open a process repeats the same \
+             way within a second of one it sent (`--repeat-window-ms`, 1000)."
+                .into(),
+            "- **agent-sensor (every open sent)**: the same with `--repeat-window-ms 0`, \
+             tracked only: every open is sent, the open/close loop's included. Reported beside \
+             the default, not judged against the targets."
                 .into(),
             "- **bpftrace**: a script printing one line per event to user space (`bpftrace -o \
              /dev/null`): opens with path and result (paired at exit, as the sensor pairs \

@@ -194,7 +194,7 @@ pub fn walk_path(path: u64, dst: *mut u8) -> (u16, u16) {
 /// `mnt` and `dentry` of a `struct path`: one read where they are adjacent, as in every
 /// kernel so far.
 #[inline(always)]
-fn path_parts(path: u64) -> Option<(u64, u64)> {
+pub fn path_parts(path: u64) -> Option<(u64, u64)> {
     let (mnt_at, dentry_at) = (off!(path_mnt), off!(path_dentry));
     let (mnt, dentry) = if dentry_at == mnt_at + 8 {
         let both: [u64; 2] = read(path, mnt_at)?;

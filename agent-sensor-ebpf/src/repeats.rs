@@ -10,7 +10,7 @@ use agent_sensor_common::{filter_slot, RepeatKey, RepeatState};
 use aya_ebpf::helpers::generated::{bpf_jiffies64, bpf_ktime_get_ns};
 
 use crate::{
-    kernel::{current_mm, read, read_ptr},
+    kernel::{current_mm, path_parts},
     maps::{count_filtered, off, CONFIG, HOT_OPEN, RECENT_OPENS},
 };
 
@@ -34,7 +34,7 @@ pub fn check(agent: u64, tgid: u32, file: u64, flags: u32) -> Repeat {
     if window_ms == 0 {
         return Repeat::Send(0);
     }
-    let Some((mnt, dentry)) = file_path(file) else {
+    let Some((mnt, dentry)) = path_parts(file + off!(file_path)) else {
         return Repeat::Send(0);
     };
     let key = RepeatKey {
@@ -125,21 +125,4 @@ fn set_key(to: &mut RepeatKey, from: &RepeatKey) {
         core::ptr::addr_of_mut!(to.tgid).write_volatile(from.tgid);
         core::ptr::addr_of_mut!(to.flags).write_volatile(from.flags);
     }
-}
-
-/// The mount and dentry of `file->f_path`: one read of the 16-byte `struct path` where both
-/// pointers lie in it, as in every kernel so far, two otherwise.
-#[inline(always)]
-fn file_path(file: u64) -> Option<(u64, u64)> {
-    let path = file + off!(file_path);
-    let (mnt_at, dentry_at) = (off!(path_mnt), off!(path_dentry));
-    if mnt_at < 16 && dentry_at < 16 && mnt_at % 8 == 0 && dentry_at % 8 == 0 {
-        let words: [u64; 2] = read(path, 0)?;
-        let (mnt, dentry) = (
-            words[(mnt_at / 8) as usize & 1],
-            words[(dentry_at / 8) as usize & 1],
-        );
-        return (mnt != 0 && dentry != 0).then_some((mnt, dentry));
-    }
-    Some((read_ptr(path, mnt_at)?, read_ptr(path, dentry_at)?))
 }

@@ -62,10 +62,29 @@ pub struct KernelOffsets {
     pub sock_num: u32,
     pub sock_daddr: u32,
     pub sock_v6_daddr: u32,
+    /// BTF type ids of the structs the programs cast addresses to where [`Self::typed_casts`].
+    /// `struct kiocb`'s first member is `struct file *ki_filp`: a slot of the fd array cast to
+    /// it loads as a `struct file *`.
+    pub btf_kiocb: u32,
+    pub btf_file: u32,
+    pub btf_inode: u32,
+    pub btf_super_block: u32,
+    pub btf_path: u32,
+    pub btf_dentry: u32,
+    pub btf_mount: u32,
+    /// 1 when the loader made the object's [`RDONLY_CAST_CALL`]s `bpf_rdonly_cast` kfunc
+    /// calls; 0 when it made them plain register moves (a kernel without that kfunc).
+    pub typed_casts: u32,
     /// Set to [`KernelOffsets::MAGIC`] by user space: programs do nothing until it is.
     pub magic: u32,
 }
-assert_size!(KernelOffsets, 57 * 4);
+assert_size!(KernelOffsets, 65 * 4);
+
+/// The helper number the programs call where they mean the `bpf_rdonly_cast` kfunc (a kernel
+/// address cast to a BTF type, whose fields then load without a helper call). No helper has
+/// it: the loader rewrites every such call before load, into the kfunc call where the kernel
+/// has it and into a register move where it has not.
+pub const RDONLY_CAST_CALL: u32 = 0x0ac0_ca57;
 
 impl KernelOffsets {
     pub const MAGIC: u32 = 0x6167_7331;

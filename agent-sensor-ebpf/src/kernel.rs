@@ -1,6 +1,8 @@
 //! Reading kernel structs at BTF-resolved offsets, and walking dentries into paths.
 
-use agent_sensor_common::{flags, MAX_COMPONENT, MAX_KERNEL_PATH, MAX_PATH_DEPTH};
+use agent_sensor_common::{
+    flags, MAX_COMPONENT, MAX_KERNEL_PATH, MAX_PATH_DEPTH, RDONLY_CAST_CALL,
+};
 use aya_ebpf::helpers::generated::{
     bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel,
     bpf_probe_read_kernel_str,
@@ -71,6 +73,43 @@ impl Typed {
     }
 }
 
+/// Whether this kernel has `bpf_rdonly_cast` (see [`RDONLY_CAST_CALL`]): a constant to the
+/// verifier, which so follows one side only of every test of it.
+#[inline(always)]
+pub fn typed_casts() -> bool {
+    off!(typed_casts) != 0
+}
+
+/// `addr` cast to the kernel type `btf_id` (`bpf_rdonly_cast`, inlined by the verifier into a
+/// register move): its fields load without a helper call, fault-safe. Only where
+/// [`typed_casts`]: elsewhere the loader made the call a plain move, and a load from the
+/// number it returns is refused.
+#[inline(always)]
+fn cast(addr: u64, btf_id: u64) -> Typed {
+    // SAFETY: a call of this number is how a program calls a helper; the loader rewrites every
+    // call of this one before load (see `RDONLY_CAST_CALL`), and the kfunc only retypes its
+    // argument.
+    Typed(unsafe {
+        let rdonly_cast: unsafe extern "C" fn(u64, u64) -> *const u8 =
+            core::mem::transmute(RDONLY_CAST_CALL as usize);
+        rdonly_cast(addr, btf_id)
+    })
+}
+
+/// The `T` at `offset` in the kernel struct at `addr`, whose BTF type is `btf_id`: a load
+/// where [`typed_casts`] (0 where the address faults), a `bpf_probe_read_kernel` call
+/// elsewhere. `None` for a null `addr` or a failed read.
+#[inline(always)]
+fn field<T: Copy>(addr: u64, btf_id: u64, offset: u64) -> Option<T> {
+    if addr == 0 {
+        return None;
+    }
+    if typed_casts() {
+        return Some(cast(addr, btf_id).load(offset));
+    }
+    read(addr, offset)
+}
+
 /// The current task's `mm` (0 for a kernel thread): one load, no helper call.
 #[inline(always)]
 pub fn current_mm() -> u64 {
@@ -85,8 +124,9 @@ pub fn parent_tgid() -> u32 {
         .map_or(0, |parent| parent.load::<u32>(off!(task_tgid)))
 }
 
-/// The `struct file *` of descriptor `fd` of the current task. One helper call (the slot of
-/// the fd array) where an untyped walk took four; this runs for every tracked open.
+/// The `struct file *` of descriptor `fd` of the current task: no helper call where
+/// [`typed_casts`], one (the slot of the fd array) elsewhere, where an untyped walk took four.
+/// This runs for every tracked open.
 #[inline(always)]
 pub fn current_file(fd: i64) -> Option<u64> {
     if fd < 0 {
@@ -100,29 +140,40 @@ pub fn current_file(fd: i64) -> Option<u64> {
     if fd_array == 0 || fd as u64 >= max_fds as u64 {
         return None;
     }
+    if typed_casts() {
+        // `kiocb.ki_filp` is at offset 0 (the loader checks).
+        let file: u64 = cast(fd_array + fd as u64 * 8, off!(btf_kiocb)).load(0);
+        return (file != 0).then_some(file);
+    }
     read_ptr(fd_array, (fd as u64) * 8)
 }
 
 /// Device, inode number and mode of a `struct file`.
 #[inline(always)]
 pub fn file_identity(file: u64) -> (u64, u64, u32) {
-    let Some(inode) = read_ptr(file, off!(file_inode)) else {
+    let Some(inode) = field::<u64>(file, off!(btf_file), off!(file_inode)).filter(|i| *i != 0)
+    else {
         return (0, 0, 0);
     };
     let (mode, sb, ino) = inode_head(inode);
-    let dev = read::<u32>(sb, off!(sb_dev)).unwrap_or(0) as u64;
+    let dev = field::<u32>(sb, off!(btf_super_block), off!(sb_dev)).unwrap_or(0) as u64;
     (dev, ino, mode as u32)
 }
 
 /// Words of an inode read at once for `inode_head`.
 const INODE_HEAD_WORDS: u64 = 9;
 
-/// `i_mode`, `i_sb` and `i_ino` of an inode (zero where unreadable): one read where all three
-/// lie in its first `INODE_HEAD_WORDS` words, as in every kernel so far, three otherwise. This
-/// runs for every tracked open; each read is a helper call.
+/// `i_mode`, `i_sb` and `i_ino` of an inode (zero where unreadable): three loads where
+/// [`typed_casts`]; elsewhere one read where all three lie in its first `INODE_HEAD_WORDS`
+/// words, as in every kernel so far, three otherwise. This runs for every tracked open; each
+/// read is a helper call.
 #[inline(always)]
 fn inode_head(inode: u64) -> (u16, u64, u64) {
     let (mode_at, sb_at, ino_at) = (off!(inode_mode), off!(inode_sb), off!(inode_ino));
+    if typed_casts() {
+        let inode = cast(inode, off!(btf_inode));
+        return (inode.load(mode_at), inode.load(sb_at), inode.load(ino_at));
+    }
     // Word index of a field, if it is a whole word of the head (mode: its low half-word).
     let word = |at: u64| (at % 8 == 0 && at < INODE_HEAD_WORDS * 8).then_some((at / 8) as usize);
     if let (Some(0), Some(sb_word), Some(ino_word)) = (word(mode_at), word(sb_at), word(ino_at)) {
@@ -147,12 +198,12 @@ const S_IFSOCK: u16 = 0o140000;
 /// The `struct sock *` behind a socket file, `None` for any other file.
 #[inline(always)]
 pub fn socket_sock(file: u64) -> Option<u64> {
-    let inode = read_ptr(file, off!(file_inode))?;
-    let mode: u16 = read(inode, off!(inode_mode))?;
+    let inode = field::<u64>(file, off!(btf_file), off!(file_inode)).filter(|i| *i != 0)?;
+    let mode: u16 = field(inode, off!(btf_inode), off!(inode_mode))?;
     if mode & S_IFMT != S_IFSOCK {
         return None;
     }
-    let socket = read_ptr(file, off!(file_private_data))?;
+    let socket = field::<u64>(file, off!(btf_file), off!(file_private_data)).filter(|s| *s != 0)?;
     read_ptr(socket, off!(socket_sk))
 }
 
@@ -191,12 +242,15 @@ pub fn walk_path(path: u64, dst: *mut u8) -> (u16, u16) {
     (written as u16, flags)
 }
 
-/// `mnt` and `dentry` of a `struct path`: one read where they are adjacent, as in every
-/// kernel so far.
+/// `mnt` and `dentry` of a `struct path`: two loads where [`typed_casts`], elsewhere one read
+/// where they are adjacent, as in every kernel so far.
 #[inline(always)]
 pub fn path_parts(path: u64) -> Option<(u64, u64)> {
     let (mnt_at, dentry_at) = (off!(path_mnt), off!(path_dentry));
-    let (mnt, dentry) = if dentry_at == mnt_at + 8 {
+    let (mnt, dentry) = if typed_casts() {
+        let path = cast(path, off!(btf_path));
+        (path.load(mnt_at), path.load(dentry_at))
+    } else if dentry_at == mnt_at + 8 {
         let both: [u64; 2] = read(path, mnt_at)?;
         (both[0], both[1])
     } else {
@@ -214,12 +268,21 @@ struct MountLinks {
     root: u64,
 }
 
-/// One read where the three fields follow each other (`mnt_parent`, `mnt_mountpoint`, then the
-/// embedded vfsmount starting with `mnt_root`), as in every kernel so far; three otherwise.
+/// Three loads where [`typed_casts`]; elsewhere one read where the three fields follow each
+/// other (`mnt_parent`, `mnt_mountpoint`, then the embedded vfsmount starting with
+/// `mnt_root`), as in every kernel so far, three otherwise.
 #[inline(always)]
 fn mount_links(mount: u64) -> MountLinks {
     let parent_at = off!(mount_parent);
     let root_at = off!(mount_mnt) + off!(vfsmount_root);
+    if typed_casts() {
+        let mount = cast(mount, off!(btf_mount));
+        return MountLinks {
+            parent: mount.load(parent_at),
+            mountpoint: mount.load(off!(mount_mountpoint)),
+            root: mount.load(root_at),
+        };
+    }
     if off!(mount_mountpoint) == parent_at + 8 && root_at == parent_at + 16 {
         let [parent, mountpoint, root] = read::<[u64; 3]>(mount, parent_at).unwrap_or([0; 3]);
         return MountLinks {
@@ -235,12 +298,16 @@ fn mount_links(mount: u64) -> MountLinks {
     }
 }
 
-/// `d_parent` and `d_name.name` of a dentry: one read where they are 16 bytes apart (the
-/// name's `hash_len` between them), as in every kernel so far; two otherwise.
+/// `d_parent` and `d_name.name` of a dentry: two loads where [`typed_casts`]; elsewhere one
+/// read where they are 16 bytes apart (the name's `hash_len` between them), as in every kernel
+/// so far, two otherwise.
 #[inline(always)]
 fn dentry_links(dentry: u64) -> Option<(u64, u64)> {
     let (parent_at, name_at) = (off!(dentry_parent), off!(dentry_name_ptr));
-    let (parent, name) = if name_at == parent_at + 16 {
+    let (parent, name) = if typed_casts() {
+        let dentry = cast(dentry, off!(btf_dentry));
+        (dentry.load(parent_at), dentry.load(name_at))
+    } else if name_at == parent_at + 16 {
         let [parent, _, name] = read::<[u64; 3]>(dentry, parent_at)?;
         (parent, name)
     } else {

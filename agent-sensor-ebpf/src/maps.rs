@@ -233,6 +233,14 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     sock_num: 0,
     sock_daddr: 0,
     sock_v6_daddr: 0,
+    btf_kiocb: 0,
+    btf_file: 0,
+    btf_inode: 0,
+    btf_super_block: 0,
+    btf_path: 0,
+    btf_dentry: 0,
+    btf_mount: 0,
+    typed_casts: 0,
     magic: 0,
 };
 

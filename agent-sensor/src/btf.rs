@@ -1,8 +1,10 @@
-//! A small reader of the running kernel's BTF, just enough to find struct member offsets.
+//! A small reader of the running kernel's BTF, just enough to find struct member offsets and
+//! the ids of the types and kfuncs the programs name.
 //!
-//! The eBPF programs read kernel structs with `bpf_probe_read_kernel` at offsets the daemon
-//! resolves here at start-up, so one build runs on any kernel that has BTF: no offsets from the
-//! build machine are compiled in. aya's own BTF type does not expose member lookups, hence this.
+//! The eBPF programs read kernel structs at offsets the daemon resolves here at start-up (with
+//! typed loads where the kernel has `bpf_rdonly_cast`, with `bpf_probe_read_kernel` where not),
+//! so one build runs on any kernel that has BTF: no offsets from the build machine are compiled
+//! in. aya's own BTF type does not expose member lookups, hence this.
 
 use std::{collections::HashMap, path::Path};
 
@@ -72,6 +74,8 @@ enum Type {
 pub struct Btf {
     types: Vec<Type>,
     structs_by_name: HashMap<String, u32>,
+    /// Functions (`FUNC`) by name: the kfuncs a program may call are among them.
+    funcs_by_name: HashMap<String, u32>,
 }
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
@@ -126,6 +130,7 @@ impl Btf {
         // Type ids start at 1; slot 0 is `void`.
         let mut types = vec![Type::Other];
         let mut structs_by_name = HashMap::new();
+        let mut funcs_by_name = HashMap::new();
         let mut at = 0usize;
         while at < type_data.len() {
             let name_off = u32_at(type_data, at)?;
@@ -184,7 +189,14 @@ impl Btf {
                     at += vlen * 12;
                     Type::Other
                 }
-                KIND_PTR | KIND_FWD | KIND_FUNC | KIND_FLOAT => Type::Other,
+                KIND_FUNC => {
+                    let name = string_at(strings, name_off)?;
+                    if !name.is_empty() {
+                        funcs_by_name.entry(name).or_insert(id);
+                    }
+                    Type::Other
+                }
+                KIND_PTR | KIND_FWD | KIND_FLOAT => Type::Other,
                 _ => return Err(BtfError::Malformed("unknown type kind")),
             };
             types.push(ty);
@@ -192,6 +204,7 @@ impl Btf {
         Ok(Btf {
             types,
             structs_by_name,
+            funcs_by_name,
         })
     }
 
@@ -255,6 +268,19 @@ impl Btf {
 
     pub fn has_struct(&self, strukt: &str) -> bool {
         self.structs_by_name.contains_key(strukt)
+    }
+
+    /// Type id of the struct named `strukt` (what `bpf_rdonly_cast` takes).
+    pub fn struct_id(&self, strukt: &str) -> Result<u32, BtfError> {
+        self.structs_by_name
+            .get(strukt)
+            .copied()
+            .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))
+    }
+
+    /// Type id of the function named `name`, if the kernel has it (a kfunc's call names it).
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.funcs_by_name.get(name).copied()
     }
 }
 

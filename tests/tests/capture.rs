@@ -55,6 +55,32 @@ fn s(path: &Path) -> &str {
     path.to_str().expect("UTF-8 test path")
 }
 
+/// `cargo xtask test` runs this suite twice: on the typed loads a kernel with the
+/// `bpf_rdonly_cast` kfunc gets, and, with this variable set, on the `bpf_probe_read_kernel`
+/// reads older kernels get. This test holds each run to the side it is meant to test.
+#[test]
+fn kernel_structs_are_read_the_way_this_run_asks() {
+    if !can_run_kernel_tests("kernel_structs_are_read_the_way_this_run_asks") {
+        return;
+    }
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").expect("read /proc/kallsyms");
+    let has_kfunc = kallsyms
+        .lines()
+        .any(|line| line.split_whitespace().nth(2) == Some("bpf_rdonly_cast"));
+    let expected = if std::env::var_os("AGENT_SENSOR_NO_TYPED_CASTS").is_some() || !has_kfunc {
+        "kernel structs are read with bpf_probe_read_kernel"
+    } else {
+        "kernel structs are read with typed loads (bpf_rdonly_cast)"
+    };
+    let mut sensor = Sensor::start(&[]);
+    assert!(
+        sensor.log.iter().any(|line| line.contains(expected)),
+        "expected `{expected}` in the sensor log:\n{}",
+        sensor.log.join("\n")
+    );
+    sensor.stop_only();
+}
+
 #[test]
 fn open_through_a_symlink_reports_the_target_with_its_dev_and_ino() {
     if !can_run_kernel_tests("open_through_a_symlink_reports_the_target_with_its_dev_and_ino") {

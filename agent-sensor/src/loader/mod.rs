@@ -2,6 +2,7 @@
 //! attaches its programs. Dropping a [`LoadedSensor`] detaches and unloads everything (nothing is
 //! pinned here), which is what a clean stop relies on.
 
+pub mod kfuncs;
 pub mod offsets;
 pub mod persist;
 pub mod ring;
@@ -49,6 +50,8 @@ pub enum LoadError {
     System(#[from] system::SystemError),
     #[error(transparent)]
     Btf(#[from] crate::btf::BtfError),
+    #[error(transparent)]
+    Kfuncs(#[from] kfuncs::KfuncError),
     #[error("cannot read the kernel's BTF for the typed tracepoints: {0}")]
     AyaBtf(#[source] aya::BtfError),
     #[error(
@@ -432,6 +435,21 @@ impl LoadedSensor {
         }
         let btf = Btf::from_sys_fs()?;
         let offsets = offsets::resolve(&btf)?;
+        let casts = match offsets::typed_casts(&btf) {
+            Some(casts) => {
+                log::info!("kernel structs are read with typed loads (bpf_rdonly_cast)");
+                kfuncs::Casts::Kfunc(casts.kfunc)
+            }
+            None => {
+                log::info!(
+                    "kernel structs are read with bpf_probe_read_kernel \
+                     (no bpf_rdonly_cast kfunc, or {} is set)",
+                    offsets::NO_TYPED_CASTS_ENV
+                );
+                kfuncs::Casts::Moves
+            }
+        };
+        let object = kfuncs::patch(SENSOR_OBJECT, casts)?;
         let pins = match &options.persist {
             Some(dir) => Some(persist::Pins::prepare(dir)?),
             None => None,
@@ -441,9 +459,9 @@ impl LoadedSensor {
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("EVENTS", ring);
         if let Some(pins) = &pins {
-            pins.apply(&mut loader, SENSOR_OBJECT);
+            pins.apply(&mut loader, object.bytes());
         }
-        let mut ebpf = loader.load(SENSOR_OBJECT).map_err(LoadError::Load)?;
+        let mut ebpf = loader.load(object.bytes()).map_err(LoadError::Load)?;
 
         // A kill list pinned by a daemon before this one goes on killing from the start.
         let lists = lists_holding_entries(&ebpf)?;

@@ -10,6 +10,7 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, BtfError> {
     let o = |strukt: &str, member: &str| btf.member_offset(strukt, member);
     // `struct qstr { union { struct { u32 hash; u32 len; }; u64 hash_len; }; const char *name; }`
     let d_name = o("dentry", "d_name")?;
+    let casts = typed_casts(btf);
     let regs = ["di", "si", "dx", "r10", "r8", "r9"];
     let mut regs_args = [0u32; 6];
     for (slot, reg) in regs_args.iter_mut().zip(regs) {
@@ -67,8 +68,64 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         sock_num: o("sock", "__sk_common.skc_num")?,
         sock_daddr: o("sock", "__sk_common.skc_daddr")?,
         sock_v6_daddr: o("sock", "__sk_common.skc_v6_daddr")?,
+        btf_kiocb: casts.map_or(0, |c| c.types.kiocb),
+        btf_file: casts.map_or(0, |c| c.types.file),
+        btf_inode: casts.map_or(0, |c| c.types.inode),
+        btf_super_block: casts.map_or(0, |c| c.types.super_block),
+        btf_path: casts.map_or(0, |c| c.types.path),
+        btf_dentry: casts.map_or(0, |c| c.types.dentry),
+        btf_mount: casts.map_or(0, |c| c.types.mount),
+        typed_casts: casts.is_some() as u32,
         magic: KernelOffsets::MAGIC,
     })
+}
+
+/// What the programs' typed loads need of the kernel's BTF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypedCasts {
+    /// Id of the `bpf_rdonly_cast` kfunc (kernel 6.2 and later).
+    pub kfunc: u32,
+    pub types: CastTypes,
+}
+
+/// Ids of the structs the programs cast addresses to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CastTypes {
+    /// `struct kiocb`, which starts with its `struct file *ki_filp`.
+    pub kiocb: u32,
+    pub file: u32,
+    pub inode: u32,
+    pub super_block: u32,
+    pub path: u32,
+    pub dentry: u32,
+    pub mount: u32,
+}
+
+/// Set (to anything) to load the programs' `bpf_probe_read_kernel` side even where the kernel
+/// has `bpf_rdonly_cast`: the side older kernels take, testable here.
+pub const NO_TYPED_CASTS_ENV: &str = "AGENT_SENSOR_NO_TYPED_CASTS";
+
+/// The kfunc and type ids for typed loads, unless the kernel lacks them or
+/// [`NO_TYPED_CASTS_ENV`] is set.
+pub fn typed_casts(btf: &Btf) -> Option<TypedCasts> {
+    if std::env::var_os(NO_TYPED_CASTS_ENV).is_some() {
+        return None;
+    }
+    let kfunc = btf.func_id("bpf_rdonly_cast")?;
+    if btf.member_offset("kiocb", "ki_filp").ok()? != 0 {
+        return None;
+    }
+    let id = |name| btf.struct_id(name).ok();
+    let types = CastTypes {
+        kiocb: id("kiocb")?,
+        file: id("file")?,
+        inode: id("inode")?,
+        super_block: id("super_block")?,
+        path: id("path")?,
+        dentry: id("dentry")?,
+        mount: id("mount")?,
+    };
+    Some(TypedCasts { kfunc, types })
 }
 
 #[cfg(test)]
@@ -88,5 +145,36 @@ mod tests {
         assert_eq!((offsets.path_mnt, offsets.path_dentry), (0, 8));
         assert_eq!(offsets.dentry_name_ptr, offsets.dentry_name_len + 4);
         assert_eq!(offsets.magic, KernelOffsets::MAGIC);
+    }
+
+    #[test]
+    fn typed_casts_resolve_where_the_kernel_has_the_kfunc() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("skipped: no kernel BTF on this machine");
+            return;
+        };
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        let has_kfunc = kallsyms
+            .lines()
+            .any(|line| line.split_whitespace().nth(2) == Some("bpf_rdonly_cast"));
+        if std::env::var_os(NO_TYPED_CASTS_ENV).is_some() || !has_kfunc {
+            assert_eq!(typed_casts(&btf), None);
+            return;
+        }
+        let casts = typed_casts(&btf).expect("this kernel has bpf_rdonly_cast");
+        let types = casts.types;
+        let ids = [
+            casts.kfunc,
+            types.kiocb,
+            types.file,
+            types.inode,
+            types.super_block,
+            types.path,
+            types.dentry,
+            types.mount,
+        ];
+        assert!(ids.iter().all(|id| *id != 0), "{casts:?}");
+        let offsets = resolve(&btf).unwrap();
+        assert_eq!((offsets.typed_casts, offsets.btf_dentry), (1, types.dentry));
     }
 }

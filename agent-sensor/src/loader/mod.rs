@@ -434,8 +434,9 @@ impl LoadedSensor {
             return Err(LoadError::RingSize(ring));
         }
         let btf = Btf::from_sys_fs()?;
-        let offsets = offsets::resolve(&btf)?;
-        let casts = match offsets::typed_casts(&btf) {
+        let typed_casts = offsets::typed_casts(&btf);
+        let offsets = offsets::resolve(&btf, typed_casts)?;
+        let casts = match typed_casts {
             Some(casts) => {
                 log::info!("kernel structs are read with typed loads (bpf_rdonly_cast)");
                 kfuncs::Casts::Kfunc(casts.kfunc)

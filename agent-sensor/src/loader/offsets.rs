@@ -5,12 +5,12 @@ use agent_sensor_common::KernelOffsets;
 use crate::btf::{Btf, BtfError};
 
 /// Looks up every offset in [`KernelOffsets`]; the first missing member is the error, naming
-/// struct and member so that an unsupported kernel is diagnosed in one line.
-pub fn resolve(btf: &Btf) -> Result<KernelOffsets, BtfError> {
+/// struct and member so that an unsupported kernel is diagnosed in one line. `casts` is what
+/// [`typed_casts`] found, `None` for the `bpf_probe_read_kernel` side.
+pub fn resolve(btf: &Btf, casts: Option<TypedCasts>) -> Result<KernelOffsets, BtfError> {
     let o = |strukt: &str, member: &str| btf.member_offset(strukt, member);
     // `struct qstr { union { struct { u32 hash; u32 len; }; u64 hash_len; }; const char *name; }`
     let d_name = o("dentry", "d_name")?;
-    let casts = typed_casts(btf);
     let regs = ["di", "si", "dx", "r10", "r8", "r9"];
     let mut regs_args = [0u32; 6];
     for (slot, reg) in regs_args.iter_mut().zip(regs) {
@@ -138,7 +138,7 @@ mod tests {
             eprintln!("skipped: no kernel BTF on this machine");
             return;
         };
-        let offsets = resolve(&btf).expect("every member exists on supported kernels");
+        let offsets = resolve(&btf, typed_casts(&btf)).expect("every member exists");
         // `pid` and `tgid` are adjacent `pid_t`s in every kernel.
         assert_eq!(offsets.task_tgid, offsets.task_pid + 4);
         // `path` is `{ vfsmount *mnt; dentry *dentry; }`.
@@ -174,7 +174,9 @@ mod tests {
             types.mount,
         ];
         assert!(ids.iter().all(|id| *id != 0), "{casts:?}");
-        let offsets = resolve(&btf).unwrap();
+        let offsets = resolve(&btf, Some(casts)).unwrap();
         assert_eq!((offsets.typed_casts, offsets.btf_dentry), (1, types.dentry));
+        let untyped = resolve(&btf, None).unwrap();
+        assert_eq!((untyped.typed_casts, untyped.btf_dentry), (0, 0));
     }
 }

@@ -15,6 +15,7 @@
 //!   flat, nothing lost, every attack detected ([`soak`]). Only on its own: a full run does
 //!   not include it (it would add 10 minutes), and keeps its section as it was.
 
+mod account;
 mod cgroup;
 mod cpu;
 mod host;

@@ -6,9 +6,10 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 
 use super::{
+    account::{self, SessionAccount},
     cgroup::BenchCgroup,
     cpu,
     peers::{self, AuditTotals, Auditd, Bpftrace},
@@ -313,6 +314,8 @@ pub struct Overhead {
     pub runs: Vec<ToolRun>,
     pub peer_versions: Vec<String>,
     pub installed: Vec<String>,
+    /// The sensor's own CPU per tracked session, counted (none without sessions).
+    pub account: Option<SessionAccount>,
 }
 
 /// A running tool.
@@ -369,11 +372,52 @@ pub fn run(bench: &Bench, args: &OverheadArgs) -> Result<Overhead> {
     tool_run(bench, &pass_args, &mut again, passes, listener.port)?;
     session_rounds(bench, args, &mut runs, &mut again, &origin)?;
     runs.push(again);
+    let account = if args.session_runs > 0 {
+        Some(session_account(bench, &origin)?)
+    } else {
+        None
+    };
     Ok(Overhead {
         args: args.clone(),
         runs,
         peer_versions,
         installed,
+        account,
+    })
+}
+
+/// The sensor's own CPU over [`account::SESSIONS`] more tracked sessions (see `account`).
+fn session_account(bench: &Bench, origin: &Path) -> Result<SessionAccount> {
+    eprintln!(
+        "xtask bench: overhead: the sensor's own CPU, counted over {} sessions",
+        account::SESSIONS
+    );
+    let started = Started::start(bench, Tool::AgentSensor)?;
+    let Running::Sensor(sensor) = &started.running else {
+        bail!("agent-sensor did not start as a sensor");
+    };
+    let stats = account::BpfStats::enable()?;
+    let (program_ns, program_runs) = account::program_totals(sensor.pid())?;
+    let daemon = sensor.threads_cpu_seconds()?;
+    let mut session_cpu = 0.0;
+    for n in 0..account::SESSIONS {
+        // SAFETY: sync has no preconditions.
+        unsafe { libc::sync() };
+        std::thread::sleep(SESSION_SETTLE);
+        session_cpu +=
+            run_session_as_agent(bench, sensor, origin, &format!("account-{n}"))?.cpu_seconds;
+    }
+    let daemon = sensor.threads_cpu_seconds()? - daemon;
+    let (program_ns_after, program_runs_after) = account::program_totals(sensor.pid())?;
+    drop(stats);
+    started.stop(bench)?;
+    let per_session = account::SESSIONS as f64;
+    Ok(SessionAccount {
+        sessions: account::SESSIONS,
+        program_seconds: program_ns_after.saturating_sub(program_ns) as f64 / 1e9 / per_session,
+        program_runs: program_runs_after.saturating_sub(program_runs) / account::SESSIONS as u64,
+        daemon_seconds: daemon / per_session,
+        session_cpu_seconds: session_cpu / per_session,
     })
 }
 
@@ -850,6 +894,7 @@ impl Overhead {
                 noise,
             ));
         }
+        targets.extend(self.account.as_ref().map(SessionAccount::target));
         for workload in &Workload::ALL[..3] {
             if let Some(o) = self.overhead(Tool::AgentSensor, Variant::Untracked, *workload, Time) {
                 let noise = self.noise(*workload, Time);
@@ -1170,6 +1215,9 @@ impl Overhead {
             self.render_table(&mut out, session, Metric::HostCpu);
             self.render_noise(&mut out, session, Metric::HostCpu);
         }
+        if let Some(account) = &self.account {
+            account.render(&mut out);
+        }
 
         out.push("#### overhead vs. no sensor (medians)".into());
         out.push(String::new());
@@ -1356,6 +1404,7 @@ mod tests {
             ],
             peer_versions: Vec::new(),
             installed: Vec::new(),
+            account: None,
         };
         let tracked = overhead
             .cell(Tool::AgentSensor, Variant::Tracked, Workload::Session)

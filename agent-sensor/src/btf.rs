@@ -74,7 +74,7 @@ enum Type {
 pub struct Btf {
     types: Vec<Type>,
     structs_by_name: HashMap<String, u32>,
-    /// Functions (`FUNC`) by name: the kfuncs a program may call are among them.
+    /// Functions (`FUNC`) by name, those of `INDEXED_FUNCS` only.
     funcs_by_name: HashMap<String, u32>,
 }
 
@@ -84,13 +84,21 @@ fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
         .ok_or(BtfError::Malformed("truncated"))
 }
 
-fn string_at(strings: &[u8], off: u32) -> Result<String, BtfError> {
+fn bytes_at(strings: &[u8], off: u32) -> Result<&[u8], BtfError> {
     let rest = strings
         .get(off as usize..)
         .ok_or(BtfError::Malformed("string offset out of range"))?;
     let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-    Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
+    Ok(&rest[..end])
 }
+
+fn string_at(strings: &[u8], off: u32) -> Result<String, BtfError> {
+    Ok(String::from_utf8_lossy(bytes_at(strings, off)?).into_owned())
+}
+
+/// The functions [`Btf::func_id`] can find: the kfuncs the programs call. Only these are
+/// indexed; a kernel has some 60,000 functions, and naming them all tripled the parse time.
+const INDEXED_FUNCS: [&str; 1] = ["bpf_rdonly_cast"];
 
 impl Btf {
     /// The running kernel's BTF.
@@ -190,9 +198,9 @@ impl Btf {
                     Type::Other
                 }
                 KIND_FUNC => {
-                    let name = string_at(strings, name_off)?;
-                    if !name.is_empty() {
-                        funcs_by_name.entry(name).or_insert(id);
+                    let name = bytes_at(strings, name_off)?;
+                    if let Some(known) = INDEXED_FUNCS.iter().find(|f| f.as_bytes() == name) {
+                        funcs_by_name.entry(known.to_string()).or_insert(id);
                     }
                     Type::Other
                 }
@@ -278,7 +286,8 @@ impl Btf {
             .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))
     }
 
-    /// Type id of the function named `name`, if the kernel has it (a kfunc's call names it).
+    /// Type id of the function named `name` (a kfunc's call names it), if the kernel has it
+    /// and it is one of `INDEXED_FUNCS`.
     pub fn func_id(&self, name: &str) -> Option<u32> {
         self.funcs_by_name.get(name).copied()
     }

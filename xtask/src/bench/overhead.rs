@@ -875,15 +875,15 @@ impl Overhead {
 
     /// The session's host CPU includes the sensor's own work, which the count measures to a
     /// fraction of a percent (see `account`): a timed median below the limit while the count
-    /// alone exceeds it is the noise of the timing, and the target is missed.
+    /// alone exceeds it is the timing's noise, and the target is missed.
     fn hold_to_the_count(&self, target: &mut Target) {
         let Some(account) = &self.account else {
             return;
         };
         if target.passed() == Some(true) && account.share() > SESSION_MAX_OVERHEAD {
             target.verdict = format!(
-                "MISS: the timed median is within noise, but the sensor's own work, counted, \
-                 is {} of the session's CPU",
+                "MISS: the timed median passes, but the sensor's own work, counted, is {} of \
+                 the session's CPU",
                 report::percent_plain(account.share())
             );
         }

@@ -401,9 +401,7 @@ fn session_account(bench: &Bench, origin: &Path) -> Result<SessionAccount> {
     let daemon = sensor.threads_cpu_seconds()?;
     let mut session_cpu = 0.0;
     for n in 0..account::SESSIONS {
-        // SAFETY: sync has no preconditions.
-        unsafe { libc::sync() };
-        std::thread::sleep(SESSION_SETTLE);
+        settle_before_session();
         session_cpu +=
             run_session_as_agent(bench, sensor, origin, &format!("account-{n}"))?.cpu_seconds;
     }
@@ -603,6 +601,13 @@ fn session_rounds(
 /// this one starts, not inside it.
 const SESSION_SETTLE: Duration = Duration::from_millis(200);
 
+/// `sync`, then `SESSION_SETTLE` of quiet: done before every timed or counted session.
+fn settle_before_session() {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    std::thread::sleep(SESSION_SETTLE);
+}
+
 /// One timed session of `variant` under `started`, added to `result`.
 fn session(
     bench: &Bench,
@@ -615,9 +620,7 @@ fn session(
     let again_tag = if result.again { "-again" } else { "" };
     let name = started.tool.slug();
     let tag = format!("{name}{again_tag}-{}-{round}", variant.name());
-    // SAFETY: sync has no preconditions.
-    unsafe { libc::sync() };
-    std::thread::sleep(SESSION_SETTLE);
+    settle_before_session();
     let (took, tool_cpu, other_cpu, wall) =
         measure(&started.running, || match (&started.running, variant) {
             (Running::Sensor(sensor), Variant::Tracked) => {

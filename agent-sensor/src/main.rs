@@ -65,6 +65,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => {
             let options = daemon::RunOptions {
                 ring_bytes: args.ring_bytes,
+                max_event_delay: args
+                    .max_event_delay_us
+                    .map(|us| std::time::Duration::from_micros(us.into())),
                 report_missing_paths: args.report_missing_paths,
                 repeat_window_ms: args.repeat_window_ms,
                 priority_boost: args.priority_boost,

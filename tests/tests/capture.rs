@@ -880,3 +880,75 @@ t.join()
     );
     assert!(reader["ret"].as_i64().unwrap() >= 0, "{reader:#}");
 }
+
+/// Times the daemon went to sleep (voluntary context switches, all its threads).
+fn sleeps_of(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("sensor's tasks") {
+        let status =
+            std::fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+#[test]
+fn a_stream_of_records_is_read_in_batches_and_whole() {
+    if !can_run_kernel_tests("a_stream_of_records_is_read_in_batches_and_whole") {
+        return;
+    }
+    // A thin stream: an open every half millisecond for about a second. With no delay each
+    // record wakes the daemon; with the monitor default (4 ms) it reads them in batches.
+    // Either way every open arrives.
+    const OPENS: usize = 1500;
+    let script = r#"
+import os, sys, time
+for _ in range(int(sys.argv[1])):
+    os.close(os.open('/dev/null', os.O_RDONLY))
+    time.sleep(0.0005)
+"#;
+    let mut sleeps = Vec::new();
+    for delay in ["0", "4000"] {
+        let cgroup = TestCgroup::new(&format!("batches{delay}"));
+        let mut sensor = Sensor::start(&[
+            "--track-cgroup",
+            cgroup.path.to_str().unwrap(),
+            "--repeat-window-ms",
+            "0",
+            "--max-event-delay-us",
+            delay,
+        ]);
+        assert!(
+            sensor
+                .log_text()
+                .contains(&format!("read at most {delay} µs late")),
+            "the ready line names the delay"
+        );
+        let before = sleeps_of(sensor.pid());
+        let pid = run_ok(
+            cgroup
+                .command(PYTHON)
+                .args(["-c", script, &OPENS.to_string()]),
+        );
+        let slept = sleeps_of(sensor.pid()) - before;
+        let events = sensor.stop();
+        let opens = of_kind(&events, "file.open", pid)
+            .into_iter()
+            .filter(|e| e["path"] == "/dev/null")
+            .count();
+        assert_eq!(opens, OPENS, "delay {delay} µs: every open arrives");
+        eprintln!("delay {delay} µs: the daemon slept {slept} times");
+        sleeps.push(slept);
+    }
+    // Measured here: about 1,500 against 200.
+    assert!(
+        sleeps[1] * 3 < sleeps[0],
+        "the daemon slept {} times with no delay and {} with 4 ms: no batching",
+        sleeps[0],
+        sleeps[1]
+    );
+}

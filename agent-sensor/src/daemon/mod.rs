@@ -144,6 +144,9 @@ fn ends_mid_line(file: &mut std::fs::File) -> std::io::Result<bool> {
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub ring_bytes: Option<u32>,
+    /// The longest a record waits in the ring while records keep coming (see `ring_wait`);
+    /// `None`: the mode's default.
+    pub max_event_delay: Option<Duration>,
     /// Send file calls that failed because their path named nothing (see `LoadOptions`).
     pub report_missing_paths: bool,
     /// See `LoadOptions::repeat_window_ms`; `None`: the default.
@@ -324,7 +327,11 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     let (_socket, mut requests) = server::serve(&options.control_socket)?;
     let ring = sensor.take_events()?;
     let mut ring = register(ring).map_err(DaemonError::Poll)?;
-    let mut ring_wait = RingWait::new(sensor.take_reader_flag()?, load.ring_bytes)?;
+    let max_event_delay = options
+        .max_event_delay
+        .unwrap_or_else(|| ring_wait::default_max_delay(mode));
+    let mut ring_wait =
+        RingWait::new(sensor.take_reader_flag()?, load.ring_bytes, max_event_delay)?;
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -334,13 +341,15 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
         log::warn!("cannot raise the daemon's priority: {e}; a busy host may starve it");
     }
     log::info!(
-        "agent-sensor ready: {} programs attached ({}); mode {}{}; control socket {}; metrics {}",
+        "agent-sensor ready: {} programs attached ({}); mode {} (records read at most {} µs \
+         late){}; control socket {}; metrics {}",
         sensor.attached.len(),
         sensor.attached.join(", "),
         match mode {
             Mode::Monitor => "monitor",
             Mode::Enforce => "enforce",
         },
+        max_event_delay.as_micros(),
         match boost {
             Ok(Some(nice)) => format!("; nice {nice}"),
             _ => String::new(),
@@ -356,7 +365,13 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
         tokio::select! {
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
-            _ = sighup.recv() => reload_policy(&options, &mut pipeline),
+            _ = sighup.recv() => {
+                let mode = pipeline.policy.mode();
+                reload_policy(&options, &mut pipeline);
+                if options.max_event_delay.is_none() && pipeline.policy.mode() != mode {
+                    ring_wait.set_max_delay(ring_wait::default_max_delay(pipeline.policy.mode()));
+                }
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(DaemonError::Poll)?;
                 let before = pipeline.stats.events;

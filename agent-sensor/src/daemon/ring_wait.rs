@@ -10,14 +10,20 @@
 //! a record waits at most one linger longer. A lone record (idle agent) still wakes the daemon
 //! at once.
 //!
-//! Each look costs the daemon a sleep and a wake of its own (a few µs), so a thin stream that
-//! lasts (10,000 records/s for more than `SUSTAINED`: two or three per look) lingers longer, up
-//! to a millisecond, until a look finds a dozen or so records; a thick one goes back to a
-//! quarter of a millisecond, and so does every new stream. A burst (an agent starting, a
-//! command) never lingers longer: what it carries keeps the quarter-millisecond latency.
+//! Each look costs the daemon a sleep and a wake of its own, and each wake-up costs the task
+//! whose record carries it an interrupt: on the benchmark VM the two came to over half of what
+//! the sensor cost a coding session, whose records come in bursts a few milliseconds apart.
+//! So a thin stream that lasts (10,000 records/s for more than `SUSTAINED`: two or three per
+//! look) lingers longer, up to the longest linger, until a look finds a dozen or so records;
+//! a thick one goes back to the shortest, and so does every new stream. A burst (an agent
+//! starting, a command) never lingers longer than the shortest.
 //!
-//! A stream ends when the ring stays quiet for a millisecond after the loop went to sleep
-//! (see `Pace`); a look that finds nothing only sends the loop to sleep until the next record.
+//! How long a record may wait is the run's `max_delay`, the longest linger (a quarter of it is
+//! the shortest): a millisecond in enforce mode, where an agent runs on until its record is
+//! read and a freeze waits on that, and four in monitor mode, where only an alert's latency is
+//! at stake (BENCHMARKS.md: a quarter of the wake-ups, half the sensor's cost per session).
+//! A stream ends when the ring stays quiet for twice that after the loop went to sleep (see
+//! `Pace`); a look that finds nothing only sends the loop to sleep until the next record.
 
 use std::time::{Duration, Instant};
 
@@ -25,20 +31,18 @@ use super::{DaemonError, BATCH};
 use crate::{
     loader::{ring::EventRing, ReaderFlag},
     pipeline::Pipeline,
+    policy::Mode,
 };
 
 /// Records one look must find to count as a stream on its own.
 const STREAM: u64 = 4;
-/// A wake-up this soon after the loop went to sleep means records keep coming: a stream too.
-const BUSY: Duration = Duration::from_millis(1);
-/// How long the loop waits for more of a stream before it raises the flag: the latency a
-/// record may gain while records keep coming (a lone record still wakes the loop at once).
-/// Shorter for a small ring (see `linger_for`).
-const LINGER: Duration = Duration::from_micros(250);
-/// The longest linger a thin stream grows to: the latency a record may gain then.
-const MAX_LINGER: Duration = Duration::from_millis(1);
+/// The longest a record waits while records keep coming, by default, in enforce mode: the
+/// freeze of an agent waits on its record.
+pub const ENFORCE_MAX_DELAY: Duration = Duration::from_millis(1);
+/// The same in monitor mode, where only alerts wait.
+pub const MONITOR_MAX_DELAY: Duration = Duration::from_millis(4);
 /// Records a look should find: fewer than half as many and the next linger doubles (up to
-/// `MAX_LINGER`), more than twice as many and it halves (down to the ring's linger).
+/// the longest), more than twice as many and it halves (down to the shortest).
 const LOOK_RECORDS: u64 = 16;
 /// How long a stream must have lasted before its lingers grow.
 const SUSTAINED: Duration = Duration::from_millis(20);
@@ -56,20 +60,31 @@ const CATCH_UP_TIME: Duration = Duration::from_millis(20);
 pub struct RingWait {
     flag: ReaderFlag,
     pace: Pace,
+    ring_bytes: u32,
 }
 
 impl RingWait {
     /// Raises the flag: records committed from now on wake the loop until it drains.
-    pub fn new(mut flag: ReaderFlag, ring_bytes: u32) -> Result<Self, DaemonError> {
+    pub fn new(
+        mut flag: ReaderFlag,
+        ring_bytes: u32,
+        max_delay: Duration,
+    ) -> Result<Self, DaemonError> {
         flag.set_waiting()?;
-        // A linger is a quarter of a millisecond: the default 50 µs timer slack would stretch
-        // it by a fifth.
+        // A linger may be a quarter of a millisecond: the default 50 µs timer slack would
+        // stretch it by a fifth.
         // SAFETY: prctl on the calling thread (the run loop's) only.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000, 0, 0, 0) };
         Ok(Self {
             flag,
-            pace: Pace::new(linger_for(ring_bytes)),
+            pace: Pace::new(Lingers::for_ring(ring_bytes, max_delay)),
+            ring_bytes,
         })
+    }
+
+    /// The longest a record may wait from now on (a reloaded policy changed the mode).
+    pub fn set_max_delay(&mut self, max_delay: Duration) {
+        self.pace = Pace::new(Lingers::for_ring(self.ring_bytes, max_delay));
     }
 
     /// Call after a drain that emptied the ring, with the records it handled. Returns
@@ -155,7 +170,7 @@ impl RingWait {
 
 /// Whether records come as a stream, and how long the loop lingers for the next look.
 ///
-/// A stream ends when the ring stays quiet for `BUSY` after the loop went to sleep, not at
+/// A stream ends when the ring stays quiet for `Lingers::busy` after the loop went to sleep, not at
 /// the first look that finds nothing: records from many processes arrive at random, and at
 /// 10,000 a second one quarter-millisecond look in twelve finds none. Ending the stream there
 /// restarted it at the shortest linger, so a thin stream from many agents never lasted the
@@ -164,8 +179,8 @@ impl RingWait {
 /// doubled from one agent to ten).
 #[derive(Debug)]
 struct Pace {
-    /// The shortest and longest linger; `None`: the ring is too small to wait on.
-    linger: Option<(Duration, Duration)>,
+    /// `None`: the ring is too small to wait on, or the run asked for no delay.
+    linger: Option<Lingers>,
     /// The linger now, between the two.
     linger_now: Duration,
     /// When the stream in progress began.
@@ -175,10 +190,10 @@ struct Pace {
 }
 
 impl Pace {
-    fn new(linger: Option<(Duration, Duration)>) -> Self {
+    fn new(linger: Option<Lingers>) -> Self {
         Self {
             linger,
-            linger_now: linger.map_or(LINGER, |(shortest, _)| shortest),
+            linger_now: linger.map_or(Duration::ZERO, |l| l.shortest),
             stream_since: None,
             slept_at: None,
         }
@@ -187,15 +202,15 @@ impl Pace {
     /// The loop drained `handled` records at `now`, the first look since it woke or since it
     /// last came back to let other work in. Returns whether to linger for more.
     fn woke(&mut self, now: Instant, handled: u64) -> bool {
-        let Some((shortest, _)) = self.linger else {
+        let Some(linger) = self.linger else {
             return false;
         };
         let woke_soon = match self.slept_at.take() {
-            Some(slept_at) if now.saturating_duration_since(slept_at) < BUSY => true,
+            Some(slept_at) if now.saturating_duration_since(slept_at) < linger.busy => true,
             Some(_) => {
                 // The stream is over: the next one starts with the shortest linger, so that
                 // a linger grown for a thin stream does not delay the next burst.
-                self.linger_now = shortest;
+                self.linger_now = linger.shortest;
                 self.stream_since = None;
                 false
             }
@@ -213,11 +228,15 @@ impl Pace {
 
     /// A look while lingering found `found` records.
     fn looked(&mut self, now: Instant, found: u64) {
-        let (Some((shortest, longest)), Some(since)) = (self.linger, self.stream_since) else {
+        let (Some(linger), Some(since)) = (self.linger, self.stream_since) else {
             return;
         };
-        let cap = linger_cap(now.saturating_duration_since(since), shortest, longest);
-        self.linger_now = next_linger(self.linger_now, found, shortest, cap);
+        let cap = linger_cap(
+            now.saturating_duration_since(since),
+            linger.shortest,
+            linger.longest,
+        );
+        self.linger_now = next_linger(self.linger_now, found, linger.shortest, cap);
     }
 
     /// The loop goes to sleep until a record wakes it.
@@ -247,12 +266,40 @@ fn next_linger(now: Duration, found: u64, shortest: Duration, longest: Duration)
     }
 }
 
-/// The shortest and longest linger for a ring of `ring_bytes`: records must not overflow it
-/// meanwhile, even if a thin stream turns into a flood during the longest.
-fn linger_for(ring_bytes: u32) -> Option<(Duration, Duration)> {
-    let quarter_fill = Duration::from_secs_f64(ring_bytes as f64 / 4.0 / FILL_BYTES_PER_SECOND);
-    let shortest = quarter_fill.min(LINGER);
-    (shortest >= MIN_LINGER).then_some((shortest, quarter_fill.min(MAX_LINGER)))
+/// How long the loop lingers for more of a stream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Lingers {
+    /// The first linger of every stream, and a burst's only one.
+    shortest: Duration,
+    /// What a thin stream that lasts grows to: the longest a record waits.
+    longest: Duration,
+    /// A wake-up this soon after the loop went to sleep means records keep coming: the
+    /// stream goes on.
+    busy: Duration,
+}
+
+impl Lingers {
+    /// The lingers for a ring of `ring_bytes` and a run that lets a record wait up to
+    /// `max_delay`: records must not overflow the ring meanwhile, even if a thin stream turns
+    /// into a flood during the longest.
+    fn for_ring(ring_bytes: u32, max_delay: Duration) -> Option<Self> {
+        let quarter_fill = Duration::from_secs_f64(ring_bytes as f64 / 4.0 / FILL_BYTES_PER_SECOND);
+        let longest = quarter_fill.min(max_delay);
+        let shortest = quarter_fill.min(max_delay / 4);
+        (shortest >= MIN_LINGER).then_some(Self {
+            shortest,
+            longest,
+            busy: longest * 2,
+        })
+    }
+}
+
+/// The longest a record waits while records keep coming when the run does not say.
+pub fn default_max_delay(mode: Mode) -> Duration {
+    match mode {
+        Mode::Enforce => ENFORCE_MAX_DELAY,
+        Mode::Monitor => MONITOR_MAX_DELAY,
+    }
 }
 
 fn drain(pipeline: &mut Pipeline, ring: &mut EventRing) -> Result<bool, DaemonError> {
@@ -265,21 +312,54 @@ fn drain(pipeline: &mut Pipeline, ring: &mut EventRing) -> Result<bool, DaemonEr
 mod tests {
     use super::*;
 
+    /// The default 8 MiB ring in enforce mode.
+    fn enforce_lingers() -> Lingers {
+        Lingers::for_ring(8 << 20, ENFORCE_MAX_DELAY).unwrap()
+    }
+
     #[test]
     fn small_rings_linger_less_or_not_at_all() {
-        // The default 8 MiB ring: the full quarter millisecond, up to a millisecond.
-        assert_eq!(linger_for(8 << 20), Some((LINGER, MAX_LINGER)));
+        // The default 8 MiB ring: a quarter of the delay asked for, up to all of it.
+        let ms = Duration::from_millis;
+        for (delay, shortest) in [(ms(1), Duration::from_micros(250)), (ms(4), ms(1))] {
+            assert_eq!(
+                Lingers::for_ring(8 << 20, delay),
+                Some(Lingers {
+                    shortest,
+                    longest: delay,
+                    busy: delay * 2
+                })
+            );
+        }
         // 64 KiB fill in a quarter of 256 µs at the assumed rate: that long, never longer.
-        let (shortest, longest) = linger_for(64 << 10).unwrap();
-        assert!(shortest > MIN_LINGER && shortest < LINGER, "{shortest:?}");
-        assert_eq!(shortest, longest);
+        let small = Lingers::for_ring(64 << 10, MONITOR_MAX_DELAY).unwrap();
+        assert!(
+            small.shortest > MIN_LINGER && small.shortest < ms(1),
+            "{small:?}"
+        );
+        assert_eq!(small.shortest, small.longest);
         // A 4 KiB ring fills in microseconds: records wake the loop one by one.
-        assert_eq!(linger_for(4096), None);
+        assert_eq!(Lingers::for_ring(4096, MONITOR_MAX_DELAY), None);
+        // So does a run that asks for no delay.
+        assert_eq!(Lingers::for_ring(8 << 20, Duration::ZERO), None);
+    }
+
+    #[test]
+    fn monitor_mode_lets_records_wait_longer_than_enforce_mode() {
+        let monitor = Lingers::for_ring(8 << 20, default_max_delay(Mode::Monitor)).unwrap();
+        let enforce = Lingers::for_ring(8 << 20, default_max_delay(Mode::Enforce)).unwrap();
+        assert!(monitor.longest > enforce.longest && monitor.busy > enforce.busy);
+        // The most `--max-event-delay-us` allows, 100 ms, is cut to what the ring holds.
+        let most = Duration::from_millis(100);
+        let limit = Lingers::for_ring(8 << 20, most).unwrap();
+        assert!(limit.longest < most / 10, "{limit:?}");
     }
 
     #[test]
     fn a_burst_keeps_the_shortest_linger_however_thin() {
-        let (shortest, longest) = linger_for(8 << 20).unwrap();
+        let Lingers {
+            shortest, longest, ..
+        } = enforce_lingers();
         let cap = linger_cap(Duration::from_millis(5), shortest, longest);
         assert_eq!(next_linger(shortest, 1, shortest, cap), shortest);
         let cap = linger_cap(SUSTAINED, shortest, longest);
@@ -300,8 +380,10 @@ mod tests {
 
     #[test]
     fn a_thin_stream_goes_on_through_a_look_that_finds_nothing() {
-        let (shortest, longest) = linger_for(8 << 20).unwrap();
-        let mut pace = Pace::new(Some((shortest, longest)));
+        let Lingers {
+            shortest, longest, ..
+        } = enforce_lingers();
+        let mut pace = Pace::new(Some(enforce_lingers()));
         let mut now = stream(&mut pace, Instant::now(), SUSTAINED + shortest);
         assert!(pace.linger_now > shortest, "{:?}", pace.linger_now);
         // A look found nothing: the loop sleeps, and a record wakes it soon after.
@@ -320,18 +402,20 @@ mod tests {
 
     #[test]
     fn a_quiet_millisecond_ends_a_stream() {
-        let (shortest, longest) = linger_for(8 << 20).unwrap();
-        let mut pace = Pace::new(Some((shortest, longest)));
+        let Lingers {
+            shortest, longest, ..
+        } = enforce_lingers();
+        let mut pace = Pace::new(Some(enforce_lingers()));
         let mut now = stream(&mut pace, Instant::now(), SUSTAINED * 2);
         assert_eq!(pace.linger_now, longest);
         pace.sleeps(now);
-        now += BUSY;
+        now += enforce_lingers().busy;
         // A lone record after that is no stream: the loop drains it and sleeps again.
         assert!(!pace.woke(now, 1));
         assert_eq!(pace.linger_now, shortest);
         // The next burst lingers the shortest, however thin, until it has lasted.
         pace.sleeps(now);
-        now += BUSY * 2;
+        now += enforce_lingers().busy * 2;
         assert!(pace.woke(now, STREAM));
         pace.looked(now + shortest, 1);
         assert_eq!(pace.linger_now, shortest);
@@ -339,13 +423,15 @@ mod tests {
 
     #[test]
     fn a_ring_too_small_to_wait_on_never_lingers() {
-        let mut pace = Pace::new(linger_for(4096));
+        let mut pace = Pace::new(Lingers::for_ring(4096, ENFORCE_MAX_DELAY));
         assert!(!pace.woke(Instant::now(), 1_000));
     }
 
     #[test]
     fn a_thin_stream_lingers_longer_and_a_thick_one_shorter() {
-        let (shortest, longest) = linger_for(8 << 20).unwrap();
+        let Lingers {
+            shortest, longest, ..
+        } = enforce_lingers();
         let mut now = shortest;
         // Two records a look: doubling up to a millisecond, no further.
         for expected in [500, 1000, 1000] {
@@ -359,6 +445,6 @@ mod tests {
         assert_eq!(now, Duration::from_micros(500));
         now = next_linger(now, 100, shortest, longest);
         now = next_linger(now, 100, shortest, longest);
-        assert_eq!(now, LINGER);
+        assert_eq!(now, shortest);
     }
 }

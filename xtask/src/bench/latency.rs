@@ -268,6 +268,17 @@ pub(super) fn enforcing_setup(
     secrets: u64,
     load: &str,
 ) -> Result<EnforcingSetup> {
+    setup(bench, dir, secrets, load, true)
+}
+
+/// `enforcing_setup`, or the same with the sensor in monitor mode (`enforce` false).
+fn setup(
+    bench: &Bench,
+    dir: &Path,
+    secrets: u64,
+    load: &str,
+    enforce: bool,
+) -> Result<EnforcingSetup> {
     let secrets_dir = dir.join("secrets");
     std::fs::create_dir_all(&secrets_dir)?;
     for i in 0..secrets {
@@ -287,7 +298,7 @@ pub(super) fn enforcing_setup(
             event_stream: true,
             alerts: true,
             policy: Some(&policy),
-            enforce: true,
+            enforce,
             // The background load is a loop of opens of one file.
             every_open: true,
         },
@@ -299,41 +310,73 @@ pub(super) fn enforcing_setup(
     })
 }
 
+/// One condition: its name, the tag in its agents' names, and whether a background load runs.
+type ConditionSpec = (&'static str, &'static str, bool);
+
+/// The sensor's modes the section runs (enforce or not), each with its conditions. Monitor
+/// mode, the default, lets records wait longer while they keep coming (4 ms against 1 ms,
+/// `--max-event-delay-us`) and contains nothing: its alerts alone are timed.
+const RUNS: [(bool, [ConditionSpec; 2]); 2] = [
+    (
+        true,
+        [("idle", "idle", false), ("background load", "load", true)],
+    ),
+    (
+        false,
+        [
+            ("idle, monitor mode", "monitor-idle", false),
+            ("background load, monitor mode", "monitor-load", true),
+        ],
+    ),
+];
+
 pub fn run(bench: &Bench, args: &LatencyArgs) -> Result<Latency> {
-    let dir = bench.work.subdir("latency")?;
-    let EnforcingSetup {
-        secrets,
-        load_cgroup,
-        sensor,
-    } = enforcing_setup(
-        bench,
-        &dir,
-        2 * (args.samples + args.rounds),
-        "latency-load",
-    )?;
-    let watcher = AlertWatcher::start(&sensor.alerts_path())?;
-    let mut next_file = 0;
     let mut conditions = Vec::new();
-    for (name, loaded) in [("idle", false), ("background load", true)] {
-        eprintln!("xtask bench: latency: {name}");
-        let mut load = Background::start(&sensor, &load_cgroup, args, loaded)?;
-        let condition = measure(
+    for (enforce, runs) in RUNS {
+        let section = if enforce {
+            "latency"
+        } else {
+            "latency-monitor"
+        };
+        let dir = bench.work.subdir(section)?;
+        let EnforcingSetup {
+            secrets,
+            load_cgroup,
+            sensor,
+        } = setup(
             bench,
-            &sensor,
-            &watcher,
-            &secrets,
-            &mut next_file,
-            args,
-            name,
-        );
-        let load_rates = load.finish()?;
-        let mut condition = condition?;
-        condition.load = load_rates;
-        conditions.push(condition);
+            &dir,
+            2 * (args.samples + args.rounds),
+            &format!("{section}-load"),
+            enforce,
+        )?;
+        let watcher = AlertWatcher::start(&sensor.alerts_path())?;
+        let mut next_file = 0;
+        for (name, tag, loaded) in runs {
+            eprintln!("xtask bench: latency: {name}");
+            let mut load = Background::start(&sensor, &load_cgroup, args, loaded)?;
+            let condition = measure(
+                bench,
+                &sensor,
+                &watcher,
+                &secrets,
+                &mut next_file,
+                &Measured {
+                    args,
+                    condition: name,
+                    tag,
+                    contain: enforce,
+                },
+            );
+            let load_rates = load.finish()?;
+            let mut condition = condition?;
+            condition.load = load_rates;
+            conditions.push(condition);
+        }
+        drop(watcher);
+        sensor.stop()?;
+        super::cgroup::remove_agent_cgroups(&bench.cgroup_root);
     }
-    drop(watcher);
-    sensor.stop()?;
-    super::cgroup::remove_agent_cgroups(&bench.cgroup_root);
     Ok(Latency {
         args: args.clone(),
         conditions,
@@ -408,17 +451,31 @@ impl Drop for Background {
     }
 }
 
+/// What one condition measures.
+struct Measured<'a> {
+    args: &'a LatencyArgs,
+    condition: &'static str,
+    /// In the agents' names.
+    tag: &'static str,
+    /// Containment rounds too (enforce mode).
+    contain: bool,
+}
+
 fn measure(
     bench: &Bench,
     sensor: &RunningSensor,
     watcher: &AlertWatcher,
     secrets: &Path,
     next_file: &mut u64,
-    args: &LatencyArgs,
-    condition: &'static str,
+    measured: &Measured,
 ) -> Result<Condition> {
+    let Measured {
+        args,
+        condition,
+        tag,
+        contain,
+    } = *measured;
     let url = sensor.metrics_url()?.to_string();
-    let tag = if condition == "idle" { "idle" } else { "load" };
     let detection_buckets =
         |s: &metrics::Scrape| s.buckets("agent_sensor_detection_latency_seconds", "");
     let containment_buckets = |s: &metrics::Scrape| {
@@ -481,7 +538,8 @@ fn measure(
     // Containment: one agent per round, frozen for reading one secret, then killed.
     let before = metrics::scrape(&url)?;
     let (mut containment, mut freeze, mut verified_frozen) = (Vec::new(), Vec::new(), 0);
-    for round in 0..args.rounds {
+    let rounds = if contain { args.rounds } else { 0 };
+    for round in 0..rounds {
         let name = format!("bench-contain-{tag}-{round}");
         let worktree = worktree(bench, &name)?;
         let mut cmd = sensor.exec_command(&name, &worktree, Some("bench-contain"));
@@ -529,7 +587,7 @@ fn measure(
             micros(metrics::quantile(&histogram, 0.99)),
         ),
         verified_frozen,
-        rounds: args.rounds,
+        rounds,
     })
 }
 
@@ -566,8 +624,9 @@ impl Latency {
         self.conditions
             .iter()
             .flat_map(|c| {
+                let contained = c.rounds > 0;
                 [
-                    Target {
+                    Some(Target {
                         name: format!("detection latency, {} (reported; no number set)", c.name),
                         measured: format!(
                             "p50 {}, p99 {}",
@@ -575,8 +634,8 @@ impl Latency {
                             micros(report::percentile(&c.detection, 0.99))
                         ),
                         verdict: "—".into(),
-                    },
-                    Target {
+                    }),
+                    contained.then(|| Target {
                         name: format!(
                             "containment latency (event → frozen), {} (reported; no number set)",
                             c.name
@@ -587,9 +646,10 @@ impl Latency {
                             micros(report::percentile(&c.containment, 0.99))
                         ),
                         verdict: "—".into(),
-                    },
+                    }),
                 ]
             })
+            .flatten()
             .collect()
     }
 
@@ -609,7 +669,10 @@ impl Latency {
             "One sensor in enforce mode (`agent-sensor run --mode enforce --policy FILE --alerts \
              FILE --track-cgroup <load cgroup> --metrics-addr 127.0.0.1:0`), whose policy marks \
              the bench's secrets directory sensitive for profile `bench`, and freezes agents of \
-             profile `bench-contain` that read one. Detection: agents (`agent-sensor exec \
+             profile `bench-contain` that read one; then the same in monitor mode, the default, \
+             for detection alone (monitor mode contains nothing, and its records may wait up to \
+             4 ms while records keep coming, against 1 ms in enforce mode: \
+             `--max-event-delay-us`). Detection: agents (`agent-sensor exec \
              --profile bench`) each read 25 distinct secrets, one every interval (the sensor \
              reports at most 32 distinct targets per rule, agent and minute). Containment: one \
              agent per round (`--profile bench-contain`) reads one secret and waits; once its \
@@ -651,7 +714,7 @@ impl Latency {
                 .into(),
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |".into(),
         ]);
-        for c in &self.conditions {
+        for c in self.conditions.iter().filter(|c| c.rounds > 0) {
             out.push(format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} of {} | {} / {} |",
                 c.name,

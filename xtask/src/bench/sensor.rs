@@ -424,7 +424,8 @@ mod tests {
     #[test]
     fn reads_the_metrics_url_from_the_ready_line() {
         let line = "[2025-01-01T00:00:00Z INFO] agent-sensor ready: 9 programs attached (…); \
-                    mode monitor; control socket /x.sock; metrics http://127.0.0.1:40123/metrics";
+                    mode monitor (records read at most 4000 µs late); control socket /x.sock; \
+                    metrics http://127.0.0.1:40123/metrics";
         assert_eq!(
             metrics_url(line).as_deref(),
             Some("http://127.0.0.1:40123/metrics")

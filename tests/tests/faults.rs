@@ -88,6 +88,44 @@ fn a_broken_policy_on_sighup_leaves_the_old_one_in_force() {
 }
 
 #[test]
+fn a_reload_into_enforce_mode_shortens_how_long_records_wait() {
+    if !can_run_kernel_tests("a_reload_into_enforce_mode_shortens_how_long_records_wait") {
+        return;
+    }
+    let (_dir, root) = scratch("delay");
+    let policy = root.join("policy.toml");
+    std::fs::write(&policy, "[sensor]\nmode = \"monitor\"\n").unwrap();
+    let mut sensor = Sensor::start(&["--policy", s(&policy)]);
+    assert!(
+        sensor
+            .log_text()
+            .contains("mode monitor (records read at most 4000 µs late)"),
+        "{}",
+        sensor.log_text()
+    );
+    // A freeze waits on the record that calls for it: enforce mode reads records sooner.
+    std::fs::write(&policy, "[sensor]\nmode = \"enforce\"\n").unwrap();
+    sighup(&sensor);
+    sensor.wait_for_log(
+        "SIGHUP: mode enforce: records read at most 1000 µs late",
+        Duration::from_secs(10),
+    );
+    sensor.stop();
+
+    // An explicit delay stays whatever the mode.
+    std::fs::write(&policy, "[sensor]\nmode = \"monitor\"\n").unwrap();
+    let mut sensor = Sensor::start(&["--policy", s(&policy), "--max-event-delay-us", "2000"]);
+    std::fs::write(&policy, "[sensor]\nmode = \"enforce\"\n").unwrap();
+    sighup(&sensor);
+    sensor.wait_for_log("reloaded", Duration::from_secs(10));
+    sensor.stop();
+    let log = sensor.log_text();
+    assert!(log.contains("read at most 2000 µs late"), "{log}");
+    assert!(!log.contains("not reloaded"), "{log}");
+    assert!(!log.contains("SIGHUP: mode enforce"), "{log}");
+}
+
+#[test]
 fn a_ring_buffer_overflow_is_counted_and_the_daemon_carries_on() {
     if !can_run_kernel_tests("a_ring_buffer_overflow_is_counted_and_the_daemon_carries_on") {
         return;

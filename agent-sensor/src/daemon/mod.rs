@@ -345,10 +345,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
          late){}; control socket {}; metrics {}",
         sensor.attached.len(),
         sensor.attached.join(", "),
-        match mode {
-            Mode::Monitor => "monitor",
-            Mode::Enforce => "enforce",
-        },
+        mode.name(),
         max_event_delay.as_micros(),
         match boost {
             Ok(Some(nice)) => format!("; nice {nice}"),
@@ -368,8 +365,15 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
             _ = sighup.recv() => {
                 let mode = pipeline.policy.mode();
                 reload_policy(&options, &mut pipeline);
-                if options.max_event_delay.is_none() && pipeline.policy.mode() != mode {
-                    ring_wait.set_max_delay(ring_wait::default_max_delay(pipeline.policy.mode()));
+                let now = pipeline.policy.mode();
+                if options.max_event_delay.is_none() && now != mode {
+                    let delay = ring_wait::default_max_delay(now);
+                    ring_wait.set_max_delay(delay);
+                    log::info!(
+                        "SIGHUP: mode {}: records read at most {} µs late",
+                        now.name(),
+                        delay.as_micros()
+                    );
                 }
             }
             guard = ring.readable_mut() => {

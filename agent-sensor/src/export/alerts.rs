@@ -60,7 +60,7 @@ impl Alert {
                     Response::Kill => "kill",
                     Response::Deny => "deny",
                 },
-                "mode": match self.action.mode { Mode::Monitor => "monitor", Mode::Enforce => "enforce" },
+                "mode": self.action.mode.name(),
                 "outcome": self.action.outcome,
             },
             "evidence": f.evidence.iter().map(|e| e.to_json(clock)).collect::<Vec<_>>(),

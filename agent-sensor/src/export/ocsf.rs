@@ -347,7 +347,7 @@ pub fn to_ocsf(alert: &Alert, clock: &Clock) -> Value {
         "unmapped": {
             "rule": rule,
             "response": alert.action.response.as_str(),
-            "mode": match alert.action.mode { Mode::Monitor => "monitor", Mode::Enforce => "enforce" },
+            "mode": alert.action.mode.name(),
             "outcome": alert.action.outcome,
             "score": f.score,
             "agent_id": alert.agent_id,

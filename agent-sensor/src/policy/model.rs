@@ -137,6 +137,16 @@ pub enum Mode {
     Enforce,
 }
 
+impl Mode {
+    /// As the policy file and the log name it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Monitor => "monitor",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
 /// `[rules."<rule id>"]`: per-rule settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

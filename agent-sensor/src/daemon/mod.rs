@@ -341,12 +341,12 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
         log::warn!("cannot raise the daemon's priority: {e}; a busy host may starve it");
     }
     log::info!(
-        "agent-sensor ready: {} programs attached ({}); mode {} (records read at most {} µs \
-         late){}; control socket {}; metrics {}",
+        "agent-sensor ready: {} programs attached ({}); mode {} ({}){}; control socket {}; \
+         metrics {}",
         sensor.attached.len(),
         sensor.attached.join(", "),
         mode.name(),
-        max_event_delay.as_micros(),
+        ring_wait.describe(),
         match boost {
             Ok(Some(nice)) => format!("; nice {nice}"),
             _ => String::new(),
@@ -367,13 +367,8 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
                 reload_policy(&options, &mut pipeline);
                 let now = pipeline.policy.mode();
                 if options.max_event_delay.is_none() && now != mode {
-                    let delay = ring_wait::default_max_delay(now);
-                    ring_wait.set_max_delay(delay);
-                    log::info!(
-                        "SIGHUP: mode {}: records read at most {} µs late",
-                        now.name(),
-                        delay.as_micros()
-                    );
+                    ring_wait.set_max_delay(ring_wait::default_max_delay(now));
+                    log::info!("SIGHUP: mode {}: {}", now.name(), ring_wait.describe());
                 }
             }
             guard = ring.readable_mut() => {

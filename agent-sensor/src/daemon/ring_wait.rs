@@ -2,13 +2,12 @@
 //!
 //! The programs commit records without waking the daemon; the first record committed while
 //! the reader flag is up wakes it and lowers the flag (`emit::wake_reader` in the eBPF crate).
-//! A wake-up costs the task that writes the record about 2 µs on a VM (an inter-processor
-//! interrupt), more than the rest of the record, so the loop raises the flag only when it is
-//! about to sleep. When records come as a stream (several per look, or a wake-up soon after
-//! the last sleep) it first lingers a quarter of a millisecond and looks again: while the
-//! stream lasts nobody pays for wake-ups and the daemon handles several records per look, and
-//! a record waits at most one linger longer. A lone record (idle agent) still wakes the daemon
-//! at once.
+//! A wake-up costs the task that writes the record several µs on a VM (a self-IPI), more than
+//! the rest of the record, so the loop raises the flag only when it is about to sleep. When
+//! records come as a stream (several per look, or a wake-up soon after the last sleep) it
+//! first lingers a while and looks again: while the stream lasts nobody pays for wake-ups and
+//! the daemon handles several records per look, and a record waits at most one linger longer.
+//! A lone record (idle agent) still wakes the daemon at once.
 //!
 //! Each look costs the daemon a sleep and a wake of its own, and each wake-up costs the task
 //! whose record carries it an interrupt: on the benchmark VM the two came to over half of what
@@ -21,7 +20,8 @@
 //! How long a record may wait is the run's `max_delay`, the longest linger (a quarter of it is
 //! the shortest): a millisecond in enforce mode, where an agent runs on until its record is
 //! read and a freeze waits on that, and four in monitor mode, where only an alert's latency is
-//! at stake (BENCHMARKS.md: a quarter of the wake-ups, half the sensor's cost per session).
+//! at stake (over coding sessions on the benchmark VM: a quarter of the wake-ups, and half the
+//! sensor's eBPF and daemon CPU, of a millisecond's).
 //! A stream ends when the ring stays quiet for twice that after the loop went to sleep (see
 //! `Pace`); a look that finds nothing only sends the loop to sleep until the next record.
 
@@ -85,6 +85,12 @@ impl RingWait {
     /// The longest a record may wait from now on (a reloaded policy changed the mode).
     pub fn set_max_delay(&mut self, max_delay: Duration) {
         self.pace = Pace::new(Lingers::for_ring(self.ring_bytes, max_delay));
+    }
+
+    /// How long a record may wait, as the log says it: what was asked for, cut to what the
+    /// ring holds.
+    pub fn describe(&self) -> String {
+        describe(self.pace.linger)
     }
 
     /// Call after a drain that emptied the ring, with the records it handled. Returns
@@ -170,9 +176,9 @@ impl RingWait {
 
 /// Whether records come as a stream, and how long the loop lingers for the next look.
 ///
-/// A stream ends when the ring stays quiet for `Lingers::busy` after the loop went to sleep, not at
-/// the first look that finds nothing: records from many processes arrive at random, and at
-/// 10,000 a second one quarter-millisecond look in twelve finds none. Ending the stream there
+/// A stream ends when the ring stays quiet for `Lingers::busy` after the loop went to sleep,
+/// not at the first look that finds nothing: records from many processes arrive at random, and
+/// at 10,000 a second one quarter-millisecond look in twelve finds none. Ending the stream there
 /// restarted it at the shortest linger, so a thin stream from many agents never lasted the
 /// `SUSTAINED` it takes to grow its linger, and the loop looked four times as often as for
 /// the same rate from one steady process (the benchmark's scaling rows: daemon CPU per event
@@ -294,6 +300,16 @@ impl Lingers {
     }
 }
 
+fn describe(lingers: Option<Lingers>) -> String {
+    match lingers {
+        Some(linger) => format!(
+            "records read at most {} µs late",
+            linger.longest.as_micros()
+        ),
+        None => "every record wakes the reader".into(),
+    }
+}
+
 /// The longest a record waits while records keep coming when the run does not say.
 pub fn default_max_delay(mode: Mode) -> Duration {
     match mode {
@@ -356,6 +372,23 @@ mod tests {
     }
 
     #[test]
+    fn the_log_says_the_delay_in_force_not_the_one_asked_for() {
+        let said = |ring, delay| describe(Lingers::for_ring(ring, delay));
+        assert_eq!(
+            said(8 << 20, MONITOR_MAX_DELAY),
+            "records read at most 4000 µs late"
+        );
+        assert_eq!(
+            said(64 << 10, MONITOR_MAX_DELAY),
+            "records read at most 64 µs late"
+        );
+        assert_eq!(
+            said(8 << 20, Duration::ZERO),
+            "every record wakes the reader"
+        );
+    }
+
+    #[test]
     fn a_burst_keeps_the_shortest_linger_however_thin() {
         let Lingers {
             shortest, longest, ..
@@ -401,7 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_millisecond_ends_a_stream() {
+    fn a_quiet_spell_ends_a_stream() {
         let Lingers {
             shortest, longest, ..
         } = enforce_lingers();

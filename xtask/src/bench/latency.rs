@@ -5,7 +5,8 @@
 //! (`ktime_ns`, the same clock). For containment the rule's response is `freeze` in enforce
 //! mode: the alert is written once the agent's cgroup reports frozen, so the same difference
 //! is event → frozen; the alert's own "frozen in N µs" is the freeze alone. Idle, and with a
-//! tracked background load of about 100,000 events/s.
+//! tracked background load of about 100,000 events/s; then detection alone again in monitor
+//! mode, whose records may wait longer in the ring (`--max-event-delay-us`).
 
 use std::{
     io::Read as _,
@@ -255,8 +256,9 @@ fn write_policy(bench: &Bench, dir: &Path, secrets: &Path) -> Result<PathBuf> {
 
 /// What the latency and soak sections start from, in `dir`: `secrets` distinct secret files
 /// (`secrets/secret-<i>`, a repeated read would be deduplicated), the bench policy over them,
-/// a cgroup `load` for the background loop, and one sensor in enforce mode tracking it.
-pub(super) struct EnforcingSetup {
+/// a cgroup `load` for the background loop, and one sensor (in enforce mode unless said
+/// otherwise) tracking it.
+pub(super) struct SensorSetup {
     pub secrets: PathBuf,
     pub load_cgroup: BenchCgroup,
     pub sensor: RunningSensor,
@@ -267,7 +269,7 @@ pub(super) fn enforcing_setup(
     dir: &Path,
     secrets: u64,
     load: &str,
-) -> Result<EnforcingSetup> {
+) -> Result<SensorSetup> {
     setup(bench, dir, secrets, load, true)
 }
 
@@ -278,7 +280,7 @@ fn setup(
     secrets: u64,
     load: &str,
     enforce: bool,
-) -> Result<EnforcingSetup> {
+) -> Result<SensorSetup> {
     let secrets_dir = dir.join("secrets");
     std::fs::create_dir_all(&secrets_dir)?;
     for i in 0..secrets {
@@ -303,7 +305,7 @@ fn setup(
             every_open: true,
         },
     )?;
-    Ok(EnforcingSetup {
+    Ok(SensorSetup {
         secrets: secrets_dir,
         load_cgroup,
         sensor,
@@ -339,7 +341,7 @@ pub fn run(bench: &Bench, args: &LatencyArgs) -> Result<Latency> {
             "latency-monitor"
         };
         let dir = bench.work.subdir(section)?;
-        let EnforcingSetup {
+        let SensorSetup {
             secrets,
             load_cgroup,
             sensor,

@@ -20,7 +20,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::{
     cpu,
-    latency::{enforcing_setup, micros, monotonic_ns, parse_alert, EnforcingSetup, SeenAlert},
+    latency::{enforcing_setup, micros, monotonic_ns, parse_alert, SeenAlert, SensorSetup},
     metrics,
     report::{self, thousands, Target},
     sensor::{RunningSensor, SensorTotals},
@@ -117,7 +117,7 @@ pub fn run(bench: &Bench, args: &SoakArgs) -> Result<Soak> {
     let dir = bench.work.subdir("soak")?;
     // One distinct secret per attack.
     let attacks = args.seconds / args.attack_every + 1;
-    let EnforcingSetup {
+    let SensorSetup {
         secrets,
         load_cgroup,
         sensor,

@@ -176,7 +176,7 @@ impl RingWait {
 
 /// Whether records come as a stream, and how long the loop lingers for the next look.
 ///
-/// A stream ends when the ring stays quiet for `Lingers::busy` after the loop went to sleep,
+/// A stream ends when the ring stays quiet for `Lingers::busy()` after the loop went to sleep,
 /// not at the first look that finds nothing: records from many processes arrive at random, and
 /// at 10,000 a second one quarter-millisecond look in twelve finds none. Ending the stream there
 /// restarted it at the shortest linger, so a thin stream from many agents never lasted the
@@ -212,7 +212,7 @@ impl Pace {
             return false;
         };
         let woke_soon = match self.slept_at.take() {
-            Some(slept_at) if now.saturating_duration_since(slept_at) < linger.busy => true,
+            Some(slept_at) if now.saturating_duration_since(slept_at) < linger.busy() => true,
             Some(_) => {
                 // The stream is over: the next one starts with the shortest linger, so that
                 // a linger grown for a thin stream does not delay the next burst.
@@ -279,9 +279,6 @@ struct Lingers {
     shortest: Duration,
     /// What a thin stream that lasts grows to: the longest a record waits.
     longest: Duration,
-    /// A wake-up this soon after the loop went to sleep means records keep coming: the
-    /// stream goes on.
-    busy: Duration,
 }
 
 impl Lingers {
@@ -292,11 +289,13 @@ impl Lingers {
         let quarter_fill = Duration::from_secs_f64(ring_bytes as f64 / 4.0 / FILL_BYTES_PER_SECOND);
         let longest = quarter_fill.min(max_delay);
         let shortest = quarter_fill.min(max_delay / 4);
-        (shortest >= MIN_LINGER).then_some(Self {
-            shortest,
-            longest,
-            busy: longest * 2,
-        })
+        (shortest >= MIN_LINGER).then_some(Self { shortest, longest })
+    }
+
+    /// A wake-up this soon after the loop went to sleep means records keep coming: the stream
+    /// goes on.
+    fn busy(&self) -> Duration {
+        self.longest * 2
     }
 }
 
@@ -338,14 +337,15 @@ mod tests {
         // The default 8 MiB ring: a quarter of the delay asked for, up to all of it.
         let ms = Duration::from_millis;
         for (delay, shortest) in [(ms(1), Duration::from_micros(250)), (ms(4), ms(1))] {
+            let lingers = Lingers::for_ring(8 << 20, delay).unwrap();
             assert_eq!(
-                Lingers::for_ring(8 << 20, delay),
-                Some(Lingers {
+                lingers,
+                Lingers {
                     shortest,
                     longest: delay,
-                    busy: delay * 2
-                })
+                }
             );
+            assert_eq!(lingers.busy(), delay * 2);
         }
         // 64 KiB fill in a quarter of 256 µs at the assumed rate: that long, never longer.
         let small = Lingers::for_ring(64 << 10, MONITOR_MAX_DELAY).unwrap();
@@ -364,7 +364,7 @@ mod tests {
     fn monitor_mode_lets_records_wait_longer_than_enforce_mode() {
         let monitor = Lingers::for_ring(8 << 20, default_max_delay(Mode::Monitor)).unwrap();
         let enforce = Lingers::for_ring(8 << 20, default_max_delay(Mode::Enforce)).unwrap();
-        assert!(monitor.longest > enforce.longest && monitor.busy > enforce.busy);
+        assert!(monitor.longest > enforce.longest && monitor.busy() > enforce.busy());
         // The most `--max-event-delay-us` allows, 100 ms, is cut to what the ring holds.
         let most = Duration::from_millis(100);
         let limit = Lingers::for_ring(8 << 20, most).unwrap();
@@ -442,13 +442,13 @@ mod tests {
         let mut now = stream(&mut pace, Instant::now(), SUSTAINED * 2);
         assert_eq!(pace.linger_now, longest);
         pace.sleeps(now);
-        now += enforce_lingers().busy;
+        now += enforce_lingers().busy();
         // A lone record after that is no stream: the loop drains it and sleeps again.
         assert!(!pace.woke(now, 1));
         assert_eq!(pace.linger_now, shortest);
         // The next burst lingers the shortest, however thin, until it has lasted.
         pace.sleeps(now);
-        now += enforce_lingers().busy * 2;
+        now += enforce_lingers().busy() * 2;
         assert!(pace.woke(now, STREAM));
         pace.looked(now + shortest, 1);
         assert_eq!(pace.linger_now, shortest);

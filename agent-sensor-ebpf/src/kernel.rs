@@ -110,6 +110,12 @@ fn field<T: Copy>(addr: u64, btf_id: u64, offset: u64) -> Option<T> {
     read(addr, offset)
 }
 
+/// A pointer field, as [`field`] reads it: `None` for null, as [`read_ptr`].
+#[inline(always)]
+fn field_ptr(addr: u64, btf_id: u64, offset: u64) -> Option<u64> {
+    field::<u64>(addr, btf_id, offset).filter(|p| *p != 0)
+}
+
 /// The current task's `mm` (0 for a kernel thread): one load, no helper call.
 #[inline(always)]
 pub fn current_mm() -> u64 {
@@ -151,8 +157,7 @@ pub fn current_file(fd: i64) -> Option<u64> {
 /// Device, inode number and mode of a `struct file`.
 #[inline(always)]
 pub fn file_identity(file: u64) -> (u64, u64, u32) {
-    let Some(inode) = field::<u64>(file, off!(btf_file), off!(file_inode)).filter(|i| *i != 0)
-    else {
+    let Some(inode) = field_ptr(file, off!(btf_file), off!(file_inode)) else {
         return (0, 0, 0);
     };
     let (mode, sb, ino) = inode_head(inode);
@@ -198,12 +203,12 @@ const S_IFSOCK: u16 = 0o140000;
 /// The `struct sock *` behind a socket file, `None` for any other file.
 #[inline(always)]
 pub fn socket_sock(file: u64) -> Option<u64> {
-    let inode = field::<u64>(file, off!(btf_file), off!(file_inode)).filter(|i| *i != 0)?;
+    let inode = field_ptr(file, off!(btf_file), off!(file_inode))?;
     let mode: u16 = field(inode, off!(btf_inode), off!(inode_mode))?;
     if mode & S_IFMT != S_IFSOCK {
         return None;
     }
-    let socket = field::<u64>(file, off!(btf_file), off!(file_private_data)).filter(|s| *s != 0)?;
+    let socket = field_ptr(file, off!(btf_file), off!(file_private_data))?;
     read_ptr(socket, off!(socket_sk))
 }
 

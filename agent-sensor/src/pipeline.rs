@@ -13,10 +13,10 @@ use agent_sensor_common::{flags, EventKind, SockCloseEvent, SockStats};
 use aya::maps::{HashMap, MapData};
 
 use crate::{
-    agents::registry::{AgentState, ResponseRecord},
+    agents::registry::{Agent, AgentState, ResponseRecord},
     agents::{discovery, registry::Registry, Correlator},
     detect::{AgentView, Context, Detector, Finding, OtherAgent, SensorSelf},
-    events::{self, Body, Clock, Comm, Event},
+    events::{self, Body, Clock, Comm, Event, FileBody},
     export::{
         alerts::{Action, Alert, AlertWriter},
         incident::IncidentWriter,
@@ -176,21 +176,7 @@ impl Pipeline {
         let Some(agent) = self.registry.get(event.agent_id) else {
             return Ok(());
         };
-        // Only file and exec rules look at other agents (their worktrees, session state and
-        // config), and only for paths that may be in one: other events do not pay for a list
-        // as long as the number of agents.
-        let others: Vec<OtherAgent> = if may_involve_other_agents(&self.registry, event) {
-            self.registry
-                .agents()
-                .filter(|a| a.id != agent.id && a.is_live() && a.has_own_worktree())
-                .map(|a| OtherAgent {
-                    name: &a.name,
-                    worktree: &a.worktree,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let others = others_involved(&self.registry, event);
         let ctx = Context {
             agent: AgentView {
                 id: agent.id,
@@ -416,24 +402,35 @@ impl Pipeline {
     }
 }
 
-/// A connect or send the egress programs refused (they make it fail with EPERM).
-/// Whether a rule may compare `event` with other agents: an exec (its binary may be theirs)
-/// or a file event with a path that may be in an agent's worktree or session state. A file
-/// event without a resolved path is judged against the cwd the detector keeps: it counts.
-fn may_involve_other_agents(registry: &Registry, event: &Event) -> bool {
+/// The other agents the rules must compare `event` with. Only file and exec rules look at
+/// other agents (their worktrees, session state and config), file rules only at the paths a
+/// file event names: those are looked up in the registry's worktree index, so that the cost of
+/// a file event does not grow with the number of agents. An exec (the program it runs) and a
+/// file event without a resolved path (rules complete it from the cwd) are compared with
+/// every other agent; both are rare next to file events.
+fn others_involved<'r>(registry: &'r Registry, event: &Event) -> Vec<OtherAgent<'r>> {
+    let other = |a: &'r Agent| OtherAgent {
+        name: &a.name,
+        worktree: &a.worktree,
+    };
     match &event.body {
-        Body::Exec { .. } => true,
-        Body::File(file) => match &file.path {
-            None => true,
-            Some(path) => {
-                registry.may_hold(path)
-                    || file.path2.as_deref().is_some_and(|p| registry.may_hold(p))
-            }
-        },
-        _ => false,
+        Body::File(FileBody {
+            path: Some(path),
+            path2,
+            ..
+        }) => {
+            let paths = std::iter::once(path.as_slice()).chain(path2.as_deref());
+            registry
+                .others_holding(event.agent_id, paths)
+                .map(other)
+                .collect()
+        }
+        Body::File(_) | Body::Exec { .. } => registry.others(event.agent_id).map(other).collect(),
+        _ => Vec::new(),
     }
 }
 
+/// A connect or send the egress programs refused (they make it fail with EPERM).
 fn denied_in_kernel(event: &Event) -> bool {
     const EPERM: i64 = -1;
     match &event.body {
@@ -536,10 +533,69 @@ mod tests {
             pipeline.stats.alerts - before
         };
         assert_eq!(reads(&mut pipeline, "/usr/bin/sh"), 0);
-        assert!(!pipeline.registry.may_hold(b"/usr/bin/sh"));
         // Beside the agents' worktrees, where other agents are compared with the path.
         assert_eq!(reads(&mut pipeline, "/srv/shared/notes.txt"), 0);
         // Another agent's real worktree is still foreign.
         assert_eq!(reads(&mut pipeline, "/srv/work/other/src/main.rs"), 1);
+    }
+
+    #[test]
+    fn a_file_event_is_compared_only_with_the_agents_whose_area_its_paths_are_in() {
+        use crate::agents::registry::Origin;
+        let policy = Policy::builtin();
+        let mut registry = Registry::new(8);
+        for id in 1..=50 {
+            registry.insert(
+                &policy,
+                id,
+                format!("agent-{id}"),
+                format!("/srv/work/agent-{id}").into(),
+                "default".into(),
+                Origin::Exec,
+                None,
+                testkit::UID,
+            );
+        }
+        let involved = |registry: &Registry, event: &Event| -> Vec<String> {
+            others_involved(registry, event)
+                .iter()
+                .map(|o| o.name.to_string())
+                .collect()
+        };
+        let mut event = testkit::open(102, "/srv/work/agent-1/src/main.rs", testkit::RDONLY);
+        event.agent_id = 1;
+        assert_eq!(
+            involved(&registry, &event),
+            [] as [&str; 0],
+            "its own worktree"
+        );
+        for path in ["/usr/lib/libc.so.6", "/srv/work", "/srv/work/agent-10x/f"] {
+            event = testkit::open(102, path, testkit::RDONLY);
+            event.agent_id = 1;
+            assert_eq!(involved(&registry, &event), [] as [&str; 0], "{path}");
+        }
+        event = testkit::open(102, "/srv/work/agent-10/src/lib.rs", testkit::RDONLY);
+        event.agent_id = 1;
+        assert_eq!(involved(&registry, &event), ["agent-10"]);
+        event = testkit::rename(
+            102,
+            "/srv/work/agent-7/a",
+            "/root/.claude/projects/-srv-work-agent-3/m.jsonl",
+        );
+        event.agent_id = 1;
+        assert_eq!(
+            involved(&registry, &event),
+            ["agent-3", "agent-7"],
+            "both paths, by id"
+        );
+        // An exec is compared with every other live agent.
+        let mut exec = testkit::exec(102, "/usr/bin/true", &["true"]);
+        exec.agent_id = 1;
+        assert_eq!(others_involved(&registry, &exec).len(), 49);
+        // An agent that has ended holds nothing.
+        registry.get_mut(10).unwrap().state = AgentState::Exited;
+        event = testkit::open(102, "/srv/work/agent-10/src/lib.rs", testkit::RDONLY);
+        event.agent_id = 1;
+        assert_eq!(involved(&registry, &event), [] as [&str; 0]);
     }
 }

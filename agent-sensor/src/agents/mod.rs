@@ -4,7 +4,7 @@
 pub mod discovery;
 pub mod dns;
 pub mod registry;
-pub mod roots;
+pub mod worktree_index;
 
 use std::time::Instant;
 

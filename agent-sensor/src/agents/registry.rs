@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::roots::WorktreeRoots;
+use super::worktree_index::WorktreeIndex;
 use crate::{
     events::{Body, Event},
     policy::{AgentIdentity, AgentScope, Policy, RuleId},
@@ -145,8 +145,8 @@ pub struct Registry {
     agents: BTreeMap<u64, Agent>,
     next_exec_id: u64,
     recent_capacity: usize,
-    /// Of every agent held, live or not (see `may_hold`).
-    roots: WorktreeRoots,
+    /// Of every agent held, live or not (see `others_holding`).
+    worktrees: WorktreeIndex,
 }
 
 /// Home directory of `uid` from /etc/passwd (`/root` for root when absent).
@@ -174,14 +174,34 @@ impl Registry {
             agents: BTreeMap::new(),
             next_exec_id: 1,
             recent_capacity: recent_capacity.max(1),
-            roots: WorktreeRoots::default(),
+            worktrees: WorktreeIndex::default(),
         }
     }
 
-    /// False only when `path` is certainly in no agent's worktree or session state, so that
-    /// no other agent needs to be compared with it.
-    pub fn may_hold(&self, path: &[u8]) -> bool {
-        self.roots.may_hold(path)
+    /// The live agents besides `own` that have a worktree of their own, by id: those whose
+    /// worktree or session state another agent's file can be in.
+    pub fn others(&self, own: u64) -> impl Iterator<Item = &Agent> {
+        self.agents
+            .values()
+            .filter(move |a| a.id != own && a.is_live() && a.has_own_worktree())
+    }
+
+    /// Those of `others(own)` whose worktree holds one of `paths`, or whose Claude Code
+    /// session state one is in, by id: lookups along each path, whatever the number of agents.
+    pub fn others_holding<'p>(
+        &self,
+        own: u64,
+        paths: impl IntoIterator<Item = &'p [u8]>,
+    ) -> impl Iterator<Item = &Agent> {
+        let mut ids = Vec::new();
+        for path in paths {
+            self.worktrees.holders(path, &mut ids);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| self.agents.get(&id))
+            .filter(move |a| a.id != own && a.is_live() && a.has_own_worktree())
     }
 
     pub fn get(&self, id: u64) -> Option<&Agent> {
@@ -249,10 +269,11 @@ impl Registry {
             recent: VecDeque::new(),
             scope,
         };
-        self.roots.add(&agent.worktree);
-        if let Some(replaced) = self.agents.insert(id, agent) {
-            self.roots.remove(&replaced.worktree);
+        if let Some(replaced) = self.agents.remove(&id) {
+            self.worktrees.remove(id, &replaced.worktree);
         }
+        self.worktrees.add(id, &agent.worktree);
+        self.agents.insert(id, agent);
         self.prune_exited();
         &self.agents[&id]
     }
@@ -410,7 +431,7 @@ impl Registry {
         if exited.len() > EXITED_KEPT {
             for id in &exited[..exited.len() - EXITED_KEPT] {
                 if let Some(agent) = self.agents.remove(id) {
-                    self.roots.remove(&agent.worktree);
+                    self.worktrees.remove(*id, &agent.worktree);
                 }
             }
         }

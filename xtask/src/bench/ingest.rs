@@ -126,7 +126,7 @@ fn run_series(bench: &Bench, args: &IngestArgs, event_stream: bool) -> Result<Ve
         let mut cmd = if offered == 0 {
             workload::open_close_command(workload::Length::Seconds(args.seconds))?
         } else {
-            workload::paced_open_close_command(offered as f64, args.seconds as f64, 1, None)?
+            workload::paced_open_close_command(offered as f64, args.seconds as f64, 1, None, None)?
         };
         cgroup.join_before_exec(&mut cmd);
         let result = workload::finish(cmd.spawn().context("cannot start the workload")?)?;

@@ -407,7 +407,7 @@ impl Background {
                 before: None,
             });
         }
-        let mut cmd = workload::paced_open_close_command(args.load as f64, 3600.0, 1, None)?;
+        let mut cmd = workload::paced_open_close_command(args.load as f64, 3600.0, 1, None, None)?;
         cmd.stdout(Stdio::null());
         cgroup.join_before_exec(&mut cmd);
         let child = cmd.spawn().context("cannot start the background load")?;

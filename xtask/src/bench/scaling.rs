@@ -214,14 +214,20 @@ fn run_once(
     let mut children = Agents(Vec::new());
     for i in 0..agents {
         let name = format!("bench-scale-{agents}-{processes}-{rate}-{i}");
+        // Worktrees side by side in one directory, and each agent's opens in its own, as
+        // agents work: every open then lies beside every other agent's worktree, where the
+        // rules look for isolation breaks.
         let worktree = dir.join("worktrees").join(&name);
-        std::fs::create_dir_all(&worktree)?;
+        let source = worktree.join("src/lib.rs");
+        std::fs::create_dir_all(worktree.join("src"))?;
+        std::fs::write(&source, "pub fn answer() -> u32 {\n    42\n}\n")?;
         let mut cmd = sensor.exec_command(&name, &worktree, None);
         let load = workload::paced_open_close_command(
             per_process,
             args.seconds as f64 + 1.0,
             processes / agents,
             Some(&go),
+            Some(&source),
         )?;
         cmd.arg(load.get_program()).args(load.get_args());
         children.0.push(
@@ -368,11 +374,14 @@ impl Scaling {
                     .join(", ")
             ),
             String::new(),
-            "Per run a fresh sensor (`agent-sensor run --events /dev/null --metrics-addr \
-             127.0.0.1:0`, default policy) and N agents sharing P processes, each agent \
-             `agent-sensor exec --agent NAME --worktree DIR -- xtask bench-workload open-close \
-             --processes P/N --per-second rate/P …` (P/N paced open/close loops, each starting \
-             at a phase of its own in its first interval, so that no two run in step). Once \
+            "Per run a fresh sensor (`agent-sensor run --events /dev/null --repeat-window-ms 0 \
+             --metrics-addr 127.0.0.1:0`, default policy: every open is sent) and N agents \
+             sharing P processes, each agent `agent-sensor exec --agent NAME --worktree DIR -- \
+             xtask bench-workload open-close --path DIR/src/lib.rs --processes P/N --per-second \
+             rate/P …` (P/N paced open/close loops of a file in the agent's own worktree, each \
+             starting at a phase of its own in its first interval, so that no two run in step; \
+             the worktrees lie side by side in one directory, as an orchestrator's do, so every \
+             open is beside every other agent's worktree, where the isolation rules look). Once \
              all N are registered (`agent_sensor_agents{state=\"running\"}`), 2 s with every loop \
              still waiting (idle), then the loops start together and the sensor is measured \
              over the busy window: events decoded and lost from its metrics, its CPU time (the \

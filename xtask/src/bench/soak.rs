@@ -134,7 +134,7 @@ pub fn run(bench: &Bench, args: &SoakArgs) -> Result<Soak> {
     let cpu_before = sensor.cpu_seconds()?;
     let other = cpu::OtherCpu::start()?;
     let mut cmd =
-        workload::paced_open_close_command(args.rate as f64, args.seconds as f64, 1, None)?;
+        workload::paced_open_close_command(args.rate as f64, args.seconds as f64, 1, None, None)?;
     load_cgroup.join_before_exec(&mut cmd);
     let mut load = Load(Some(cmd.spawn().context("cannot start the load")?));
     let start = Instant::now();

@@ -13,7 +13,7 @@
 //! loop only.
 
 use std::{
-    ffi::CString,
+    ffi::{CStr, CString},
     io::Read as _,
     net::{Ipv4Addr, SocketAddrV4, TcpListener},
     os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
@@ -45,8 +45,11 @@ pub struct WorkloadArgs {
 
 #[derive(Subcommand)]
 enum Workload {
-    /// open("/dev/null", O_RDONLY) + close in a loop.
+    /// open(PATH, O_RDONLY) + close in a loop.
     OpenClose {
+        /// The file to open (it must exist).
+        #[arg(long, default_value = "/dev/null")]
+        path: PathBuf,
         /// Run exactly this many iterations.
         #[arg(long, conflicts_with = "seconds", required_unless_present = "seconds")]
         iterations: Option<u64>,
@@ -107,14 +110,18 @@ enum Workload {
 pub fn run(args: WorkloadArgs) -> Result<()> {
     let (done, elapsed) = match args.workload {
         Workload::OpenClose {
+            path,
             iterations,
             seconds,
             per_second,
             wait_for,
             processes,
         } => {
-            if let Some(path) = wait_for {
-                while !path.exists() {
+            let path =
+                CString::new(path.as_os_str().as_bytes()).context("--path holds a NUL byte")?;
+            let path = path.as_c_str();
+            if let Some(start) = wait_for {
+                while !start.exists() {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
@@ -122,13 +129,13 @@ pub fn run(args: WorkloadArgs) -> Result<()> {
                 Some(rate) => {
                     let seconds = seconds.context("--per-second needs --seconds")?;
                     let length = Duration::from_secs_f64(seconds);
-                    in_processes(processes, || paced_open_close(rate, length))?
+                    in_processes(processes, || paced_open_close(path, rate, length))?
                 }
                 None => {
-                    open_close(WARM_UP_ITERATIONS)?;
+                    open_close(path, WARM_UP_ITERATIONS)?;
                     timed(|| match (iterations, seconds) {
-                        (Some(n), _) => open_close(n).map(|()| n),
-                        (None, Some(seconds)) => for_seconds(seconds, open_close),
+                        (Some(n), _) => open_close(path, n).map(|()| n),
+                        (None, Some(seconds)) => for_seconds(seconds, |n| open_close(path, n)),
                         (None, None) => bail!("give --iterations or --seconds"),
                     })?
                 }
@@ -198,8 +205,7 @@ fn timed(work: impl FnOnce() -> Result<u64>) -> Result<(u64, Duration)> {
     Ok((done, start.elapsed()))
 }
 
-fn open_close(iterations: u64) -> Result<()> {
-    let path = c"/dev/null";
+fn open_close(path: &CStr, iterations: u64) -> Result<()> {
     // A plain counter: xtask is usually a debug build, and this keeps the loop's own cost tiny
     // next to the two syscalls.
     let mut i = 0;
@@ -207,7 +213,8 @@ fn open_close(iterations: u64) -> Result<()> {
         // SAFETY: `path` is a NUL-terminated string; the descriptor is closed right away.
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
         if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("cannot open /dev/null");
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot open {}", path.to_string_lossy()));
         }
         // SAFETY: `fd` is ours.
         unsafe { libc::close(fd) };
@@ -223,7 +230,7 @@ fn open_close(iterations: u64) -> Result<()> {
 /// loops started at the same instant would otherwise run in step, and the sensor would see
 /// their records come in bunches, fewer wake-ups for as many records, than from loops that
 /// started apart (separate agents). Either way the load is the same; the phase is not.
-fn paced_open_close(rate: f64, length: Duration) -> Result<(u64, Duration)> {
+fn paced_open_close(path: &CStr, rate: f64, length: Duration) -> Result<(u64, Duration)> {
     // SAFETY: prctl on this process only; 1 ns timer slack makes the sleeps precise.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
     let fraction = f64::from(std::process::id().wrapping_mul(2_654_435_761)) / 2f64.powi(32);
@@ -239,7 +246,7 @@ fn paced_open_close(rate: f64, length: Duration) -> Result<(u64, Duration)> {
             let due = (elapsed.as_secs_f64() * rate) as u64;
             if due > done {
                 let n = (due - done).min(BATCH);
-                open_close(n)?;
+                open_close(path, n)?;
                 done += n;
             } else {
                 let next = Duration::from_secs_f64((done + 1) as f64 / rate);
@@ -488,12 +495,13 @@ pub fn signal_self_command(seconds: u64) -> Result<Command> {
 }
 
 /// The open/close workload paced to `per_second` for `seconds` in each of `processes`
-/// processes, optionally waiting for a start file first.
+/// processes, optionally waiting for a start file first; it opens `file`, or /dev/null.
 pub fn paced_open_close_command(
     per_second: f64,
     seconds: f64,
     processes: u64,
     wait_for: Option<&std::path::Path>,
+    file: Option<&std::path::Path>,
 ) -> Result<Command> {
     let mut args = vec![
         "open-close".to_string(),
@@ -506,6 +514,9 @@ pub fn paced_open_close_command(
     ];
     if let Some(path) = wait_for {
         args.extend(["--wait-for".into(), path.display().to_string()]);
+    }
+    if let Some(path) = file {
+        args.extend(["--path".into(), path.display().to_string()]);
     }
     workload_command(&args)
 }

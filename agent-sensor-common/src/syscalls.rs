@@ -125,7 +125,7 @@ pub mod nr {
 }
 
 /// Every syscall the sensor records, x86_64 numbering.
-pub fn x86_64_table() -> [(u32, SyscallSpec); 64] {
+pub fn x86_64_table() -> [(u32, SyscallSpec); 67] {
     use account::{RECEIVED, SENT};
     use family::{CLOSE, NET, PROCESS, RECV};
     use EventKind::*;
@@ -165,6 +165,13 @@ pub fn x86_64_table() -> [(u32, SyscallSpec); 64] {
                 ..f(FileOpen, 1, 0)
             },
         ), // openat2 (how read)
+        (
+            304,
+            SyscallSpec {
+                flags: 2,
+                ..f(FileOpen, N, N)
+            },
+        ), // open_by_handle_at: no path, the file it opened is walked from the new fd
         (
             82,
             SyscallSpec {
@@ -382,6 +389,8 @@ pub fn x86_64_table() -> [(u32, SyscallSpec); 64] {
         (62, SyscallSpec::of(PROCESS, ProcessKill)), // kill
         (200, SyscallSpec::of(PROCESS, ProcessKill)), // tkill
         (234, SyscallSpec::of(PROCESS, ProcessKill)), // tgkill
+        (129, SyscallSpec::of(PROCESS, ProcessKill)), // rt_sigqueueinfo (as kill)
+        (297, SyscallSpec::of(PROCESS, ProcessKill)), // rt_tgsigqueueinfo (as tgkill)
         (
             319,
             SyscallSpec {

@@ -401,8 +401,25 @@ fn tampering_with_the_sensor_is_caught() {
         sensor.pid()
     );
     sensor.exec_agent("tamper", &scene.worktree, &script);
+    // A queued signal (SIGWINCH, with si_code SI_QUEUE as the kernel requires from another
+    // process), as sigqueue(3) sends one: another way to signal a pid than kill.
+    let queued = format!(
+        "/usr/bin/python3 -c \"import ctypes; info = (ctypes.c_int * 32)(28, 0, -1); \
+         assert ctypes.CDLL(None).syscall(129, {}, 28, info) == 0\"",
+        sensor.pid()
+    );
+    assert!(sensor
+        .exec_agent("tamper-queued", &scene.worktree, &queued)
+        .success());
     let alerts = stop_and_alerts(sensor);
     let tamper = alerts_of(&alerts, "tamper.sensor");
+    assert!(
+        tamper
+            .iter()
+            .any(|a| a["agent"] == "tamper-queued"
+                && a["evidence"][0]["syscall"] == "rt_sigqueueinfo"),
+        "{alerts:#?}"
+    );
     assert!(
         tamper
             .iter()

@@ -226,6 +226,57 @@ fn openat2_with_resolve_flags_is_judged_by_the_file_opened() {
 }
 
 #[test]
+fn open_by_handle_at_is_judged_by_the_file_opened() {
+    if !can_run_kernel_tests("open_by_handle_at_is_judged_by_the_file_opened") {
+        return;
+    }
+    let scene = Scene::new("byhandle");
+    let secret = scene.secret("byhandle");
+    let victim = scene.outside_file("byhandle-victim", "v\n");
+    // name_to_handle_at turns a path into a handle; open_by_handle_at opens the handle with no
+    // path at all (it needs CAP_DAC_READ_SEARCH: the tests run as root).
+    let script = scene.script(
+        "byhandle",
+        "import ctypes, os, sys\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         class Handle(ctypes.Structure):\n\
+         \x20   _fields_ = [('size', ctypes.c_uint), ('type', ctypes.c_int), ('bytes', ctypes.c_ubyte * 128)]\n\
+         def open_by_handle(path, flags):\n\
+         \x20   handle, mount_id = Handle(128), ctypes.c_int()\n\
+         \x20   if libc.name_to_handle_at(-100, path.encode(), ctypes.byref(handle), ctypes.byref(mount_id), 0) != 0:\n\
+         \x20       raise OSError(ctypes.get_errno(), 'name_to_handle_at ' + path)\n\
+         \x20   mount = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)\n\
+         \x20   fd = libc.open_by_handle_at(mount, ctypes.byref(handle), flags)\n\
+         \x20   if fd < 0:\n\
+         \x20       raise OSError(ctypes.get_errno(), 'open_by_handle_at ' + path)\n\
+         \x20   os.close(mount)\n\
+         \x20   return fd\n\
+         fd = open_by_handle(sys.argv[1], os.O_RDONLY)\n\
+         assert os.read(fd, 100).startswith(b'secret:')\n\
+         os.close(fd)\n\
+         fd = open_by_handle(sys.argv[2], os.O_WRONLY | os.O_APPEND)\n\
+         assert os.write(fd, b'written by handle\\n') > 0\n\
+         os.close(fd)\n",
+    );
+    let sensor = scene.sensor();
+    run_agent(
+        &sensor,
+        "byhandle",
+        &scene.worktree,
+        &[PYTHON, &script, s(&secret), s(&victim)],
+    );
+    assert!(std::fs::read_to_string(&victim)
+        .unwrap()
+        .contains("written by handle"));
+    let (_, alerts) = finish(sensor);
+    for (rule, target) in [(SENSITIVE_READ, &secret), (WRITE_OUTSIDE, &victim)] {
+        let (alert, ev) = expect_alert(&alerts, rule, "byhandle", target);
+        assert_eq!(ev["syscall"], "open_by_handle_at", "{alert:#}");
+        assert_eq!(ev["path_source"], "kernel", "{alert:#}");
+    }
+}
+
+#[test]
 fn proc_root_cwd_and_fd_paths_report_the_canonical_path() {
     if !can_run_kernel_tests("proc_root_cwd_and_fd_paths_report_the_canonical_path") {
         return;

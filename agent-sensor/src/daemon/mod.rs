@@ -315,6 +315,9 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     .into_iter()
     .flatten()
     .collect();
+    // The same resolvers as the kernel's egress programs were given at load.
+    pipeline.sensor.resolvers =
+        crate::loader::host_resolvers(&pipeline.policy.file.enforcement.resolvers);
     pipeline.stats.kernel_drops = sensor.drop_counts()?;
     pipeline.stats.kernel_filtered = sensor.filtered_counts()?;
 

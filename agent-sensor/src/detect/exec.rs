@@ -163,7 +163,7 @@ pub fn note_remote_socket(ctx: &Context, event: &Event, net: &NetBody, processes
     };
     let fd = match event.kind {
         EventKind::NetConnect if net.ret >= 0 || net.ret == -EINPROGRESS => {
-            let Some((ip, port, name)) = exfil::egress(event) else {
+            let Some((ip, port, name)) = exfil::egress(ctx, event) else {
                 return;
             };
             if ip.is_loopback() {

@@ -3,8 +3,10 @@
 //! a secret.
 //!
 //! Every attempt counts, whatever its result: a non-blocking connect returns EINPROGRESS, and
-//! a refused connection still shows where the agent meant to go. DNS (port 53) is left to
-//! exfil.dns_tunnel; loopback is always allowed by the policy.
+//! a refused connection still shows where the agent meant to go. DNS to the host's resolvers
+//! (port 53) is left to exfil.dns_tunnel; port 53 anywhere else is egress like any port (the
+//! kernel's egress programs refuse it too), or a tunnel could go straight to a server of the
+//! agent's choosing. Loopback is always allowed by the policy.
 
 use std::{collections::VecDeque, net::IpAddr};
 
@@ -51,7 +53,7 @@ impl RecentReads {
 }
 
 /// Where a connect or send goes, when the egress rules judge it.
-pub fn egress(event: &Event) -> Option<(IpAddr, u16, Option<&[u8]>)> {
+pub fn egress<'e>(ctx: &Context, event: &'e Event) -> Option<(IpAddr, u16, Option<&'e [u8]>)> {
     let Body::Net(net) = &event.body else {
         return None;
     };
@@ -62,10 +64,19 @@ pub fn egress(event: &Event) -> Option<(IpAddr, u16, Option<&[u8]>)> {
         return None;
     };
     // 0.0.0.0 and :: reach this host.
-    if *port == 53 || ip.is_unspecified() {
+    if ip.is_unspecified() || (*port == 53 && is_resolver(ctx, *ip)) {
         return None;
     }
     Some((*ip, *port, net.dns_name.as_deref()))
+}
+
+/// One of the host's resolvers (an IPv4 one also as its IPv6-mapped form, as the kernel keeps
+/// them).
+fn is_resolver(ctx: &Context, ip: IpAddr) -> bool {
+    ctx.sensor
+        .resolvers
+        .iter()
+        .any(|r| r.to_canonical() == ip.to_canonical())
 }
 
 /// Whether the agent may reach `ip:port`.
@@ -74,7 +85,7 @@ pub fn allowed(ctx: &Context, ip: IpAddr, port: u16, dns_name: Option<&[u8]>) ->
 }
 
 pub fn check(ctx: &Context, event: &Event, reads: &mut RecentReads, out: &mut Vec<Candidate>) {
-    let Some((ip, port, name)) = egress(event) else {
+    let Some((ip, port, name)) = egress(ctx, event) else {
         return;
     };
     if allowed(ctx, ip, port, name) {
@@ -144,7 +155,20 @@ mod tests {
         assert_silent(fx.feed(connect(PID, "127.0.0.1", 8080)));
         assert_silent(fx.feed(connect(PID, "::1", 5432)));
         assert_silent(fx.feed(connect(PID, "0.0.0.0", 3000)));
-        assert_silent(fx.feed(send_to(PID, "8.8.8.8", 53)));
+        // DNS to the host's resolvers is exfil.dns_tunnel's to judge.
+        assert_silent(fx.feed(send_to(PID, "10.0.0.2", 53)));
+        assert_silent(fx.feed(connect(PID, "::ffff:10.0.0.2", 53)));
+        // Port 53 of any other host is egress: a tunnel straight to the agent's own server.
+        assert_fires(
+            fx.feed(send_to(PID, "198.51.100.10", 53)),
+            RuleId::UnallowedEgress,
+            "sent data to 198.51.100.10:53",
+        );
+        assert_fires(
+            fx.feed(connect(PID, "198.51.100.11", 53)),
+            RuleId::UnallowedEgress,
+            "connected to 198.51.100.11:53",
+        );
         // A non-blocking connect in progress is still a connect.
         assert_fires(
             fx.feed(connect(PID, "192.0.2.1", 80).ret(-115)),

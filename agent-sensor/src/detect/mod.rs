@@ -65,6 +65,9 @@ pub struct SensorSelf {
     pub pid: u32,
     /// Policy file, state dir, bpffs pins, control socket.
     pub protected_paths: Vec<PathBuf>,
+    /// The host's DNS resolvers (`loader::host_resolvers`): port 53 to them is name
+    /// resolution, judged by exfil.dns_tunnel; port 53 anywhere else is egress.
+    pub resolvers: Vec<std::net::IpAddr>,
 }
 
 pub struct Context<'a> {

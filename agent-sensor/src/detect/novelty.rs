@@ -313,7 +313,7 @@ fn observations(ctx: &Context, event: &Event, state: &AgentState) -> Vec<Observa
                 .collect()
         }
         Body::Net(_) => {
-            let Some((ip, port, name)) = exfil::egress(event) else {
+            let Some((ip, port, name)) = exfil::egress(ctx, event) else {
                 return Vec::new();
             };
             if ip.is_loopback() {

@@ -123,6 +123,7 @@ impl Fixture {
                     "/etc/agent-sensor/policy.toml".into(),
                     "/var/lib/agent-sensor".into(),
                 ],
+                resolvers: vec!["127.0.0.53".parse().unwrap(), "10.0.0.2".parse().unwrap()],
             },
             detector: Detector::new(),
             now_ns: 1_000 * 1_000_000_000,

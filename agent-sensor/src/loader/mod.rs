@@ -351,21 +351,29 @@ fn load_tail_calls(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), LoadError> {
     tail.set(0, &fd, 0).map_err(map_err("TAIL"))
 }
 
-/// Nameservers of /etc/resolv.conf plus `extra`: port 53 to them is name resolution, not egress.
-fn fill_resolvers(ebpf: &mut Ebpf, extra: &[std::net::IpAddr]) -> Result<(), LoadError> {
+/// The host's DNS resolvers: the nameservers of /etc/resolv.conf plus `extra` (the policy's
+/// `enforcement.resolvers`). Port 53 to them is name resolution, not egress, for the kernel's
+/// egress programs and the daemon's rules alike.
+pub fn host_resolvers(extra: &[std::net::IpAddr]) -> Vec<std::net::IpAddr> {
     let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let from_conf = conf.lines().filter_map(|l| {
-        let mut words = l.split_whitespace();
-        (words.next() == Some("nameserver"))
-            .then(|| words.next()?.parse().ok())
-            .flatten()
-    });
+    conf.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver"))
+                .then(|| words.next()?.parse().ok())
+                .flatten()
+        })
+        .chain(extra.iter().copied())
+        .collect()
+}
+
+fn fill_resolvers(ebpf: &mut Ebpf, extra: &[std::net::IpAddr]) -> Result<(), LoadError> {
     let mut resolvers: HashMap<_, [u8; 16], u32> = HashMap::try_from(
         ebpf.map_mut("DNS_RESOLVERS")
             .ok_or(LoadError::MissingMap("DNS_RESOLVERS"))?,
     )
     .map_err(map_err("DNS_RESOLVERS"))?;
-    for ip in from_conf.chain(extra.iter().copied()) {
+    for ip in host_resolvers(extra) {
         let v6 = match ip {
             std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
             std::net::IpAddr::V6(v6) => v6,

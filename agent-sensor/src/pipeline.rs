@@ -86,6 +86,7 @@ impl Pipeline {
             sensor: SensorSelf {
                 pid: std::process::id(),
                 protected_paths: Vec::new(),
+                cgroup_root: crate::system::cgroup2_root().unwrap_or_default(),
                 resolvers: Vec::new(),
             },
             incidents: None,
@@ -184,6 +185,7 @@ impl Pipeline {
                 name: &agent.name,
                 profile: &agent.profile,
                 scope: &agent.scope,
+                cgroup: agent.cgroup.as_deref(),
             },
             others: &others,
             sensor: &self.sensor,
@@ -268,11 +270,16 @@ impl Pipeline {
             );
         }
         match respond::contain(&mut self.registry, &self.cgroup_parent, agent_id, what) {
-            Ok(took) => {
+            Ok(done) => {
                 if let Some(m) = &self.metrics {
-                    m.containment_latency(response_verb(response), took.as_secs_f64());
+                    m.containment_latency(response_verb(response), done.took.as_secs_f64());
                 }
-                format!("{} in {} µs", done_verb(what), took.as_micros())
+                format!(
+                    "{} in {} µs{}",
+                    done_verb(what),
+                    done.took.as_micros(),
+                    done.outside_note(what)
+                )
             }
             Err(e) => {
                 log::error!("cannot {} agent {agent_id}: {e}", response_verb(response));

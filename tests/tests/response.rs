@@ -397,6 +397,107 @@ fn freeze_stops_the_whole_tree_until_a_human_decides() {
     assert!(!cgroup.exists(), "{} left behind", cgroup.display());
 }
 
+#[test]
+fn a_process_that_moved_itself_out_of_the_agent_cgroup_is_still_frozen_and_killed() {
+    if !can_run_kernel_tests(
+        "a_process_that_moved_itself_out_of_the_agent_cgroup_is_still_frozen_and_killed",
+    ) {
+        return;
+    }
+    let scene = Scene::new(
+        "escape",
+        "[rules.\"credential.sensitive_read\"]\nresponse = \"freeze\"\n",
+    );
+    // Somewhere outside the agent's cgroup for it to move to (root may write any cgroup.procs).
+    let elsewhere = TestCgroup::new("escape");
+    let mut sensor = Sensor::start(&["--policy", s(&scene.policy), "--mode", "enforce"]);
+    let ticks = scene.root.join("ticks");
+    let pid_file = scene.root.join("pid");
+    // The shell moves itself out, then ticks; it reads the secret once out, which freezes.
+    let script = format!(
+        "echo $$ > {procs} && echo $$ > {pid} && cat {secret} > /dev/null; \
+         while :; do echo t >> {ticks}; sleep 0.05; done",
+        procs = s(&elsewhere.path.join("cgroup.procs")),
+        pid = s(&pid_file),
+        secret = s(&scene.secret),
+        ticks = s(&ticks)
+    );
+    let mut agent = Command::new(sensor_binary())
+        .args([
+            "exec",
+            "--agent",
+            "escaper",
+            "--worktree",
+            s(&scene.worktree),
+        ])
+        .arg("--control-socket")
+        .arg(&sensor.socket)
+        .args(["--", "/bin/sh", "-c", &script])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tamper = sensor
+        .wait_for_alert("tamper.sensor", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no tamper alert; the sensor said:\n{}", sensor.log_text()));
+    assert!(
+        tamper["summary"]
+            .as_str()
+            .unwrap()
+            .contains("a cgroup other than the agent's own"),
+        "{tamper:#}"
+    );
+    let frozen = sensor
+        .wait_for_alert("credential.sensitive_read", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no alert; the sensor said:\n{}", sensor.log_text()));
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let outcome = frozen["action"]["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains(&format!("moved out of its cgroup stopped by pid: {pid}")),
+        "{frozen:#}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let stopped_at = std::fs::read_to_string(&ticks).unwrap_or_default().len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        std::fs::read_to_string(&ticks).unwrap_or_default().len(),
+        stopped_at,
+        "the process outside the cgroup ran on"
+    );
+    let kill = Command::new(sensor_binary())
+        .args(["kill", "escaper", "--control-socket"])
+        .arg(&sensor.socket)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&kill.stdout);
+    assert!(
+        kill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kill.stderr)
+    );
+    assert!(
+        said.contains(&format!("moved out of its cgroup killed by pid: {pid}")),
+        "{said}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the killed agent lives on");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the process outside the cgroup lives on"
+    );
+    sensor.stop();
+}
+
 /// Removes a `--persist` daemon's pins and keeper at the end of a test.
 struct Uninstall(PathBuf);
 

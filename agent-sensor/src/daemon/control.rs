@@ -118,10 +118,11 @@ fn steer(pipeline: &mut Pipeline, agents: &mut Agents, name: &str, what: Steer) 
             },
         };
     };
-    let result = match what {
-        Steer::Thaw => agents.contain(pipeline, id, Containment::Thaw),
-        Steer::Kill => agents.contain(pipeline, id, Containment::Kill),
+    let containment = match what {
+        Steer::Thaw => Containment::Thaw,
+        Steer::Kill => Containment::Kill,
     };
+    let result = agents.contain(pipeline, id, containment);
     let record = crate::agents::registry::ResponseRecord {
         ts: pipeline.clock.rfc3339(crate::events::Clock::now_ktime_ns()),
         by: "human".into(),
@@ -131,19 +132,24 @@ fn steer(pipeline: &mut Pipeline, agents: &mut Agents, name: &str, what: Steer) 
         }
         .into(),
         outcome: match &result {
-            Ok(took) => format!("done in {} µs", took.as_micros()),
+            Ok(done) => format!(
+                "done in {} µs{}",
+                done.took.as_micros(),
+                done.outside_note(containment)
+            ),
             Err(e) => format!("failed: {e}"),
         },
     };
     pipeline.registry.record_response(id, record);
     match result {
-        Ok(_) => Reply::Done {
+        Ok(done) => Reply::Done {
             message: format!(
-                "agent {name} {}",
+                "agent {name} {}{}",
                 match what {
                     Steer::Thaw => "thawed",
                     Steer::Kill => "killed",
-                }
+                },
+                done.outside_note(containment)
             ),
         },
         Err(e) => Reply::Error {

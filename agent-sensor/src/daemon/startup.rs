@@ -397,7 +397,7 @@ impl Agents {
         pipeline: &mut Pipeline,
         id: u64,
         what: Containment,
-    ) -> Result<Duration, RespondError> {
+    ) -> Result<respond::Contained, RespondError> {
         respond::contain(&mut pipeline.registry, &pipeline.cgroup_parent, id, what)
     }
 

@@ -48,6 +48,8 @@ pub struct AgentView<'a> {
     pub name: &'a str,
     pub profile: &'a str,
     pub scope: &'a AgentScope,
+    /// The agent's own cgroup (v2), for an exec'd agent: what freeze and kill act on.
+    pub cgroup: Option<&'a Path>,
 }
 
 /// Another agent on the host: its worktree and session state are off limits. Borrowed from
@@ -65,6 +67,9 @@ pub struct SensorSelf {
     pub pid: u32,
     /// Policy file, state dir, bpffs pins, control socket.
     pub protected_paths: Vec<PathBuf>,
+    /// Where cgroup v2 is mounted (empty when it is not): writing there outside the agent's
+    /// own cgroup can take a process out of the agent's containment.
+    pub cgroup_root: PathBuf,
     /// The host's DNS resolvers (`loader::host_resolvers`): port 53 to them is name
     /// resolution, judged by exfil.dns_tunnel; port 53 anywhere else is egress.
     pub resolvers: Vec<std::net::IpAddr>,

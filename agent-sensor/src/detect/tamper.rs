@@ -1,6 +1,9 @@
 //! tamper.sensor: an agent going after the sensor — signals or ptrace aimed at its pid, any
 //! bpf() call or kernel module load, changes to bpffs pins, to the sensor's policy and state
-//! (`SensorSelf::protected_paths`) or to its `/proc` files, and connecting to its sockets.
+//! (`SensorSelf::protected_paths`) or to its `/proc` files, connecting to its sockets, and
+//! writing to cgroups other than its own: a root process that moves itself out of the agent's
+//! cgroup (`echo $$ > /sys/fs/cgroup/cgroup.procs`) is out of reach of freeze and kill, and of
+//! the egress programs on the agents' cgroups.
 //!
 //! Attempts count (a refused kill is still aimed at the sensor). Reading the policy or state
 //! does not: it changes nothing, and `grep -r /etc` or `find /` would read them in passing.
@@ -123,6 +126,9 @@ pub fn connect_unix(ctx: &Context, event: &Event, path: &[u8]) -> Option<Candida
 }
 
 fn protected(ctx: &Context, path: &[u8]) -> Option<&'static str> {
+    if outside_own_cgroup(ctx, path) {
+        return Some("a cgroup other than the agent's own, where it can escape freeze and kill");
+    }
     if under(path, BPFFS) {
         return Some("a BPF pin");
     }
@@ -134,6 +140,14 @@ fn protected(ctx: &Context, path: &[u8]) -> Option<&'static str> {
         .iter()
         .any(|p| under(path, p.as_os_str().as_encoded_bytes()))
         .then_some("part of the sensor's policy or state")
+}
+
+/// Under the cgroup v2 mount, but not in the agent's own cgroup (or one below it, which freeze
+/// and kill reach too).
+fn outside_own_cgroup(ctx: &Context, path: &[u8]) -> bool {
+    let root = ctx.sensor.cgroup_root.as_os_str().as_encoded_bytes();
+    let own = ctx.agent.cgroup.map(|c| c.as_os_str().as_encoded_bytes());
+    !root.is_empty() && under(path, root) && !own.is_some_and(|own| under(path, own))
 }
 
 #[cfg(test)]
@@ -302,6 +316,45 @@ mod tests {
         assert_silent(
             fx.feed(file_op(EventKind::FileUnlink, PID, "/var/lib/agent-sensor/x", None).ret(-2)),
         );
+    }
+
+    #[test]
+    fn writing_to_a_cgroup_other_than_its_own_fires() {
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(open(PID, "/sys/fs/cgroup/cgroup.procs", WRITE)),
+            RuleId::TamperSensor,
+            "wrote /sys/fs/cgroup/cgroup.procs, a cgroup other than the agent's own",
+        );
+        assert_fires(
+            fx.feed(open(
+                PID,
+                "/sys/fs/cgroup/agent-sensor/b-2/cgroup.freeze",
+                WRITE,
+            )),
+            RuleId::TamperSensor,
+            "/sys/fs/cgroup/agent-sensor/b-2/cgroup.freeze",
+        );
+        // Its own cgroup and cgroups below it stay within reach of freeze and kill (a write
+        // there is only outside its worktree).
+        let own = [
+            open(PID, &format!("{AGENT_CGROUP}/cgroup.procs"), WRITE),
+            file_op(
+                EventKind::FileMkdir,
+                PID,
+                &format!("{AGENT_CGROUP}/worker"),
+                None,
+            ),
+        ];
+        for event in own {
+            let findings = fx.feed(event);
+            assert!(
+                findings.iter().all(|f| f.rule != RuleId::TamperSensor),
+                "{findings:#?}"
+            );
+        }
+        // Reading is looking.
+        assert_silent(fx.feed(open(PID, "/sys/fs/cgroup/cgroup.procs", RDONLY)));
     }
 
     #[test]

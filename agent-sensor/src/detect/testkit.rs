@@ -87,6 +87,9 @@ learning_secs = 3600
 novelty_min_score = 50
 "#;
 
+/// The test agent's own cgroup.
+pub const AGENT_CGROUP: &str = "/sys/fs/cgroup/agent-sensor/a-1";
+
 /// One agent ("a", worktree /work/a, profile "test") next to another ("b", /work/b).
 pub struct Fixture {
     pub policy: Policy,
@@ -123,6 +126,7 @@ impl Fixture {
                     "/etc/agent-sensor/policy.toml".into(),
                     "/var/lib/agent-sensor".into(),
                 ],
+                cgroup_root: "/sys/fs/cgroup".into(),
                 resolvers: vec!["127.0.0.53".parse().unwrap(), "10.0.0.2".parse().unwrap()],
             },
             detector: Detector::new(),
@@ -139,6 +143,7 @@ impl Fixture {
                 name: "a",
                 profile: "test",
                 scope: &self.scope,
+                cgroup: Some(std::path::Path::new(AGENT_CGROUP)),
             },
             others: &self.others,
             sensor: &self.sensor,

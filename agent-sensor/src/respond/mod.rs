@@ -2,8 +2,15 @@
 //! of the tree at once and atomically; kill (cgroup.kill) kills them all. Acting on the cgroup
 //! rather than on pids means a reused pid can never be hit, and nothing outside the agent's
 //! tree can be: the sensor refuses any cgroup that is not an agent cgroup it created.
+//!
+//! A root process can still leave the cgroup (by writing its pid into another cgroup's
+//! `cgroup.procs`; tamper.sensor reports that). The kernel keeps tracking it as the agent's,
+//! and so does the registry, so after acting on the cgroup the agent's processes that are
+//! elsewhere now are signalled one by one, through a pidfd (SIGKILL for a kill, SIGSTOP for a
+//! freeze, SIGCONT for a thaw), and the outcome says so.
 
 use std::{
+    os::fd::{FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -97,13 +104,64 @@ pub enum Containment {
     Kill,
 }
 
-/// Carries out `what` on agent `id` through its cgroup and records its new state.
+/// What a containment did.
+#[derive(Debug)]
+pub struct Contained {
+    /// How long the cgroup took (for a freeze: until the kernel reported it frozen).
+    pub took: Duration,
+    /// The agent's processes found outside its cgroup, each with what signalling it gave.
+    pub outside: Vec<(u32, std::io::Result<()>)>,
+}
+
+impl Contained {
+    /// What was done outside the cgroup, to follow "killed in N µs" and the like; empty when
+    /// every process of the agent was in its cgroup.
+    pub fn outside_note(&self, what: Containment) -> String {
+        if self.outside.is_empty() {
+            return String::new();
+        }
+        let verb = match what {
+            Containment::Freeze => "stopped",
+            Containment::Thaw => "continued",
+            Containment::Kill => "killed",
+        };
+        let (done, failed): (Vec<_>, Vec<_>) = self.outside.iter().partition(|(_, r)| r.is_ok());
+        let pids = |list: &[&(u32, std::io::Result<()>)]| {
+            list.iter()
+                .map(|(pid, result)| match result {
+                    Ok(()) => pid.to_string(),
+                    Err(e) => format!("{pid} ({e})"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut note = String::new();
+        if !done.is_empty() {
+            note += &format!(
+                "; {} process(es) moved out of its cgroup {verb} by pid: {}",
+                done.len(),
+                pids(&done)
+            );
+        }
+        if !failed.is_empty() {
+            note += &format!(
+                "; {} process(es) moved out of its cgroup could not be {verb}: {}",
+                failed.len(),
+                pids(&failed)
+            );
+        }
+        note
+    }
+}
+
+/// Carries out `what` on agent `id` through its cgroup, then on its processes outside it, and
+/// records its new state.
 pub fn contain(
     registry: &mut Registry,
     parent: &Path,
     id: u64,
     what: Containment,
-) -> Result<Duration, RespondError> {
+) -> Result<Contained, RespondError> {
     let cgroup = registry
         .get(id)
         .and_then(|a| a.cgroup.clone())
@@ -117,12 +175,68 @@ pub fn contain(
         }
         Containment::Kill => (kill(&cgroup, parent)?, AgentState::Killed),
     };
+    let signal = match what {
+        Containment::Freeze => libc::SIGSTOP,
+        Containment::Thaw => libc::SIGCONT,
+        Containment::Kill => libc::SIGKILL,
+    };
+    // The hierarchy's root: `parent` is `<root>/agent-sensor`.
+    let root = parent.parent().unwrap_or(parent);
+    let outside = registry
+        .get(id)
+        .map(|a| a.processes.keys().copied().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|tgid| is_outside(*tgid, &cgroup, root))
+        .map(|tgid| (tgid, signal_outside(tgid, &cgroup, root, signal)))
+        .collect();
     if let Some(agent) = registry.get_mut(id) {
         if agent.state != AgentState::Exited {
             agent.state = state;
         }
     }
-    Ok(took)
+    Ok(Contained { took, outside })
+}
+
+/// Whether process `tgid` lives, in a cgroup v2 that is neither `cgroup` nor below it.
+fn is_outside(tgid: u32, cgroup: &Path, root: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{tgid}/cgroup")) else {
+        return false; // gone
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix("0::"))
+        .any(|rel| !root.join(rel.trim_start_matches('/')).starts_with(cgroup))
+}
+
+/// Sends `signal` to process `tgid` through a pidfd, once the pidfd (which stays the same
+/// process whatever happens to the pid) shows it is still outside `cgroup`. The pid comes from
+/// the registry, which drops a process at its exit event: the pid is reused before the daemon
+/// acts only if the kernel cycled through every pid meanwhile.
+fn signal_outside(tgid: u32, cgroup: &Path, root: &Path, signal: i32) -> std::io::Result<()> {
+    // SAFETY: plain syscall; a descriptor it returns is ours alone.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tgid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor we just received and own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if !is_outside(tgid, cgroup, root) {
+        return Ok(()); // back in (or gone): the cgroup took care of it
+    }
+    // SAFETY: `pidfd` is open; no siginfo, no flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

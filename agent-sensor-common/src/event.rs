@@ -43,6 +43,11 @@ pub mod flags {
     /// without closing it — this one was released without a close call the sensor saw (dup2
     /// over it, close_range, close-on-exec), at some time before this record.
     pub const RELEASED_UNSEEN: u16 = 1 << 7;
+    /// On a `ProcessKill`: a signal the kernel generated for the sensor, seen at the
+    /// `signal_generate` tracepoint rather than at a syscall's exit. `nr` is the syscall the
+    /// sender was in; `args` are the target's tgid and tid, the signal and whether it was for
+    /// the whole process; `ret` is the tracepoint's result (0: delivered).
+    pub const SIGNAL_GENERATED: u16 = 1 << 8;
 }
 
 /// What follows the header. Values are stable: they are written to disk in incident bundles.

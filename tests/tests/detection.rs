@@ -421,8 +421,26 @@ fn tampering_with_the_sensor_is_caught() {
     assert!(sensor
         .exec_agent("tamper-queued", &scene.worktree, &queued)
         .success());
+    // Through a pidfd: no pid among the call's arguments.
+    let by_pidfd = format!(
+        "/usr/bin/python3 -c \"import os, signal; \
+         signal.pidfd_send_signal(os.pidfd_open({}), signal.SIGWINCH)\"",
+        sensor.pid()
+    );
+    assert!(sensor
+        .exec_agent("tamper-pidfd", &scene.worktree, &by_pidfd)
+        .success());
     let alerts = stop_and_alerts(sensor);
     let tamper = alerts_of(&alerts, "tamper.sensor");
+    assert!(
+        tamper.iter().any(|a| a["agent"] == "tamper-pidfd"
+            && a["summary"]
+                .as_str()
+                .unwrap()
+                .starts_with("sent signal 28 to the sensor")
+            && a["evidence"][0]["syscall"] == "pidfd_send_signal"),
+        "{alerts:#?}"
+    );
     assert!(
         tamper
             .iter()

@@ -4,5 +4,6 @@ pub mod file;
 pub mod net;
 pub mod process;
 pub mod process_calls;
+pub mod signal;
 pub mod sockets;
 pub mod syscall;

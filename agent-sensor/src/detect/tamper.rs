@@ -8,7 +8,7 @@
 //! Attempts count (a refused kill is still aimed at the sensor). Reading the policy or state
 //! does not: it changes nothing, and `grep -r /etc` or `find /` would read them in passing.
 
-use agent_sensor_common::EventKind;
+use agent_sensor_common::{flags, EventKind};
 
 use super::{
     access::{proc_entry, under, Outcome},
@@ -45,6 +45,21 @@ pub fn syscall(ctx: &Context, event: &Event) -> Option<Candidate> {
     let sensor = ctx.sensor.pid;
     let call = syscall_name(*nr);
     let (target, summary) = match event.kind {
+        // Seen where the kernel generated it (pidfd_send_signal and the like): the record
+        // names the target and the signal itself.
+        EventKind::ProcessKill if event.flags & flags::SIGNAL_GENERATED != 0 => {
+            if args[0] as u32 != sensor || args[2] == 0 {
+                return None;
+            }
+            let how = match call {
+                "unknown" => format!("from syscall {nr}"),
+                name => format!("with {name}"),
+            };
+            (
+                "signal",
+                format!("sent signal {} to the sensor (pid {sensor}) {how}", args[2]),
+            )
+        }
         EventKind::ProcessKill => {
             let (aimed, signal) = match *nr {
                 // kill(-pgid) signals the sensor's process group (it leads its own).
@@ -204,6 +219,32 @@ mod tests {
             RuleId::TamperSensor,
             "sent signal 9 to the sensor (pid 77) with rt_tgsigqueueinfo",
         );
+        // A signal seen where the kernel generated it: args are the target, its thread, the
+        // signal and whether it was for the whole process.
+        let generated = |nr: u32, target: u64, signal: u64| {
+            let mut e = syscall(
+                EventKind::ProcessKill,
+                PID,
+                nr,
+                [target, target, signal, 1],
+                0,
+            );
+            e.flags |= agent_sensor_common::flags::SIGNAL_GENERATED;
+            e
+        };
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(generated(424, s, 28)),
+            RuleId::TamperSensor,
+            "sent signal 28 to the sensor (pid 77) with pidfd_send_signal",
+        );
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(generated(72, s, 29)),
+            RuleId::TamperSensor,
+            "sent signal 29 to the sensor (pid 77) from syscall 72",
+        );
+        assert_silent(fx.feed(generated(424, PID as u64 + 1, 9)));
         let mut fx = Fixture::new();
         let group = (-(SENSOR_PID as i64)) as u64;
         assert_fires(

@@ -146,6 +146,7 @@ pub(super) fn flag_names(bits: u16) -> Vec<&'static str> {
         (flags::PATH_DEPTH_EXCEEDED, "path_depth_exceeded"),
         (flags::PATH_UNRESOLVED, "path_unresolved"),
         (flags::RELEASED_UNSEEN, "released_unseen"),
+        (flags::SIGNAL_GENERATED, "signal_generated"),
     ]
     .into_iter()
     .filter(|(bit, _)| bits & bit != 0)

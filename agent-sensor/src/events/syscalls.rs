@@ -64,6 +64,7 @@ pub fn syscall_name(nr: u32) -> &'static str {
         316 => "renameat2",
         319 => "memfd_create",
         321 => "bpf",
+        424 => "pidfd_send_signal",
         425 => "io_uring_setup",
         437 => "openat2",
         452 => "fchmodat2",

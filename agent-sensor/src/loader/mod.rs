@@ -41,8 +41,12 @@ pub const PROGRAMS: [(&str, &str); 4] = [
     ("process_sched_process_exit", "sched_process_exit"),
 ];
 
-/// BTF tracepoints (program, tracepoint): typed `pt_regs` access, see `probes/syscall.rs`.
-pub const SYSCALL_PROGRAMS: [(&str, &str); 1] = [("syscall_sys_exit", "sys_exit")];
+/// BTF tracepoints (program, tracepoint): typed `pt_regs` and `task_struct` access, see
+/// `probes/syscall.rs` and `probes/signal.rs`.
+pub const SYSCALL_PROGRAMS: [(&str, &str); 2] = [
+    ("syscall_sys_exit", "sys_exit"),
+    ("process_signal_generate", "signal_generate"),
+];
 
 #[derive(Debug, Error)]
 pub enum LoadError {

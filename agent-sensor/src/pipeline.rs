@@ -224,6 +224,13 @@ impl Pipeline {
             } else {
                 match (response, mode) {
                     (Response::Alert, _) => "reported".to_string(),
+                    // The egress programs refuse with EPERM before the call returns: this one
+                    // they did not see (a raw socket, a socket connected before tracking, an
+                    // agent without a cgroup of its own), and saying "denied" would be false.
+                    (Response::Deny, Mode::Enforce) => format!(
+                        "not refused by the kernel: the call returned {}",
+                        call_result(event)
+                    ),
                     (r, Mode::Monitor) => format!("would {}", response_verb(r)),
                     (r, Mode::Enforce) => self.enforce(event.agent_id, r),
                 }
@@ -251,9 +258,7 @@ impl Pipeline {
         let what = match response {
             Response::Freeze => Containment::Freeze,
             Response::Kill => Containment::Kill,
-            Response::Deny => {
-                return "denied in the kernel where the egress allowlist applies".into()
-            }
+            Response::Deny => return "refused in the kernel".into(),
             Response::Alert => return "reported".into(),
         };
         let state = self.registry.get(agent_id).map(|a| a.state);
@@ -439,6 +444,16 @@ fn others_involved<'r>(registry: &'r Registry, event: &Event) -> Vec<OtherAgent<
 }
 
 /// A connect or send the egress programs refused (they make it fail with EPERM).
+/// What a call returned, for an outcome.
+fn call_result(event: &Event) -> i64 {
+    match &event.body {
+        Body::Net(net) => net.ret,
+        Body::File(file) => file.ret,
+        Body::Syscall { ret, .. } => *ret,
+        _ => 0,
+    }
+}
+
 fn denied_in_kernel(event: &Event) -> bool {
     const EPERM: i64 = -1;
     match &event.body {
@@ -545,6 +560,45 @@ mod tests {
         assert_eq!(reads(&mut pipeline, "/srv/shared/notes.txt"), 0);
         // Another agent's real worktree is still foreign.
         assert_eq!(reads(&mut pipeline, "/srv/work/other/src/main.rs"), 1);
+    }
+
+    #[test]
+    fn a_deny_the_kernel_did_not_carry_out_says_so() {
+        use crate::{agents::registry::Origin, detect::testkit::EventExt as _, policy::Mode};
+        let mut policy = Policy::builtin();
+        policy.file.sensor.mode = Mode::Enforce;
+        let mut pipeline = Pipeline::new(policy, None, None);
+        let policy = pipeline.policy.clone();
+        pipeline.registry.insert(
+            &policy,
+            1,
+            "raw".into(),
+            "/srv/work/raw".into(),
+            "default".into(),
+            Origin::Exec,
+            None,
+            testkit::UID,
+        );
+        let outcomes = |pipeline: &Pipeline| -> Vec<String> {
+            let agent = pipeline.registry.get(1).unwrap();
+            agent.responses.iter().map(|r| r.outcome.clone()).collect()
+        };
+        // Refused with EPERM by the egress programs.
+        let mut refused = testkit::connect(102, "198.51.100.10", 443).ret(-1);
+        refused.agent_id = 1;
+        pipeline.handle(refused).unwrap();
+        assert_eq!(
+            outcomes(&pipeline),
+            ["denied in the kernel (EPERM): nothing was sent"]
+        );
+        // A send they did not see (a raw socket's): it went out, or failed otherwise.
+        let mut unseen = testkit::send_to(102, "198.51.100.11", 0).ret(-22);
+        unseen.agent_id = 1;
+        pipeline.handle(unseen).unwrap();
+        assert_eq!(
+            outcomes(&pipeline)[1],
+            "not refused by the kernel: the call returned -22"
+        );
     }
 
     #[test]

@@ -256,11 +256,11 @@ pub fn outcome_class(outcome: &str) -> &'static str {
     }
     if text.starts_with("would ") {
         "simulated"
-    } else if text.starts_with("failed") {
+    } else if text.starts_with("failed") || text.starts_with("not refused") {
         "failed"
     } else if text.starts_with("already ") {
         "already_contained"
-    } else if ["frozen", "killed", "denied", "thawed"]
+    } else if ["frozen", "killed", "denied", "refused", "thawed"]
         .iter()
         .any(|done| text.starts_with(done))
     {
@@ -1004,8 +1004,12 @@ mod tests {
         assert_eq!(outcome_class("frozen in 812 µs"), "succeeded");
         assert_eq!(outcome_class("killed in 3 µs"), "succeeded");
         assert_eq!(
-            outcome_class("denied in the kernel where the egress allowlist applies"),
+            outcome_class("denied in the kernel (EPERM): nothing was sent"),
             "succeeded"
+        );
+        assert_eq!(
+            outcome_class("not refused by the kernel: the call returned -22"),
+            "failed"
         );
         assert_eq!(outcome_class("already frozen"), "already_contained");
         assert_eq!(outcome_class("failed: EPERM"), "failed");

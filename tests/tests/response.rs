@@ -467,11 +467,41 @@ fn a_process_that_moved_itself_out_of_the_agent_cgroup_is_still_frozen_and_kille
         stopped_at,
         "the process outside the cgroup ran on"
     );
-    let kill = Command::new(sensor_binary())
-        .args(["kill", "escaper", "--control-socket"])
-        .arg(&sensor.socket)
-        .output()
-        .unwrap();
+    // A human thaws it: the process outside runs on again. A second thaw has nothing to thaw.
+    let human = |op: &str| {
+        Command::new(sensor_binary())
+            .args([op, "escaper", "--control-socket"])
+            .arg(&sensor.socket)
+            .output()
+            .unwrap()
+    };
+    let thaw = human("thaw");
+    let said = String::from_utf8_lossy(&thaw.stdout);
+    assert!(
+        thaw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&thaw.stderr)
+    );
+    assert!(
+        said.contains(&format!("moved out of its cgroup continued by pid: {pid}")),
+        "{said}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&ticks).unwrap_or_default().len() == stopped_at {
+        assert!(
+            Instant::now() < deadline,
+            "the thawed process did not run on"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let again = human("thaw");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("agent escaper is not frozen (running)"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let kill = human("kill");
     let said = String::from_utf8_lossy(&kill.stdout);
     assert!(
         kill.status.success(),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::startup::Agents;
 use crate::{
+    agents::registry::AgentState,
     control::{Reply, Request},
     loader::LoadedSensor,
     pipeline::Pipeline,
@@ -118,6 +119,17 @@ fn steer(pipeline: &mut Pipeline, agents: &mut Agents, name: &str, what: Steer) 
             },
         };
     };
+    // A thaw is a human's answer to a freeze: of an agent that is not frozen it would only
+    // say "thawed" about nothing.
+    let state = pipeline.registry.get(id).map(|a| a.state);
+    if matches!(what, Steer::Thaw) && state != Some(AgentState::Frozen) {
+        return Reply::Error {
+            message: format!(
+                "agent {name} is not frozen ({})",
+                state.map_or("unknown", |s| s.as_str())
+            ),
+        };
+    }
     let containment = match what {
         Steer::Thaw => Containment::Thaw,
         Steer::Kill => Containment::Kill,

@@ -92,10 +92,18 @@ pub fn check(ctx: &Context, event: &Event, reads: &mut RecentReads, out: &mut Ve
         return;
     }
     let target = destination(ip, port, name);
-    let verb = if event.kind == EventKind::NetConnect {
-        "connected to"
-    } else {
-        "sent data to"
+    // An attempt counts as much as a success, but the summary says which it was (a connect
+    // the egress programs refused did not connect).
+    const EINPROGRESS: i64 = -115;
+    let ret = match &event.body {
+        Body::Net(net) => net.ret,
+        _ => 0,
+    };
+    let verb = match (event.kind == EventKind::NetConnect, ret) {
+        (true, 0 | EINPROGRESS) => "connected to",
+        (true, _) => "tried to connect to",
+        (false, sent) if sent >= 0 => "sent data to",
+        (false, _) => "tried to send data to",
     };
     let place = destination_long(ip, port, name);
     let window_secs = ctx.agent.scope.thresholds.exfil_window_secs;
@@ -173,7 +181,18 @@ mod tests {
         assert_fires(
             fx.feed(connect(PID, "192.0.2.1", 80).ret(-115)),
             RuleId::UnallowedEgress,
-            "192.0.2.1:80",
+            "connected to 192.0.2.1:80",
+        );
+        // One the kernel refused is an attempt, and says so.
+        assert_fires(
+            fx.feed(connect(PID, "192.0.2.2", 80).ret(-1)),
+            RuleId::UnallowedEgress,
+            "tried to connect to 192.0.2.2:80",
+        );
+        assert_fires(
+            fx.feed(send_to(PID, "192.0.2.3", 80).ret(-1)),
+            RuleId::UnallowedEgress,
+            "tried to send data to 192.0.2.3:80",
         );
     }
 

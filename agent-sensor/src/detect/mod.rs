@@ -63,7 +63,8 @@ pub struct OtherAgent<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SensorSelf {
     pub pid: u32,
-    /// Policy file, state dir, bpffs pins, control socket.
+    /// Policy file, state dir, bpffs pins, control socket: absolute, as the kernel names the
+    /// paths they are compared with.
     pub protected_paths: Vec<PathBuf>,
 }
 

@@ -35,6 +35,7 @@ use crate::{
         webhook::{WebhookConfig, WebhookSink},
     },
     loader::{LoadError, LoadOptions, LoadedSensor},
+    lock::{Claim, DirLock, LockError},
     pipeline::{Pipeline, Stats},
     policy::{Mode, Policy, PolicyError, RuleId},
     tracking::TrackError,
@@ -50,6 +51,8 @@ pub enum DaemonError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Control(#[from] server::ServerError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("cannot open {what} file {path}: {source}")]
     OutputFile {
         what: &'static str,
@@ -202,6 +205,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
         path: state_dir.clone(),
         source,
     })?;
+    let mut locks = Locks::acquire(&state_dir, options.persist.as_deref())?;
 
     let load = LoadOptions {
         ring_bytes: options
@@ -441,6 +445,9 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     match pins {
         Some(pins) if options.detach => {
             pins.remove();
+            if let Some(lock) = locks.pins.take() {
+                lock.remove();
+            }
             log::info!("--detach: pins removed; nothing of the sensor stays in the kernel");
         }
         Some(_) => log::info!(
@@ -468,6 +475,46 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     );
     Ok(stats)
 }
+
+/// The directories this daemon has to itself (see `lock`), held for its life.
+struct Locks {
+    _state: DirLock,
+    pins: Option<DirLock>,
+}
+
+impl Locks {
+    /// Claims the state dir, and the pin dir with `--persist`, before anything in them or in
+    /// the kernel is touched: a second daemon on either is refused.
+    fn acquire(state_dir: &Path, persist: Option<&Path>) -> Result<Self, DaemonError> {
+        let state = DirLock::acquire(
+            &state_dir.join(STATE_LOCK),
+            Claim {
+                what: "the state directory",
+                dir: state_dir,
+                advice: "stop it first, or give this daemon a state directory of its own \
+                         (--state-dir)",
+            },
+        )?;
+        let pins = match persist {
+            Some(pins) => Some(DirLock::acquire(
+                &crate::loader::persist::lock_file(pins),
+                Claim {
+                    what: "the pin directory",
+                    dir: pins,
+                    advice: "stop it first, or give this daemon pins of its own (--persist DIR)",
+                },
+            )?),
+            None => None,
+        };
+        Ok(Self {
+            _state: state,
+            pins,
+        })
+    }
+}
+
+/// The lock file in the state dir (see `lock`).
+const STATE_LOCK: &str = "daemon.lock";
 
 /// SIGHUP: the policy file is read again. A policy that does not load changes nothing: the one
 /// in force stays, and the error is logged. (Discovery executables and in-kernel enforcement

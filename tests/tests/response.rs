@@ -380,18 +380,6 @@ fn freeze_stops_the_whole_tree_until_a_human_decides() {
     assert!(!cgroup.exists(), "{} left behind", cgroup.display());
 }
 
-/// Removes a `--persist` daemon's pins and keeper at the end of a test.
-struct Uninstall(PathBuf);
-
-impl Drop for Uninstall {
-    fn drop(&mut self) {
-        let _ = Command::new(sensor_binary())
-            .args(["uninstall", "--persist-dir"])
-            .arg(&self.0)
-            .output();
-    }
-}
-
 #[test]
 fn kill_9_of_the_daemon_loses_neither_tracking_nor_enforcement() {
     if !can_run_kernel_tests("kill_9_of_the_daemon_loses_neither_tracking_nor_enforcement") {

@@ -409,3 +409,44 @@ fn pins_in_use_refuse_a_second_daemon_and_uninstall_but_not_the_daemon_after_a_k
     next.assert_serving("taking over from a killed daemon");
     next.stop_only();
 }
+
+#[test]
+fn an_enforcement_list_naming_no_file_stops_the_start_naming_the_key() {
+    if !can_run_kernel_tests("an_enforcement_list_naming_no_file_stops_the_start_naming_the_key") {
+        return;
+    }
+    let (_dir, root) = scratch("nokey");
+    let missing = root.join("no-such-key");
+    let policy = root.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!("[enforcement]\nkill_on_access = [\"{}\"]\n", s(&missing)),
+    )
+    .unwrap();
+    let check = Command::new(sensor_binary())
+        .args(["check-config", s(&policy)])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    let (status, said) = run_refused(
+        &[
+            "--policy",
+            s(&policy),
+            "--mode",
+            "enforce",
+            "--state-dir",
+            s(&root.join("state")),
+            "--control-socket",
+            s(&root.join("control.sock")),
+            "--metrics-addr",
+            "none",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(!status.success(), "{said}");
+    let expected = format!(
+        "cannot set up in-kernel enforcement: enforcement.kill_on_access: {}: No such file",
+        s(&missing)
+    );
+    assert!(said.contains(&expected), "{said}");
+}

@@ -223,11 +223,19 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     let mut sensor = LoadedSensor::load(&load)?;
     if policy.mode() == Mode::Enforce {
         let enforcement = &policy.file.enforcement;
-        for (map, paths) in [
-            ("KILL_ON_ACCESS", &enforcement.kill_on_access),
-            ("FORBIDDEN_EXEC", &enforcement.forbidden_exec),
+        for (map, key, paths) in [
+            (
+                "KILL_ON_ACCESS",
+                "enforcement.kill_on_access",
+                &enforcement.kill_on_access,
+            ),
+            (
+                "FORBIDDEN_EXEC",
+                "enforcement.forbidden_exec",
+                &enforcement.forbidden_exec,
+            ),
         ] {
-            crate::respond::kernel::fill_inode_list(&mut sensor.ebpf, map, paths)
+            crate::respond::kernel::fill_inode_list(&mut sensor.ebpf, map, key, paths)
                 .map_err(DaemonError::Enforcement)?;
         }
         sensor.refresh_lists()?;

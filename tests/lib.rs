@@ -421,6 +421,18 @@ pub enum BpfKind {
     Link,
 }
 
+/// Removes a `--persist` daemon's pins and keeper at the end of a test.
+pub struct Uninstall(pub PathBuf);
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ = Command::new(sensor_binary())
+            .args(["uninstall", "--persist-dir"])
+            .arg(&self.0)
+            .output();
+    }
+}
+
 /// Runs the sensor binary with `args` as user `uid` (for the not-root checks).
 pub fn run_as(uid: u32, args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(sensor_binary());

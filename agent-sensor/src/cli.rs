@@ -79,7 +79,7 @@ pub enum Command {
         control_socket: PathBuf,
     },
     /// Remove everything a `run --persist` daemon left pinned in the kernel (programs, links,
-    /// maps). Run it with the daemon stopped.
+    /// maps). Refused while a daemon uses them: stop it first.
     Uninstall {
         #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
         persist_dir: PathBuf,
@@ -153,6 +153,7 @@ pub struct RunArgs {
     pub webhook_url: Option<String>,
 
     /// Where agents, learned behaviour and incident bundles are kept (overrides the policy).
+    /// One daemon per state directory: a second one is refused.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 

@@ -22,6 +22,7 @@ pub mod events;
 pub mod export;
 pub mod fasthash;
 pub mod loader;
+pub mod lock;
 pub mod pipeline;
 pub mod policy;
 pub mod probe;

@@ -108,7 +108,18 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::CheckConfig { file } => commands::check_config(&file),
         Command::Uninstall { persist_dir } => {
             agent_sensor::system::require_root()?;
+            // Held while the pins go: a daemon started meanwhile waits for none of it.
+            let lock = agent_sensor::lock::DirLock::acquire(
+                &agent_sensor::loader::persist::lock_file(&persist_dir),
+                agent_sensor::lock::Claim {
+                    what: "the pin directory",
+                    dir: &persist_dir,
+                    advice: "stop it first (uninstall removes what a stopped daemon left in the \
+                             kernel)",
+                },
+            )?;
             let (links, maps) = agent_sensor::loader::persist::remove_all(&persist_dir);
+            lock.remove();
             println!(
                 "removed {links} pinned links and {maps} pinned maps from {}",
                 persist_dir.display()

@@ -280,3 +280,173 @@ fn a_full_disk_for_incidents_still_alerts() {
         "the alert did not reach the metrics"
     );
 }
+
+/// Runs `agent-sensor run ARGS`, which must give up: its exit status and what it said. A
+/// daemon still running after `timeout` was not refused: it is killed and the test fails.
+fn run_refused(args: &[&str], timeout: Duration) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(sensor_binary())
+        .arg("run")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start agent-sensor");
+    let deadline = std::time::Instant::now() + timeout;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!(
+                "a daemon that should have been refused ran for {timeout:?}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_dir_is_refused_and_the_first_carries_on() {
+    if !can_run_kernel_tests(
+        "a_second_daemon_on_the_same_state_dir_is_refused_and_the_first_carries_on",
+    ) {
+        return;
+    }
+    let (_dir, root) = scratch("twostate");
+    let worktree = git_worktree(&root, "work");
+    let mut first = Sensor::start(&[]);
+    assert!(first.exec_agent("one", &worktree, "true").success());
+    // Its own socket and events: only the state dir is shared.
+    let socket = root.join("other.sock");
+    let (status, said) = run_refused(
+        &[
+            "--state-dir",
+            s(&first.state_dir),
+            "--control-socket",
+            s(&socket),
+            "--events",
+            s(&root.join("events.jsonl")),
+            "--metrics-addr",
+            "none",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(!status.success(), "{said}");
+    let expected = format!(
+        "the state directory {} is in use by the agent-sensor daemon with pid {}",
+        first.state_dir.display(),
+        first.pid()
+    );
+    assert!(said.contains(&expected), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "not one line: {said}");
+    assert!(
+        !socket.exists(),
+        "the refused daemon made its control socket"
+    );
+    // The first one goes on: it still registers, tracks and confirms agents.
+    first.assert_serving("a second daemon was refused");
+    assert!(first.exec_agent("two", &worktree, "true").success());
+    first.stop_only();
+}
+
+#[test]
+fn pins_in_use_refuse_a_second_daemon_and_uninstall_but_not_the_daemon_after_a_kill_9() {
+    if !can_run_kernel_tests(
+        "pins_in_use_refuse_a_second_daemon_and_uninstall_but_not_the_daemon_after_a_kill_9",
+    ) {
+        return;
+    }
+    let (_dir, root) = scratch("twopins");
+    let pins = PathBuf::from(format!(
+        "/sys/fs/bpf/agent-sensor-test-lock-{}",
+        std::process::id()
+    ));
+    let _uninstall = Uninstall(pins.clone());
+    let args = ["--persist", s(&pins)];
+    let mut first = Sensor::start_in(TempDir::new("twopins-sensor"), &args);
+    let in_use = format!(
+        "the pin directory {} is in use by the agent-sensor daemon with pid {}",
+        pins.display(),
+        first.pid()
+    );
+
+    let uninstall = Command::new(sensor_binary())
+        .args(["uninstall", "--persist-dir", s(&pins)])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&uninstall.stderr);
+    assert!(!uninstall.status.success(), "{said}");
+    assert!(said.contains(&in_use), "{said}");
+    assert!(pins.join("maps/EVENTS").exists(), "uninstall removed pins");
+
+    // Another state dir, the same pins: the second daemon would retire the first's programs.
+    let (status, said) = run_refused(
+        &[
+            "--persist",
+            s(&pins),
+            "--state-dir",
+            s(&root.join("state")),
+            "--control-socket",
+            s(&root.join("other.sock")),
+            "--metrics-addr",
+            "none",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(!status.success(), "{said}");
+    assert!(said.contains(&in_use), "{said}");
+    first.assert_serving("a second daemon was refused its pins");
+
+    // The keeper the first daemon forked outlives it, holding every descriptor the daemon had:
+    // the lock must not be one of them.
+    let dir = first.crash();
+    let mut next = Sensor::start_in(dir, &args);
+    next.assert_serving("taking over from a killed daemon");
+    next.stop_only();
+}
+
+#[test]
+fn an_enforcement_list_naming_no_file_stops_the_start_naming_the_key() {
+    if !can_run_kernel_tests("an_enforcement_list_naming_no_file_stops_the_start_naming_the_key") {
+        return;
+    }
+    let (_dir, root) = scratch("nokey");
+    let missing = root.join("no-such-key");
+    let policy = root.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!("[enforcement]\nkill_on_access = [\"{}\"]\n", s(&missing)),
+    )
+    .unwrap();
+    let check = Command::new(sensor_binary())
+        .args(["check-config", s(&policy)])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    let (status, said) = run_refused(
+        &[
+            "--policy",
+            s(&policy),
+            "--mode",
+            "enforce",
+            "--state-dir",
+            s(&root.join("state")),
+            "--control-socket",
+            s(&root.join("control.sock")),
+            "--metrics-addr",
+            "none",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(!status.success(), "{said}");
+    let expected = format!(
+        "cannot set up in-kernel enforcement: enforcement.kill_on_access: {}: No such file",
+        s(&missing)
+    );
+    assert!(said.contains(&expected), "{said}");
+}

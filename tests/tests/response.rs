@@ -528,18 +528,6 @@ fn a_process_that_moved_itself_out_of_the_agent_cgroup_is_still_frozen_and_kille
     sensor.stop();
 }
 
-/// Removes a `--persist` daemon's pins and keeper at the end of a test.
-struct Uninstall(PathBuf);
-
-impl Drop for Uninstall {
-    fn drop(&mut self) {
-        let _ = Command::new(sensor_binary())
-            .args(["uninstall", "--persist-dir"])
-            .arg(&self.0)
-            .output();
-    }
-}
-
 #[test]
 fn kill_9_of_the_daemon_loses_neither_tracking_nor_enforcement() {
     if !can_run_kernel_tests("kill_9_of_the_daemon_loses_neither_tracking_nor_enforcement") {

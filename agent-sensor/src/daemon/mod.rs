@@ -10,7 +10,7 @@ use std::{
     fs::OpenOptions,
     io::{BufWriter, Write},
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
@@ -35,6 +35,7 @@ use crate::{
         webhook::{WebhookConfig, WebhookSink},
     },
     loader::{LoadError, LoadOptions, LoadedSensor},
+    lock::{Claim, DirLock, LockError},
     pipeline::{Pipeline, Stats},
     policy::{Mode, Policy, PolicyError, RuleId},
     tracking::TrackError,
@@ -50,6 +51,8 @@ pub enum DaemonError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Control(#[from] server::ServerError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("cannot open {what} file {path}: {source}")]
     OutputFile {
         what: &'static str,
@@ -202,6 +205,7 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
         path: state_dir.clone(),
         source,
     })?;
+    let mut locks = Locks::acquire(&state_dir, options.persist.as_deref())?;
 
     let load = LoadOptions {
         ring_bytes: options
@@ -219,11 +223,19 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     let mut sensor = LoadedSensor::load(&load)?;
     if policy.mode() == Mode::Enforce {
         let enforcement = &policy.file.enforcement;
-        for (map, paths) in [
-            ("KILL_ON_ACCESS", &enforcement.kill_on_access),
-            ("FORBIDDEN_EXEC", &enforcement.forbidden_exec),
+        for (map, key, paths) in [
+            (
+                "KILL_ON_ACCESS",
+                "enforcement.kill_on_access",
+                &enforcement.kill_on_access,
+            ),
+            (
+                "FORBIDDEN_EXEC",
+                "enforcement.forbidden_exec",
+                &enforcement.forbidden_exec,
+            ),
         ] {
-            crate::respond::kernel::fill_inode_list(&mut sensor.ebpf, map, paths)
+            crate::respond::kernel::fill_inode_list(&mut sensor.ebpf, map, key, paths)
                 .map_err(DaemonError::Enforcement)?;
         }
         sensor.refresh_lists()?;
@@ -306,15 +318,11 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
             path: state_dir.clone(),
             source,
         })?;
-    pipeline.sensor.protected_paths = [
-        Some(state_dir.clone()),
-        options.policy.clone(),
-        Some(options.control_socket.clone()),
-        Some(PathBuf::from("/sys/fs/bpf")),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    pipeline.sensor.protected_paths = protected_paths(
+        &state_dir,
+        options.policy.as_deref(),
+        &options.control_socket,
+    );
     // The same resolvers as the kernel's egress programs were given at load.
     pipeline.sensor.resolvers =
         crate::loader::host_resolvers(&pipeline.policy.file.enforcement.resolvers);
@@ -448,6 +456,9 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     match pins {
         Some(pins) if options.detach => {
             pins.remove();
+            if let Some(lock) = locks.pins.take() {
+                lock.remove();
+            }
             log::info!("--detach: pins removed; nothing of the sensor stays in the kernel");
         }
         Some(_) => log::info!(
@@ -476,6 +487,46 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     Ok(stats)
 }
 
+/// The directories this daemon has to itself (see `lock`), held for its life.
+struct Locks {
+    _state: DirLock,
+    pins: Option<DirLock>,
+}
+
+impl Locks {
+    /// Claims the state dir, and the pin dir with `--persist`, before anything in them or in
+    /// the kernel is touched: a second daemon on either is refused.
+    fn acquire(state_dir: &Path, persist: Option<&Path>) -> Result<Self, DaemonError> {
+        let state = DirLock::acquire(
+            &state_dir.join(STATE_LOCK),
+            Claim {
+                what: "the state directory",
+                dir: state_dir,
+                advice: "stop it first, or give this daemon a state directory of its own \
+                         (--state-dir)",
+            },
+        )?;
+        let pins = match persist {
+            Some(pins) => Some(DirLock::acquire(
+                &crate::loader::persist::lock_file(pins),
+                Claim {
+                    what: "the pin directory",
+                    dir: pins,
+                    advice: "stop it first, or give this daemon pins of its own (--persist DIR)",
+                },
+            )?),
+            None => None,
+        };
+        Ok(Self {
+            _state: state,
+            pins,
+        })
+    }
+}
+
+/// The lock file in the state dir (see `lock`).
+const STATE_LOCK: &str = "daemon.lock";
+
 /// SIGHUP: the policy file is read again. A policy that does not load changes nothing: the one
 /// in force stays, and the error is logged. (Discovery executables and in-kernel enforcement
 /// lists are set at start; a reload changes profiles, rules and responses.)
@@ -501,6 +552,66 @@ fn reload_policy(options: &RunOptions, pipeline: &mut Pipeline) {
                 path.display(),
                 errors.len()
             );
+        }
+    }
+}
+
+/// What tamper.sensor guards besides the pins and `/proc` files it knows itself: the state
+/// dir, the policy file, the control socket and bpffs, each named as the kernel names the
+/// paths of agents' calls (see [`kernel_names`]). A relative name, compared with those
+/// absolute paths, would guard nothing.
+fn protected_paths(state_dir: &Path, policy: Option<&Path>, control_socket: &Path) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    for path in [
+        Some(state_dir),
+        policy,
+        Some(control_socket),
+        Some(Path::new("/sys/fs/bpf")),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        for name in kernel_names(path) {
+            if !paths.contains(&name) {
+                paths.push(name);
+            }
+        }
+    }
+    paths
+}
+
+/// `path` made absolute (against the daemon's working directory, where a relative `--policy`
+/// was given), and that name with its symlinks resolved as far as it exists (the control
+/// socket does not yet): the kernel reports a call through a symlink under the link's target,
+/// and one that replaces the link itself under the link's own name.
+fn kernel_names(path: &Path) -> Vec<PathBuf> {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let resolved = resolve_existing(&absolute);
+    if resolved == absolute {
+        vec![absolute]
+    } else {
+        vec![absolute, resolved]
+    }
+}
+
+/// The longest existing ancestor of `path` canonicalized, the rest appended as it is; `path`
+/// itself when none canonicalizes or the rest names a parent (`..`).
+fn resolve_existing(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut base = path;
+    loop {
+        if let Ok(canonical) = std::fs::canonicalize(base) {
+            return rest
+                .iter()
+                .rev()
+                .fold(canonical, |resolved, name| resolved.join(name));
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                base = parent;
+            }
+            _ => return path.to_path_buf(),
         }
     }
 }
@@ -583,4 +694,66 @@ fn report_kernel_counters(sensor: &LoadedSensor, stats: &mut Stats, metrics: &Me
         metrics.kernel_filtered(slot as u32, new.saturating_sub(*old));
     }
     stats.kernel_filtered = now;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::protected_paths;
+
+    /// A scratch directory of this test process, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("as-protect-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(std::fs::canonicalize(&dir).unwrap())
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn relative_names_are_guarded_as_absolute_paths() {
+        // `cd /tmp/x; agent-sensor run --policy pol/mon.toml --state-dir state ...`: an agent
+        // writing /tmp/x/pol/mon.toml is reported under that absolute path.
+        let cwd = std::env::current_dir().unwrap();
+        let paths = protected_paths(
+            Path::new("state"),
+            Some(Path::new("pol/mon.toml")),
+            Path::new("run/control.sock"),
+        );
+        assert!(paths.iter().all(|p| p.is_absolute()), "{paths:?}");
+        for name in ["state", "pol/mon.toml", "run/control.sock"] {
+            assert!(paths.contains(&cwd.join(name)), "{name}: {paths:?}");
+        }
+        assert!(paths.contains(&PathBuf::from("/sys/fs/bpf")), "{paths:?}");
+    }
+
+    #[test]
+    fn names_through_a_symlink_are_guarded_under_both_names() {
+        let scratch = Scratch::new("link");
+        let real = scratch.0.join("real");
+        let link = scratch.0.join("link");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::write(real.join("policy.toml"), "").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        // The socket does not exist yet when the list is made: its directory is resolved.
+        let paths = protected_paths(
+            &link.join("state"),
+            Some(&link.join("policy.toml")),
+            &link.join("control.sock"),
+        );
+        for name in ["state", "policy.toml", "control.sock"] {
+            assert!(paths.contains(&link.join(name)), "{name}: {paths:?}");
+            assert!(paths.contains(&real.join(name)), "{name}: {paths:?}");
+        }
+    }
 }

@@ -65,7 +65,8 @@ pub struct OtherAgent<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SensorSelf {
     pub pid: u32,
-    /// Policy file, state dir, bpffs pins, control socket.
+    /// Policy file, state dir, bpffs pins, control socket: absolute, as the kernel names the
+    /// paths they are compared with.
     pub protected_paths: Vec<PathBuf>,
     /// Where cgroup v2 is mounted (empty when it is not): writing there outside the agent's
     /// own cgroup can take a process out of the agent's containment.

@@ -206,6 +206,15 @@ fn keeper_dir(dir: &Path) -> PathBuf {
     Path::new("/run/agent-sensor/keepers").join(name.trim_start_matches('_'))
 }
 
+/// The file whose lock claims the pins in `dir` for one daemon (see `lock`), beside the
+/// keepers' directory: bpffs holds only BPF objects, and `remove_all` removes that directory.
+pub fn lock_file(dir: &Path) -> PathBuf {
+    let keepers = keeper_dir(dir);
+    let mut name = keepers.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    keepers.with_file_name(name)
+}
+
 /// `keeper.<pid of the daemon that forked it>` files: (path, keeper pid).
 fn keepers(dir: &Path) -> Vec<(PathBuf, i32)> {
     std::fs::read_dir(keeper_dir(dir))
@@ -375,6 +384,19 @@ mod tests {
         assert_eq!(
             shapes["CONFIG"].value_size as usize,
             std::mem::size_of::<agent_sensor_common::SensorConfig>()
+        );
+    }
+
+    #[test]
+    fn the_lock_of_a_pin_dir_is_beside_its_keepers_not_among_them() {
+        let dir = Path::new("/sys/fs/bpf/agent-sensor");
+        assert_eq!(
+            keeper_dir(dir),
+            Path::new("/run/agent-sensor/keepers/sys_fs_bpf_agent-sensor")
+        );
+        assert_eq!(
+            lock_file(dir),
+            Path::new("/run/agent-sensor/keepers/sys_fs_bpf_agent-sensor.lock")
         );
     }
 

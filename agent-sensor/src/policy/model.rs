@@ -372,9 +372,12 @@ impl Default for SensorFile {
 #[serde(deny_unknown_fields, default)]
 pub struct Enforcement {
     /// Files whose opening kills the opener before open() returns (absolute paths; matched by
-    /// device and inode, so every name of the file counts).
+    /// device and inode, so every name of the file counts). Each must exist when a daemon
+    /// starts in enforce mode, which refuses to start otherwise; a file made or replaced later
+    /// is covered from the next start (a reload does not look them up again).
     pub kill_on_access: Vec<String>,
-    /// Executables an agent is killed for running, before their first instruction.
+    /// Executables an agent is killed for running, before their first instruction (absolute
+    /// paths, looked up like `kill_on_access`).
     pub forbidden_exec: Vec<String>,
     /// DNS resolvers besides those in /etc/resolv.conf: port 53 to them is not egress.
     pub resolvers: Vec<std::net::IpAddr>,

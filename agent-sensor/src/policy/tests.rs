@@ -178,6 +178,33 @@ worktree = ""
 }
 
 #[test]
+fn enforcement_lists_take_absolute_paths_only() {
+    let text = r#"
+[enforcement]
+kill_on_access = ["/etc/shadow", "~/.ssh/id_test"]
+forbidden_exec = [
+    "/usr/bin/nc",
+    "nc",
+]
+"#;
+    let errors = errors_of(text);
+    let expected = [
+        "policy.toml:3: enforcement.kill_on_access: \"~/.ssh/id_test\": an absolute path",
+        "policy.toml:4: enforcement.forbidden_exec: \"nc\": an absolute path",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (error, start) in errors.iter().zip(expected) {
+        assert!(
+            error.starts_with(start),
+            "{error}\n  should start with\n{start}"
+        );
+    }
+    // Whether the files exist is the daemon's to say, when it starts in enforce mode.
+    let fine = "[enforcement]\nkill_on_access = [\"/nonexistent/key\"]\nforbidden_exec = []\n";
+    assert!(check(fine, "policy.toml").is_ok());
+}
+
+#[test]
 fn every_error_is_reported_types_and_semantics_together() {
     let text = r#"
 [sensor]

@@ -18,6 +18,7 @@ pub fn problems(file: &PolicyFile) -> Vec<Problem> {
     check_paths(file, &mut found);
     check_discovery(file, &mut found);
     check_rules(file, &mut found);
+    check_enforcement(file, &mut found);
     for (name, profile) in &file.profiles {
         check_profile(
             &KeyPath::new(["profiles", name.as_str()]),
@@ -103,6 +104,25 @@ fn check_rules(file: &PolicyFile, found: &mut Vec<Problem>) {
     for (id, rule) in &file.rules {
         let path = KeyPath::new(["rules", id.as_str(), "response"]);
         check_response(path, *id, rule.response, found);
+    }
+}
+
+/// The in-kernel lists name files the daemon looks up when it starts (by device and inode),
+/// the same for every agent: only an absolute path names one file (`~/` would be whose home?
+/// a relative path, relative to the daemon's working directory). Whether the file exists is
+/// for the daemon to say: the policy may be checked on another host.
+fn check_enforcement(file: &PolicyFile, found: &mut Vec<Problem>) {
+    let lists = [
+        ("kill_on_access", &file.enforcement.kill_on_access),
+        ("forbidden_exec", &file.enforcement.forbidden_exec),
+    ];
+    for (key, paths) in lists {
+        for path in paths.iter().filter(|p| !p.starts_with('/')) {
+            found.push(Problem::new(
+                KeyPath::new(["enforcement", key]),
+                format!("{path:?}: an absolute path (the list is the same for every agent, so `~/` or a relative path names no one file)"),
+            ));
+        }
     }
 }
 

@@ -25,8 +25,10 @@ pub enum KernelPolicyError {
         #[source]
         source: MapError,
     },
-    #[error("{path}: {source}")]
+    #[error("{key}: {path}: {source}")]
     Stat {
+        /// The policy key that lists the file, `enforcement.kill_on_access` say.
+        key: &'static str,
         path: String,
         #[source]
         source: std::io::Error,
@@ -54,10 +56,13 @@ pub fn kernel_dev(st_dev: u64) -> u64 {
     (major << 20) | minor
 }
 
-/// Fills `map` (KILL_ON_ACCESS or FORBIDDEN_EXEC) with the device and inode of each path.
+/// Fills `map` (KILL_ON_ACCESS or FORBIDDEN_EXEC) with the device and inode of each path the
+/// policy lists under `key`. A file that does not exist is an error, not skipped: enforcement
+/// the policy asks for and the kernel would not do must not start as if it were in force.
 pub fn fill_inode_list(
     ebpf: &mut Ebpf,
     map_name: &'static str,
+    key: &'static str,
     paths: &[String],
 ) -> Result<usize, KernelPolicyError> {
     let mut list: HashMap<_, [u64; 2], u32> =
@@ -65,6 +70,7 @@ pub fn fill_inode_list(
     for path in paths {
         let meta =
             std::fs::metadata(Path::new(path)).map_err(|source| KernelPolicyError::Stat {
+                key,
                 path: path.clone(),
                 source,
             })?;

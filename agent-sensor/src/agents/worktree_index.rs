@@ -1,11 +1,14 @@
 //! Which agents a path may belong to: the agents whose worktree holds it and those whose Claude
 //! Code session state it is in, found by lookups along the path rather than by comparing it
 //! with every agent. File rules ask this about every file event of every agent, and a
-//! comparison with each other agent made the cost of an event grow with the number of agents
-//! (a hundred agents whose worktrees share a parent directory tripled it: BENCHMARKS.md,
-//! scaling).
+//! comparison with each other agent made the cost of an event grow with the number of agents:
+//! with a hundred agents whose worktrees share a parent directory, each working in its own, the
+//! daemon spent 3.8 times as much CPU per event as with one (`cargo xtask bench scaling`,
+//! which opens files in the agents' worktrees for this reason).
 
-use std::{collections::HashMap, os::unix::ffi::OsStrExt as _, path::Path};
+use std::{collections::BTreeMap, os::unix::ffi::OsStrExt as _, path::Path};
+
+use crate::fasthash::HashMap;
 
 /// Claude Code's per-project state lives under the user's home, not the worktree.
 const CLAUDE_PROJECTS: &[u8] = b"/.claude/projects/";
@@ -13,10 +16,13 @@ const CLAUDE_PROJECTS: &[u8] = b"/.claude/projects/";
 #[derive(Debug, Default)]
 pub struct WorktreeIndex {
     /// First component → agents whose worktree starts with it: rules out most paths (system
-    /// libraries, /proc, /dev) with one lookup.
-    first_components: HashMap<Vec<u8>, usize>,
+    /// libraries, /proc, /dev) with one lookup among a few keys.
+    first_components: BTreeMap<Vec<u8>, usize>,
     /// Worktree (without a trailing `/`, as `policy::path_under` reads it) → agent ids.
     by_worktree: HashMap<Vec<u8>, Vec<u64>>,
+    /// Length of those worktrees → how many: a prefix of a path of no such length is no
+    /// agent's worktree, and is not hashed (worktrees side by side have few lengths).
+    lengths: BTreeMap<usize, usize>,
     /// Claude Code's directory name for a worktree (`session_name`) → agent ids.
     by_session: HashMap<Vec<u8>, Vec<u64>>,
 }
@@ -33,6 +39,7 @@ impl WorktreeIndex {
             .entry(first_component(key).to_vec())
             .or_default() += 1;
         self.by_worktree.entry(key.to_vec()).or_default().push(id);
+        *self.lengths.entry(key.len()).or_default() += 1;
         self.by_session
             .entry(session_name(worktree.as_os_str().as_bytes()))
             .or_default()
@@ -43,14 +50,11 @@ impl WorktreeIndex {
         let Some(key) = key_of(worktree) else {
             return;
         };
-        let first = first_component(key);
-        if let Some(count) = self.first_components.get_mut(first) {
-            *count -= 1;
-            if *count == 0 {
-                self.first_components.remove(first);
-            }
+        if !forget(&mut self.by_worktree, key, id) {
+            return;
         }
-        forget(&mut self.by_worktree, key, id);
+        uncount(&mut self.first_components, first_component(key));
+        uncount(&mut self.lengths, &key.len());
         forget(
             &mut self.by_session,
             &session_name(worktree.as_os_str().as_bytes()),
@@ -78,7 +82,7 @@ impl WorktreeIndex {
             .filter(|(_, b)| **b == b'/')
             .map(|(at, _)| at)
             .chain(std::iter::once(path.len()));
-        for cut in cuts.filter(|cut| *cut > 0) {
+        for cut in cuts.filter(|cut| self.lengths.contains_key(cut)) {
             ids.extend(self.by_worktree.get(&path[..cut]).into_iter().flatten());
         }
     }
@@ -95,20 +99,38 @@ fn key_of(worktree: &Path) -> Option<&[u8]> {
     (!key.is_empty()).then_some(key)
 }
 
-fn forget(map: &mut HashMap<Vec<u8>, Vec<u64>>, key: &[u8], id: u64) {
-    if let Some(ids) = map.get_mut(key) {
-        if let Some(at) = ids.iter().position(|i| *i == id) {
-            ids.swap_remove(at);
-        }
-        if ids.is_empty() {
-            map.remove(key);
+/// Takes `id` off `key`'s list; whether it was there.
+fn forget(map: &mut HashMap<Vec<u8>, Vec<u64>>, key: &[u8], id: u64) -> bool {
+    let Some(ids) = map.get_mut(key) else {
+        return false;
+    };
+    let Some(at) = ids.iter().position(|i| *i == id) else {
+        return false;
+    };
+    ids.swap_remove(at);
+    if ids.is_empty() {
+        map.remove(key);
+    }
+    true
+}
+
+/// One fewer of `key`; gone at none.
+fn uncount<K, Q>(counts: &mut BTreeMap<K, usize>, key: &Q)
+where
+    K: Ord + std::borrow::Borrow<Q>,
+    Q: Ord + ?Sized,
+{
+    if let Some(count) = counts.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(key);
         }
     }
 }
 
 /// Claude Code keeps each project's transcripts and memory in
 /// `~/.claude/projects/<worktree with every non-alphanumeric byte replaced by '-'>`.
-pub fn session_name(worktree: &[u8]) -> Vec<u8> {
+fn session_name(worktree: &[u8]) -> Vec<u8> {
     worktree
         .iter()
         .map(|b| if b.is_ascii_alphanumeric() { *b } else { b'-' })

@@ -258,6 +258,7 @@ impl Pipeline {
         let what = match response {
             Response::Freeze => Containment::Freeze,
             Response::Kill => Containment::Kill,
+            // The caller tells from the call's result whether the kernel refused it.
             Response::Deny => return "refused in the kernel".into(),
             Response::Alert => return "reported".into(),
         };
@@ -443,7 +444,6 @@ fn others_involved<'r>(registry: &'r Registry, event: &Event) -> Vec<OtherAgent<
     }
 }
 
-/// A connect or send the egress programs refused (they make it fail with EPERM).
 /// What a call returned, for an outcome.
 fn call_result(event: &Event) -> i64 {
     match &event.body {
@@ -454,6 +454,7 @@ fn call_result(event: &Event) -> i64 {
     }
 }
 
+/// A connect or send the egress programs refused (they make it fail with EPERM).
 fn denied_in_kernel(event: &Event) -> bool {
     const EPERM: i64 = -1;
     match &event.body {

@@ -188,7 +188,10 @@ pub fn contain(
         .unwrap_or_default()
         .into_iter()
         .filter(|tgid| is_outside(*tgid, &cgroup, root))
-        .map(|tgid| (tgid, signal_outside(tgid, &cgroup, root, signal)))
+        .filter_map(|tgid| match signal_outside(tgid, &cgroup, root, signal) {
+            Ok(false) => None,
+            done => Some((tgid, done.map(|_| ()))),
+        })
         .collect();
     if let Some(agent) = registry.get_mut(id) {
         if agent.state != AgentState::Exited {
@@ -211,17 +214,22 @@ fn is_outside(tgid: u32, cgroup: &Path, root: &Path) -> bool {
 /// Sends `signal` to process `tgid` through a pidfd, once the pidfd (which stays the same
 /// process whatever happens to the pid) shows it is still outside `cgroup`. The pid comes from
 /// the registry, which drops a process at its exit event: the pid is reused before the daemon
-/// acts only if the kernel cycled through every pid meanwhile.
-fn signal_outside(tgid: u32, cgroup: &Path, root: &Path, signal: i32) -> std::io::Result<()> {
+/// acts only if the kernel cycled through every pid meanwhile. False when there was nothing to
+/// signal after all (the process ended or came back into the cgroup).
+fn signal_outside(tgid: u32, cgroup: &Path, root: &Path, signal: i32) -> std::io::Result<bool> {
     // SAFETY: plain syscall; a descriptor it returns is ours alone.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tgid as libc::pid_t, 0) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+        let error = std::io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ESRCH) => Ok(false), // ended meanwhile
+            _ => Err(error),
+        };
     }
     // SAFETY: `fd` is a descriptor we just received and own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     if !is_outside(tgid, cgroup, root) {
-        return Ok(()); // back in (or gone): the cgroup took care of it
+        return Ok(false); // back in (or gone): the cgroup took care of it
     }
     // SAFETY: `pidfd` is open; no siginfo, no flags.
     let ret = unsafe {
@@ -236,7 +244,7 @@ fn signal_outside(tgid: u32, cgroup: &Path, root: &Path, signal: i32) -> std::io
     if ret < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -468,20 +468,18 @@ fn a_process_that_moved_itself_out_of_the_agent_cgroup_is_still_frozen_and_kille
         "the process outside the cgroup ran on"
     );
     // A human thaws it: the process outside runs on again. A second thaw has nothing to thaw.
+    // (Each answer as the CLI gives it: whether it succeeded, its stdout, its stderr.)
     let human = |op: &str| {
-        Command::new(sensor_binary())
+        let out = Command::new(sensor_binary())
             .args([op, "escaper", "--control-socket"])
             .arg(&sensor.socket)
             .output()
-            .unwrap()
+            .unwrap();
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
     };
-    let thaw = human("thaw");
-    let said = String::from_utf8_lossy(&thaw.stdout);
-    assert!(
-        thaw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&thaw.stderr)
-    );
+    let (thawed, said, error) = human("thaw");
+    assert!(thawed, "{error}");
     assert!(
         said.contains(&format!("moved out of its cgroup continued by pid: {pid}")),
         "{said}"
@@ -494,20 +492,14 @@ fn a_process_that_moved_itself_out_of_the_agent_cgroup_is_still_frozen_and_kille
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let again = human("thaw");
-    assert!(!again.status.success());
+    let (thawed_again, _, error) = human("thaw");
+    assert!(!thawed_again);
     assert!(
-        String::from_utf8_lossy(&again.stderr).contains("agent escaper is not frozen (running)"),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
+        error.contains("agent escaper is not frozen (running)"),
+        "{error}"
     );
-    let kill = human("kill");
-    let said = String::from_utf8_lossy(&kill.stdout);
-    assert!(
-        kill.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kill.stderr)
-    );
+    let (killed, said, error) = human("kill");
+    assert!(killed, "{error}");
     assert!(
         said.contains(&format!("moved out of its cgroup killed by pid: {pid}")),
         "{said}"

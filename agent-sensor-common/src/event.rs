@@ -59,6 +59,7 @@ pub enum EventKind {
     ProcessExit = 3,
     /// setuid/setgid/setreuid/setresuid/… and capset.
     ProcessSetId = 4,
+    /// ptrace, and process_vm_readv/process_vm_writev (another process's memory).
     ProcessPtrace = 5,
     /// kill/tkill/tgkill.
     ProcessKill = 6,

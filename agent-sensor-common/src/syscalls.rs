@@ -125,7 +125,7 @@ pub mod nr {
 }
 
 /// Every syscall the sensor records, x86_64 numbering.
-pub fn x86_64_table() -> [(u32, SyscallSpec); 67] {
+pub fn x86_64_table() -> [(u32, SyscallSpec); 69] {
     use account::{RECEIVED, SENT};
     use family::{CLOSE, NET, PROCESS, RECV};
     use EventKind::*;
@@ -386,11 +386,14 @@ pub fn x86_64_table() -> [(u32, SyscallSpec); 67] {
         (123, SyscallSpec::of(PROCESS, ProcessSetId)), // setfsgid
         (126, SyscallSpec::of(PROCESS, ProcessSetId)), // capset
         (101, SyscallSpec::of(PROCESS, ProcessPtrace)),
-        (62, SyscallSpec::of(PROCESS, ProcessKill)), // kill
-        (200, SyscallSpec::of(PROCESS, ProcessKill)), // tkill
-        (234, SyscallSpec::of(PROCESS, ProcessKill)), // tgkill
-        (129, SyscallSpec::of(PROCESS, ProcessKill)), // rt_sigqueueinfo (as kill)
-        (297, SyscallSpec::of(PROCESS, ProcessKill)), // rt_tgsigqueueinfo (as tgkill)
+        // Another process's memory without ptrace: (pid, local iov, count, remote iov, …).
+        (310, SyscallSpec::of(PROCESS, ProcessPtrace)), // process_vm_readv
+        (311, SyscallSpec::of(PROCESS, ProcessPtrace)), // process_vm_writev
+        (62, SyscallSpec::of(PROCESS, ProcessKill)),    // kill
+        (200, SyscallSpec::of(PROCESS, ProcessKill)),   // tkill
+        (234, SyscallSpec::of(PROCESS, ProcessKill)),   // tgkill
+        (129, SyscallSpec::of(PROCESS, ProcessKill)),   // rt_sigqueueinfo (as kill)
+        (297, SyscallSpec::of(PROCESS, ProcessKill)),   // rt_tgsigqueueinfo (as tgkill)
         (
             319,
             SyscallSpec {

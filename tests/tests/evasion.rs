@@ -277,6 +277,59 @@ fn open_by_handle_at_is_judged_by_the_file_opened() {
 }
 
 #[test]
+fn another_process_memory_read_with_process_vm_readv_is_caught() {
+    if !can_run_kernel_tests("another_process_memory_read_with_process_vm_readv_is_caught") {
+        return;
+    }
+    let scene = Scene::new("vmreadv");
+    // A process of the test's, not the agent's: what the agent reads is someone else's memory.
+    let mut victim = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+    let victim_pid = victim.id();
+    let script = scene.script(
+        "vmreadv",
+        "import ctypes, sys\n\
+         pid = int(sys.argv[1])\n\
+         start = int(open('/proc/%d/maps' % pid).readline().split('-')[0], 16)\n\
+         class Iovec(ctypes.Structure):\n\
+         \x20   _fields_ = [('base', ctypes.c_void_p), ('len', ctypes.c_size_t)]\n\
+         buf = ctypes.create_string_buffer(16)\n\
+         local, remote = Iovec(ctypes.addressof(buf), 16), Iovec(start, 16)\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         libc.process_vm_readv.restype = ctypes.c_ssize_t\n\
+         n = libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)\n\
+         assert n == 16, (n, ctypes.get_errno())\n\
+         print('read=%d' % n)\n",
+    );
+    let sensor = scene.sensor();
+    let out = run_agent(
+        &sensor,
+        "vmreadv",
+        &scene.worktree,
+        &[PYTHON, &script, &victim_pid.to_string()],
+    );
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    assert_eq!(field(&out, "read"), 16);
+    let (_, alerts) = finish(sensor);
+    let alert = alerts
+        .iter()
+        .find(|a| a["rule"] == SENSITIVE_READ && a["agent"] == "vmreadv")
+        .unwrap_or_else(|| panic!("no alert; alerts: {alerts:#?}"));
+    assert_eq!(
+        alert["summary"],
+        format!(
+            "read the memory of process {victim_pid}, which is not one of its own, with \
+             process_vm_readv"
+        ),
+        "{alert:#}"
+    );
+    assert_eq!(
+        alert["evidence"][0]["syscall"], "process_vm_readv",
+        "{alert:#}"
+    );
+}
+
+#[test]
 fn proc_root_cwd_and_fd_paths_report_the_canonical_path() {
     if !can_run_kernel_tests("proc_root_cwd_and_fd_paths_report_the_canonical_path") {
         return;

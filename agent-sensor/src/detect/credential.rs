@@ -81,6 +81,53 @@ pub fn read(
     })
 }
 
+/// Another process's memory reached without its `/proc/<pid>/mem`: `process_vm_readv` (a
+/// read, which counts for exfil.sensitive_then_egress like a secret file), `process_vm_writev`
+/// and a ptrace attach (which give both). The agent's own processes are its to debug; the
+/// sensor is tamper.sensor's. Attempts the kernel refused for permission are reported (they
+/// show intent), other failures are not.
+pub fn process_memory(
+    ctx: &Context,
+    event: &Event,
+    processes: &Processes,
+) -> Option<SensitiveRead> {
+    const PTRACE: u32 = 101;
+    const PTRACE_ATTACH: u64 = 16;
+    const PTRACE_SEIZE: u64 = 0x4206;
+    let Body::Syscall { nr, args, ret, .. } = &event.body else {
+        return None;
+    };
+    let (pid, verb) = match *nr {
+        super::tamper::PROCESS_VM_READV => (args[0], "read the memory of"),
+        super::tamper::PROCESS_VM_WRITEV => (args[0], "wrote into the memory of"),
+        PTRACE if matches!(args[0], PTRACE_ATTACH | PTRACE_SEIZE) => (args[1], "attached to"),
+        _ => return None,
+    };
+    let pid = pid as u32;
+    if pid == 0 || processes.is_own(pid) || pid == ctx.sensor.pid {
+        return None;
+    }
+    let outcome = super::access::outcome(*ret);
+    let call = crate::events::syscall_name(*nr);
+    let summary = match outcome {
+        Outcome::Failed => return None,
+        Outcome::Denied => format!(
+            "tried to use {call} on process {pid}, which is not one of its own (permission \
+             denied)"
+        ),
+        Outcome::Done => format!("{verb} process {pid}, which is not one of its own, with {call}"),
+    };
+    Some(SensitiveRead {
+        candidate: Candidate::new(
+            RuleId::SensitiveRead,
+            format!("process {pid}"),
+            summary,
+            vec![event.clone()],
+        ),
+        read: outcome == Outcome::Done && *nr != super::tamper::PROCESS_VM_WRITEV,
+    })
+}
+
 /// The sensitive name of the file an open event opened, when the agent's scope found that file
 /// on disk (a hard link or a bind mount gives a secret another name).
 fn secret_under_another_name<'c>(ctx: &'c Context, event: &Event) -> Option<&'c [u8]> {
@@ -115,6 +162,50 @@ fn tool_reads_own_credentials(exe: Option<&[u8]>, path: &[u8]) -> bool {
 mod tests {
     use super::super::testkit::*;
     use crate::policy::RuleId;
+
+    #[test]
+    fn another_process_memory_through_process_vm_or_ptrace_fires() {
+        use agent_sensor_common::EventKind::{ProcessFork, ProcessPtrace};
+        let other = 4242u64;
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(syscall(ProcessPtrace, PID, 310, [other, 0, 1, 0], 19)),
+            RuleId::SensitiveRead,
+            "read the memory of process 4242, which is not one of its own, with process_vm_readv",
+        );
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(syscall(ProcessPtrace, PID, 311, [other, 0, 1, 0], 8)),
+            RuleId::SensitiveRead,
+            "wrote into the memory of process 4242",
+        );
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(syscall(ProcessPtrace, PID, 101, [0x4206, other, 0, 0], -1)),
+            RuleId::SensitiveRead,
+            "tried to use ptrace on process 4242, which is not one of its own (permission denied)",
+        );
+        // Its own child is its to debug; a call that found no such process did nothing.
+        let mut fx = Fixture::new();
+        let child = PID + 1;
+        let mut fork = syscall(ProcessFork, PID, 57, [0; 4], 0);
+        fork.body = crate::events::Body::Fork {
+            child_pid: child,
+            child_tgid: child,
+        };
+        fx.feed(fork);
+        assert_silent(fx.feed(syscall(
+            ProcessPtrace,
+            PID,
+            101,
+            [16, child as u64, 0, 0],
+            0,
+        )));
+        assert_silent(fx.feed(syscall(ProcessPtrace, PID, 310, [child as u64, 0, 1, 0], 8)));
+        assert_silent(fx.feed(syscall(ProcessPtrace, PID, 310, [other, 0, 1, 0], -3)));
+        // PTRACE_TRACEME and peeks need no attach of their own here.
+        assert_silent(fx.feed(syscall(ProcessPtrace, PID, 101, [0, 0, 0, 0], 0)));
+    }
 
     #[test]
     fn reading_a_sensitive_file_fires_and_reading_etc_passwd_does_not() {

@@ -151,6 +151,14 @@ impl Detector {
             Body::Syscall { .. } => {
                 candidates.extend(privilege::setid(event, before, &state.processes));
                 candidates.extend(tamper::syscall(ctx, event));
+                if let Some(memory) = credential::process_memory(ctx, event, &state.processes) {
+                    if memory.read {
+                        state.sensitive_reads.push(event.clone());
+                    }
+                    if ctx.enabled(RuleId::SensitiveRead) {
+                        candidates.push(memory.candidate);
+                    }
+                }
             }
             Body::Net(net) => network::check(ctx, event, net, state, &mut candidates),
             Body::Fork { .. } | Body::Exit { .. } | Body::SockClose(_) => {}

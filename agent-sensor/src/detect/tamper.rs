@@ -29,6 +29,8 @@ const TGKILL: u32 = 234;
 const RT_SIGQUEUEINFO: u32 = 129;
 const RT_TGSIGQUEUEINFO: u32 = 297;
 const PTRACE_TRACEME: u64 = 0;
+pub const PROCESS_VM_READV: u32 = 310;
+pub const PROCESS_VM_WRITEV: u32 = 311;
 
 fn refused(ret: i64) -> &'static str {
     if ret < 0 {
@@ -80,6 +82,15 @@ pub fn syscall(ctx: &Context, event: &Event) -> Option<Candidate> {
             (
                 "signal",
                 format!("sent signal {signal} to the sensor (pid {sensor}) with {call}"),
+            )
+        }
+        EventKind::ProcessPtrace if matches!(*nr, PROCESS_VM_READV | PROCESS_VM_WRITEV) => {
+            if args[0] as u32 != sensor {
+                return None;
+            }
+            (
+                "ptrace",
+                format!("used {call} on the memory of the sensor (pid {sensor})"),
             )
         }
         EventKind::ProcessPtrace => {
@@ -286,13 +297,32 @@ mod tests {
             "ptrace (request 16) on the sensor",
         );
         // A debugger on its own child.
+        let child = PID + 1;
+        let mut fork = syscall(EventKind::ProcessFork, PID, 57, [0; 4], 0);
+        fork.body = crate::events::Body::Fork {
+            child_pid: child,
+            child_tgid: child,
+        };
+        fx.feed(fork);
         assert_silent(fx.feed(syscall(
             EventKind::ProcessPtrace,
             PID,
             101,
-            [attach, PID as u64 + 1, 0, 0],
+            [attach, child as u64, 0, 0],
             0,
         )));
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(syscall(
+                EventKind::ProcessPtrace,
+                PID,
+                310,
+                [SENSOR_PID as u64, 0, 1, 0],
+                8,
+            )),
+            RuleId::TamperSensor,
+            "used process_vm_readv on the memory of the sensor (pid 77)",
+        );
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub fn syscall_name(nr: u32) -> &'static str {
         297 => "rt_tgsigqueueinfo",
         304 => "open_by_handle_at",
         307 => "sendmmsg",
+        310 => "process_vm_readv",
+        311 => "process_vm_writev",
         313 => "finit_module",
         316 => "renameat2",
         319 => "memfd_create",

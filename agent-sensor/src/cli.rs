@@ -55,6 +55,8 @@ pub enum Command {
     /// for exec: exec exits with COMMAND's exit code (or dies of the same signal), signals sent
     /// to exec by other processes are passed on (without a controlling terminal COMMAND leads a
     /// process group of its own, and they go to that group), and COMMAND dies if exec is killed.
+    /// As a shell does, exec exits 127 when COMMAND is not found (before registering anything)
+    /// and 126 when it cannot be executed.
     Exec(ExecArgs),
     /// List the agents the running daemon knows: name, worktree, processes, state, alerts.
     Agents {

@@ -30,6 +30,7 @@ pub fn exec(args: ExecArgs) -> Result<()> {
             })?
         }
     };
+    launch::check_runnable(&args.command)?;
     let mut client = Client::connect(&args.control_socket)?;
     let Reply::Registered { agent_id, cgroup } = client.call(&Request::Register {
         agent: args.agent.clone(),
@@ -47,14 +48,7 @@ pub fn exec(args: ExecArgs) -> Result<()> {
         return Err(e);
     }
     drop(client);
-    let program = args
-        .command
-        .first()
-        .map(|p| Path::new(p).display().to_string())
-        .unwrap_or_default();
-    let running = gated
-        .open()
-        .with_context(|| format!("cannot execute {program}"))?;
+    let running = gated.open()?;
     launch::end_like(running.wait()?)
 }
 

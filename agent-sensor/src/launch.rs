@@ -70,6 +70,8 @@ pub struct Gated {
     exec_error: File,
     /// The signal mask before ours (the command gets it back).
     old_mask: libc::sigset_t,
+    /// The command's program as given, for an exec error.
+    program: OsString,
 }
 
 /// What the command's end means for ours.
@@ -78,12 +80,48 @@ pub enum Ended {
     Signalled(libc::c_int),
 }
 
+/// The command could not be executed: `exec` exits 127 (not found) or 126 (found, not
+/// executable), as a shell does, so that a caller can tell this from the command's own failure.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot execute {program}: {reason}")]
+pub struct CannotExecute {
+    pub program: String,
+    pub reason: std::io::Error,
+}
+
+impl CannotExecute {
+    fn new(program: &OsStr, reason: std::io::Error) -> Self {
+        Self {
+            program: program.to_string_lossy().into_owned(),
+            reason,
+        }
+    }
+
+    /// The shell's exit status for it.
+    pub fn exit_status(&self) -> u8 {
+        if self.reason.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        }
+    }
+}
+
+/// Finds the command's program on PATH, as `spawn` will: checked before the agent is
+/// registered, so that a typo does not leave a registered agent behind.
+pub fn check_runnable(command: &[OsString]) -> Result<()> {
+    let (program, _) = command.split_first().context("no command given")?;
+    find_program(program)
+        .map(drop)
+        .ok_or_else(|| CannotExecute::new(program, std::io::ErrorKind::NotFound.into()).into())
+}
+
 impl Gated {
     /// Forks `command` into the cgroup `cgroup` (a cgroup v2 directory); it waits at the gate.
     pub fn spawn(cgroup: &Path, command: &[OsString]) -> Result<Self> {
         let (program, _) = command.split_first().context("no command given")?;
         let path = find_program(program)
-            .with_context(|| format!("cannot execute {}: not found", program.to_string_lossy()))?;
+            .ok_or_else(|| CannotExecute::new(program, std::io::ErrorKind::NotFound.into()))?;
         // Everything the child needs is made here: after the fork it only makes system calls.
         let path = cstring(path.as_os_str())?;
         let argv = command
@@ -163,6 +201,7 @@ impl Gated {
             gate: Some(gate_write),
             exec_error: File::from(error_read),
             old_mask,
+            program: program.clone(),
         })
     }
 
@@ -190,7 +229,7 @@ impl Gated {
         if let Ok(errno) = <[u8; 4]>::try_from(errno.as_slice()) {
             let err = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
             let _ = running.wait();
-            return Err(err.into());
+            return Err(CannotExecute::new(&self.program, err).into());
         }
         Ok(running)
     }

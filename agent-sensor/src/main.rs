@@ -21,7 +21,10 @@ fn main() -> ExitCode {
         Err(err) => {
             // One sentence (with its causes), never a backtrace.
             eprintln!("agent-sensor: {}", one_sentence(&err));
-            ExitCode::FAILURE
+            match err.downcast_ref::<launch::CannotExecute>() {
+                Some(cannot) => ExitCode::from(cannot.exit_status()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

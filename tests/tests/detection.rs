@@ -600,6 +600,37 @@ fn exec_refuses_to_run_unwatched_when_the_daemon_is_down() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
+#[test]
+fn exec_of_a_command_that_cannot_run_exits_as_a_shell_does_and_registers_nothing() {
+    if !can_run_kernel_tests(
+        "exec_of_a_command_that_cannot_run_exits_as_a_shell_does_and_registers_nothing",
+    ) {
+        return;
+    }
+    let scene = Scene::new("noexec", "");
+    let mut sensor = scene.sensor();
+    let not_executable = scene.root.join("data.txt");
+    std::fs::write(&not_executable, "not a program").unwrap();
+    for (agent, program, status) in [
+        ("typo", "no-such-command-here", 127),
+        ("plain-file", s(&not_executable), 126),
+    ] {
+        let out = Command::new(sensor_binary())
+            .args(["exec", "--agent", agent, "--worktree", s(&scene.worktree)])
+            .arg("--control-socket")
+            .arg(&sensor.socket)
+            .args(["--", program])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{agent}: {stderr}");
+        assert!(stderr.contains("cannot execute"), "{stderr}");
+    }
+    // Not found is known before the daemon is asked: no agent was registered for the typo.
+    assert!(sensor.listed_agent("typo").is_none());
+    sensor.stop();
+}
+
 /// `agent-sensor exec` of `sh -c script` as agent `agent` in `worktree`, not yet spawned.
 fn exec_sh(sensor: &Sensor, agent: &str, worktree: &Path, script: &str) -> Command {
     let mut exec = Command::new(sensor_binary());

@@ -83,6 +83,7 @@ pub enum Command {
     /// Remove everything a `run --persist` daemon left pinned in the kernel (programs, links,
     /// maps). Refused while a daemon uses them: stop it first.
     Uninstall {
+        /// The pin directory the daemon ran with (`run --persist DIR`).
         #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
         persist_dir: PathBuf,
     },

@@ -5,7 +5,7 @@ use agent_sensor_common::{
 };
 use aya_ebpf::helpers::generated::{
     bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel,
-    bpf_probe_read_kernel_str,
+    bpf_probe_read_kernel_str, bpf_task_pt_regs,
 };
 
 use crate::maps::{off, SCRATCH};
@@ -46,20 +46,35 @@ pub fn current_task() -> u64 {
 /// checks against the running kernel's BTF and makes fault-safe, where a field of an untyped
 /// pointer costs a `bpf_probe_read_kernel` call. The offsets are the loader's, from that same
 /// BTF, and constants to the verifier (read-only globals). A pointer field that leads to
-/// anything but a struct (`fdtable.fd`, an array of pointers) loads as a plain number.
+/// anything but a struct (`fdtable.fd`, an array of pointers) loads as a plain number. A BTF
+/// tracepoint's pointer arguments are typed the same way (`Typed::arg`).
 #[derive(Clone, Copy)]
-struct Typed(*const u8);
+pub struct Typed(*const u8);
 
 impl Typed {
     #[inline(always)]
-    fn current_task() -> Self {
+    pub fn current_task() -> Self {
         // SAFETY: plain helper call.
         Typed(unsafe { bpf_get_current_task_btf() }.cast())
     }
 
+    /// The current task's user registers (`struct pt_regs`, `bpf_task_pt_regs`).
+    #[inline(always)]
+    pub fn current_regs() -> Option<Self> {
+        // SAFETY: plain helper calls.
+        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+        (!regs.is_null()).then_some(Typed(regs))
+    }
+
+    /// Pointer argument `n` of a BTF tracepoint (the verifier knows its type).
+    #[inline(always)]
+    pub fn arg(ctx: &aya_ebpf::programs::BtfTracePointContext, n: usize) -> Self {
+        Typed(ctx.arg(n))
+    }
+
     /// The field at `offset`.
     #[inline(always)]
-    fn load<T: Copy>(self, offset: u64) -> T {
+    pub fn load<T: Copy>(self, offset: u64) -> T {
         // SAFETY: `offset` is a field of this struct in the running kernel's BTF: the
         // verifier rejects any other load, and turns this one into a fault-safe one.
         unsafe { self.0.add(offset as usize).cast::<T>().read_volatile() }

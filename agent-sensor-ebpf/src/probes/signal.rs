@@ -7,22 +7,16 @@
 
 use agent_sensor_common::{flags, EventKind, SyscallEvent};
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-    },
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 
+use super::syscall::spec;
 use crate::{
     emit::Record,
+    kernel::Typed,
     maps::{off, CONFIG},
     tracking::tracked_agent,
 };
-
-/// kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo: recorded at their exit already.
-const RECORDED_AT_EXIT: [u64; 5] = [62, 200, 234, 129, 297];
 
 /// `signal_generate(sig, info, task, group, result)`, in the sender's context.
 #[btf_tracepoint(function = "signal_generate")]
@@ -33,27 +27,18 @@ pub fn process_signal_generate(ctx: BtfTracePointContext) -> i32 {
 
 fn try_signal_generate(ctx: &BtfTracePointContext) -> Option<()> {
     let sensor = CONFIG.get(0)?.sensor_tgid;
-    let task: *const u8 = ctx.arg(2);
-    let (tgid_at, pid_at, nr_at) = (off!(task_tgid), off!(task_pid), off!(regs_nr));
-    // SAFETY: `task` is the tracepoint's `struct task_struct *` (BTF-typed); the verifier turns
-    // the load into a fault-safe one at this offset of the running kernel's task_struct.
-    let target_tgid = unsafe { task.add(tgid_at as usize).cast::<u32>().read_volatile() };
+    let task = Typed::arg(ctx, 2);
+    let target_tgid: u32 = task.load(off!(task_tgid));
     if sensor == 0 || target_tgid != sensor {
         return None;
     }
     let agent = tracked_agent((bpf_get_current_pid_tgid() >> 32) as u32)?;
-    // SAFETY: plain helper calls; the result is the current task's `struct pt_regs *`.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
-    if regs.is_null() {
+    let nr: u64 = Typed::current_regs()?.load(off!(regs_nr));
+    // kill, tkill, tgkill and the queued ones are the table's signals: recorded at their exit.
+    if spec(nr).is_some_and(|s| s.kind == EventKind::ProcessKill as u16) {
         return None;
     }
-    // SAFETY: as above, a BTF-typed pointer: the verifier checks the offset against pt_regs.
-    let nr = unsafe { regs.add(nr_at as usize).cast::<u64>().read_volatile() };
-    if RECORDED_AT_EXIT.contains(&nr) {
-        return None;
-    }
-    // SAFETY: as for the tgid above.
-    let target_pid = unsafe { task.add(pid_at as usize).cast::<u32>().read_volatile() };
+    let target_pid: u32 = task.load(off!(task_pid));
     let sig: u64 = ctx.arg(0);
     let group: u64 = ctx.arg(3);
     let result: u64 = ctx.arg(4);

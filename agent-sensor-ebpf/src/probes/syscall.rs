@@ -33,8 +33,9 @@ use crate::{
     tracking::hot_tracked_agent,
 };
 
+/// What the table says to record for syscall `nr`, if anything.
 #[inline(always)]
-fn spec(nr: u64) -> Option<SyscallSpec> {
+pub fn spec(nr: u64) -> Option<SyscallSpec> {
     if nr >= MAX_SYSCALL_NR as u64 {
         return None;
     }

@@ -30,7 +30,7 @@ pub fn exec(args: ExecArgs) -> Result<()> {
             })?
         }
     };
-    launch::check_runnable(&args.command)?;
+    let found = launch::find_command(&args.command)?;
     let mut client = Client::connect(&args.control_socket)?;
     let Reply::Registered { agent_id, cgroup } = client.call(&Request::Register {
         agent: args.agent.clone(),
@@ -42,7 +42,7 @@ pub fn exec(args: ExecArgs) -> Result<()> {
     };
     // Born in the agent's cgroup, held at a gate until the daemon confirms the kernel
     // tracks it (see `launch` for why not exec in place).
-    let gated = launch::Gated::spawn(&cgroup, &args.command)?;
+    let gated = launch::Gated::spawn(&cgroup, &found)?;
     if let Err(e) = wait_until_tracked(&mut client, agent_id, gated.pid()) {
         gated.abandon();
         return Err(e);

@@ -107,21 +107,26 @@ impl CannotExecute {
     }
 }
 
-/// Finds the command's program on PATH, as `spawn` will: checked before the agent is
-/// registered, so that a typo does not leave a registered agent behind.
-pub fn check_runnable(command: &[OsString]) -> Result<()> {
+/// A command and the file its program names (found on PATH unless it holds a `/`): looked up
+/// before the agent is registered, so that a typo does not leave a registered agent behind.
+pub struct Found<'c> {
+    command: &'c [OsString],
+    path: PathBuf,
+}
+
+pub fn find_command(command: &[OsString]) -> Result<Found<'_>> {
     let (program, _) = command.split_first().context("no command given")?;
-    find_program(program)
-        .map(drop)
-        .ok_or_else(|| CannotExecute::new(program, std::io::ErrorKind::NotFound.into()).into())
+    let path = find_program(program)
+        .ok_or_else(|| CannotExecute::new(program, std::io::ErrorKind::NotFound.into()))?;
+    Ok(Found { command, path })
 }
 
 impl Gated {
-    /// Forks `command` into the cgroup `cgroup` (a cgroup v2 directory); it waits at the gate.
-    pub fn spawn(cgroup: &Path, command: &[OsString]) -> Result<Self> {
-        let (program, _) = command.split_first().context("no command given")?;
-        let path = find_program(program)
-            .ok_or_else(|| CannotExecute::new(program, std::io::ErrorKind::NotFound.into()))?;
+    /// Forks the command into the cgroup `cgroup` (a cgroup v2 directory); it waits at the gate.
+    pub fn spawn(cgroup: &Path, found: &Found) -> Result<Self> {
+        let Found { command, path } = found;
+        // `find_command` made `found` from a command with a program.
+        let program = &command[0];
         // Everything the child needs is made here: after the fork it only makes system calls.
         let path = cstring(path.as_os_str())?;
         let argv = command

@@ -229,7 +229,7 @@ impl Pipeline {
                     // agent without a cgroup of its own), and saying "denied" would be false.
                     (Response::Deny, Mode::Enforce) => format!(
                         "not refused by the kernel: the call returned {}",
-                        call_result(event)
+                        event.result()
                     ),
                     (r, Mode::Monitor) => format!("would {}", response_verb(r)),
                     (r, Mode::Enforce) => self.enforce(event.agent_id, r),
@@ -441,16 +441,6 @@ fn others_involved<'r>(registry: &'r Registry, event: &Event) -> Vec<OtherAgent<
         }
         Body::File(_) | Body::Exec { .. } => registry.others(event.agent_id).map(other).collect(),
         _ => Vec::new(),
-    }
-}
-
-/// What a call returned, for an outcome.
-fn call_result(event: &Event) -> i64 {
-    match &event.body {
-        Body::Net(net) => net.ret,
-        Body::File(file) => file.ret,
-        Body::Syscall { ret, .. } => *ret,
-        _ => 0,
     }
 }
 

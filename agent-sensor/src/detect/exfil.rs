@@ -95,11 +95,7 @@ pub fn check(ctx: &Context, event: &Event, reads: &mut RecentReads, out: &mut Ve
     // An attempt counts as much as a success, but the summary says which it was (a connect
     // the egress programs refused did not connect).
     const EINPROGRESS: i64 = -115;
-    let ret = match &event.body {
-        Body::Net(net) => net.ret,
-        _ => 0,
-    };
-    let verb = match (event.kind == EventKind::NetConnect, ret) {
+    let verb = match (event.kind == EventKind::NetConnect, event.result()) {
         (true, 0 | EINPROGRESS) => "connected to",
         (true, _) => "tried to connect to",
         (false, sent) if sent >= 0 => "sent data to",

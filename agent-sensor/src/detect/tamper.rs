@@ -139,10 +139,7 @@ pub fn write(ctx: &Context, _state: &AgentState, w: &WriteAttempt) -> Option<Can
 /// A connection to one of the sensor's sockets (its control socket).
 pub fn connect_unix(ctx: &Context, event: &Event, path: &[u8]) -> Option<Candidate> {
     let what = protected(ctx, path)?;
-    let ret = match &event.body {
-        Body::Net(net) => net.ret,
-        _ => 0,
-    };
+    let ret = event.result();
     Some(Candidate::new(
         RuleId::TamperSensor,
         text(path),

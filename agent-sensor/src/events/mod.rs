@@ -210,6 +210,17 @@ impl Event {
     pub fn truncated(&self) -> bool {
         self.flags & flags::TRUNCATED != 0
     }
+
+    /// What the event's call returned (0 for events that are not a call's: fork, exec, exit,
+    /// a socket's close).
+    pub fn result(&self) -> i64 {
+        match &self.body {
+            Body::Net(net) => net.ret,
+            Body::File(file) => file.ret,
+            Body::Syscall { ret, .. } => *ret,
+            _ => 0,
+        }
+    }
 }
 
 /// Reads a `#[repr(C)]` plain-old-data struct from the start of `bytes`.

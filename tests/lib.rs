@@ -670,16 +670,22 @@ impl Sensor {
         worktree: &Path,
         script: &str,
     ) -> std::process::ExitStatus {
-        Command::new(sensor_binary())
-            .args(["exec", "--agent", name, "--worktree"])
-            .arg(worktree)
-            .arg("--control-socket")
-            .arg(&self.socket)
-            .args(["--", "/bin/sh", "-c", script])
+        self.exec_sh(name, worktree, script)
             .current_dir(worktree)
             .stdout(Stdio::null())
             .status()
             .expect("agent-sensor exec")
+    }
+
+    /// `agent-sensor exec` of `sh -c script` as agent `name` in `worktree`, not yet spawned.
+    pub fn exec_sh(&self, name: &str, worktree: &Path, script: &str) -> Command {
+        let mut exec = Command::new(sensor_binary());
+        exec.args(["exec", "--agent", name, "--worktree"])
+            .arg(worktree)
+            .arg("--control-socket")
+            .arg(&self.socket)
+            .args(["--", "/bin/sh", "-c", script]);
+        exec
     }
 
     /// Waits until an alert with `rule` appears (alerts are flushed one by one).

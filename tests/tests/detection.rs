@@ -631,17 +631,6 @@ fn exec_of_a_command_that_cannot_run_exits_as_a_shell_does_and_registers_nothing
     sensor.stop();
 }
 
-/// `agent-sensor exec` of `sh -c script` as agent `agent` in `worktree`, not yet spawned.
-fn exec_sh(sensor: &Sensor, agent: &str, worktree: &Path, script: &str) -> Command {
-    let mut exec = Command::new(sensor_binary());
-    exec.args(["exec", "--agent", agent, "--worktree"])
-        .arg(worktree)
-        .arg("--control-socket")
-        .arg(&sensor.socket)
-        .args(["--", "/bin/sh", "-c", script]);
-    exec
-}
-
 /// The pid a script wrote to `path` (written to a temporary name and renamed into place).
 fn pid_in(path: &Path) -> i32 {
     wait_for_file(path);
@@ -681,7 +670,8 @@ fn exec_starts_the_command_in_the_agents_cgroup_and_stands_in_for_it() {
         cgroup = s(&cgroup_file),
         ready = s(&ready)
     );
-    let mut exec = exec_sh(&sensor, "launched", &scene.worktree, &script)
+    let mut exec = sensor
+        .exec_sh("launched", &scene.worktree, &script)
         .spawn()
         .unwrap();
     wait_for_file(&ready);
@@ -695,7 +685,8 @@ fn exec_starts_the_command_in_the_agents_cgroup_and_stands_in_for_it() {
     // Killing `exec` outright kills the command too, as if it were the command.
     let pid_file = scene.root.join("pid");
     let script = format!("echo $$ > {0}.tmp; mv {0}.tmp {0}; sleep 30", s(&pid_file));
-    let mut exec = exec_sh(&sensor, "orphan", &scene.worktree, &script)
+    let mut exec = sensor
+        .exec_sh("orphan", &scene.worktree, &script)
         .spawn()
         .unwrap();
     let pid = pid_in(&pid_file);
@@ -735,7 +726,7 @@ fn without_a_terminal_the_command_leads_its_own_group_and_group_signals_reach_it
         "trap 'exit 9' INT; echo $$ > {0}.tmp; mv {0}.tmp {0}; while :; do sleep 0.05; done",
         s(&pid_file)
     );
-    let mut exec = exec_sh(&sensor, "grouped", &scene.worktree, &script);
+    let mut exec = sensor.exec_sh("grouped", &scene.worktree, &script);
     // A session of its own: no controlling terminal, as under a service or an orchestrator.
     // SAFETY: setsid is async-signal-safe.
     unsafe {

@@ -290,17 +290,8 @@ fn freeze_stops_the_whole_tree_until_a_human_decides() {
         ticks = s(&ticks),
         secret = s(&scene.secret)
     );
-    let mut agent = Command::new(sensor_binary())
-        .args([
-            "exec",
-            "--agent",
-            "freezer",
-            "--worktree",
-            s(&scene.worktree),
-            "--control-socket",
-        ])
-        .arg(&sensor.socket)
-        .args(["--", "/bin/sh", "-c", &script])
+    let mut agent = sensor
+        .exec_sh("freezer", &scene.worktree, &script)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -422,17 +413,8 @@ fn a_process_that_moved_itself_out_of_the_agent_cgroup_is_still_frozen_and_kille
         secret = s(&scene.secret),
         ticks = s(&ticks)
     );
-    let mut agent = Command::new(sensor_binary())
-        .args([
-            "exec",
-            "--agent",
-            "escaper",
-            "--worktree",
-            s(&scene.worktree),
-        ])
-        .arg("--control-socket")
-        .arg(&sensor.socket)
-        .args(["--", "/bin/sh", "-c", &script])
+    let mut agent = sensor
+        .exec_sh("escaper", &scene.worktree, &script)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -561,17 +543,8 @@ fn kill_9_of_the_daemon_loses_neither_tracking_nor_enforcement() {
         ip = attacker.remote_ip,
         result = s(&result)
     );
-    let mut agent = Command::new(sensor_binary())
-        .args([
-            "exec",
-            "--agent",
-            "survivor",
-            "--worktree",
-            s(&scene.worktree),
-            "--control-socket",
-        ])
-        .arg(&first.socket)
-        .args(["--", "/bin/sh", "-c", &script])
+    let mut agent = first
+        .exec_sh("survivor", &scene.worktree, &script)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -266,6 +266,20 @@ fn kill_on_access_and_forbidden_binaries_die_before_the_call_returns() {
     assert!(killed.len() >= 3, "{alerts:#?}");
 }
 
+/// Waits up to 10 s for the `agent-sensor exec` of a killed agent to end, and checks that it
+/// did not end well.
+fn assert_ends_killed(agent: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the killed agent lives on");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+}
+
 #[test]
 fn freeze_stops_the_whole_tree_until_a_human_decides() {
     if !can_run_kernel_tests("freeze_stops_the_whole_tree_until_a_human_decides") {
@@ -343,15 +357,7 @@ fn freeze_stops_the_whole_tree_until_a_human_decides() {
         "{}",
         String::from_utf8_lossy(&kill.stderr)
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = agent.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the killed agent lives on");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success());
+    assert_ends_killed(&mut agent);
     // The history says what was done, by whom.
     let me_now = sensor.listed_agent("freezer").expect("freezer listed");
     let history: Vec<(String, String)> = me_now["responses"]
@@ -486,15 +492,7 @@ fn a_process_that_moved_itself_out_of_the_agent_cgroup_is_still_frozen_and_kille
         said.contains(&format!("moved out of its cgroup killed by pid: {pid}")),
         "{said}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = agent.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the killed agent lives on");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success());
+    assert_ends_killed(&mut agent);
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "the process outside the cgroup lives on"

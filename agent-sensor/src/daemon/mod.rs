@@ -323,9 +323,8 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
         options.policy.as_deref(),
         &options.control_socket,
     );
-    // The same resolvers as the kernel's egress programs were given at load.
-    pipeline.sensor.resolvers =
-        crate::loader::host_resolvers(&pipeline.policy.file.enforcement.resolvers);
+    // The resolvers the kernel's egress programs were given at load, not a second reading.
+    pipeline.sensor.resolvers = sensor.resolvers.clone();
     pipeline.stats.kernel_drops = sensor.drop_counts()?;
     pipeline.stats.kernel_filtered = sensor.filtered_counts()?;
 

@@ -71,8 +71,9 @@ pub struct SensorSelf {
     /// Where cgroup v2 is mounted (empty when it is not): writing there outside the agent's
     /// own cgroup can take a process out of the agent's containment.
     pub cgroup_root: PathBuf,
-    /// The host's DNS resolvers (`loader::host_resolvers`): port 53 to them is name
-    /// resolution, judged by exfil.dns_tunnel; port 53 anywhere else is egress.
+    /// The host's DNS resolvers, as the loader gave them to the kernel
+    /// (`LoadedSensor::resolvers`): port 53 to them is name resolution, judged by
+    /// exfil.dns_tunnel; port 53 anywhere else is egress.
     pub resolvers: Vec<std::net::IpAddr>,
 }
 

@@ -358,7 +358,7 @@ fn load_tail_calls(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), LoadError> {
 /// The host's DNS resolvers: the nameservers of /etc/resolv.conf plus `extra` (the policy's
 /// `enforcement.resolvers`). Port 53 to them is name resolution, not egress, for the kernel's
 /// egress programs and the daemon's rules alike.
-pub fn host_resolvers(extra: &[std::net::IpAddr]) -> Vec<std::net::IpAddr> {
+fn host_resolvers(extra: &[std::net::IpAddr]) -> Vec<std::net::IpAddr> {
     let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     conf.lines()
         .filter_map(|l| {
@@ -371,14 +371,19 @@ pub fn host_resolvers(extra: &[std::net::IpAddr]) -> Vec<std::net::IpAddr> {
         .collect()
 }
 
-fn fill_resolvers(ebpf: &mut Ebpf, extra: &[std::net::IpAddr]) -> Result<(), LoadError> {
+/// Gives the kernel the host's resolvers; returns them.
+fn fill_resolvers(
+    ebpf: &mut Ebpf,
+    extra: &[std::net::IpAddr],
+) -> Result<Vec<std::net::IpAddr>, LoadError> {
     let mut resolvers: HashMap<_, [u8; 16], u32> = HashMap::try_from(
         ebpf.map_mut("DNS_RESOLVERS")
             .ok_or(LoadError::MissingMap("DNS_RESOLVERS"))?,
     )
     .map_err(map_err("DNS_RESOLVERS"))?;
-    for ip in host_resolvers(extra) {
-        let v6 = match ip {
+    let found = host_resolvers(extra);
+    for ip in &found {
+        let v6 = match *ip {
             std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
             std::net::IpAddr::V6(v6) => v6,
         };
@@ -386,7 +391,7 @@ fn fill_resolvers(ebpf: &mut Ebpf, extra: &[std::net::IpAddr]) -> Result<(), Loa
             .insert(v6.octets(), 1, 0)
             .map_err(map_err("DNS_RESOLVERS"))?;
     }
-    Ok(())
+    Ok(found)
 }
 
 /// A comm as the kernel keeps it: at most 15 bytes, NUL-padded to 16.
@@ -427,6 +432,8 @@ pub struct LoadedSensor {
     pub attached: Vec<&'static str>,
     /// Set with `--persist`: what is pinned, and where.
     pub pins: Option<persist::Pins>,
+    /// The host's DNS resolvers the egress programs were given (`host_resolvers`).
+    pub resolvers: Vec<std::net::IpAddr>,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoadError {
@@ -539,7 +546,7 @@ impl LoadedSensor {
         }
         load_tail_calls(&mut ebpf, &kernel_btf)?;
         attach_egress(&mut ebpf, &mut attached)?;
-        fill_resolvers(&mut ebpf, &options.resolvers)?;
+        let resolvers = fill_resolvers(&mut ebpf, &options.resolvers)?;
         if let Some(pins) = &pins {
             let keeper = pins.spawn_keeper()?;
             log::info!("programs held by keeper process {keeper}: they outlive this daemon");
@@ -553,6 +560,7 @@ impl LoadedSensor {
             ebpf,
             attached,
             pins,
+            resolvers,
         })
     }
 

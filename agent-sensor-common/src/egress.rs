@@ -96,6 +96,58 @@ pub fn name_hash(name: &[u8]) -> u64 {
     hash
 }
 
+/// A socket the agent asked for, as `socket(2)` took it: what the `sock_create` egress program
+/// decides on, and what its `net.denied` record carries (in `NetEvent::bytes`, packed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketRequest {
+    pub family: u16,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, `SOCK_RAW`… (without `SOCK_NONBLOCK`/`SOCK_CLOEXEC`).
+    pub kind: u16,
+    pub protocol: u16,
+}
+
+pub mod socket {
+    pub const AF_INET: u16 = 2;
+    pub const AF_INET6: u16 = 10;
+    pub const SOCK_STREAM: u16 = 1;
+    pub const SOCK_DGRAM: u16 = 2;
+    pub const IPPROTO_TCP: u16 = 6;
+    pub const IPPROTO_UDP: u16 = 17;
+    pub const IPPROTO_UDPLITE: u16 = 136;
+}
+
+impl SocketRequest {
+    /// Whether the egress programs see every destination such a socket can reach: TCP
+    /// connects and UDP connects and addressed sends pass the cgroup connect/sendmsg hooks.
+    /// Raw sockets, ICMP "ping" sockets (open to unprivileged users on most distributions),
+    /// SCTP and the rest send without them, so an allowlist cannot hold them to anything.
+    /// Only internet sockets reach the `sock_create` hook at all.
+    pub const fn policed_by_egress_hooks(&self) -> bool {
+        use socket::*;
+        if self.family != AF_INET && self.family != AF_INET6 {
+            return true;
+        }
+        let p = self.protocol;
+        match self.kind {
+            SOCK_STREAM => p == 0 || p == IPPROTO_TCP,
+            SOCK_DGRAM => p == 0 || p == IPPROTO_UDP || p == IPPROTO_UDPLITE,
+            _ => false,
+        }
+    }
+
+    pub const fn pack(&self) -> u64 {
+        self.family as u64 | (self.kind as u64) << 16 | (self.protocol as u64) << 32
+    }
+
+    pub const fn unpack(packed: u64) -> Self {
+        Self {
+            family: packed as u16,
+            kind: (packed >> 16) as u16,
+            protocol: (packed >> 32) as u16,
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: #[repr(C)] integers and byte arrays only, no implicit padding.
@@ -129,5 +181,36 @@ mod tests {
             ports: [443, 80, 0, 0, 0, 0, 0, 0],
         };
         assert!(some.allows(443) && some.allows(80) && !some.allows(22) && !some.allows(0));
+    }
+
+    #[test]
+    fn only_tcp_and_udp_internet_sockets_are_left_to_the_connect_and_send_hooks() {
+        let request = |family, kind, protocol| SocketRequest {
+            family,
+            kind,
+            protocol,
+        };
+        for family in [2, 10] {
+            for policed in [(1, 0), (1, 6), (2, 0), (2, 17), (2, 136)] {
+                assert!(request(family, policed.0, policed.1).policed_by_egress_hooks());
+            }
+            // Raw (any protocol), ping sockets (ICMP, ICMPv6), SCTP, MPTCP, packet-like types.
+            for unpoliced in [
+                (3, 1),
+                (3, 255),
+                (2, 1),
+                (2, 58),
+                (1, 132),
+                (5, 132),
+                (1, 262),
+            ] {
+                assert!(!request(family, unpoliced.0, unpoliced.1).policed_by_egress_hooks());
+            }
+        }
+        // Unix and netlink sockets never leave the host; the hook does not run for them.
+        assert!(request(1, 3, 0).policed_by_egress_hooks());
+        assert!(request(16, 3, 0).policed_by_egress_hooks());
+        let raw_icmp = request(2, 3, 1);
+        assert_eq!(SocketRequest::unpack(raw_icmp.pack()), raw_icmp);
     }
 }

@@ -330,7 +330,9 @@ pub struct NetEvent {
     pub nr: u32,
     pub fd: i32,
     pub ret: i64,
-    /// Bytes the send asked for, or the listen backlog.
+    /// Bytes the send asked for, or the listen backlog; in the `net.denied` record of a
+    /// `socket` call the egress programs refused, the socket asked for
+    /// (`egress::SocketRequest::pack`).
     pub bytes: u64,
     pub sockaddr_len: u16,
     pub data_len: u16,

@@ -112,6 +112,7 @@ pub mod nr {
     pub const CREAT: u32 = 85;
     pub const OPENAT2: u32 = 437;
     pub const MEMFD_CREATE: u32 = 319;
+    pub const SOCKET: u32 = 41;
     pub const CONNECT: u32 = 42;
     pub const ACCEPT: u32 = 43;
     pub const SENDTO: u32 = 44;

@@ -149,6 +149,82 @@ fn nothing_of_the_secret_reaches_the_attacker() {
         .contains(&scene.token));
 }
 
+/// Raw sockets send without the connect and sendmsg hooks the allowlist hangs on, so an
+/// enforced agent is refused them at `socket()`; TCP and UDP sockets it still gets, and a
+/// monitored agent gets every kind.
+#[test]
+fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
+    if !can_run_kernel_tests(
+        "sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode",
+    ) {
+        return;
+    }
+    let scene = Scene::new("rawsocket", "");
+    let python = "import socket, sys\n\
+         out = open(sys.argv[1], 'w')\n\
+         for name, family, kind, proto in [\n\
+         \x20   ('tcp', socket.AF_INET, socket.SOCK_STREAM, 0),\n\
+         \x20   ('udp6', socket.AF_INET6, socket.SOCK_DGRAM, 0),\n\
+         \x20   ('raw4', socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),\n\
+         \x20   ('raw6', socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)]:\n\
+         \x20   try: socket.socket(family, kind, proto).close(); out.write(name + ' ok\\n')\n\
+         \x20   except OSError as e: out.write(name + ' errno ' + str(e.errno) + '\\n')\n";
+    let script_path = scene.root.join("sockets.py");
+    std::fs::write(&script_path, python).unwrap();
+    let run = |mode: &str| {
+        let record = scene.root.join(format!("sockets-{mode}"));
+        let mut sensor = scene.base.sensor(mode);
+        let script = format!("/usr/bin/python3 {} {}", s(&script_path), s(&record));
+        let status = sensor.exec_agent(&format!("raw-{mode}"), &scene.worktree, &script);
+        let events = sensor.stop();
+        assert!(status.success(), "{mode}: the script failed");
+        let record = std::fs::read_to_string(&record).unwrap();
+        (record, events, sensor.alerts())
+    };
+
+    let (record, events, alerts) = run("enforce");
+    // EPERM from the kernel's sock_create hook, before the socket existed.
+    assert_eq!(
+        record, "tcp ok\nudp6 ok\nraw4 errno 1\nraw6 errno 1\n",
+        "{events:#?}"
+    );
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "net.denied" && e["syscall"] == "socket")
+        .map(|e| (e["socket"]["family"].clone(), e["socket"]["type"].clone()))
+        .collect();
+    assert_eq!(
+        refused,
+        [(2.into(), 3.into()), (10.into(), 3.into())],
+        "{events:#?}"
+    );
+    let egress = alerts_of(&alerts, "exfil.unallowed_egress");
+    let summaries: Vec<_> = egress
+        .iter()
+        .map(|a| a["summary"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        summaries,
+        [
+            "tried to open a raw IPv4 socket (type 3, protocol 1), which sends around the \
+             egress allowlist",
+            "tried to open a raw IPv6 socket (type 3, protocol 255), which sends around the \
+             egress allowlist"
+        ],
+        "{alerts:#?}"
+    );
+    assert!(
+        egress
+            .iter()
+            .all(|a| a["action"]["outcome"] == "denied in the kernel (EPERM): nothing was sent"),
+        "{egress:#?}"
+    );
+
+    // Monitor mode watches and refuses nothing (the test runs as root, so raw sockets open).
+    let (record, _, _) = run("monitor");
+    assert_eq!(record, "tcp ok\nudp6 ok\nraw4 ok\nraw6 ok\n");
+}
+
 #[test]
 fn allowed_names_resolved_by_the_agent_are_reachable_in_enforce_mode() {
     if !can_run_kernel_tests("allowed_names_resolved_by_the_agent_are_reachable_in_enforce_mode") {

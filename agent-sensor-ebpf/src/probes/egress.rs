@@ -1,14 +1,21 @@
 //! In-kernel egress allowlists: cgroup sock_addr programs on the agents' parent cgroup refuse
 //! (EPERM) a connect or an addressed send of an enforced agent to a destination its policy
 //! does not allow. Nothing is sent: the check runs before the kernel builds a packet.
+//!
+//! Those hooks see TCP and UDP only. A cgroup `sock_create` program refuses an enforced agent
+//! the internet sockets that send without them (raw, ICMP "ping", SCTP…): an allowlist that
+//! such a socket could step around would hold nothing.
 
 use agent_sensor_common::{
-    egress::{EgressKey4, EgressKey6, EgressPorts},
+    egress::{EgressKey4, EgressKey6, EgressPorts, SocketRequest},
+    syscalls::nr,
     EventKind, NetEvent,
 };
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::cgroup_sock_addr, maps::lpm_trie::Key,
-    programs::SockAddrContext,
+    helpers::bpf_get_current_pid_tgid,
+    macros::{cgroup_sock, cgroup_sock_addr},
+    maps::lpm_trie::Key,
+    programs::{SockAddrContext, SockContext},
 };
 
 use crate::{
@@ -21,39 +28,60 @@ const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-const CONNECT: u32 = 42;
-const SENDMSG: u32 = 46;
 
 #[cgroup_sock_addr(connect4)]
 pub fn egress_connect4(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, false, CONNECT)
+    decide(&ctx, false, nr::CONNECT)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn egress_connect6(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, true, CONNECT)
+    decide(&ctx, true, nr::CONNECT)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn egress_sendmsg4(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, false, SENDMSG)
+    decide(&ctx, false, nr::SENDMSG)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn egress_sendmsg6(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, true, SENDMSG)
+    decide(&ctx, true, nr::SENDMSG)
+}
+
+#[cgroup_sock(sock_create)]
+pub fn egress_sock_create(ctx: SockContext) -> i32 {
+    let Some(agent) = enforced_agent() else {
+        return ALLOW;
+    };
+    // SAFETY: the context the kernel passed; family, type and protocol are readable here.
+    let sock = unsafe { &*ctx.sock };
+    let request = SocketRequest {
+        family: sock.family as u16,
+        kind: sock.type_ as u16,
+        protocol: sock.protocol as u16,
+    };
+    if request.policed_by_egress_hooks() {
+        return ALLOW;
+    }
+    report_socket(agent, request);
+    DENY
+}
+
+/// The current process's agent, when its egress is enforced.
+#[inline(always)]
+fn enforced_agent() -> Option<u64> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let agent = tracked_agent(tgid)?;
+    // SAFETY: the value is only tested for presence.
+    unsafe { EGRESS_AGENTS.get(&agent) }.map(|_| agent)
 }
 
 #[inline(always)]
 fn decide(ctx: &SockAddrContext, v6: bool, nr: u32) -> i32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(agent) = tracked_agent(tgid) else {
+    let Some(agent) = enforced_agent() else {
         return ALLOW;
     };
-    // SAFETY: the value is only tested for presence.
-    if unsafe { EGRESS_AGENTS.get(&agent) }.is_none() {
-        return ALLOW;
-    }
     // SAFETY: the context the kernel passed.
     let sa = unsafe { &*ctx.sock_addr };
     let port = u16::from_be(sa.user_port as u16);
@@ -143,6 +171,24 @@ fn report(agent: u64, addr: &[u8; 16], v6: bool, port: u16, nr: u32) {
         (*payload).fd = -1;
         (*payload).ret = -1; // EPERM
         (*payload).sockaddr_len = len;
+    }
+    record.submit();
+}
+
+/// A `net.denied` record of a refused `socket` call: no address, the socket asked for.
+#[inline(always)]
+fn report_socket(agent: u64, request: SocketRequest) {
+    let Some((record, payload)) = Record::start::<NetEvent>(EventKind::NetDenied as u16, agent, 0)
+    else {
+        return;
+    };
+    // SAFETY: payload points into the scratch record.
+    unsafe {
+        (*payload).nr = nr::SOCKET;
+        (*payload).fd = -1;
+        (*payload).ret = -1; // EPERM
+        (*payload).bytes = request.pack();
+        (*payload).sockaddr_len = 0;
     }
     record.submit();
 }

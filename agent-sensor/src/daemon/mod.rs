@@ -273,7 +273,12 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     let metrics = Arc::new(Metrics::new(MetricsConfig {
         agent_label_cap: options.metrics_agent_labels,
     }));
-    for family in ["raw_tracepoint", "tp_btf", "cgroup_sock_addr"] {
+    for family in [
+        "raw_tracepoint",
+        "tp_btf",
+        "cgroup_sock_addr",
+        "cgroup_sock",
+    ] {
         let n = sensor
             .attached
             .iter()

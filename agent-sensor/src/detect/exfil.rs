@@ -7,10 +7,14 @@
 //! (port 53) is left to exfil.dns_tunnel; port 53 anywhere else is egress like any port (the
 //! kernel's egress programs refuse it too), or a tunnel could go straight to a server of the
 //! agent's choosing. Loopback is always allowed by the policy.
+//!
+//! An enforced agent that asks for a socket the egress programs cannot hold to the allowlist
+//! (raw, ICMP "ping", SCTP) is refused it by the kernel, and that attempt is
+//! exfil.unallowed_egress too: nothing else shows where such a socket would have sent.
 
 use std::{collections::VecDeque, net::IpAddr};
 
-use agent_sensor_common::EventKind;
+use agent_sensor_common::{egress::SocketRequest, EventKind};
 
 use super::{
     candidate::{destination, destination_long, text, Candidate},
@@ -138,6 +142,45 @@ pub fn check(ctx: &Context, event: &Event, reads: &mut RecentReads, out: &mut Ve
     ));
 }
 
+/// A socket the kernel refused the agent because the egress allowlist could not have held it.
+pub fn check_refused_socket(event: &Event, out: &mut Vec<Candidate>) {
+    let (EventKind::NetDenied, Body::Net(net)) = (event.kind, &event.body) else {
+        return;
+    };
+    let Some(socket) = net.socket else {
+        return;
+    };
+    let what = socket_name(socket);
+    out.push(Candidate::new(
+        RuleId::UnallowedEgress,
+        what.clone(),
+        format!("tried to open {what}, which sends around the egress allowlist"),
+        vec![event.clone()],
+    ));
+}
+
+/// "a raw IPv4 socket (type 3, protocol 1)", "an ICMP (ping) IPv6 socket (type 2, protocol 58)".
+fn socket_name(socket: SocketRequest) -> String {
+    const SOCK_RAW: u16 = 3;
+    let family = match socket.family {
+        2 => "IPv4".to_string(),
+        10 => "IPv6".to_string(),
+        other => format!("family {other}"),
+    };
+    let kind = match (socket.kind, socket.protocol) {
+        (SOCK_RAW, _) => "a raw ",
+        (_, 1 | 58) => "an ICMP (ping) ",
+        (_, 132) => "an SCTP ",
+        (_, 262) => "an MPTCP ",
+        _ if socket.family == 2 || socket.family == 10 => "an ",
+        _ => "a ",
+    };
+    format!(
+        "{kind}{family} socket (type {}, protocol {})",
+        socket.kind, socket.protocol
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testkit::*;
@@ -190,6 +233,24 @@ mod tests {
             RuleId::UnallowedEgress,
             "tried to send data to 192.0.2.3:80",
         );
+    }
+
+    #[test]
+    fn a_socket_refused_for_going_around_the_allowlist_is_unallowed_egress() {
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(socket_denied(PID, 2, 2, 1)),
+            RuleId::UnallowedEgress,
+            "tried to open an ICMP (ping) IPv4 socket (type 2, protocol 1), which sends around \
+             the egress allowlist",
+        );
+        assert_fires(
+            fx.feed(socket_denied(PID, 10, 3, 255)),
+            RuleId::UnallowedEgress,
+            "a raw IPv6 socket (type 3, protocol 255)",
+        );
+        // Only the kernel's refusal says what was asked for; other events carry no socket.
+        assert_silent(fx.feed(connect(PID, "127.0.0.1", 8080)));
     }
 
     #[test]

@@ -26,5 +26,6 @@ pub fn check(
         }
     }
     exfil::check(ctx, event, &mut state.sensitive_reads, out);
+    exfil::check_refused_socket(event, out);
     exec::note_remote_socket(ctx, event, net, &mut state.processes);
 }

@@ -329,6 +329,7 @@ fn net(kind: EventKind, pid: u32, nr: u32, addr: Option<SockAddr>) -> Event {
             data_len: 0,
             dns_name: None,
             addr_from_connect: false,
+            socket: None,
         }),
     )
 }
@@ -342,6 +343,21 @@ fn inet(ip: &str, port: u16) -> Option<SockAddr> {
 
 pub fn connect(pid: u32, ip: &str, port: u16) -> Event {
     net(EventKind::NetConnect, pid, 42, inet(ip, port))
+}
+
+/// A `socket` call the `sock_create` egress program refused, as its `net.denied` record says.
+pub fn socket_denied(pid: u32, family: u16, kind: u16, protocol: u16) -> Event {
+    let mut event = net(EventKind::NetDenied, pid, 41, None);
+    if let Body::Net(net) = &mut event.body {
+        net.fd = -1;
+        net.ret = -1;
+        net.socket = Some(agent_sensor_common::egress::SocketRequest {
+            family,
+            kind,
+            protocol,
+        });
+    }
+    event
 }
 
 pub fn connect_unix(pid: u32, path: &str) -> Event {

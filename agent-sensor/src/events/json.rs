@@ -256,6 +256,10 @@ impl Serialize for EventJson<'_> {
                 m.serialize_entry("dns", &dns)?;
                 m.serialize_entry("dns_name", &opt_bytes(&n.dns_name))?;
                 m.serialize_entry("addr_from_connect", &n.addr_from_connect)?;
+                let socket = n
+                    .socket
+                    .map(|s| json!({ "family": s.family, "type": s.kind, "protocol": s.protocol }));
+                m.serialize_entry("socket", &socket)?;
                 let answers: Vec<_> = n
                     .dns_answers
                     .iter()

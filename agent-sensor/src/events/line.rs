@@ -336,6 +336,17 @@ impl EventJson<'_> {
                 }
                 m.opt_bytes(k!("dns_name"), n.dns_name.as_deref());
                 m.boolean(k!("addr_from_connect"), n.addr_from_connect);
+                match &n.socket {
+                    Some(socket) => {
+                        let mut object = Object::open(m.key(k!("socket")));
+                        // In serde_json's (sorted) key order.
+                        object.number(k!("family"), socket.family);
+                        object.number(k!("protocol"), socket.protocol);
+                        object.number(k!("type"), socket.kind);
+                        object.close();
+                    }
+                    None => m.key(k!("socket")).extend_from_slice(b"null"),
+                }
                 array(m.key(k!("dns_answers")), &n.dns_answers, |out, answer| {
                     let mut object = Object::open(out);
                     object.string(k!("ip"), &answer.ip.to_string());
@@ -468,6 +479,7 @@ mod tests {
             other_family,
             testkit::accept(7, "::1", 22, 4),
             testkit::dns_query(7, "exfil.example.com"),
+            testkit::socket_denied(7, 10, 3, 58),
             testkit::sock_close(7, 3),
             closed,
             testkit::syscall(EventKind::ProcessKill, 7, 62, [8, 9, 0, 0], 0),

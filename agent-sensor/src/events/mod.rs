@@ -14,8 +14,8 @@ mod syscalls;
 
 pub use self::comm::Comm;
 use agent_sensor_common::{
-    flags, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent,
-    SockCloseEvent, SyscallEvent,
+    egress::SocketRequest, flags, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent,
+    ForkEvent, NetEvent, SockCloseEvent, SyscallEvent,
 };
 pub use json::{Clock, EventJson};
 use thiserror::Error;
@@ -141,6 +141,9 @@ pub struct NetBody {
     pub dns_name: Option<Vec<u8>>,
     /// `addr` is the peer the socket was connected to, not an address the call carried.
     pub addr_from_connect: bool,
+    /// The socket a refused `socket` call asked for (`net.denied` of the `sock_create`
+    /// egress program).
+    pub socket: Option<SocketRequest>,
 }
 
 /// Bytes moved over one socket of an agent, reported when it closed.
@@ -472,6 +475,8 @@ fn decode_net(kind: EventKind, record: &[u8]) -> Result<NetBody, DecodeError> {
     let raw_addr = tail.take(p.sockaddr_len as usize)?;
     let data = tail.take(p.data_len as usize)?;
     let addr = sockaddr::parse(raw_addr);
+    let socket =
+        (p.nr == agent_sensor_common::syscalls::nr::SOCKET).then(|| SocketRequest::unpack(p.bytes));
     let port_53 = matches!(addr, Some(sockaddr::SockAddr::Inet { port: 53, .. }));
     let (dns, dns_answers) = if kind == EventKind::NetRecv {
         // The kernel only reports data received from port 53.
@@ -491,13 +496,15 @@ fn decode_net(kind: EventKind, record: &[u8]) -> Result<NetBody, DecodeError> {
         nr: p.nr,
         fd: p.fd,
         ret: p.ret,
-        bytes: p.bytes,
+        // A refused socket call's `bytes` is the socket it asked for, not a count.
+        bytes: if socket.is_some() { 0 } else { p.bytes },
         addr,
         dns,
         dns_answers,
         data_len: data.len(),
         dns_name: None,
         addr_from_connect: false,
+        socket,
     })
 }
 

@@ -11,6 +11,7 @@ pub fn syscall_name(nr: u32) -> &'static str {
         19 => "readv",
         20 => "writev",
         40 => "sendfile",
+        41 => "socket",
         44 => "sendto",
         45 => "recvfrom",
         47 => "recvmsg",

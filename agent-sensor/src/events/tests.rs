@@ -133,6 +133,36 @@ fn net_events_parse_address_and_dns() {
 }
 
 #[test]
+fn a_refused_socket_call_carries_the_socket_it_asked_for_and_only_it_does() {
+    use agent_sensor_common::egress::SocketRequest;
+    let raw_icmp = SocketRequest {
+        family: 2,
+        kind: 3,
+        protocol: 1,
+    };
+    let p = NetEvent {
+        nr: 41,
+        fd: -1,
+        ret: -1,
+        bytes: raw_icmp.pack(),
+        ..Default::default()
+    };
+    let ev = decode(&record(EventKind::NetDenied, &p, b"")).unwrap();
+    let Body::Net(n) = ev.body else { panic!() };
+    assert_eq!(n.socket, Some(raw_icmp));
+    assert_eq!((n.addr, n.bytes), (None, 0));
+    // Any other call's `bytes` is a byte count.
+    let p = NetEvent {
+        nr: 44,
+        bytes: raw_icmp.pack(),
+        ..Default::default()
+    };
+    let ev = decode(&record(EventKind::NetSend, &p, b"")).unwrap();
+    let Body::Net(n) = ev.body else { panic!() };
+    assert_eq!((n.socket, n.bytes), (None, raw_icmp.pack()));
+}
+
+#[test]
 fn rejects_bad_lengths_without_panicking() {
     let p = FileEvent {
         path_len: 100,

@@ -70,7 +70,7 @@ pub const OUTCOMES: [&str; 6] = [
 ];
 
 /// Hook families programs are attached through (the names `agent-sensor probe` prints).
-pub const HOOK_FAMILIES: [&str; 9] = [
+pub const HOOK_FAMILIES: [&str; 10] = [
     "tracepoint",
     "raw_tracepoint",
     "tp_btf",
@@ -79,6 +79,7 @@ pub const HOOK_FAMILIES: [&str; 9] = [
     "uprobe",
     "lsm",
     "cgroup_sock_addr",
+    "cgroup_sock",
     OTHER,
 ];
 

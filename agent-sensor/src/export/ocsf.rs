@@ -454,6 +454,7 @@ mod tests {
                 data_len: 0,
                 dns_name: Some(b"evil.example".to_vec()),
                 addr_from_connect: false,
+                socket: None,
             }),
         )
     }

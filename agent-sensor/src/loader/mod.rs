@@ -17,7 +17,8 @@ use agent_sensor_common::{
 use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Program, ProgramError, RawTracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, Program, ProgramError,
+        RawTracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -165,13 +166,16 @@ impl Default for LoadOptions {
     }
 }
 
-/// The egress programs and the hook each attaches to, on the agents' parent cgroup.
+/// The egress programs, each on its own hook of the agents' parent cgroup.
 pub const EGRESS_PROGRAMS: [&str; 4] = [
     "egress_connect4",
     "egress_connect6",
     "egress_sendmsg4",
     "egress_sendmsg6",
 ];
+/// The program that refuses enforced agents the sockets the egress programs cannot see (the
+/// cgroup `sock_create` hook).
+pub const SOCKET_PROGRAM: &str = "egress_sock_create";
 
 /// Attaches the egress programs to the parent of every agent cgroup (created if missing), so
 /// they apply to each agent cgroup below it. Attached as bpf links, which coexist with other
@@ -194,6 +198,11 @@ fn attach_egress(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) -> Result<()
             .map_err(|error| LoadError::Program { program, error })?;
         attached.push(program);
     }
+    let program = SOCKET_PROGRAM;
+    let prog = load_program(ebpf, program, CgroupSock::load)?;
+    prog.attach(&cgroup, CgroupAttachMode::Single)
+        .map_err(|error| LoadError::Program { program, error })?;
+    attached.push(program);
     Ok(())
 }
 
@@ -409,6 +418,8 @@ pub fn hook_family(program: &str) -> &'static str {
         "tp_btf"
     } else if EGRESS_PROGRAMS.contains(&program) {
         "cgroup_sock_addr"
+    } else if program == SOCKET_PROGRAM {
+        "cgroup_sock"
     } else {
         "raw_tracepoint"
     }

@@ -42,9 +42,16 @@ pub fn exec(args: ExecArgs) -> Result<()> {
     };
     // Born in the agent's cgroup, held at a gate until the daemon confirms the kernel
     // tracks it (see `launch` for why not exec in place).
-    let gated = launch::Gated::spawn(&cgroup, &found)?;
+    let gated = match launch::Gated::spawn(&cgroup, &found) {
+        Ok(gated) => gated,
+        Err(e) => {
+            abandon_registration(&mut client, agent_id);
+            return Err(e);
+        }
+    };
     if let Err(e) = wait_until_tracked(&mut client, agent_id, gated.pid()) {
         gated.abandon();
+        abandon_registration(&mut client, agent_id);
         return Err(e);
     }
     drop(client);
@@ -65,6 +72,14 @@ fn wait_until_tracked(client: &mut Client, agent_id: u64, pid: u32) -> Result<()
             }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
+    }
+}
+
+/// Tells the daemon the agent's command will not run, so that it does not list the agent as
+/// running. The command's own error is what the user needs; this one is only logged.
+fn abandon_registration(client: &mut Client, agent_id: u64) {
+    if let Err(e) = client.call(&Request::Abandon { agent_id }) {
+        log::warn!("the daemon kept the abandoned registration of agent {agent_id}: {e:#}");
     }
 }
 

@@ -631,6 +631,53 @@ fn exec_of_a_command_that_cannot_run_exits_as_a_shell_does_and_registers_nothing
     sensor.stop();
 }
 
+/// An agent that runs `agent-sensor exec` stays itself in the kernel: the nested command is
+/// refused, and the agent it would have been is not left registered as running.
+#[test]
+fn an_exec_inside_an_agent_runs_nothing_and_leaves_no_agent_behind() {
+    if !can_run_kernel_tests("an_exec_inside_an_agent_runs_nothing_and_leaves_no_agent_behind") {
+        return;
+    }
+    let scene = Scene::new("nested", "");
+    let mut sensor = scene.sensor();
+    let inner_worktree = scene.root.join("inner");
+    std::fs::create_dir_all(&inner_worktree).unwrap();
+    let ran = scene.root.join("inner-ran");
+    let status = scene.root.join("nested-status");
+    let script = format!(
+        "{bin} exec --agent inner --worktree {wt} --control-socket {socket} -- /bin/sh -c 'touch {ran}'; \
+         echo $? > {status}",
+        bin = s(&sensor_binary()),
+        wt = s(&inner_worktree),
+        socket = s(&sensor.socket),
+        ran = s(&ran),
+        status = s(&status),
+    );
+    assert!(sensor
+        .exec_agent("outer", &scene.worktree, &script)
+        .success());
+    assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "1");
+    assert!(!ran.exists(), "the nested command ran");
+    let inner = sensor.listed_agent("inner").expect("inner was registered");
+    assert_eq!(inner["state"], "exited", "{inner:#}");
+    let cgroup = inner["cgroup"]
+        .as_str()
+        .expect("an exec'd agent has a cgroup");
+    assert!(!Path::new(cgroup).exists(), "{cgroup} was left behind");
+    // Only a registration whose command never ran can be abandoned.
+    let outer = sensor.listed_agent("outer").expect("outer is listed");
+    let reply = control_call(
+        &sensor.socket,
+        &serde_json::json!({ "op": "abandon", "agent_id": outer["id"] }).to_string(),
+    );
+    assert_eq!(reply["status"], "error", "{reply}");
+    assert_eq!(
+        sensor.listed_agent("outer").unwrap()["state"],
+        outer["state"]
+    );
+    sensor.stop();
+}
+
 /// The pid a script wrote to `path` (written to a temporary name and renamed into place).
 fn pid_in(path: &Path) -> i32 {
     wait_for_file(path);

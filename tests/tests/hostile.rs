@@ -405,6 +405,13 @@ fn hostile_register_confirm_thaw_and_kill_are_refused_without_a_trace() {
             serde_json::json!({ "op": "confirm", "agent_id": agent_id, "pid": pid }).to_string(),
         ));
     }
+    // Abandoning registrations that do not exist.
+    for agent_id in [0u64, 1, u64::MAX] {
+        requests.push((
+            format!("abandon agent {agent_id}"),
+            serde_json::json!({ "op": "abandon", "agent_id": agent_id }).to_string(),
+        ));
+    }
     // Thaw and kill of agents that do not exist.
     for op in ["thaw", "kill"] {
         for name in ["nobody-here", "../../x", "", "*", "default"] {

@@ -28,6 +28,9 @@ pub enum Request {
     },
     /// Succeeds once the kernel tracks `pid` as `agent_id`.
     Confirm { agent_id: u64, pid: u32 },
+    /// The caller gave up before the agent's command ran (the kernel never tracked it as
+    /// this agent): forget the registration.
+    Abandon { agent_id: u64 },
     /// Every agent the daemon knows.
     // A struct variant, not a unit one: serde enforces `deny_unknown_fields` only on fields,
     // and `{"op":"agents","x":1}` must be refused like every other op with a stray field.

@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use super::startup::Agents;
+use super::startup::{cgroup_is_empty, Agents};
 use crate::{
-    agents::registry::AgentState,
+    agents::registry::{AgentState, Origin},
     control::{Reply, Request},
     loader::LoadedSensor,
     pipeline::Pipeline,
@@ -35,6 +35,7 @@ pub fn handle(
             Err(message) => Reply::Error { message },
         },
         Request::Confirm { agent_id, pid } => confirm(sensor, pipeline, agent_id, pid),
+        Request::Abandon { agent_id } => abandon(sensor, pipeline, agents, agent_id),
         Request::Agents {} => Reply::Agents {
             agents: pipeline.registry.summaries(),
         },
@@ -99,6 +100,42 @@ fn confirm(sensor: &mut LoadedSensor, pipeline: &mut Pipeline, agent_id: u64, pi
         .unwrap_or_default();
     pipeline.registry.add_process(agent_id, pid, 0, exe);
     Reply::Tracked
+}
+
+/// An exec'd agent whose command never ran (an `exec` inside another agent stays that agent's
+/// in the kernel, so it is never confirmed): it ends now, cgroup and allowlist with it, rather
+/// than being listed as running until the daemon restarts. Only an agent that never had a
+/// process: nothing that ran can be made to vanish this way.
+fn abandon(
+    sensor: &mut LoadedSensor,
+    pipeline: &mut Pipeline,
+    agents: &mut Agents,
+    agent_id: u64,
+) -> Reply {
+    let Some(agent) = pipeline.registry.get_mut(agent_id) else {
+        return Reply::Error {
+            message: format!("no agent {agent_id}"),
+        };
+    };
+    let never_ran = agent.origin == Origin::Exec
+        && agent.state == AgentState::Running
+        && agent.processes.is_empty()
+        && agent.cgroup.as_deref().is_some_and(cgroup_is_empty);
+    if !never_ran {
+        return Reply::Error {
+            message: format!(
+                "agent {} (id {agent_id}) has run; its registration stays",
+                agent.name
+            ),
+        };
+    }
+    agent.state = AgentState::Exited;
+    let name = agent.name.clone();
+    log::info!("agent {name} (id {agent_id}): registration abandoned, its command never ran");
+    agents.retire(sensor, pipeline, agent_id);
+    Reply::Done {
+        message: format!("registration of agent {name} abandoned"),
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

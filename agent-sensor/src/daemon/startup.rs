@@ -453,7 +453,7 @@ fn finished_cgroups(registry: &Registry) -> Vec<PathBuf> {
 }
 
 /// No process in `cgroup` or below it (or the cgroup is gone).
-fn cgroup_is_empty(cgroup: &Path) -> bool {
+pub(super) fn cgroup_is_empty(cgroup: &Path) -> bool {
     std::fs::read_to_string(cgroup.join("cgroup.events"))
         .map_or(true, |events| events.lines().any(|l| l == "populated 0"))
 }

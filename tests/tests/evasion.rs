@@ -1091,8 +1091,8 @@ fn gap_io_uring_setup_is_at_least_recorded() {
 }
 
 #[test]
-fn gap_memfd_exec_is_at_least_recorded() {
-    if !can_run_kernel_tests("gap_memfd_exec_is_at_least_recorded") {
+fn a_memfd_exec_is_caught_as_a_program_with_no_file_on_disk() {
+    if !can_run_kernel_tests("a_memfd_exec_is_caught_as_a_program_with_no_file_on_disk") {
         return;
     }
     let scene = Scene::new("memfd");
@@ -1119,8 +1119,19 @@ fn gap_memfd_exec_is_at_least_recorded() {
         );
         runs.push((name, field(&out, "pid"), field(&out, "fd")));
     }
-    let (events, _) = finish(sensor);
+    let (events, alerts) = finish(sensor);
     for (name, pid, fd) in runs {
+        let fileless: Vec<_> = alerts
+            .iter()
+            .filter(|a| {
+                a["agent"] == name
+                    && a["rule"] == "exec.suspicious_tool"
+                    && a["summary"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("ran a program that has no file on disk"))
+            })
+            .collect();
+        assert_eq!(fileless.len(), 1, "{name}: {alerts:#?}");
         let created = events_of(&events, "process.memfd_create", pid);
         assert!(
             created.iter().any(|e| e["name"] == name && e["ret"] == fd),

@@ -211,11 +211,59 @@ fn suspicious_tool(ctx: &Context, event: &Event) -> Option<Candidate> {
     else {
         return None;
     };
-    suspicious_tool_named(ctx, event, filename, argv).or_else(|| {
-        exe.as_deref()
-            .filter(|exe| basename(exe) != basename(filename))
-            .and_then(|exe| suspicious_tool_named(ctx, event, exe, argv))
-    })
+    fileless(event, filename, exe.as_deref(), argv)
+        .or_else(|| suspicious_tool_named(ctx, event, filename, argv))
+        .or_else(|| {
+            exe.as_deref()
+                .filter(|exe| basename(exe) != basename(filename))
+                .and_then(|exe| suspicious_tool_named(ctx, event, exe, argv))
+        })
+}
+
+/// A program run through a file descriptor whose file has no name the kernel could walk: a
+/// memfd (`memfd_create`, write, `execveat`/`fexecve`), the way a dropper runs a payload that
+/// never touches the disk, out of reach of every check by path or by inode on disk. A file
+/// that does have a name is its program, judged as any other (`exe` is the walked name).
+fn fileless(
+    event: &Event,
+    filename: &[u8],
+    exe: Option<&[u8]>,
+    argv: &[Vec<u8>],
+) -> Option<Candidate> {
+    if exe.is_some() || !names_a_descriptor(filename) {
+        return None;
+    }
+    let comm = text(&event.comm);
+    Some(Candidate::new(
+        RuleId::SuspiciousTool,
+        format!("fileless:{comm}"),
+        format!(
+            "ran a program that has no file on disk ({}, process name {comm}), as a dropper \
+             runs its payload from memory: {}",
+            text(filename),
+            quoted_command(argv)
+        ),
+        vec![event.clone()],
+    ))
+}
+
+/// `/dev/fd/N`, `/proc/self/fd/N`, `/proc/thread-self/fd/N`, `/proc/PID/fd/N`: what exec is
+/// given to run an open file (glibc's `fexecve` passes the first two).
+fn names_a_descriptor(filename: &[u8]) -> bool {
+    let number = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    if let Some(fd) = filename.strip_prefix(b"/dev/fd/") {
+        return number(fd);
+    }
+    let Some(rest) = filename.strip_prefix(b"/proc/") else {
+        return false;
+    };
+    let mut parts = rest.split(|b| *b == b'/');
+    let (Some(process), Some(b"fd"), Some(fd), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    (process == b"self" || process == b"thread-self" || number(process)) && number(fd)
 }
 
 fn suspicious_tool_named(
@@ -263,6 +311,16 @@ fn suspicious_tool_named(
     } else {
         return None;
     };
+    Some(Candidate::new(
+        RuleId::SuspiciousTool,
+        target,
+        format!("ran {name}, {why}: {}", quoted_command(argv)),
+        vec![event.clone()],
+    ))
+}
+
+/// The command line for a summary, cut at `MAX_QUOTED` bytes.
+fn quoted_command(argv: &[Vec<u8>]) -> String {
     let mut command = argv.iter().map(|a| text(a)).collect::<Vec<_>>().join(" ");
     if command.len() > MAX_QUOTED {
         let cut = (0..=MAX_QUOTED)
@@ -272,12 +330,7 @@ fn suspicious_tool_named(
         command.truncate(cut);
         command.push('…');
     }
-    Some(Candidate::new(
-        RuleId::SuspiciousTool,
-        target,
-        format!("ran {name}, {why}: {command}"),
-        vec![event.clone()],
-    ))
+    command
 }
 
 fn is_local(ip: IpAddr) -> bool {
@@ -337,6 +390,49 @@ mod tests {
              203.0.113.9:4444",
         );
         assert_eq!(finding.evidence.len(), 2);
+    }
+
+    /// An exec whose file the kernel could not walk to a name (a memfd's).
+    fn unnamed_exec(filename: &str, comm: &str) -> crate::events::Event {
+        let mut event = exec(PID + 1, filename, &["payload", "--quiet"]);
+        if let Body::Exec { exe, .. } = &mut event.body {
+            *exe = None;
+        }
+        event.comm = crate::events::Comm::new(comm.as_bytes());
+        event
+    }
+
+    #[test]
+    fn a_program_with_no_file_on_disk_is_suspicious() {
+        let mut fx = started();
+        assert_fires(
+            fx.feed(unnamed_exec("/dev/fd/3", "memfd:payload")),
+            RuleId::SuspiciousTool,
+            "ran a program that has no file on disk (/dev/fd/3, process name memfd:payload), \
+             as a dropper runs its payload from memory: payload --quiet",
+        );
+        for filename in [
+            "/proc/self/fd/4",
+            "/proc/thread-self/fd/5",
+            "/proc/812/fd/6",
+        ] {
+            let mut fx = started();
+            assert_fires(
+                fx.feed(unnamed_exec(filename, "4")),
+                RuleId::SuspiciousTool,
+                filename,
+            );
+        }
+        // An open file with a name is that program; other unresolved names are not descriptors.
+        assert_silent(fx.feed(exec(PID + 1, "/proc/self/fd/3", &["true"])));
+        for filename in [
+            "/proc/self/fd/",
+            "/proc/self/fdinfo/3",
+            "/dev/fd/3x",
+            "/tmp/x",
+        ] {
+            assert_silent(fx.feed(unnamed_exec(filename, "x")));
+        }
     }
 
     #[test]

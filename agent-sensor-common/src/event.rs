@@ -77,6 +77,12 @@ pub enum EventKind {
     FileTruncate = 27,
     FileMkdir = 28,
     FileChdir = 29,
+    /// setxattr/removexattr and their l-, f- and -at forms: file capabilities, ACLs.
+    FileXattr = 30,
+    /// mknod/mknodat: a FIFO, socket, device or regular file made by name.
+    FileMknod = 31,
+    /// utime/utimes/futimesat/utimensat: a file's access and modification times set.
+    FileUtime = 32,
     NetConnect = 40,
     NetBind = 41,
     NetListen = 42,
@@ -92,7 +98,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in value order: lets user space size per-kind tables and label metrics.
-    pub const ALL: [EventKind; 28] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::ProcessFork,
         EventKind::ProcessExec,
         EventKind::ProcessExit,
@@ -113,6 +119,9 @@ impl EventKind {
         EventKind::FileTruncate,
         EventKind::FileMkdir,
         EventKind::FileChdir,
+        EventKind::FileXattr,
+        EventKind::FileMknod,
+        EventKind::FileUtime,
         EventKind::NetConnect,
         EventKind::NetBind,
         EventKind::NetListen,
@@ -155,6 +164,9 @@ impl EventKind {
             EventKind::FileTruncate => "file.truncate",
             EventKind::FileMkdir => "file.mkdir",
             EventKind::FileChdir => "file.chdir",
+            EventKind::FileXattr => "file.xattr",
+            EventKind::FileMknod => "file.mknod",
+            EventKind::FileUtime => "file.utime",
             EventKind::NetConnect => "net.connect",
             EventKind::NetBind => "net.bind",
             EventKind::NetListen => "net.listen",

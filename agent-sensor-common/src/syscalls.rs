@@ -126,7 +126,7 @@ pub mod nr {
 }
 
 /// Every syscall the sensor records, x86_64 numbering.
-pub fn x86_64_table() -> [(u32, SyscallSpec); 69] {
+pub fn x86_64_table() -> [(u32, SyscallSpec); 83] {
     use account::{RECEIVED, SENT};
     use family::{CLOSE, NET, PROCESS, RECV};
     use EventKind::*;
@@ -330,6 +330,77 @@ pub fn x86_64_table() -> [(u32, SyscallSpec); 69] {
             },
         ), // mkdirat
         (80, f(FileChdir, 0, N)),  // chdir
+        (
+            188,
+            SyscallSpec {
+                flags: 4,
+                ..f(FileXattr, 0, N)
+            },
+        ), // setxattr
+        (
+            189,
+            SyscallSpec {
+                flags: 4,
+                ..f(FileXattr, 0, N)
+            },
+        ), // lsetxattr
+        (
+            190,
+            SyscallSpec {
+                fd: 0,
+                flags: 4,
+                ..f(FileXattr, N, N)
+            },
+        ), // fsetxattr
+        (197, f(FileXattr, 0, N)), // removexattr
+        (198, f(FileXattr, 0, N)), // lremovexattr
+        (
+            199,
+            SyscallSpec {
+                fd: 0,
+                ..f(FileXattr, N, N)
+            },
+        ), // fremovexattr
+        (
+            463,
+            SyscallSpec {
+                flags: 2,
+                ..f(FileXattr, 1, 0)
+            },
+        ), // setxattrat (at_flags)
+        (
+            466,
+            SyscallSpec {
+                flags: 2,
+                ..f(FileXattr, 1, 0)
+            },
+        ), // removexattrat
+        (
+            133,
+            SyscallSpec {
+                mode: 1,
+                arg: 2,
+                ..f(FileMknod, 0, N)
+            },
+        ), // mknod (arg: the device)
+        (
+            259,
+            SyscallSpec {
+                mode: 2,
+                arg: 3,
+                ..f(FileMknod, 1, 0)
+            },
+        ), // mknodat
+        (132, f(FileUtime, 0, N)), // utime
+        (235, f(FileUtime, 0, N)), // utimes
+        (261, f(FileUtime, 1, 0)), // futimesat
+        (
+            280,
+            SyscallSpec {
+                flags: 3,
+                ..f(FileUtime, 1, 0)
+            },
+        ), // utimensat (a NULL path, futimens, names no file: see README)
         (
             81,
             SyscallSpec {

@@ -276,6 +276,78 @@ fn open_by_handle_at_is_judged_by_the_file_opened() {
     }
 }
 
+/// Extended attributes (file capabilities, ACLs), a node made with mknod and a file's times
+/// change files as surely as a write: outside the worktree each is a write outside it.
+#[test]
+fn xattrs_mknod_and_times_outside_the_worktree_are_writes() {
+    if !can_run_kernel_tests("xattrs_mknod_and_times_outside_the_worktree_are_writes") {
+        return;
+    }
+    let scene = Scene::new("metadata");
+    let tagged = scene.outside_file("metadata-xattr", "x\n");
+    let untagged = scene.outside_file("metadata-removexattr", "x\n");
+    let fifo = scene.outside.join("metadata-fifo");
+    let retimed = scene.outside_file("metadata-utime", "x\n");
+    // The agent removes an attribute the test set: through its descriptor, no path given.
+    let name = std::ffi::CString::new(s(&untagged)).unwrap();
+    // SAFETY: NUL-terminated strings and a 1-byte value that outlive the call.
+    let set = unsafe {
+        libc::setxattr(
+            name.as_ptr(),
+            c"user.agent".as_ptr(),
+            b"1".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    assert_eq!(set, 0, "setxattr: {}", std::io::Error::last_os_error());
+    let script = scene.script(
+        "metadata",
+        "import os, stat, sys\n\
+         tagged, untagged, fifo, retimed = sys.argv[1:]\n\
+         os.setxattr(tagged, 'user.agent', b'1')\n\
+         fd = os.open(untagged, os.O_RDONLY)\n\
+         os.removexattr(fd, 'user.agent')\n\
+         os.close(fd)\n\
+         os.mknod(fifo, stat.S_IFIFO | 0o600)\n\
+         os.utime(retimed, (0, 0))\n",
+    );
+    let sensor = scene.sensor();
+    run_agent(
+        &sensor,
+        "metadata",
+        &scene.worktree,
+        &[
+            PYTHON,
+            &script,
+            s(&tagged),
+            s(&untagged),
+            s(&fifo),
+            s(&retimed),
+        ],
+    );
+    use std::os::unix::fs::FileTypeExt as _;
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    let (_, alerts) = finish(sensor);
+    for (target, syscall, verb) in [
+        (&tagged, "setxattr", "changed the extended attributes of"),
+        (
+            &untagged,
+            "fremovexattr",
+            "changed the extended attributes of",
+        ),
+        (&fifo, "mknodat", "created with mknod"),
+        (&retimed, "utimensat", "set the times of"),
+    ] {
+        let (alert, ev) = expect_alert(&alerts, WRITE_OUTSIDE, "metadata", target);
+        assert_eq!(ev["syscall"], syscall, "{alert:#}");
+        assert!(
+            alert["summary"].as_str().unwrap().contains(verb),
+            "{alert:#}"
+        );
+    }
+}
+
 #[test]
 fn another_process_memory_read_with_process_vm_readv_is_caught() {
     if !can_run_kernel_tests("another_process_memory_read_with_process_vm_readv_is_caught") {

@@ -44,6 +44,9 @@ pub enum WriteOp {
     Chown,
     Truncate,
     Mkdir,
+    Xattr,
+    Mknod,
+    Utime,
 }
 
 impl WriteOp {
@@ -60,6 +63,9 @@ impl WriteOp {
             WriteOp::Chown => "changed the owner of",
             WriteOp::Truncate => "truncated",
             WriteOp::Mkdir => "created directory",
+            WriteOp::Xattr => "changed the extended attributes of",
+            WriteOp::Mknod => "created with mknod",
+            WriteOp::Utime => "set the times of",
         }
     }
 }
@@ -204,6 +210,9 @@ pub fn touches<'a>(kind: EventKind, file: &'a FileBody, cwd: Option<&[u8]>) -> T
         EventKind::FileChown => one(Access::Write(WriteOp::Chown)),
         EventKind::FileTruncate => one(Access::Write(WriteOp::Truncate)),
         EventKind::FileMkdir => one(Access::Write(WriteOp::Mkdir)),
+        EventKind::FileXattr => one(Access::Write(WriteOp::Xattr)),
+        EventKind::FileMknod => one(Access::Write(WriteOp::Mknod)),
+        EventKind::FileUtime => one(Access::Write(WriteOp::Utime)),
         EventKind::FileChdir => one(Access::Look),
         _ => Touches::new(),
     }

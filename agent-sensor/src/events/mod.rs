@@ -326,7 +326,10 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         | EventKind::FileChown
         | EventKind::FileTruncate
         | EventKind::FileMkdir
-        | EventKind::FileChdir => Body::File(decode_file(kind, record)?),
+        | EventKind::FileChdir
+        | EventKind::FileXattr
+        | EventKind::FileMknod
+        | EventKind::FileUtime => Body::File(decode_file(kind, record)?),
         EventKind::NetConnect
         | EventKind::NetBind
         | EventKind::NetListen

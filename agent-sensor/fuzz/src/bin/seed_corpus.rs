@@ -215,6 +215,9 @@ fn records_of(kind: EventKind) -> Vec<Vec<u8>> {
         K::FileTruncate => vec![file_record(kind, 76, b"f", b"", false)],
         K::FileMkdir => vec![file_record(kind, 258, b"newdir", b"", false)],
         K::FileChdir => vec![file_record(kind, 80, b"src", b"", true)],
+        K::FileXattr => vec![file_record(kind, 188, b"/usr/local/bin/tool", b"", false)],
+        K::FileMknod => vec![file_record(kind, 259, b"fifo", b"", false)],
+        K::FileUtime => vec![file_record(kind, 280, b"/home/u/.bashrc", b"", false)],
         K::NetConnect => vec![
             net_record(kind, 42, &sockaddr_v4([93, 184, 216, 34], 443), b""),
             net_record(

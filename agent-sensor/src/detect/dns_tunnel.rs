@@ -1,6 +1,9 @@
 //! exfil.dns_tunnel: data smuggled out in DNS query names — a label that is too long or looks
-//! encoded (high entropy), or a burst of distinct names under one domain (each query carrying
-//! a chunk).
+//! encoded (high entropy), a burst of distinct names under one domain (each query carrying
+//! a chunk), or, for a tunnel slow enough to stay under the burst count, the bytes its distinct
+//! names add up to under one domain over minutes. Names the policy allows the agent to reach
+//! are not counted in that sum: their answers come from the owner's servers, not an
+//! attacker's.
 //!
 //! Names are compared lower-cased: resolvers may randomise case (DNS 0x20), which would
 //! otherwise inflate both entropy and uniqueness. Entropy is judged per run of a label between
@@ -23,10 +26,11 @@ use crate::{
     policy::RuleId,
 };
 
-/// Domains whose bursts are tracked per agent; the stalest is dropped beyond this.
-const MAX_DOMAINS: usize = 256;
-/// Distinct names remembered per domain, whatever the threshold says.
-const MAX_NAMES_PER_DOMAIN: usize = 1024;
+/// Domains whose names are tracked per agent; the stalest is dropped beyond this.
+const MAX_DOMAINS: usize = 128;
+/// Distinct names remembered per domain, whatever the thresholds say (a few tens of KiB). A
+/// tunnel that reaches the volume threshold with fewer names than this is caught by it.
+const MAX_NAMES_PER_DOMAIN: usize = 512;
 
 /// Public suffixes under which each next label is a different owner, so that a burst across
 /// tenants (or a tunnel on one tenant) is counted per tenant.
@@ -52,9 +56,25 @@ const SECOND_LEVELS: [&str; 12] = [
 
 #[derive(Debug, Default)]
 struct Burst {
-    /// Name hash → when last queried.
-    names: HashMap<u64, u64>,
+    /// Name hash → when last queried, and the bytes it carries (left of the domain).
+    names: HashMap<u64, Seen>,
     last_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    at_ns: u64,
+    bytes: usize,
+}
+
+/// What one domain's recent names amount to.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    /// Distinct names within the burst window.
+    unique: usize,
+    /// Bytes of the distinct names within the volume window, and how many names carry them.
+    bytes: usize,
+    names: usize,
 }
 
 /// Recent distinct query names per registrable domain.
@@ -64,16 +84,16 @@ pub struct DnsBursts {
 }
 
 impl DnsBursts {
-    /// Records `name` under `domain` at `now_ns`; returns how many distinct names the domain
-    /// had within the window.
+    /// Records `name` (carrying `bytes`) under `domain` at `now_ns`; returns what the
+    /// domain's distinct names amount to within each window.
     fn record(
         &mut self,
         domain: &str,
         name: &str,
+        bytes: usize,
         now_ns: u64,
-        window_ns: u64,
-        keep: usize,
-    ) -> usize {
+        windows: Windows,
+    ) -> Recent {
         if !self.domains.contains_key(domain) && self.domains.len() >= MAX_DOMAINS {
             if let Some(stalest) = self
                 .domains
@@ -86,17 +106,50 @@ impl DnsBursts {
         }
         let burst = self.domains.entry(domain.to_string()).or_default();
         burst.last_ns = now_ns;
+        let kept_ns = windows.burst_ns.max(windows.volume_ns);
         burst
             .names
-            .retain(|_, seen| now_ns.saturating_sub(*seen) <= window_ns);
-        burst.names.insert(hash(name), now_ns);
-        if burst.names.len() > keep {
-            if let Some(oldest) = burst.names.iter().min_by_key(|(_, t)| **t).map(|(h, _)| *h) {
+            .retain(|_, seen| now_ns.saturating_sub(seen.at_ns) <= kept_ns);
+        burst.names.insert(
+            hash(name),
+            Seen {
+                at_ns: now_ns,
+                bytes,
+            },
+        );
+        if burst.names.len() > MAX_NAMES_PER_DOMAIN {
+            if let Some(oldest) = burst
+                .names
+                .iter()
+                .min_by_key(|(_, seen)| seen.at_ns)
+                .map(|(h, _)| *h)
+            {
                 burst.names.remove(&oldest);
             }
         }
-        burst.names.len()
+        let mut recent = Recent {
+            unique: 0,
+            bytes: 0,
+            names: 0,
+        };
+        for seen in burst.names.values() {
+            let age = now_ns.saturating_sub(seen.at_ns);
+            if age <= windows.burst_ns {
+                recent.unique += 1;
+            }
+            if age <= windows.volume_ns && seen.bytes > 0 {
+                recent.bytes += seen.bytes;
+                recent.names += 1;
+            }
+        }
+        recent
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Windows {
+    burst_ns: u64,
+    volume_ns: u64,
 }
 
 fn hash(name: &str) -> u64 {
@@ -148,16 +201,30 @@ pub fn check(
         }
     }
     // Reverse lookups sweep many names under one zone without carrying anything.
-    if t.dns_burst_unique == 0 || name.ends_with(".arpa") {
+    if name.ends_with(".arpa") {
         return None;
     }
-    let window_ns = t.dns_burst_window_secs.saturating_mul(1_000_000_000);
-    let keep = t.dns_burst_unique.min(MAX_NAMES_PER_DOMAIN);
-    let unique = bursts.record(&domain, &name, event.ktime_ns, window_ns, keep);
-    if unique >= t.dns_burst_unique {
+    let windows = Windows {
+        burst_ns: t.dns_burst_window_secs.saturating_mul(1_000_000_000),
+        volume_ns: t.dns_volume_window_secs.saturating_mul(1_000_000_000),
+    };
+    let carried = if ctx.agent.scope.host_allowed(name.as_bytes()) {
+        0
+    } else {
+        name.len().saturating_sub(domain.len())
+    };
+    let recent = bursts.record(&domain, &name, carried, event.ktime_ns, windows);
+    if recent.unique >= t.dns_burst_unique {
         return finding(format!(
-            "queried {unique} distinct names under {domain} within {} s (latest {name})",
-            t.dns_burst_window_secs
+            "queried {} distinct names under {domain} within {} s (latest {name})",
+            recent.unique, t.dns_burst_window_secs
+        ));
+    }
+    if recent.bytes >= t.dns_volume_bytes {
+        return finding(format!(
+            "queried {} distinct names under {domain} carrying {} bytes within {} s (latest \
+             {name})",
+            recent.names, recent.bytes, t.dns_volume_window_secs
         ));
     }
     None
@@ -316,6 +383,35 @@ mod tests {
             RuleId::DnsTunnel,
             "queried 20 distinct names under evil.example within 10 s",
         );
+    }
+
+    #[test]
+    fn a_slow_tunnel_under_the_burst_count_is_caught_by_the_bytes_it_sends() {
+        let mut fx = Fixture::new();
+        // A query every 0.6 s, 26 bytes each left of the domain: never 20 within 10 s, and
+        // the test profile's 1024 bytes are reached at the 40th name (1040 bytes).
+        let name = |i: usize| format!("chunk{i:03}-aaaabbbbccccdd.t.evil.example");
+        for i in 0..39 {
+            fx.advance_ms(600);
+            assert_silent(fx.feed(dns_query(PID, &name(i))));
+        }
+        fx.advance_ms(600);
+        assert_fires(
+            fx.feed(dns_query(PID, &name(39))),
+            RuleId::DnsTunnel,
+            "queried 40 distinct names under evil.example carrying 1040 bytes within 600 s",
+        );
+    }
+
+    #[test]
+    fn names_the_policy_allows_carry_nothing_to_an_attacker() {
+        let mut fx = Fixture::new();
+        // The test profile allows *.crates.io: crates.io's own servers answer those.
+        for i in 0..60 {
+            fx.advance_secs(1);
+            let name = format!("mirror-{i:03}-of-the-index-and-static.crates.io");
+            assert_silent(fx.feed(dns_query(PID, &name)));
+        }
     }
 
     #[test]

@@ -83,6 +83,8 @@ dns_entropy_bits = 3.8
 dns_entropy_min_len = 24
 dns_burst_unique = 20
 dns_burst_window_secs = 10
+dns_volume_bytes = 1024
+dns_volume_window_secs = 600
 learning_secs = 3600
 novelty_min_score = 50
 "#;
@@ -157,7 +159,11 @@ impl Fixture {
     }
 
     pub fn advance_secs(&mut self, secs: u64) {
-        self.now_ns += secs * 1_000_000_000;
+        self.advance_ms(secs * 1000);
+    }
+
+    pub fn advance_ms(&mut self, ms: u64) {
+        self.now_ns += ms * 1_000_000;
     }
 }
 

@@ -208,6 +208,11 @@ pub struct Thresholds {
     /// exfil.dns_tunnel: unique names under one domain within `dns_burst_window_secs`.
     pub dns_burst_unique: usize,
     pub dns_burst_window_secs: u64,
+    /// exfil.dns_tunnel: bytes of distinct names (left of the domain) queried under one
+    /// domain within `dns_volume_window_secs`: a tunnel slow enough to stay under the burst
+    /// count still has to send its data.
+    pub dns_volume_bytes: usize,
+    pub dns_volume_window_secs: u64,
     /// anomaly.novel_behavior: how long a profile learns before novelty is reported.
     pub learning_secs: u64,
     /// anomaly.novel_behavior: minimum score (0–100) to alert.
@@ -223,6 +228,8 @@ impl Default for Thresholds {
             dns_entropy_min_len: 24,
             dns_burst_unique: 40,
             dns_burst_window_secs: 10,
+            dns_volume_bytes: 4096,
+            dns_volume_window_secs: 600,
             learning_secs: 3600,
             novelty_min_score: 50,
         }
@@ -239,6 +246,8 @@ pub struct ThresholdOverrides {
     pub dns_entropy_min_len: Option<usize>,
     pub dns_burst_unique: Option<usize>,
     pub dns_burst_window_secs: Option<u64>,
+    pub dns_volume_bytes: Option<usize>,
+    pub dns_volume_window_secs: Option<u64>,
     pub learning_secs: Option<u64>,
     pub novelty_min_score: Option<u32>,
 }
@@ -254,6 +263,10 @@ impl ThresholdOverrides {
             dns_burst_window_secs: self
                 .dns_burst_window_secs
                 .unwrap_or(base.dns_burst_window_secs),
+            dns_volume_bytes: self.dns_volume_bytes.unwrap_or(base.dns_volume_bytes),
+            dns_volume_window_secs: self
+                .dns_volume_window_secs
+                .unwrap_or(base.dns_volume_window_secs),
             learning_secs: self.learning_secs.unwrap_or(base.learning_secs),
             novelty_min_score: self.novelty_min_score.unwrap_or(base.novelty_min_score),
         }

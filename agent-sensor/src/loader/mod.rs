@@ -82,8 +82,8 @@ pub enum LoadError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot prepare the agents' cgroup {path}: {source}")]
-    AgentsCgroup {
+    #[error("cannot open the cgroup v2 root {path} for the egress programs: {source}")]
+    EgressCgroup {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
@@ -166,7 +166,7 @@ impl Default for LoadOptions {
     }
 }
 
-/// The egress programs, each on its own hook of the agents' parent cgroup.
+/// The egress programs, each on its own hook of the cgroup v2 root.
 pub const EGRESS_PROGRAMS: [&str; 4] = [
     "egress_connect4",
     "egress_connect6",
@@ -177,19 +177,17 @@ pub const EGRESS_PROGRAMS: [&str; 4] = [
 /// cgroup `sock_create` hook).
 pub const SOCKET_PROGRAM: &str = "egress_sock_create";
 
-/// Attaches the egress programs to the parent of every agent cgroup (created if missing), so
-/// they apply to each agent cgroup below it. Attached as bpf links, which coexist with other
-/// links on the same cgroup (another sensor instance's, say); each program decides only for
-/// its own agents.
+/// Attaches the egress programs to the root of the cgroup v2 hierarchy, so they see every
+/// socket on the host: the agent is found from the calling process (tracked by ancestry),
+/// not from the socket's cgroup, so a root process of an agent that moved itself out of the
+/// agent's cgroup is still held to its allowlist. For any other process the programs cost a
+/// map lookup per connect, addressed send or socket. Attached as bpf links, which coexist with
+/// other links on the same cgroup (another sensor instance's, say); each program decides only
+/// for its own agents.
 fn attach_egress(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) -> Result<(), LoadError> {
     let root = system::cgroup2_root()?;
-    let parent = crate::respond::agents_parent(&root);
-    std::fs::create_dir_all(&parent).map_err(|source| LoadError::AgentsCgroup {
-        path: parent.clone(),
-        source,
-    })?;
-    let cgroup = std::fs::File::open(&parent).map_err(|source| LoadError::AgentsCgroup {
-        path: parent.clone(),
+    let cgroup = std::fs::File::open(&root).map_err(|source| LoadError::EgressCgroup {
+        path: root.clone(),
         source,
     })?;
     for program in EGRESS_PROGRAMS {

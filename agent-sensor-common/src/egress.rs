@@ -109,6 +109,11 @@ pub struct SocketRequest {
 pub mod socket {
     pub const AF_INET: u16 = 2;
     pub const AF_INET6: u16 = 10;
+    /// Link-layer frames: below the IP stack, and below every cgroup socket hook.
+    pub const AF_PACKET: u16 = 17;
+    /// The bits of socket(2)'s type argument that are the type (the rest are
+    /// `SOCK_NONBLOCK` and `SOCK_CLOEXEC`).
+    pub const SOCK_TYPE_MASK: u64 = 0xf;
     pub const SOCK_STREAM: u16 = 1;
     pub const SOCK_DGRAM: u16 = 2;
     pub const IPPROTO_TCP: u16 = 6;

@@ -343,8 +343,8 @@ pub struct NetEvent {
     pub fd: i32,
     pub ret: i64,
     /// Bytes the send asked for, or the listen backlog; in the `net.denied` record of a
-    /// `socket` call the egress programs refused, the socket asked for
-    /// (`egress::SocketRequest::pack`).
+    /// `socket` call the egress programs refused (or whose process they killed), the socket
+    /// asked for (`egress::SocketRequest::pack`).
     pub bytes: u64,
     pub sockaddr_len: u16,
     pub data_len: u16,

@@ -22,6 +22,9 @@ pub mod family {
     /// recvfrom/recvmsg: handled at exit only, from the argument registers (a DNS answer is
     /// recorded; anything else received is only counted).
     pub const RECV: u8 = 5;
+    /// socket(): only an enforced agent's packet socket is acted on (see the eBPF crate's
+    /// `probes::egress::packet_socket`); nothing else is recorded.
+    pub const SOCKET: u8 = 6;
 }
 
 /// Whether a syscall's positive result is bytes moved over the fd in argument 0.
@@ -126,9 +129,9 @@ pub mod nr {
 }
 
 /// Every syscall the sensor records, x86_64 numbering.
-pub fn x86_64_table() -> [(u32, SyscallSpec); 83] {
+pub fn x86_64_table() -> [(u32, SyscallSpec); 84] {
     use account::{RECEIVED, SENT};
-    use family::{CLOSE, NET, PROCESS, RECV};
+    use family::{CLOSE, NET, PROCESS, RECV, SOCKET};
     use EventKind::*;
     const N: u8 = NO_ARG;
     let f = SyscallSpec::file;
@@ -408,6 +411,7 @@ pub fn x86_64_table() -> [(u32, SyscallSpec); 83] {
                 ..f(FileChdir, N, N)
             },
         ), // fchdir
+        (41, SyscallSpec::of(SOCKET, NetDenied)), // socket
         (42, SyscallSpec::of(NET, NetConnect)),
         (49, SyscallSpec::of(NET, NetBind)),
         (50, SyscallSpec::of(NET, NetListen)),

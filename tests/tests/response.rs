@@ -150,8 +150,9 @@ fn nothing_of_the_secret_reaches_the_attacker() {
 }
 
 /// Raw sockets send without the connect and sendmsg hooks the allowlist hangs on, so an
-/// enforced agent is refused them at `socket()`; TCP and UDP sockets it still gets, and a
-/// monitored agent gets every kind.
+/// enforced agent is refused them at `socket()`, and a process of it that gets a packet socket
+/// (which no cgroup hook sees) is killed before the call returns; TCP and UDP sockets it still
+/// gets, and a monitored agent gets every kind.
 #[test]
 fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     if !can_run_kernel_tests(
@@ -174,7 +175,13 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     let run = |mode: &str| {
         let record = scene.root.join(format!("sockets-{mode}"));
         let mut sensor = scene.base.sensor(mode);
-        let script = format!("/usr/bin/python3 {} {}", s(&script_path), s(&record));
+        let script = format!(
+            "/usr/bin/python3 {py} {out}; \
+             /usr/bin/python3 -c 'import socket; socket.socket(17, socket.SOCK_RAW, 768)'; \
+             echo packet exit $? >> {out}",
+            py = s(&script_path),
+            out = s(&record)
+        );
         let status = sensor.exec_agent(&format!("raw-{mode}"), &scene.worktree, &script);
         let events = sensor.stop();
         assert!(status.success(), "{mode}: the script failed");
@@ -185,7 +192,7 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     let (record, events, alerts) = run("enforce");
     // EPERM from the kernel's sock_create hook, before the socket existed.
     assert_eq!(
-        record, "tcp ok\nudp6 ok\nraw4 errno 1\nraw6 errno 1\n",
+        record, "tcp ok\nudp6 ok\nraw4 errno 1\nraw6 errno 1\npacket exit 137\n",
         "{events:#?}"
     );
     let refused: Vec<_> = events
@@ -195,34 +202,49 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
         .collect();
     assert_eq!(
         refused,
-        [(2.into(), 3.into()), (10.into(), 3.into())],
+        [
+            (2.into(), 3.into()),
+            (10.into(), 3.into()),
+            (17.into(), 3.into())
+        ],
         "{events:#?}"
     );
     let egress = alerts_of(&alerts, "exfil.unallowed_egress");
-    let summaries: Vec<_> = egress
+    let said: Vec<_> = egress
         .iter()
-        .map(|a| a["summary"].as_str().unwrap())
+        .map(|a| {
+            (
+                a["summary"].as_str().unwrap(),
+                a["action"]["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
+    let refused = "denied in the kernel (EPERM): nothing was sent";
     assert_eq!(
-        summaries,
+        said,
         [
-            "tried to open a raw IPv4 socket (type 3, protocol 1), which sends around the \
-             egress allowlist",
-            "tried to open a raw IPv6 socket (type 3, protocol 255), which sends around the \
-             egress allowlist"
+            (
+                "tried to open a raw IPv4 socket (type 3, protocol 1), which sends around the \
+                 egress allowlist",
+                refused
+            ),
+            (
+                "tried to open a raw IPv6 socket (type 3, protocol 255), which sends around the \
+                 egress allowlist",
+                refused
+            ),
+            (
+                "opened a raw packet socket (type 3, protocol 768), which sends around the \
+                 egress allowlist",
+                "killed in the kernel before the call returned"
+            )
         ],
         "{alerts:#?}"
-    );
-    assert!(
-        egress
-            .iter()
-            .all(|a| a["action"]["outcome"] == "denied in the kernel (EPERM): nothing was sent"),
-        "{egress:#?}"
     );
 
     // Monitor mode watches and refuses nothing (the test runs as root, so raw sockets open).
     let (record, _, _) = run("monitor");
-    assert_eq!(record, "tcp ok\nudp6 ok\nraw4 ok\nraw6 ok\n");
+    assert_eq!(record, "tcp ok\nudp6 ok\nraw4 ok\nraw6 ok\npacket exit 0\n");
 }
 
 #[test]

@@ -5,10 +5,13 @@
 //!
 //! Those hooks see TCP and UDP only. A cgroup `sock_create` program refuses an enforced agent
 //! the internet sockets that send without them (raw, ICMP "ping", SCTP…): an allowlist that
-//! such a socket could step around would hold nothing.
+//! such a socket could step around would hold nothing. Packet sockets (`AF_PACKET`) never
+//! reach a cgroup socket hook, so the process of an enforced agent that gets one is killed at
+//! the syscall's exit instead, before it returns with the socket (`packet_socket`).
 
 use agent_sensor_common::{
-    egress::{EgressKey4, EgressKey6, EgressPorts, SocketRequest},
+    egress::{socket, EgressKey4, EgressKey6, EgressPorts, SocketRequest},
+    flags,
     syscalls::nr,
     EventKind, NetEvent,
 };
@@ -65,8 +68,31 @@ pub fn egress_sock_create(ctx: SockContext) -> i32 {
     if request.policed_by_egress_hooks() {
         return ALLOW;
     }
-    report_socket(agent, request);
+    report_socket(agent, request, -1, 0); // EPERM
     DENY
+}
+
+/// At the exit of socket(2) (`args`: family, type, protocol) by a process of `agent`: a packet
+/// socket an enforced agent got is the one way out no egress hook sees, so the process is
+/// killed before the call returns and it never holds the socket. (Not inlined: a frame of its
+/// own, off `sys_exit`'s nearly full stack.)
+#[inline(never)]
+pub fn packet_socket(agent: u64, args: [u64; 3], ret: i64) -> Option<()> {
+    if args[0] != socket::AF_PACKET as u64 || ret < 0 {
+        return None;
+    }
+    // SAFETY: the value is only tested for presence.
+    unsafe { EGRESS_AGENTS.get(&agent) }?;
+    // SAFETY: plain helper call; SIGKILL, delivered before the return to user space.
+    let killed = unsafe { aya_ebpf::helpers::generated::bpf_send_signal(9) } == 0;
+    let request = SocketRequest {
+        family: socket::AF_PACKET,
+        kind: (args[1] & socket::SOCK_TYPE_MASK) as u16,
+        protocol: args[2] as u16,
+    };
+    let how = if killed { flags::KILLED_IN_KERNEL } else { 0 };
+    report_socket(agent, request, ret, how);
+    Some(())
 }
 
 /// The current process's agent, when its egress is enforced.
@@ -176,10 +202,12 @@ fn report(agent: u64, addr: &[u8; 16], v6: bool, port: u16, nr: u32) {
     record.submit();
 }
 
-/// A `net.denied` record of a refused `socket` call: no address, the socket asked for.
+/// A `net.denied` record of a `socket` call refused (`ret` -1) or whose process was killed
+/// (`how`): no address, the socket asked for.
 #[inline(always)]
-fn report_socket(agent: u64, request: SocketRequest) {
-    let Some((record, payload)) = Record::start::<NetEvent>(EventKind::NetDenied as u16, agent, 0)
+fn report_socket(agent: u64, request: SocketRequest, ret: i64, how: u16) {
+    let Some((record, payload)) =
+        Record::start::<NetEvent>(EventKind::NetDenied as u16, agent, how)
     else {
         return;
     };
@@ -187,7 +215,7 @@ fn report_socket(agent: u64, request: SocketRequest) {
     unsafe {
         (*payload).nr = nr::SOCKET;
         (*payload).fd = -1;
-        (*payload).ret = -1; // EPERM
+        (*payload).ret = ret;
         (*payload).bytes = request.pack();
         (*payload).sockaddr_len = 0;
     }

@@ -27,7 +27,7 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 
-use super::{file, net, process_calls, sockets};
+use super::{egress, file, net, process_calls, sockets};
 use crate::{
     maps::{off, Call, CALL, SYSCALL_SPECS, TAIL, TAIL_DNS_ANSWER},
     tracking::hot_tracked_agent,
@@ -103,6 +103,9 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
     }
     if spec.family == family::CLOSE {
         return sockets::close(regs.arg(0) as i32 as i64, ret);
+    }
+    if spec.family == family::SOCKET {
+        return egress::packet_socket(agent, [regs.arg(0), regs.arg(1), regs.arg(2)], ret);
     }
     if spec.family == family::RECV {
         let args = [regs.arg(0), regs.arg(1), regs.arg(4), regs.arg(5)];

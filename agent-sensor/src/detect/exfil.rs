@@ -9,8 +9,9 @@
 //! agent's choosing. Loopback is always allowed by the policy.
 //!
 //! An enforced agent that asks for a socket the egress programs cannot hold to the allowlist
-//! (raw, ICMP "ping", SCTP) is refused it by the kernel, and that attempt is
-//! exfil.unallowed_egress too: nothing else shows where such a socket would have sent.
+//! (raw, ICMP "ping", SCTP) is refused it by the kernel, or killed for a packet socket, and
+//! that attempt is exfil.unallowed_egress too: nothing else shows where such a socket would
+//! have sent.
 
 use std::{collections::VecDeque, net::IpAddr};
 
@@ -142,7 +143,8 @@ pub fn check(ctx: &Context, event: &Event, reads: &mut RecentReads, out: &mut Ve
     ));
 }
 
-/// A socket the kernel refused the agent because the egress allowlist could not have held it.
+/// A socket the kernel refused the agent (or killed its process for) because the egress
+/// allowlist could not have held it.
 pub fn check_refused_socket(event: &Event, out: &mut Vec<Candidate>) {
     let (EventKind::NetDenied, Body::Net(net)) = (event.kind, &event.body) else {
         return;
@@ -151,10 +153,16 @@ pub fn check_refused_socket(event: &Event, out: &mut Vec<Candidate>) {
         return;
     };
     let what = socket_name(socket);
+    // A packet socket is not refused: the kernel kills its process as the call returns.
+    let verb = if event.result() >= 0 {
+        "opened"
+    } else {
+        "tried to open"
+    };
     out.push(Candidate::new(
         RuleId::UnallowedEgress,
         what.clone(),
-        format!("tried to open {what}, which sends around the egress allowlist"),
+        format!("{verb} {what}, which sends around the egress allowlist"),
         vec![event.clone()],
     ));
 }
@@ -165,6 +173,7 @@ fn socket_name(socket: SocketRequest) -> String {
     let family = match socket.family {
         2 => "IPv4".to_string(),
         10 => "IPv6".to_string(),
+        17 => "packet".to_string(),
         other => format!("family {other}"),
     };
     let kind = match (socket.kind, socket.protocol) {
@@ -248,6 +257,12 @@ mod tests {
             fx.feed(socket_denied(PID, 10, 3, 255)),
             RuleId::UnallowedEgress,
             "a raw IPv6 socket (type 3, protocol 255)",
+        );
+        // A packet socket is no internet socket: its process was killed as it got it.
+        assert_fires(
+            fx.feed(socket_denied(PID, 17, 2, 768).ret(4)),
+            RuleId::UnallowedEgress,
+            "opened a packet socket (type 2, protocol 768)",
         );
         // Only the kernel's refusal says what was asked for; other events carry no socket.
         assert_silent(fx.feed(connect(PID, "127.0.0.1", 8080)));

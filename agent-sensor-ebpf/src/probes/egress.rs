@@ -30,8 +30,6 @@ use crate::{
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 
 #[cgroup_sock_addr(connect4)]
 pub fn egress_connect4(ctx: SockAddrContext) -> i32 {
@@ -178,7 +176,11 @@ fn report(agent: u64, addr: &[u8; 16], v6: bool, port: u16, nr: u32) {
     // SAFETY: the tail has MAX_EVENT_BYTES of room; sockaddr_in/_in6 layouts.
     unsafe {
         core::ptr::write_bytes(tail, 0, 28);
-        let family = if v6 { AF_INET6 } else { AF_INET };
+        let family = if v6 {
+            socket::AF_INET6
+        } else {
+            socket::AF_INET
+        };
         tail.cast::<[u8; 2]>().write_unaligned(family.to_ne_bytes());
         tail.add(2)
             .cast::<[u8; 2]>()

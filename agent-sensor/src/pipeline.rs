@@ -64,6 +64,8 @@ pub struct Pipeline {
     resolver: events::resolve::Resolver,
     /// Agents whose last process exited since the last `take_exited_agents`.
     exited_agents: Vec<u64>,
+    /// Agents the kernel discovered, adopted since the last `take_adopted_agents`.
+    adopted_agents: Vec<u64>,
     /// Parent of the agents' cgroups: containment acts on nothing else.
     pub cgroup_parent: PathBuf,
     pub metrics: Option<Arc<Metrics>>,
@@ -94,6 +96,7 @@ impl Pipeline {
             line: Vec::new(),
             resolver: events::resolve::Resolver::new(),
             exited_agents: Vec::new(),
+            adopted_agents: Vec::new(),
             cgroup_parent: crate::system::cgroup2_root()
                 .map(|root| respond::agents_parent(&root))
                 .unwrap_or_default(),
@@ -154,6 +157,7 @@ impl Pipeline {
         self.correlator.observe(&mut event);
         if event.flags & flags::DISCOVERED != 0 && self.registry.get(event.agent_id).is_none() {
             discovery::adopt_discovered(&mut self.registry, &self.policy, &event);
+            self.adopted_agents.push(event.agent_id);
         }
         if event.kind == EventKind::ProcessExit && event.flags & flags::OWNED_SOCKETS != 0 {
             self.exited_processes.insert(event.tgid);
@@ -341,6 +345,11 @@ impl Pipeline {
             Some(sink) => sink.flush(),
             None => Ok(()),
         }
+    }
+
+    /// Agents discovered since the last call, for the run loop to enforce their egress.
+    pub fn take_adopted_agents(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.adopted_agents)
     }
 
     /// Agents whose last process exited, for the run loop to clean up after.

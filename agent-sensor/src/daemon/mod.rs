@@ -634,6 +634,9 @@ fn after_batch(
     pipeline
         .report_exited_sockets(&mut sensor.sock_stats()?)
         .map_err(DaemonError::EventsWrite)?;
+    for id in pipeline.take_adopted_agents() {
+        agents.enforce_discovered(sensor, pipeline, id);
+    }
     for id in pipeline.take_exited_agents() {
         agents.retire(sensor, pipeline, id);
     }

@@ -304,12 +304,23 @@ impl Agents {
                     .registry
                     .add_process(found.agent_id, *pid, 0, exe_of(*pid));
             }
+            self.enforce_discovered(sensor, pipeline, found.agent_id);
             log::info!(
                 "found running agent {} (pid {}, {tracked} processes) in {}",
                 found.name,
                 found.root,
                 found.worktree.display()
             );
+        }
+    }
+
+    /// A discovered agent has no cgroup of its own, but the egress programs know an agent by
+    /// its processes: its allowlist is enforced like an exec'd agent's, from the daemon's
+    /// first look at it (at start-up, or the batch that brought its first event). It cannot
+    /// be refused a start it has already made, so a failure is only logged.
+    pub fn enforce_discovered(&mut self, sensor: &mut LoadedSensor, pipeline: &Pipeline, id: u64) {
+        if let Err(e) = enforce_egress(sensor, pipeline, id) {
+            log::error!("discovered agent {id}: egress not enforced in the kernel: {e}");
         }
     }
 

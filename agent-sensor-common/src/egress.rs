@@ -114,6 +114,9 @@ pub mod socket {
     /// The bits of socket(2)'s type argument that are the type (the rest are
     /// `SOCK_NONBLOCK` and `SOCK_CLOEXEC`).
     pub const SOCK_TYPE_MASK: u64 = 0xf;
+    /// The obsolete packet type: `socket(AF_INET, SOCK_PACKET, …)` is a packet socket (the
+    /// kernel turns the family into `AF_PACKET` before any hook sees it).
+    pub const SOCK_PACKET: u16 = 10;
     pub const SOCK_STREAM: u16 = 1;
     pub const SOCK_DGRAM: u16 = 2;
     pub const IPPROTO_TCP: u16 = 6;
@@ -142,6 +145,13 @@ impl SocketRequest {
 
     pub const fn pack(&self) -> u64 {
         self.family as u64 | (self.kind as u64) << 16 | (self.protocol as u64) << 32
+    }
+
+    /// Whether socket(2) with these arguments makes a packet socket.
+    pub const fn makes_packet_socket(family: u64, kind: u64) -> bool {
+        family == socket::AF_PACKET as u64
+            || (family == socket::AF_INET as u64
+                && kind & socket::SOCK_TYPE_MASK == socket::SOCK_PACKET as u64)
     }
 
     pub const fn unpack(packed: u64) -> Self {
@@ -217,5 +227,24 @@ mod tests {
         assert!(request(16, 3, 0).policed_by_egress_hooks());
         let raw_icmp = request(2, 3, 1);
         assert_eq!(SocketRequest::unpack(raw_icmp.pack()), raw_icmp);
+        // Packet sockets, the obsolete AF_INET spelling included, whatever the type flags.
+        for (family, kind) in [
+            (17, 3),
+            (17, 2),
+            (17, 10 | 0o2000000),
+            (2, 10),
+            (2, 10 | 0o4000),
+        ] {
+            assert!(
+                SocketRequest::makes_packet_socket(family, kind),
+                "{family} {kind}"
+            );
+        }
+        for (family, kind) in [(2, 3), (10, 10), (1, 10), (16, 3)] {
+            assert!(
+                !SocketRequest::makes_packet_socket(family, kind),
+                "{family} {kind}"
+            );
+        }
     }
 }

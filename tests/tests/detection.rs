@@ -678,19 +678,26 @@ fn an_exec_inside_an_agent_runs_nothing_and_leaves_no_agent_behind() {
     std::fs::create_dir_all(&inner_worktree).unwrap();
     let ran = scene.root.join("inner-ran");
     let status = scene.root.join("nested-status");
+    let stderr = scene.root.join("nested-stderr");
     let script = format!(
-        "{bin} exec --agent inner --worktree {wt} --control-socket {socket} -- /bin/sh -c 'touch {ran}'; \
-         echo $? > {status}",
+        "{bin} exec --agent inner --worktree {wt} --control-socket {socket} -- /bin/sh -c 'touch {ran}' \
+         2> {stderr}; echo $? > {status}",
         bin = s(&sensor_binary()),
         wt = s(&inner_worktree),
         socket = s(&sensor.socket),
         ran = s(&ran),
+        stderr = s(&stderr),
         status = s(&status),
     );
     assert!(sensor
         .exec_agent("outer", &scene.worktree, &script)
         .success());
     assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "1");
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    assert!(
+        said.contains("an exec inside an agent stays that agent's"),
+        "{said}"
+    );
     assert!(!ran.exists(), "the nested command ran");
     let inner = sensor.listed_agent("inner").expect("inner was registered");
     assert_eq!(inner["state"], "exited", "{inner:#}");

@@ -196,7 +196,9 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
         let script = format!(
             "/usr/bin/python3 {py} {out}; \
              /usr/bin/python3 -c 'import socket; socket.socket(17, socket.SOCK_RAW, 768)'; \
-             echo packet exit $? >> {out}",
+             echo packet exit $? >> {out}; \
+             /usr/bin/python3 -c 'import socket; socket.socket(socket.AF_INET, 10, 768)'; \
+             echo obsolete packet exit $? >> {out}",
             py = s(&script_path),
             out = s(&record)
         );
@@ -210,7 +212,8 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     let (record, events, alerts) = run("enforce");
     // EPERM from the kernel's sock_create hook, before the socket existed.
     assert_eq!(
-        record, "tcp ok\nudp6 ok\nraw4 errno 1\nraw6 errno 1\npacket exit 137\n",
+        record,
+        "tcp ok\nudp6 ok\nraw4 errno 1\nraw6 errno 1\npacket exit 137\nobsolete packet exit 137\n",
         "{events:#?}"
     );
     let refused: Vec<_> = events
@@ -223,7 +226,8 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
         [
             (2.into(), 3.into()),
             (10.into(), 3.into()),
-            (17.into(), 3.into())
+            (17.into(), 3.into()),
+            (17.into(), 10.into())
         ],
         "{events:#?}"
     );
@@ -252,7 +256,13 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
                 refused
             ),
             (
-                "opened a raw packet socket (type 3, protocol 768), which sends around the \
+                "opened a raw packet socket (type 3, ethertype 0x0003), which sends around the \
+                 egress allowlist",
+                "killed in the kernel before the call returned"
+            ),
+            // SOCK_PACKET in AF_INET: the kernel makes it a packet socket.
+            (
+                "opened a packet socket (type 10, ethertype 0x0003), which sends around the \
                  egress allowlist",
                 "killed in the kernel before the call returned"
             )
@@ -262,7 +272,10 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
 
     // Monitor mode watches and refuses nothing (the test runs as root, so raw sockets open).
     let (record, _, _) = run("monitor");
-    assert_eq!(record, "tcp ok\nudp6 ok\nraw4 ok\nraw6 ok\npacket exit 0\n");
+    assert_eq!(
+        record,
+        "tcp ok\nudp6 ok\nraw4 ok\nraw6 ok\npacket exit 0\nobsolete packet exit 0\n"
+    );
 }
 
 #[test]

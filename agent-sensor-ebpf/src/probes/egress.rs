@@ -76,7 +76,7 @@ pub fn egress_sock_create(ctx: SockContext) -> i32 {
 /// own, off `sys_exit`'s nearly full stack.)
 #[inline(never)]
 pub fn packet_socket(agent: u64, args: [u64; 3], ret: i64) -> Option<()> {
-    if args[0] != socket::AF_PACKET as u64 || ret < 0 {
+    if !SocketRequest::makes_packet_socket(args[0], args[1]) || ret < 0 {
         return None;
     }
     // SAFETY: the value is only tested for presence.

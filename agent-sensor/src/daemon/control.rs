@@ -90,10 +90,22 @@ fn confirm(sensor: &mut LoadedSensor, pipeline: &mut Pipeline, agent_id: u64, pi
         .ok()
         .and_then(|tasks| tasks.get(&pid, 0).ok())
         .map(|t| t.agent_id);
-    if tracked != Some(agent_id) {
-        return Reply::Error {
-            message: format!("process {pid} is not tracked as agent {agent_id} (yet)"),
-        };
+    match tracked {
+        Some(id) if id == agent_id => {}
+        // Tracking goes by ancestry first: a process of an agent stays that agent's.
+        Some(other) => {
+            return Reply::Error {
+                message: format!(
+                    "process {pid} belongs to agent {other}, not {agent_id}: an exec inside an \
+                     agent stays that agent's"
+                ),
+            }
+        }
+        None => {
+            return Reply::Error {
+                message: format!("process {pid} is not tracked as agent {agent_id} (yet)"),
+            }
+        }
     }
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.display().to_string())

@@ -167,7 +167,8 @@ pub fn check_refused_socket(event: &Event, out: &mut Vec<Candidate>) {
     ));
 }
 
-/// "a raw IPv4 socket (type 3, protocol 1)", "an ICMP (ping) IPv6 socket (type 2, protocol 58)".
+/// "a raw IPv4 socket (type 3, protocol 1)", "an ICMP (ping) IPv6 socket (type 2, protocol 58)",
+/// "a raw packet socket (type 3, ethertype 0x0003)".
 fn socket_name(socket: SocketRequest) -> String {
     const SOCK_RAW: u16 = 3;
     let family = match socket.family {
@@ -184,10 +185,13 @@ fn socket_name(socket: SocketRequest) -> String {
         _ if socket.family == 2 || socket.family == 10 => "an ",
         _ => "a ",
     };
-    format!(
-        "{kind}{family} socket (type {}, protocol {})",
-        socket.kind, socket.protocol
-    )
+    // A packet socket's protocol is an ethertype in network byte order (`htons(ETH_P_ALL)`).
+    let protocol = if socket.family == 17 {
+        format!("ethertype {:#06x}", u16::from_be(socket.protocol))
+    } else {
+        format!("protocol {}", socket.protocol)
+    };
+    format!("{kind}{family} socket (type {}, {protocol})", socket.kind)
 }
 
 #[cfg(test)]
@@ -262,7 +266,7 @@ mod tests {
         assert_fires(
             fx.feed(socket_denied(PID, 17, 2, 768).ret(4)),
             RuleId::UnallowedEgress,
-            "opened a packet socket (type 2, protocol 768)",
+            "opened a packet socket (type 2, ethertype 0x0003)",
         );
         // Only the kernel's refusal says what was asked for; other events carry no socket.
         assert_silent(fx.feed(connect(PID, "127.0.0.1", 8080)));

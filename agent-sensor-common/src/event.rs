@@ -67,6 +67,9 @@ pub enum EventKind {
     ProcessBpf = 8,
     ProcessModuleLoad = 9,
     ProcessIoUringSetup = 10,
+    /// The first 32-bit syscall (`int $0x80`, `sysenter`) of a process: none is decoded. Its
+    /// i386 number is `nr` and `args[0]`.
+    ProcessCompatSyscall = 11,
     FileOpen = 20,
     FileRename = 21,
     FileUnlink = 22,
@@ -98,7 +101,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in value order: lets user space size per-kind tables and label metrics.
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 32] = [
         EventKind::ProcessFork,
         EventKind::ProcessExec,
         EventKind::ProcessExit,
@@ -109,6 +112,7 @@ impl EventKind {
         EventKind::ProcessBpf,
         EventKind::ProcessModuleLoad,
         EventKind::ProcessIoUringSetup,
+        EventKind::ProcessCompatSyscall,
         EventKind::FileOpen,
         EventKind::FileRename,
         EventKind::FileUnlink,
@@ -154,6 +158,7 @@ impl EventKind {
             EventKind::ProcessBpf => "process.bpf",
             EventKind::ProcessModuleLoad => "process.module_load",
             EventKind::ProcessIoUringSetup => "process.io_uring_setup",
+            EventKind::ProcessCompatSyscall => "process.compat_syscall",
             EventKind::FileOpen => "file.open",
             EventKind::FileRename => "file.rename",
             EventKind::FileUnlink => "file.unlink",

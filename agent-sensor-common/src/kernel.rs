@@ -16,6 +16,8 @@ pub struct KernelOffsets {
     pub task_files: u32,
     pub task_signal: u32,
     pub task_exit_code: u32,
+    /// `task_struct.thread_info.status` (x86): `TS_COMPAT` while a 32-bit syscall runs.
+    pub task_thread_status: u32,
     pub signal_live: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
@@ -78,7 +80,7 @@ pub struct KernelOffsets {
     /// Set to [`KernelOffsets::MAGIC`] by user space: programs do nothing until it is.
     pub magic: u32,
 }
-assert_size!(KernelOffsets, 65 * 4);
+assert_size!(KernelOffsets, 66 * 4);
 
 /// The helper number the programs call where they mean the `bpf_rdonly_cast` kfunc (a kernel
 /// address cast to a BTF type, whose fields then load without a helper call). No helper has

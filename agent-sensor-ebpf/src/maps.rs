@@ -149,6 +149,11 @@ pub static SOCK_SCRATCH: PerCpuArray<SockStats> = PerCpuArray::with_max_entries(
 #[map]
 pub static SOCK_OWNERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
+/// Processes whose first 32-bit syscall was recorded (`probes::compat`). A reused pid still
+/// in here is not recorded again until the entry ages out.
+#[map]
+pub static COMPAT_REPORTED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(4096, 0);
+
 /// Opens recently sent, to count their repeats instead of sending them (see `repeats`). An
 /// LRU: an evicted key only means its next open is sent.
 #[map]
@@ -190,6 +195,7 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     task_files: 0,
     task_signal: 0,
     task_exit_code: 0,
+    task_thread_status: 0,
     signal_live: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,

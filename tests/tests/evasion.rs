@@ -348,6 +348,49 @@ fn xattrs_mknod_and_times_outside_the_worktree_are_writes() {
     }
 }
 
+/// A 64-bit process can make 32-bit syscalls (`int $0x80`), whose numbers mean other calls in
+/// the x86_64 table the sensor decodes: the blind spot itself is reported.
+#[test]
+fn a_32_bit_syscall_from_a_64_bit_process_is_reported() {
+    if !can_run_kernel_tests("a_32_bit_syscall_from_a_64_bit_process_is_reported") {
+        return;
+    }
+    let scene = Scene::new("compat");
+    // mov eax, 20 (the i386 getpid); int $0x80; ret — run from an executable page.
+    let script = scene.script(
+        "compat",
+        "import ctypes, mmap, os\n\
+         code = bytes([0xb8, 0x14, 0, 0, 0, 0xcd, 0x80, 0xc3])\n\
+         page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n\
+         page.write(code)\n\
+         getpid32 = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(page)))\n\
+         assert getpid32() == os.getpid()\n\
+         assert getpid32() == os.getpid()\n\
+         print('pid=%d' % os.getpid())\n",
+    );
+    let sensor = scene.sensor();
+    let out = run_agent(&sensor, "compat", &scene.worktree, &[PYTHON, &script]);
+    let pid = field(&out, "pid");
+    let (events, alerts) = finish(sensor);
+    // Once per process, with the i386 number.
+    let compat = events_of(&events, "process.compat_syscall", pid);
+    assert_eq!(compat.len(), 1, "{events:#?}");
+    assert_eq!(compat[0]["args"][0], 20, "{:#}", compat[0]);
+    assert_eq!(compat[0]["ret"], pid, "{:#}", compat[0]);
+    let tamper: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["rule"] == "tamper.sensor" && a["agent"] == "compat")
+        .collect();
+    assert_eq!(tamper.len(), 1, "{alerts:#?}");
+    assert!(
+        tamper[0]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("made a 32-bit syscall (i386 number 20)"),
+        "{tamper:#?}"
+    );
+}
+
 #[test]
 fn another_process_memory_read_with_process_vm_readv_is_caught() {
     if !can_run_kernel_tests("another_process_memory_read_with_process_vm_readv_is_caught") {

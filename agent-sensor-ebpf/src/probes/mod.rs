@@ -1,3 +1,4 @@
+pub mod compat;
 pub mod dns;
 pub mod egress;
 pub mod file;

@@ -27,7 +27,7 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 
-use super::{egress, file, net, process_calls, sockets};
+use super::{compat, egress, file, net, process_calls, sockets};
 use crate::{
     maps::{off, Call, CALL, SYSCALL_SPECS, TAIL, TAIL_DNS_ANSWER},
     tracking::hot_tracked_agent,
@@ -97,6 +97,9 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
     let regs = Regs::of(ctx);
     let ret: i64 = ctx.arg(1);
     let nr = regs.at(off!(regs_nr));
+    if compat::in_compat_syscall() {
+        return compat::report_once(agent, (pid_tgid >> 32) as u32, nr, ret);
+    }
     let spec = spec(nr)?;
     if spec.account != account::NONE {
         let _ = sockets::count(spec.account, regs.arg(0) as i32 as i64, ret, agent);

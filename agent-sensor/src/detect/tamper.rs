@@ -44,6 +44,9 @@ pub fn syscall(ctx: &Context, event: &Event) -> Option<Candidate> {
     let Body::Syscall { nr, args, ret, .. } = &event.body else {
         return None;
     };
+    if event.kind == EventKind::ProcessCompatSyscall {
+        return Some(compat_syscall(event, *nr));
+    }
     let sensor = ctx.sensor.pid;
     let call = syscall_name(*nr);
     let (target, summary) = match event.kind {
@@ -115,6 +118,21 @@ pub fn syscall(ctx: &Context, event: &Event) -> Option<Candidate> {
         format!("{summary}{}", refused(*ret)),
         vec![event.clone()],
     ))
+}
+
+/// A 32-bit syscall: the sensor decodes x86_64 calls only, so from a process that makes them it
+/// is blind to what they do (a 64-bit process can make them too, with `int $0x80`). Seen once
+/// per process; reported once per agent.
+fn compat_syscall(event: &Event, nr: u32) -> Candidate {
+    Candidate::new(
+        RuleId::TamperSensor,
+        "compat",
+        format!(
+            "made a 32-bit syscall (i386 number {nr}): the sensor decodes 64-bit calls only, so \
+             this process's 32-bit file, process and socket calls go unjudged"
+        ),
+        vec![event.clone()],
+    )
 }
 
 /// Changes (or refused attempts) to what the sensor is made of.
@@ -320,6 +338,27 @@ mod tests {
             RuleId::TamperSensor,
             "used process_vm_readv on the memory of the sensor (pid 77)",
         );
+    }
+
+    #[test]
+    fn a_32_bit_syscall_is_a_blind_spot_reported_once() {
+        let mut fx = Fixture::new();
+        let compat = |nr| {
+            syscall(
+                EventKind::ProcessCompatSyscall,
+                PID,
+                nr,
+                [nr as u64, 0, 0, 0],
+                -2,
+            )
+        };
+        assert_fires(
+            fx.feed(compat(5)),
+            RuleId::TamperSensor,
+            "made a 32-bit syscall (i386 number 5): the sensor decodes 64-bit calls only",
+        );
+        // Another process of the same agent: the same blind spot, already said.
+        assert_silent(fx.feed(compat(20)));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::{ser::SerializeMap, Serialize, Serializer};
 use serde_json::{json, Value};
 
 use super::{
-    dns,
+    call_name, dns,
     escape::{escape, escape_cow},
     sockaddr::SockAddr,
     syscall_name, Body, Event,
@@ -220,7 +220,7 @@ impl Serialize for EventJson<'_> {
                 ret,
                 name,
             } => {
-                m.serialize_entry("syscall", &syscall_name(*nr))?;
+                m.serialize_entry("syscall", &call_name(e.kind, *nr))?;
                 m.serialize_entry("args", args)?;
                 m.serialize_entry("ret", ret)?;
                 m.serialize_entry("name", &opt_bytes(name))?;

@@ -6,7 +6,7 @@
 //! values alerts and incidents embed.
 
 use super::{
-    dns,
+    call_name, dns,
     escape::escape_cow,
     json::{flag_names, EventJson},
     sockaddr::SockAddr,
@@ -296,7 +296,7 @@ impl EventJson<'_> {
                 ret,
                 name,
             } => {
-                m.string(k!("syscall"), syscall_name(*nr));
+                m.string(k!("syscall"), call_name(e.kind, *nr));
                 m.numbers(k!("args"), args.iter().copied());
                 m.number(k!("ret"), *ret);
                 m.opt_bytes(k!("name"), name.as_deref());
@@ -483,6 +483,7 @@ mod tests {
             testkit::sock_close(7, 3),
             closed,
             testkit::syscall(EventKind::ProcessKill, 7, 62, [8, 9, 0, 0], 0),
+            testkit::syscall(EventKind::ProcessCompatSyscall, 7, 5, [5, 0, 0, 0], -2),
         ];
         // Names with quotes, backslashes, control and non-UTF-8 bytes, in every name field.
         let nasty = b"a\"b\\c\n\x01\xff\xfe{\"kind\":1}".to_vec();

@@ -20,7 +20,7 @@ use agent_sensor_common::{
 pub use json::{Clock, EventJson};
 use thiserror::Error;
 
-pub use self::syscalls::syscall_name;
+pub use self::syscalls::{call_name, syscall_name};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DecodeError {
@@ -307,7 +307,8 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         | EventKind::ProcessMemfd
         | EventKind::ProcessBpf
         | EventKind::ProcessModuleLoad
-        | EventKind::ProcessIoUringSetup => {
+        | EventKind::ProcessIoUringSetup
+        | EventKind::ProcessCompatSyscall => {
             let (p, mut tail) = payload::<SyscallEvent>(record)?;
             let name = tail.take(p.str_len as usize)?;
             Body::Syscall {

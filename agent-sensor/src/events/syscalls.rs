@@ -1,5 +1,17 @@
 //! Names of the x86_64 syscalls the sensor records.
 
+use agent_sensor_common::EventKind;
+
+/// The call an event of `kind` with syscall number `nr` was: a 32-bit call's number is the
+/// i386 table's, which this file does not name.
+pub fn call_name(kind: EventKind, nr: u32) -> &'static str {
+    if kind == EventKind::ProcessCompatSyscall {
+        "32-bit"
+    } else {
+        syscall_name(nr)
+    }
+}
+
 pub fn syscall_name(nr: u32) -> &'static str {
     match nr {
         2 => "open",

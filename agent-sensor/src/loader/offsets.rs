@@ -25,6 +25,7 @@ pub fn resolve(btf: &Btf, casts: Option<TypedCasts>) -> Result<KernelOffsets, Bt
         task_files: o("task_struct", "files")?,
         task_signal: o("task_struct", "signal")?,
         task_exit_code: o("task_struct", "exit_code")?,
+        task_thread_status: o("task_struct", "thread_info.status")?,
         signal_live: o("signal_struct", "live")?,
         mm_arg_start: o("mm_struct", "arg_start")?,
         mm_arg_end: o("mm_struct", "arg_end")?,

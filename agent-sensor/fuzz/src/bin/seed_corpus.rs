@@ -202,6 +202,7 @@ fn records_of(kind: EventKind) -> Vec<Vec<u8>> {
         K::ProcessBpf => vec![syscall_record(kind, 321, b"")],
         K::ProcessModuleLoad => vec![syscall_record(kind, 313, b"")],
         K::ProcessIoUringSetup => vec![syscall_record(kind, 425, b"")],
+        K::ProcessCompatSyscall => vec![syscall_record(kind, 5, b"")],
         K::FileOpen => vec![
             file_record(kind, 257, b"src/main.rs", b"", true),
             file_record(kind, 257, b"../x/./y", b"", false),

@@ -4,6 +4,7 @@
 //! recorded (`process.compat_syscall`), so that what the sensor cannot decode is seen.
 
 use agent_sensor_common::{EventKind, SyscallEvent};
+use aya_ebpf::bindings::BPF_NOEXIST;
 
 use crate::{
     emit::Record,
@@ -13,8 +14,6 @@ use crate::{
 
 /// `TS_COMPAT` in `thread_info.status` (arch/x86): a 32-bit syscall is running.
 const TS_COMPAT: u32 = 0x0002;
-/// `BPF_NOEXIST`.
-const NO_EXIST: u64 = 1;
 
 /// Whether the current syscall is a 32-bit one: a load from the current task, no helper call
 /// beyond the task's own.
@@ -27,7 +26,7 @@ pub fn in_compat_syscall() -> bool {
 /// inlined: a frame of its own, off `sys_exit`'s nearly full stack.)
 #[inline(never)]
 pub fn report_once(agent: u64, tgid: u32, nr: u64, ret: i64) -> Option<()> {
-    COMPAT_REPORTED.insert(&tgid, &1, NO_EXIST).ok()?;
+    COMPAT_REPORTED.insert(&tgid, &1, BPF_NOEXIST.into()).ok()?;
     let (record, payload) =
         Record::start::<SyscallEvent>(EventKind::ProcessCompatSyscall as u16, agent, 0)?;
     // SAFETY: payload points into the scratch record.

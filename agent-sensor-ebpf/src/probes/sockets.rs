@@ -10,7 +10,7 @@
 use agent_sensor_common::{
     drop_slot, flags, syscalls::account, EventKind, SockCloseEvent, SockStats,
 };
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_current_pid_tgid};
 
 use crate::{
     emit::Record,
@@ -18,8 +18,6 @@ use crate::{
     maps::{count_drop, off, SOCKETS, SOCK_OWNERS, SOCK_SCRATCH},
 };
 
-/// `BPF_NOEXIST`.
-const NO_EXIST: u64 = 1;
 /// `-EBADF`: the fd was not open, nothing was closed.
 const EBADF: i64 = -9;
 
@@ -49,7 +47,9 @@ pub fn count(direction: u8, fd: i64, ret: i64, agent: u64) -> Option<()> {
             let fresh = counted(sock, tgid, fd as i32, agent)?;
             // NOEXIST: a racing thread's entry wins; we then add to it below.
             // SAFETY: `fresh` is this CPU's scratch entry, filled above.
-            let inserted = SOCKETS.insert(&key, unsafe { &*fresh }, NO_EXIST).is_ok();
+            let inserted = SOCKETS
+                .insert(&key, unsafe { &*fresh }, BPF_NOEXIST.into())
+                .is_ok();
             if !inserted && SOCKETS.get_ptr(&key).is_none() {
                 count_drop(drop_slot::SOCKET_MAP_FULL);
                 return None;

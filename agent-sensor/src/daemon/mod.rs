@@ -273,18 +273,15 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     let metrics = Arc::new(Metrics::new(MetricsConfig {
         agent_label_cap: options.metrics_agent_labels,
     }));
-    for family in [
-        "raw_tracepoint",
-        "tp_btf",
-        "cgroup_sock_addr",
-        "cgroup_sock",
-    ] {
-        let n = sensor
-            .attached
-            .iter()
-            .filter(|program| crate::loader::hook_family(program) == family)
-            .count();
-        metrics.programs_attached(family, n as u64);
+    // By the families the loader attached through (a list kept here would miss a new one).
+    let mut attached_by_family = std::collections::BTreeMap::new();
+    for program in &sensor.attached {
+        *attached_by_family
+            .entry(crate::loader::hook_family(program))
+            .or_insert(0u64) += 1;
+    }
+    for (family, n) in attached_by_family {
+        metrics.programs_attached(family, n);
     }
     for rule in RuleId::ALL {
         let config = policy.rule(rule);

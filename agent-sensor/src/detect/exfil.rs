@@ -15,7 +15,10 @@
 
 use std::{collections::VecDeque, net::IpAddr};
 
-use agent_sensor_common::{egress::SocketRequest, EventKind};
+use agent_sensor_common::{
+    egress::{socket, SocketRequest},
+    EventKind,
+};
 
 use super::{
     candidate::{destination, destination_long, text, Candidate},
@@ -169,29 +172,29 @@ pub fn check_refused_socket(event: &Event, out: &mut Vec<Candidate>) {
 
 /// "a raw IPv4 socket (type 3, protocol 1)", "an ICMP (ping) IPv6 socket (type 2, protocol 58)",
 /// "a raw packet socket (type 3, ethertype 0x0003)".
-fn socket_name(socket: SocketRequest) -> String {
+fn socket_name(request: SocketRequest) -> String {
     const SOCK_RAW: u16 = 3;
-    let family = match socket.family {
-        2 => "IPv4".to_string(),
-        10 => "IPv6".to_string(),
-        17 => "packet".to_string(),
+    let family = match request.family {
+        socket::AF_INET => "IPv4".to_string(),
+        socket::AF_INET6 => "IPv6".to_string(),
+        socket::AF_PACKET => "packet".to_string(),
         other => format!("family {other}"),
     };
-    let kind = match (socket.kind, socket.protocol) {
+    let kind = match (request.kind, request.protocol) {
         (SOCK_RAW, _) => "a raw ",
         (_, 1 | 58) => "an ICMP (ping) ",
         (_, 132) => "an SCTP ",
         (_, 262) => "an MPTCP ",
-        _ if socket.family == 2 || socket.family == 10 => "an ",
+        _ if matches!(request.family, socket::AF_INET | socket::AF_INET6) => "an ",
         _ => "a ",
     };
     // A packet socket's protocol is an ethertype in network byte order (`htons(ETH_P_ALL)`).
-    let protocol = if socket.family == 17 {
-        format!("ethertype {:#06x}", u16::from_be(socket.protocol))
+    let protocol = if request.family == socket::AF_PACKET {
+        format!("ethertype {:#06x}", u16::from_be(request.protocol))
     } else {
-        format!("protocol {}", socket.protocol)
+        format!("protocol {}", request.protocol)
     };
-    format!("{kind}{family} socket (type {}, {protocol})", socket.kind)
+    format!("{kind}{family} socket (type {}, {protocol})", request.kind)
 }
 
 #[cfg(test)]

@@ -92,13 +92,29 @@ impl KernelOffsets {
     pub const MAGIC: u32 = 0x6167_7331;
 }
 
-/// Value of the `TRACKED_TASKS` map (key: tgid).
+/// Value of the `TRACKED_TASKS` map (key: tgid) and of `TRACKED_CGROUPS` (key: cgroup id).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrackedTask {
     pub agent_id: u64,
+    /// [`task_flags`] the programs learned about the process (none for a cgroup). User space
+    /// keeps them when it tracks a process again.
+    pub flags: u64,
 }
-assert_size!(TrackedTask, 8);
+assert_size!(TrackedTask, 16);
+
+impl TrackedTask {
+    pub const fn new(agent_id: u64) -> Self {
+        TrackedTask { agent_id, flags: 0 }
+    }
+}
+
+/// `TrackedTask::flags`.
+pub mod task_flags {
+    /// The process has (or had) an entry in `SOCKETS`: only then does its `close` look there.
+    /// Set by the programs, never cleared while the process is tracked.
+    pub const OWNS_SOCKETS: u64 = 1;
+}
 
 /// Value of the `SOCKETS` map: one socket a process moved bytes over, and what it moved.
 /// Key: [`SockStats::key`] of the process and the fd the bytes went through.

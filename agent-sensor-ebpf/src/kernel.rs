@@ -430,3 +430,16 @@ pub unsafe fn atomic_add(counter: *mut u64, value: u64) {
         );
     }
 }
+
+/// `*word |= bits` as one BPF atomic or, for the same reason as `atomic_add`.
+#[inline(always)]
+pub unsafe fn atomic_or(word: *mut u64, bits: u64) {
+    // SAFETY: the caller passes a valid, 8-aligned pointer into a map value.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({word} + 0) |= {bits}",
+            word = in(reg) word,
+            bits = in(reg) bits,
+        );
+    }
+}

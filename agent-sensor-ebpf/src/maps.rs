@@ -55,6 +55,8 @@ pub struct HotDecision {
     pub generation: u64,
     /// 0: untracked.
     pub agent: u64,
+    /// The process's `TrackedTask::flags`.
+    pub flags: u64,
 }
 
 #[map]

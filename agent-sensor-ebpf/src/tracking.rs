@@ -42,7 +42,7 @@ pub fn track(tgid: u32, agent: u64) {
         return;
     }
     if TRACKED_TASKS
-        .insert(&tgid, &TrackedTask { agent_id: agent }, 0)
+        .insert(&tgid, &TrackedTask::new(agent), 0)
         .is_err()
     {
         count_drop(drop_slot::TRACKING_FULL);
@@ -64,29 +64,59 @@ fn bump_generation() {
     }
 }
 
+/// A tracked process as the syscall hot path sees it.
+#[derive(Clone, Copy)]
+pub struct Tracked {
+    pub agent: u64,
+    /// `TrackedTask::flags`.
+    pub flags: u64,
+}
+
 /// `tracked_agent` for the syscall hot path: the last decision on this CPU is reused while
 /// the same process goes on making syscalls and nothing was tracked or untracked meanwhile.
 #[inline(always)]
-pub fn hot_tracked_agent(tgid: u32) -> Option<u64> {
+pub fn hot_tracked(tgid: u32) -> Option<Tracked> {
     let (Some(generation), Some(cache)) =
         (TRACKING_GENERATION.get_ptr(0), HOT_DECISION.get_ptr_mut(0))
     else {
-        return tracked_agent(tgid);
+        // SAFETY: the value is copied out at once; entries are plain integers.
+        return unsafe { TRACKED_TASKS.get(&tgid) }.map(|t| Tracked {
+            agent: t.agent_id,
+            flags: t.flags,
+        });
     };
     // SAFETY: pointers from array lookups; the per-CPU entry is this CPU's alone.
     unsafe {
         // Read the generation before the lookup: a change after it is seen next time.
         let generation = core::ptr::read_volatile(generation);
-        if (*cache).tgid == tgid as u64 && (*cache).generation == generation {
-            let agent = (*cache).agent;
-            return if agent == 0 { None } else { Some(agent) };
+        if (*cache).tgid != tgid as u64 || (*cache).generation != generation {
+            let task = TRACKED_TASKS.get(&tgid);
+            (*cache).tgid = tgid as u64;
+            (*cache).generation = generation;
+            (*cache).agent = task.map_or(0, |t| t.agent_id);
+            (*cache).flags = task.map_or(0, |t| t.flags);
         }
-        let agent = tracked_agent(tgid);
-        (*cache).tgid = tgid as u64;
-        (*cache).generation = generation;
-        (*cache).agent = agent.unwrap_or(0);
-        agent
+        let agent = (*cache).agent;
+        if agent == 0 {
+            return None;
+        }
+        Some(Tracked {
+            agent,
+            flags: (*cache).flags,
+        })
     }
+}
+
+/// Sets `flag` in the `TrackedTask` of process `tgid`, and makes every CPU's cached decision
+/// stale so that the next syscall sees it.
+#[inline(always)]
+pub fn set_task_flag(tgid: u32, flag: u64) {
+    let Some(task) = TRACKED_TASKS.get_ptr_mut(&tgid) else {
+        return;
+    };
+    // SAFETY: pointer into the map value just found; the or is atomic across CPUs.
+    unsafe { crate::kernel::atomic_or(core::ptr::addr_of_mut!((*task).flags), flag) };
+    bump_generation();
 }
 
 #[inline(always)]

@@ -47,11 +47,23 @@ pub fn track_pid(sensor: &mut LoadedSensor, pid: u32, agent_id: u64) -> Result<(
     if !Path::new(&format!("/proc/{pid}")).exists() {
         return Err(TrackError::NoProcess(pid));
     }
-    sensor
-        .tracked_tasks()?
-        .insert(pid, TrackedTask { agent_id }, 0)?;
+    insert_task(&mut sensor.tracked_tasks()?, pid, agent_id)?;
     sensor.bump_tracking_generation()?;
     Ok(())
+}
+
+/// Makes `pid` a task of `agent_id`, keeping the flags the programs set on it if it was
+/// tracked already (a process that owns counted sockets must go on reporting their closes).
+fn insert_task<T>(
+    tasks: &mut aya::maps::HashMap<T, u32, TrackedTask>,
+    pid: u32,
+    agent_id: u64,
+) -> Result<(), aya::maps::MapError>
+where
+    T: std::borrow::BorrowMut<aya::maps::MapData>,
+{
+    let flags = tasks.get(&pid, 0).map_or(0, |task| task.flags);
+    tasks.insert(pid, TrackedTask { agent_id, flags }, 0)
 }
 
 /// Stops tracking the cgroup at `path` (its tasks stay tracked until they exit).
@@ -72,12 +84,12 @@ pub fn track_cgroup(
     let id = cgroup_id(path)?;
     sensor
         .tracked_cgroups()?
-        .insert(id, TrackedTask { agent_id }, 0)?;
+        .insert(id, TrackedTask::new(agent_id), 0)?;
     // Tasks already inside entered before the map knew the cgroup.
     let procs = std::fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
     let mut tasks = sensor.tracked_tasks()?;
     for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
-        tasks.insert(pid, TrackedTask { agent_id }, 0)?;
+        insert_task(&mut tasks, pid, agent_id)?;
     }
     sensor.bump_tracking_generation()?;
     Ok(id)

@@ -395,6 +395,29 @@ fn loopback_tcp_connect_and_send_are_reported() {
     assert_eq!(close["at_exit"], false, "{close:#}");
 }
 
+/// A close looks for counted bytes only in a process known to own some (the flag its first
+/// counted socket sets): a close by another thread, maybe on another CPU, right after the
+/// first bytes must still see it.
+#[test]
+fn a_socket_another_thread_sent_over_is_reported_at_its_close() {
+    if !can_run_kernel_tests("a_socket_another_thread_sent_over_is_reported_at_its_close") {
+        return;
+    }
+    let (port, server) = loopback_sink();
+    let script = "import socket, sys, threading\n\
+                  s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+                  t = threading.Thread(target=lambda: s.sendall(b'from a thread'))\n\
+                  t.start()\n\
+                  t.join()\n\
+                  s.close()";
+    let (pid, events) = capture("sockthread", script, &[&port.to_string()]);
+    assert_eq!(server.join().unwrap(), b"from a thread");
+    let connect = find(&events, "net.connect", pid, |e| e["addr"]["port"] == port);
+    let close = find(&events, "net.close", pid, |e| e["fd"] == connect["fd"]);
+    assert_eq!(close["bytes_sent"], 13, "{close:#}");
+    assert_eq!(close["at_exit"], false, "{close:#}");
+}
+
 #[test]
 fn socket_bytes_are_reported_when_the_process_exits_without_closing() {
     if !can_run_kernel_tests("socket_bytes_are_reported_when_the_process_exits_without_closing") {

@@ -8,7 +8,7 @@
 //! `RELEASED_UNSEEN`), the fd is closed, or the process exits (the daemon reports it).
 
 use agent_sensor_common::{
-    drop_slot, flags, syscalls::account, EventKind, SockCloseEvent, SockStats,
+    drop_slot, flags, syscalls::account, task_flags, EventKind, SockCloseEvent, SockStats,
 };
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_current_pid_tgid};
 
@@ -16,15 +16,17 @@ use crate::{
     emit::Record,
     kernel::{current_file, read, socket_sock},
     maps::{count_drop, off, SOCKETS, SOCK_OWNERS, SOCK_SCRATCH},
+    tracking::set_task_flag,
 };
 
 /// `-EBADF`: the fd was not open, nothing was closed.
 const EBADF: i64 = -9;
 
-/// Adds `ret` bytes to the socket behind `fd`, if it is one. (Not inlined, like `close`: a
-/// function of its own has a stack frame of its own, and `sys_exit`'s is nearly full.)
+/// Adds `ret` bytes to the socket behind `fd`, if it is one; `task` is the process's
+/// `TrackedTask::flags`. (Not inlined, like `close`: a function of its own has a stack frame
+/// of its own, and `sys_exit`'s is nearly full.)
 #[inline(never)]
-pub fn count(direction: u8, fd: i64, ret: i64, agent: u64) -> Option<()> {
+pub fn count(direction: u8, fd: i64, ret: i64, agent: u64, task: u64) -> Option<()> {
     if ret <= 0 {
         return None;
     }
@@ -55,6 +57,10 @@ pub fn count(direction: u8, fd: i64, ret: i64, agent: u64) -> Option<()> {
                 return None;
             }
             let _ = SOCK_OWNERS.insert(&tgid, &1, 0);
+            // After the entry is in: a close that sees the flag finds the entry.
+            if task & task_flags::OWNS_SOCKETS == 0 {
+                set_task_flag(tgid, task_flags::OWNS_SOCKETS);
+            }
             SOCKETS.get_ptr_mut(&key)?
         }
     };

@@ -22,7 +22,10 @@
 //! record per syscall comes from the `SYSCALL_SPECS` map, not from code (see
 //! `agent_sensor_common::syscalls`).
 
-use agent_sensor_common::syscalls::{account, family, SyscallSpec, MAX_SYSCALL_NR};
+use agent_sensor_common::{
+    syscalls::{account, family, SyscallSpec, MAX_SYSCALL_NR},
+    task_flags,
+};
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
@@ -30,7 +33,7 @@ use aya_ebpf::{
 use super::{compat, egress, file, net, process_calls, sockets};
 use crate::{
     maps::{off, Call, CALL, SYSCALL_SPECS, TAIL, TAIL_DNS_ANSWER},
-    tracking::hot_tracked_agent,
+    tracking::hot_tracked,
 };
 
 /// What the table says to record for syscall `nr`, if anything.
@@ -93,7 +96,8 @@ pub fn syscall_sys_exit(ctx: BtfTracePointContext) -> i32 {
 
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let agent = hot_tracked_agent((pid_tgid >> 32) as u32)?;
+    let tracked = hot_tracked((pid_tgid >> 32) as u32)?;
+    let agent = tracked.agent;
     let regs = Regs::of(ctx);
     let ret: i64 = ctx.arg(1);
     let nr = regs.at(off!(regs_nr));
@@ -102,9 +106,15 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
     }
     let spec = spec(nr)?;
     if spec.account != account::NONE {
-        let _ = sockets::count(spec.account, regs.arg(0) as i32 as i64, ret, agent);
+        let fd = regs.arg(0) as i32 as i64;
+        let _ = sockets::count(spec.account, fd, ret, agent, tracked.flags);
     }
     if spec.family == family::CLOSE {
+        // A process that never moved bytes over a socket has none to report: most closes
+        // are of files, and the lookup was a tenth of a tracked open/close loop's sensor cost.
+        if tracked.flags & task_flags::OWNS_SOCKETS == 0 {
+            return None;
+        }
         return sockets::close(regs.arg(0) as i32 as i64, ret);
     }
     if spec.family == family::SOCKET {

@@ -48,6 +48,10 @@ pub mod flags {
     /// sender was in; `args` are the target's tgid and tid, the signal and whether it was for
     /// the whole process; `ret` is the tracepoint's result (0: delivered).
     pub const SIGNAL_GENERATED: u16 = 1 << 8;
+    /// An io_uring request, not a syscall: recorded when it is submitted, before the kernel
+    /// runs it, so `ret` is 0 and nothing was opened yet (no device, inode or walked path);
+    /// `nr` is the syscall that does the same. The paths are the kernel's copies.
+    pub const VIA_IO_URING: u16 = 1 << 9;
 }
 
 /// What follows the header. Values are stable: they are written to disk in incident bundles.

@@ -77,10 +77,69 @@ pub struct KernelOffsets {
     /// 1 when the loader made the object's [`RDONLY_CAST_CALL`]s `bpf_rdonly_cast` kfunc
     /// calls; 0 when it made them plain register moves (a kernel without that kfunc).
     pub typed_casts: u32,
+    /// io_uring's request and the per-operation structs laid over its start
+    /// (`io_kiocb_to_cmd`), all zero where the kernel has no io_uring (see [`UringOffsets`]).
+    pub uring: UringOffsets,
     /// Set to [`KernelOffsets::MAGIC`] by user space: programs do nothing until it is.
     pub magic: u32,
 }
-assert_size!(KernelOffsets, 66 * 4);
+assert_size!(KernelOffsets, 66 * 4 + core::mem::size_of::<UringOffsets>());
+
+/// Where io_uring keeps what a request asks for, as offsets from the start of its
+/// `struct io_kiocb`: the operation, the `fd` of its submission entry, and the fields of the
+/// operation's own struct (`io_open`, `io_rename`, …), which the kernel lays over the request's
+/// first bytes. Private kernel structs: read from the running kernel's BTF like the others.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UringOffsets {
+    /// 1 when every offset below was found (the program is attached only then).
+    pub present: u32,
+    pub opcode: u32,
+    /// `cqe.fd`: the submission entry's `fd`.
+    pub sqe_fd: u32,
+    pub open_dfd: u32,
+    pub open_filename: u32,
+    pub open_how: u32,
+    pub rename_old_dfd: u32,
+    pub rename_new_dfd: u32,
+    pub rename_oldpath: u32,
+    pub rename_newpath: u32,
+    pub rename_flags: u32,
+    pub unlink_dfd: u32,
+    pub unlink_flags: u32,
+    pub unlink_filename: u32,
+    pub mkdir_dfd: u32,
+    pub mkdir_mode: u32,
+    pub mkdir_filename: u32,
+    /// `io_link`, for linkat and symlinkat alike.
+    pub link_old_dfd: u32,
+    pub link_new_dfd: u32,
+    pub link_oldpath: u32,
+    pub link_newpath: u32,
+    pub link_flags: u32,
+    pub socket_domain: u32,
+    pub socket_type: u32,
+    pub socket_protocol: u32,
+    /// `io_connect.addr`: the sockaddr, still in the process's memory at submission.
+    pub connect_addr: u32,
+    pub connect_addr_len: u32,
+    /// `struct filename.name`: the kernel's copy of a path the request names.
+    pub filename_name: u32,
+}
+assert_size!(UringOffsets, 28 * 4);
+
+/// io_uring operations (`enum io_uring_op`, uapi: stable) the sensor records.
+pub mod uring_op {
+    pub const CONNECT: u8 = 16;
+    pub const OPENAT: u8 = 18;
+    pub const OPENAT2: u8 = 28;
+    pub const RENAMEAT: u8 = 35;
+    pub const UNLINKAT: u8 = 36;
+    pub const MKDIRAT: u8 = 37;
+    pub const SYMLINKAT: u8 = 38;
+    pub const LINKAT: u8 = 39;
+    pub const SOCKET: u8 = 45;
+}
 
 /// The helper number the programs call where they mean the `bpf_rdonly_cast` kfunc (a kernel
 /// address cast to a BTF type, whose fields then load without a helper call). No helper has

@@ -113,7 +113,13 @@ impl SyscallSpec {
 pub mod nr {
     pub const OPEN: u32 = 2;
     pub const CREAT: u32 = 85;
+    pub const OPENAT: u32 = 257;
     pub const OPENAT2: u32 = 437;
+    pub const MKDIRAT: u32 = 258;
+    pub const UNLINKAT: u32 = 263;
+    pub const LINKAT: u32 = 265;
+    pub const SYMLINKAT: u32 = 266;
+    pub const RENAMEAT2: u32 = 316;
     pub const MEMFD_CREATE: u32 = 319;
     pub const SOCKET: u32 = 41;
     pub const CONNECT: u32 = 42;

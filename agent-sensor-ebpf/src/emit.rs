@@ -6,7 +6,8 @@ use agent_sensor_common::{
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_user_str,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_str, bpf_probe_read_user_str,
     },
 };
 
@@ -138,7 +139,14 @@ impl Record {
     /// `MAX_USER_PATH - 1` bytes with the `TRUNCATED` flag; returns its length.
     #[inline(always)]
     pub fn append_user_str(&self, src: u64) -> u16 {
-        self.append_written(|dst| read_user_str(src, dst))
+        self.append_written(|dst| read_str(src, dst, false))
+    }
+
+    /// [`Record::append_user_str`] for a string at user address `src`, or at kernel address
+    /// `src` when `kernel`.
+    #[inline(always)]
+    pub fn append_str(&self, src: u64, kernel: bool) -> u16 {
+        self.append_written(|dst| read_str(src, dst, kernel))
     }
 
     /// Appends what `write` puts at the tail (at most `MAX_KERNEL_PATH - 1` bytes, with
@@ -171,16 +179,21 @@ impl Record {
     }
 }
 
-/// Copies a user string into `dst` (MAX_USER_PATH bytes); returns its length without the NUL
-/// and the header flags it calls for (truncation).
+/// Copies a user (or, when `kernel`, a kernel) string into `dst` (MAX_USER_PATH bytes);
+/// returns its length without the NUL and the header flags it calls for (truncation).
 #[inline(always)]
-fn read_user_str(src: u64, dst: *mut u8) -> (u16, u16) {
+fn read_str(src: u64, dst: *mut u8, kernel: bool) -> (u16, u16) {
     if src == 0 {
         return (0, 0);
     }
-    // SAFETY: `dst` has MAX_USER_PATH bytes; the helper checks the user address.
-    let copied =
-        unsafe { bpf_probe_read_user_str(dst.cast(), MAX_USER_PATH as u32, src as *const _) };
+    // SAFETY: `dst` has MAX_USER_PATH bytes; the helpers check the source address.
+    let copied = unsafe {
+        if kernel {
+            bpf_probe_read_kernel_str(dst.cast(), MAX_USER_PATH as u32, src as *const _)
+        } else {
+            bpf_probe_read_user_str(dst.cast(), MAX_USER_PATH as u32, src as *const _)
+        }
+    };
     if copied <= 0 {
         return (0, 0);
     }

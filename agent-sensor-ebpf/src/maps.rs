@@ -115,7 +115,9 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 #[repr(C)]
 pub struct Call {
     pub nr: u32,
-    pub _pad0: u32,
+    /// 1 for an io_uring request's (`probes::uring`): its path arguments are kernel addresses
+    /// (the kernel's copies), not the process's.
+    pub io_uring: u32,
     pub args: [u64; 6],
     /// What the kernel resolved for a file call, kept here rather than in registers for the
     /// reason `Scratch` gives: the `struct file *` opened or passed (0: none), its device and
@@ -249,6 +251,8 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     btf_dentry: 0,
     btf_mount: 0,
     typed_casts: 0,
+    // SAFETY: a struct of `u32`s, for which all zeros is a value.
+    uring: unsafe { core::mem::zeroed() },
     magic: 0,
 };
 
@@ -262,6 +266,10 @@ macro_rules! off {
     ($field:ident[$i:expr]) => {
         // SAFETY: as above; `$i` is a constant below the array length.
         (unsafe { core::ptr::read_volatile(&$crate::maps::OFFSETS.$field[$i]) } as u64)
+    };
+    ($group:ident . $field:ident) => {
+        // SAFETY: as above.
+        (unsafe { core::ptr::read_volatile(&$crate::maps::OFFSETS.$group.$field) } as u64)
     };
 }
 pub(crate) use off;

@@ -221,10 +221,20 @@ impl Pipeline {
             .map(str::to_string);
         for (finding, response) in findings.into_iter().zip(responses) {
             let mode = self.policy.mode();
-            let outcome = if killed {
+            let outcome = if killed && event.flags & flags::VIA_IO_URING != 0 {
+                "killed in the kernel before the io_uring request ran".to_string()
+            } else if killed {
                 "killed in the kernel before the call returned".to_string()
             } else if response == Response::Deny && denied_in_kernel(event) {
                 "denied in the kernel (EPERM): nothing was sent".to_string()
+            } else if response == Response::Deny
+                && mode == Mode::Enforce
+                && event.flags & flags::VIA_IO_URING != 0
+            {
+                // Recorded at submission: the egress programs judge it when the kernel runs it.
+                "left to the kernel's egress programs, which judge the io_uring request when it \
+                 runs"
+                    .to_string()
             } else {
                 match (response, mode) {
                     (Response::Alert, _) => "reported".to_string(),

@@ -395,6 +395,43 @@ fn loopback_tcp_connect_and_send_are_reported() {
     assert_eq!(close["at_exit"], false, "{close:#}");
 }
 
+/// A connect made through io_uring (`IORING_OP_CONNECT`) makes no `connect()` call: it is
+/// recorded at its submission as one, flagged `io_uring`, with the address as passed.
+#[test]
+fn io_uring_connects_are_recorded() {
+    if !can_run_kernel_tests("io_uring_connects_are_recorded") {
+        return;
+    }
+    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
+    {
+        eprintln!("SKIPPED io_uring_connects_are_recorded: io_uring is disabled here");
+        return;
+    }
+    let (port, server) = loopback_sink();
+    let port_arg = port.to_string();
+    let ops = [
+        "socket",
+        "2",
+        "1",
+        "0",
+        "connect",
+        "last",
+        "127.0.0.1",
+        &port_arg,
+    ];
+    let (pid, events) = capture("uringconnect", include_str!("../scripts/io_uring.py"), &ops);
+    assert_eq!(server.join().unwrap(), b"", "the connection was accepted");
+    let connect = find(&events, "net.connect", pid, |e| {
+        e["flags"] == json!(["io_uring"])
+    });
+    assert_eq!(
+        connect["addr"],
+        json!({"ip": "127.0.0.1", "port": port}),
+        "{connect:#}"
+    );
+    assert_eq!(connect["syscall"], "connect", "{connect:#}");
+}
+
 /// A close looks for counted bytes only in a process known to own some (the flag its first
 /// counted socket sets): a close by another thread, maybe on another CPU, right after the
 /// first bytes must still see it.

@@ -1177,31 +1177,126 @@ fn a_write_through_a_hard_link_planted_before_the_agent_started_is_caught() {
     );
 }
 
+/// Drives io_uring through raw syscalls (`tests/scripts/io_uring.py`).
+const IO_URING_PY: &str = include_str!("../scripts/io_uring.py");
+
+fn io_uring_disabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
+}
+
+/// The results io_uring.py printed, one per operation (`None` for a skipped completion).
+fn uring_results(out: &str) -> Vec<Option<i64>> {
+    out.lines()
+        .map(|line| {
+            let result: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            result["res"].as_i64()
+        })
+        .collect()
+}
+
+/// io_uring runs opens, renames, unlinks and mkdirs without a syscall of their own, in the
+/// kernel or in the process's io_uring threads: each request is recorded when it is submitted,
+/// as the syscall that does the same and flagged `io_uring`, and judged like that syscall. So
+/// too from the submission-polling thread, and with the completion skipped.
 #[test]
-fn gap_io_uring_setup_is_at_least_recorded() {
-    if !can_run_kernel_tests("gap_io_uring_setup_is_at_least_recorded") {
+fn io_uring_requests_are_recorded_and_judged() {
+    if !can_run_kernel_tests("io_uring_requests_are_recorded_and_judged") {
         return;
     }
-    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
-    {
-        eprintln!("SKIPPED gap_io_uring_setup_is_at_least_recorded: io_uring is disabled here");
+    if io_uring_disabled() {
+        eprintln!("SKIPPED io_uring_requests_are_recorded_and_judged: io_uring is disabled here");
         return;
     }
     let scene = Scene::new("iouring");
-    let code = "import ctypes, os\n\
-                libc = ctypes.CDLL(None, use_errno=True)\n\
-                params = ctypes.create_string_buffer(120)\n\
-                fd = libc.syscall(ctypes.c_long(425), ctypes.c_long(8), params)\n\
-                assert fd >= 0, os.strerror(ctypes.get_errno())\n\
-                print('pid=%d ring=%d' % (os.getpid(), fd))\n";
+    let w = &scene.worktree;
+    let uring = scene.script("io_uring", IO_URING_PY);
+    let secret = scene.secret("uring-key");
+    let polled = scene.secret("uring-polled-key");
+    let victim = scene.outside_file("uring-victim", "v\n");
+    let pulled = scene.outside_file("uring-pulled", "p\n");
+    let made = scene.outside.join("uring-made");
+    let dir = scene.outside.join("uring-dir");
     let sensor = scene.sensor();
-    let out = run_agent(&sensor, "iouring", &scene.worktree, &[PYTHON, "-c", code]);
-    let (pid, ring) = (field(&out, "pid"), field(&out, "ring"));
-    let (events, _) = finish(sensor);
-    let setup = events_of(&events, "process.io_uring_setup", pid);
+    let read = run_agent(
+        &sensor,
+        "uring-read",
+        w,
+        &[PYTHON, &uring, "openat", s(&secret), "0"],
+    );
+    let write_ops = [
+        "openat",
+        s(&made),
+        "577",
+        "unlinkat",
+        s(&victim),
+        "renameat",
+        s(&pulled),
+        "pulled-in",
+        "mkdirat",
+        s(&dir),
+    ];
+    let write = run_agent(
+        &sensor,
+        "uring-write",
+        w,
+        &[&[PYTHON, &uring][..], &write_ops].concat(),
+    );
+    // The polling thread submits; a successful open posts no completion.
+    let polled_out = run_agent(
+        &sensor,
+        "uring-polled",
+        w,
+        &[
+            PYTHON,
+            &uring,
+            "--sqpoll",
+            "--skip-success",
+            "openat",
+            s(&polled),
+            "0",
+        ],
+    );
+    // The requests really ran.
+    assert!(uring_results(&read)[0].is_some_and(|fd| fd >= 0), "{read}");
+    let wrote = uring_results(&write);
     assert!(
-        setup.iter().any(|e| e["ret"] == ring),
-        "no process.io_uring_setup returning fd {ring} from {pid}: {setup:#?}"
+        wrote[0].is_some_and(|fd| fd >= 0) && wrote[1..] == [Some(0); 3],
+        "{write}"
+    );
+    assert_eq!(uring_results(&polled_out), [None], "{polled_out}");
+    assert!(made.exists() && !victim.exists() && !pulled.exists() && dir.is_dir());
+    assert!(w.join("pulled-in").exists());
+    let (events, alerts) = finish(sensor);
+
+    let (_, evidence) = expect_alert(&alerts, SENSITIVE_READ, "uring-read", &secret);
+    assert_eq!(
+        evidence["flags"],
+        serde_json::json!(["io_uring"]),
+        "{evidence:#}"
+    );
+    assert_eq!(evidence["syscall"], "openat", "{evidence:#}");
+    let (_, evidence) = expect_alert(&alerts, SENSITIVE_READ, "uring-polled", &polled);
+    assert!(
+        evidence["comm"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("iou-sqp-")),
+        "submitted by the polling thread: {evidence:#}"
+    );
+    for target in [&made, &victim, &pulled, &dir] {
+        let (_, evidence) = expect_alert(&alerts, WRITE_OUTSIDE, "uring-write", target);
+        assert_eq!(
+            evidence["flags"],
+            serde_json::json!(["io_uring"]),
+            "{evidence:#}"
+        );
+    }
+    // The ring's creation is recorded as well.
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "process.io_uring_setup" && e["ret"].as_i64() >= Some(0)),
+        "no process.io_uring_setup"
     );
 }
 

@@ -278,6 +278,109 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     );
 }
 
+/// A packet socket asked of io_uring (`IORING_OP_SOCKET`) makes no `socket()` call: an
+/// enforced agent's process is killed when it submits the request, and a monitored one gets
+/// the socket.
+#[test]
+fn an_io_uring_packet_socket_is_killed_when_submitted_in_enforce_mode() {
+    if !can_run_kernel_tests("an_io_uring_packet_socket_is_killed_when_submitted_in_enforce_mode") {
+        return;
+    }
+    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
+    {
+        eprintln!("SKIPPED: io_uring is disabled here");
+        return;
+    }
+    let scene = Scene::new("uringpacket", "");
+    let attacker = NetNs::new();
+    let received = scene.root.join("received");
+    let _listener = attacker.listen(9000, false, &received);
+    let uring = scene.root.join("io_uring.py");
+    std::fs::write(&uring, include_str!("../scripts/io_uring.py")).unwrap();
+    let run = |mode: &str| {
+        let record = scene.root.join(format!("uring-{mode}"));
+        let mut sensor = scene.base.sensor(mode);
+        // A TCP socket and its connect first: io_uring itself is allowed, its connects are
+        // held to the allowlist by the egress programs.
+        let script = format!(
+            "/usr/bin/python3 {py} socket 2 1 0 connect last {ip} 9000 > {out}; \
+             /usr/bin/python3 {py} socket 17 3 768 >> {out}; echo exit $? >> {out}",
+            py = s(&uring),
+            ip = attacker.remote_ip,
+            out = s(&record)
+        );
+        let status = sensor.exec_agent(&format!("uring-{mode}"), &scene.worktree, &script);
+        let events = sensor.stop();
+        assert!(status.success(), "{mode}: the script failed");
+        (
+            std::fs::read_to_string(&record).unwrap(),
+            events,
+            sensor.alerts(),
+        )
+    };
+
+    let (record, events, alerts) = run("enforce");
+    let lines: Vec<&str> = record.lines().collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "the TCP socket's and connect's results, then the exit of the run the kernel killed: \
+         {record}"
+    );
+    assert!(
+        lines[0].starts_with(r#"{"op": "socket", "res": "#) && !lines[0].contains('-'),
+        "the TCP socket was refused: {record}"
+    );
+    assert_eq!(
+        lines[1], r#"{"op": "connect", "res": -1}"#,
+        "EPERM: {record}"
+    );
+    assert_eq!(lines[2], "exit 137", "{record}");
+    let denied: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "net.denied")
+        .map(|e| (e["syscall"].clone(), e["flags"].clone()))
+        .collect();
+    // The connect, refused by the egress programs as the kernel ran it (from the process's
+    // io_uring worker, or inline), then the packet socket, at its submission.
+    assert_eq!(
+        denied,
+        [
+            ("connect".into(), serde_json::json!([])),
+            ("socket".into(), serde_json::json!(["io_uring"]))
+        ],
+        "{events:#?}"
+    );
+    let said: Vec<_> = alerts_of(&alerts, "exfil.unallowed_egress")
+        .iter()
+        .map(|a| (a["summary"].clone(), a["action"]["outcome"].clone()))
+        .collect();
+    assert_eq!(said.len(), 2, "{alerts:#?}");
+    assert_eq!(
+        said[0].1,
+        "left to the kernel's egress programs, which judge the io_uring request when it runs",
+        "{alerts:#?}"
+    );
+    assert_eq!(
+        said[1],
+        (
+            "asked io_uring for a raw packet socket (type 3, ethertype 0x0003), which sends \
+             around the egress allowlist"
+                .into(),
+            "killed in the kernel before the io_uring request ran".into()
+        ),
+        "{alerts:#?}"
+    );
+    assert!(std::fs::read(&received).unwrap().is_empty());
+
+    let (record, _, _) = run("monitor");
+    assert!(
+        record.contains(r#"{"op": "connect", "res": 0}"#),
+        "{record}"
+    );
+    assert!(record.ends_with("exit 0\n"), "{record}");
+}
+
 #[test]
 fn allowed_names_resolved_by_the_agent_are_reachable_in_enforce_mode() {
     if !can_run_kernel_tests("allowed_names_resolved_by_the_agent_are_reachable_in_enforce_mode") {

@@ -70,12 +70,13 @@ pub fn egress_sock_create(ctx: SockContext) -> i32 {
     DENY
 }
 
-/// At the exit of socket(2) (`args`: family, type, protocol) by a process of `agent`: a packet
-/// socket an enforced agent got is the one way out no egress hook sees, so the process is
-/// killed before the call returns and it never holds the socket. (Not inlined: a frame of its
-/// own, off `sys_exit`'s nearly full stack.)
+/// At the exit of socket(2) (`args`: family, type, protocol) by a process of `agent`, or at
+/// the submission of an io_uring request for one (`via`: `flags::VIA_IO_URING`, `ret` 0): a
+/// packet socket an enforced agent got is the one way out no egress hook sees, so the process
+/// is killed before the call returns (before the request runs) and it never holds the socket.
+/// (Not inlined: a frame of its own, off `sys_exit`'s nearly full stack.)
 #[inline(never)]
-pub fn packet_socket(agent: u64, args: [u64; 3], ret: i64) -> Option<()> {
+pub fn packet_socket(agent: u64, args: [u64; 3], ret: i64, via: u16) -> Option<()> {
     if !SocketRequest::makes_packet_socket(args[0], args[1]) || ret < 0 {
         return None;
     }
@@ -89,7 +90,7 @@ pub fn packet_socket(agent: u64, args: [u64; 3], ret: i64) -> Option<()> {
         protocol: args[2] as u16,
     };
     let how = if killed { flags::KILLED_IN_KERNEL } else { 0 };
-    report_socket(agent, request, ret, how);
+    report_socket(agent, request, ret, how | via);
     Some(())
 }
 

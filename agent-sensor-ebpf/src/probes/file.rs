@@ -145,7 +145,7 @@ pub fn exit(c: &mut Call, spec: &Spec, agent: u64, ret: i64) {
             identify(c, file);
         }
     }
-    let _ = try_exit(c, spec, agent, ret);
+    let _ = record(c, spec, agent, ret);
 }
 
 /// The device and inode of `file` into `c`.
@@ -156,8 +156,16 @@ fn identify(c: &mut Call, file: u64) {
     c.ino = ino;
 }
 
-fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
-    let (record, payload) = Record::start::<FileEvent>(spec.kind, agent, 0)?;
+/// Records file call `c`, its object (if any) identified already. (Inlined: a frame of its
+/// own below `exit`'s would take `sys_exit`'s chain of frames past the 512 bytes they share.)
+#[inline(always)]
+pub fn record(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
+    let via = if c.io_uring != 0 {
+        flags::VIA_IO_URING
+    } else {
+        0
+    };
+    let (record, payload) = Record::start::<FileEvent>(spec.kind, agent, via)?;
     let opens = spec.kind == EventKind::FileOpen as u16;
     let path_user = if spec.path != NONE {
         arg(c, spec.path)
@@ -165,7 +173,7 @@ fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
         0
     };
     let path_first = record.tail();
-    let path_len = record.append_user_str(path_user);
+    let path_len = record.append_str(path_user, c.io_uring != 0);
     // SAFETY: `path_first` is inside the scratch buffer.
     let relative = path_len > 0 && unsafe { *path_first } != b'/';
     let path2_user = if spec.path2 != NONE {
@@ -174,7 +182,7 @@ fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
         0
     };
     let path2_first = record.tail();
-    let path2_len = record.append_user_str(path2_user);
+    let path2_len = record.append_str(path2_user, c.io_uring != 0);
     // SAFETY: as above. A symlink's target is text, not resolved against anything.
     let relative2 = path2_len > 0
         && unsafe { *path2_first } != b'/'
@@ -192,8 +200,8 @@ fn try_exit(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
         }
     }
     // The directories relative paths start from, walked now: the cwd and dirfds are the
-    // ones the call used (a successful open needs none: it is resolved from its fd).
-    let base_len = if relative && (!opens || ret < 0) {
+    // ones the call used (an open needs none when it is resolved from its fd).
+    let base_len = if relative && (!opens || c.file == 0) {
         record.append_written(|dst| walk_base(dirfd_of(c, spec.dirfd), dst))
     } else {
         0

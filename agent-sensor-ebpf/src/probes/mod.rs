@@ -8,3 +8,4 @@ pub mod process_calls;
 pub mod signal;
 pub mod sockets;
 pub mod syscall;
+pub mod uring;

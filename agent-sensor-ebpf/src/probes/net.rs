@@ -1,7 +1,7 @@
 //! Socket syscalls: the address exactly as passed or returned and the first bytes sent.
 //! User space parses both (it trusts no length from here); DNS queries come from these bytes.
 
-use agent_sensor_common::{NetEvent, MAX_SEND_DATA, MAX_SOCKADDR};
+use agent_sensor_common::{flags, NetEvent, MAX_SEND_DATA, MAX_SOCKADDR};
 use aya_ebpf::helpers::generated::bpf_probe_read_user;
 
 use crate::{emit::Record, maps::Call};
@@ -94,7 +94,7 @@ fn append_user(record: &Record, src: u64, len: u64, max: usize) -> u16 {
 }
 
 pub fn exit(c: &Call, spec: &SyscallSpec, agent: u64, ret: i64) {
-    let _ = try_exit(c, spec.kind, agent, ret);
+    let _ = record(c, spec.kind, agent, ret);
 }
 
 /// DNS port in network byte order, as it sits in a sockaddr.
@@ -157,8 +157,15 @@ fn try_recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> Op
     Some(learn)
 }
 
-fn try_exit(p: &Call, kind: u16, agent: u64, ret: i64) -> Option<()> {
-    let (record, payload) = Record::start::<NetEvent>(kind, agent, 0)?;
+/// Records socket call `p` (an io_uring request's too: its addresses are in the process's
+/// memory as a syscall's are).
+pub fn record(p: &Call, kind: u16, agent: u64, ret: i64) -> Option<()> {
+    let via = if p.io_uring != 0 {
+        flags::VIA_IO_URING
+    } else {
+        0
+    };
+    let (record, payload) = Record::start::<NetEvent>(kind, agent, via)?;
     let passed = passed(p);
     let sockaddr_len = if matches!(p.nr, ACCEPT | ACCEPT4) {
         // The peer address is in user memory now that the kernel wrote it.

@@ -80,6 +80,7 @@ impl Regs {
 #[inline(always)]
 fn start_call(c: &mut Call, nr: u64, regs: Regs) {
     c.nr = nr as u32;
+    c.io_uring = 0;
     c.args[0] = regs.arg(0);
     c.args[1] = regs.arg(1);
     c.args[2] = regs.arg(2);
@@ -118,7 +119,8 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
         return sockets::close(regs.arg(0) as i32 as i64, ret);
     }
     if spec.family == family::SOCKET {
-        return egress::packet_socket(agent, [regs.arg(0), regs.arg(1), regs.arg(2)], ret);
+        let args = [regs.arg(0), regs.arg(1), regs.arg(2)];
+        return egress::packet_socket(agent, args, ret, 0);
     }
     if spec.family == family::RECV {
         let args = [regs.arg(0), regs.arg(1), regs.arg(4), regs.arg(5)];

@@ -17,7 +17,7 @@ use std::{collections::VecDeque, net::IpAddr};
 
 use agent_sensor_common::{
     egress::{socket, SocketRequest},
-    EventKind,
+    flags, EventKind,
 };
 
 use super::{
@@ -156,8 +156,11 @@ pub fn check_refused_socket(event: &Event, out: &mut Vec<Candidate>) {
         return;
     };
     let what = socket_name(socket);
-    // A packet socket is not refused: the kernel kills its process as the call returns.
-    let verb = if event.result() >= 0 {
+    // A packet socket is not refused: the kernel kills its process as the call returns, or
+    // as it submits the io_uring request for one.
+    let verb = if event.flags & flags::VIA_IO_URING != 0 {
+        "asked io_uring for"
+    } else if event.result() >= 0 {
         "opened"
     } else {
         "tried to open"

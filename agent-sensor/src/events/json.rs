@@ -147,6 +147,7 @@ pub(super) fn flag_names(bits: u16) -> Vec<&'static str> {
         (flags::PATH_UNRESOLVED, "path_unresolved"),
         (flags::RELEASED_UNSEEN, "released_unseen"),
         (flags::SIGNAL_GENERATED, "signal_generated"),
+        (flags::VIA_IO_URING, "io_uring"),
     ]
     .into_iter()
     .filter(|(bit, _)| bits & bit != 0)

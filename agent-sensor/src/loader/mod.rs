@@ -49,6 +49,10 @@ pub const SYSCALL_PROGRAMS: [(&str, &str); 2] = [
     ("process_signal_generate", "signal_generate"),
 ];
 
+/// The io_uring requests' BTF tracepoint (`probes/uring.rs`), attached where the kernel has
+/// io_uring.
+pub const URING_PROGRAM: (&str, &str) = ("uring_submit_req", "io_uring_submit_req");
+
 #[derive(Debug, Error)]
 pub enum LoadError {
     #[error(transparent)]
@@ -412,7 +416,7 @@ pub fn comm_key(name: &str) -> [u8; 16] {
 
 /// The hook family of an attached program, as `agent-sensor probe` names it.
 pub fn hook_family(program: &str) -> &'static str {
-    if SYSCALL_PROGRAMS.iter().any(|(name, _)| *name == program) {
+    if SYSCALL_PROGRAMS.iter().any(|(name, _)| *name == program) || program == URING_PROGRAM.0 {
         "tp_btf"
     } else if EGRESS_PROGRAMS.contains(&program) {
         "cgroup_sock_addr"
@@ -552,6 +556,20 @@ impl LoadedSensor {
             prog.attach()
                 .map_err(|error| LoadError::Program { program, error })?;
             attached.push(program);
+        }
+        if offsets.uring.present != 0 {
+            let (program, tracepoint) = URING_PROGRAM;
+            let prog = load_program(&mut ebpf, program, |p: &mut BtfTracePoint| {
+                p.load(tracepoint, &kernel_btf)
+            })?;
+            prog.attach()
+                .map_err(|error| LoadError::Program { program, error })?;
+            attached.push(program);
+        } else {
+            log::warn!(
+                "io_uring requests are not recorded: this kernel's BTF has no io_uring (or \
+                 its request structs changed)"
+            );
         }
         load_tail_calls(&mut ebpf, &kernel_btf)?;
         attach_egress(&mut ebpf, &mut attached)?;

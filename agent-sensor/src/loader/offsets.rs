@@ -1,6 +1,6 @@
 //! Resolves every struct offset the eBPF programs read from the running kernel's BTF.
 
-use agent_sensor_common::KernelOffsets;
+use agent_sensor_common::{KernelOffsets, UringOffsets};
 
 use crate::btf::{Btf, BtfError};
 
@@ -77,7 +77,45 @@ pub fn resolve(btf: &Btf, casts: Option<TypedCasts>) -> Result<KernelOffsets, Bt
         btf_dentry: casts.map_or(0, |c| c.types.dentry),
         btf_mount: casts.map_or(0, |c| c.types.mount),
         typed_casts: casts.is_some() as u32,
+        uring: uring(btf).unwrap_or_default(),
         magic: KernelOffsets::MAGIC,
+    })
+}
+
+/// io_uring's offsets, `None` where any is missing: a kernel built without io_uring, or one
+/// whose private structs moved on (the sensor then runs without the io_uring program, and
+/// says so).
+pub fn uring(btf: &Btf) -> Option<UringOffsets> {
+    let o = |strukt: &str, member: &str| btf.member_offset(strukt, member).ok();
+    Some(UringOffsets {
+        present: 1,
+        opcode: o("io_kiocb", "opcode")?,
+        sqe_fd: o("io_kiocb", "cqe")? + o("io_cqe", "fd")?,
+        open_dfd: o("io_open", "dfd")?,
+        open_filename: o("io_open", "filename")?,
+        open_how: o("io_open", "how")?,
+        rename_old_dfd: o("io_rename", "old_dfd")?,
+        rename_new_dfd: o("io_rename", "new_dfd")?,
+        rename_oldpath: o("io_rename", "oldpath")?,
+        rename_newpath: o("io_rename", "newpath")?,
+        rename_flags: o("io_rename", "flags")?,
+        unlink_dfd: o("io_unlink", "dfd")?,
+        unlink_flags: o("io_unlink", "flags")?,
+        unlink_filename: o("io_unlink", "filename")?,
+        mkdir_dfd: o("io_mkdir", "dfd")?,
+        mkdir_mode: o("io_mkdir", "mode")?,
+        mkdir_filename: o("io_mkdir", "filename")?,
+        link_old_dfd: o("io_link", "old_dfd")?,
+        link_new_dfd: o("io_link", "new_dfd")?,
+        link_oldpath: o("io_link", "oldpath")?,
+        link_newpath: o("io_link", "newpath")?,
+        link_flags: o("io_link", "flags")?,
+        socket_domain: o("io_socket", "domain")?,
+        socket_type: o("io_socket", "type")?,
+        socket_protocol: o("io_socket", "protocol")?,
+        connect_addr: o("io_connect", "addr")?,
+        connect_addr_len: o("io_connect", "addr_len")?,
+        filename_name: o("filename", "name")?,
     })
 }
 
@@ -146,6 +184,33 @@ mod tests {
         assert_eq!((offsets.path_mnt, offsets.path_dentry), (0, 8));
         assert_eq!(offsets.dentry_name_ptr, offsets.dentry_name_len + 4);
         assert_eq!(offsets.magic, KernelOffsets::MAGIC);
+    }
+
+    #[test]
+    fn io_uring_offsets_resolve_on_the_running_kernel() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("skipped: no kernel BTF on this machine");
+            return;
+        };
+        if !btf.has_struct("io_kiocb") {
+            assert_eq!(uring(&btf), None, "no io_uring in this kernel");
+            return;
+        }
+        let uring = uring(&btf).expect("every io_uring member exists");
+        assert_eq!(uring.present, 1);
+        // Each operation's struct starts with the request's `struct file *` (the union at
+        // the start of `io_kiocb`), so its own fields come after it; a filename's `name` is
+        // its first member.
+        assert!(
+            uring.open_dfd >= 8 && uring.open_filename > uring.open_dfd,
+            "{uring:?}"
+        );
+        assert!(
+            uring.opcode >= 64,
+            "after the 64-byte command area: {uring:?}"
+        );
+        assert_eq!(uring.filename_name, 0);
+        assert_eq!(resolve(&btf, None).unwrap().uring, uring);
     }
 
     #[test]

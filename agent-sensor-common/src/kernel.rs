@@ -123,13 +123,16 @@ pub struct UringOffsets {
     /// `io_connect.addr`: the sockaddr, still in the process's memory at submission.
     pub connect_addr: u32,
     pub connect_addr_len: u32,
+    /// `io_sr_msg.umsg`: a sendmsg's `struct msghdr`, in the process's memory.
+    pub sendmsg_msg: u32,
     /// `struct filename.name`: the kernel's copy of a path the request names.
     pub filename_name: u32,
 }
-assert_size!(UringOffsets, 28 * 4);
+assert_size!(UringOffsets, 29 * 4);
 
 /// io_uring operations (`enum io_uring_op`, uapi: stable) the sensor records.
 pub mod uring_op {
+    pub const SENDMSG: u8 = 9;
     pub const CONNECT: u8 = 16;
     pub const OPENAT: u8 = 18;
     pub const OPENAT2: u8 = 28;
@@ -139,6 +142,7 @@ pub mod uring_op {
     pub const SYMLINKAT: u8 = 38;
     pub const LINKAT: u8 = 39;
     pub const SOCKET: u8 = 45;
+    pub const SENDMSG_ZC: u8 = 48;
 }
 
 /// The helper number the programs call where they mean the `bpf_rdonly_cast` kfunc (a kernel

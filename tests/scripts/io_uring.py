@@ -4,7 +4,7 @@
 usage: io_uring.py [--skip-success] [--sqpoll] OP ARGS... [OP ARGS...]
   openat PATH FLAGS | openat2 PATH FLAGS | close FD | unlinkat PATH | rmdirat PATH
   mkdirat PATH | renameat OLD NEW | symlinkat TARGET LINKPATH | linkat OLD NEW
-  socket DOMAIN TYPE PROTOCOL | connect FD IP PORT
+  socket DOMAIN TYPE PROTOCOL | connect FD IP PORT | sendmsg FD IP PORT DATA
 Integers accept 0x/0o prefixes; an FD/integer may be 'last' (res of the previous
 op) or '@N' (res of op number N, 0-based). Each op is one SQE + one io_uring_enter;
 one JSON line is printed per op: {"op": NAME, "res": cqe.res or null}.
@@ -13,10 +13,10 @@ import ctypes, errno, json, mmap, os, socket, struct, sys, time
 
 NR_IO_URING_SETUP, NR_IO_URING_ENTER = 425, 426
 # enum io_uring_op (include/uapi/linux/io_uring.h)
-OPCODE = {"connect": 16, "openat": 18, "close": 19, "openat2": 28, "renameat": 35,
+OPCODE = {"sendmsg": 9, "connect": 16, "openat": 18, "close": 19, "openat2": 28, "renameat": 35,
           "unlinkat": 36, "rmdirat": 36, "mkdirat": 37, "symlinkat": 38,
           "linkat": 39, "socket": 45}
-NARGS = {"connect": 3, "openat": 2, "close": 1, "openat2": 2, "renameat": 2,
+NARGS = {"sendmsg": 4, "connect": 3, "openat": 2, "close": 1, "openat2": 2, "renameat": 2,
          "unlinkat": 1, "rmdirat": 1, "mkdirat": 1, "symlinkat": 2, "linkat": 2,
          "socket": 3}
 AT_FDCWD, AT_REMOVEDIR = -100, 0x200
@@ -145,6 +145,15 @@ def build(name, a, num, keep):
         sa = struct.pack("<H", socket.AF_INET) + struct.pack(">H", num(a[2])) \
             + socket.inet_aton(a[1]) + bytes(8)
         return dict(fd=num(a[0]), addr=ptr(sa), off=len(sa))
+    if name == "sendmsg":  # fd=sockfd addr=&msghdr{name=&sockaddr_in, iov=[DATA]} len=1
+        sa = struct.pack("<H", socket.AF_INET) + struct.pack(">H", num(a[2])) \
+            + socket.inet_aton(a[1]) + bytes(8)
+        data = os.fsencode(a[3])
+        iov = struct.pack("<QQ", ptr(data), len(data))
+        # msg_name, msg_namelen (+pad), msg_iov, msg_iovlen, msg_control, msg_controllen,
+        # msg_flags (+pad)
+        msg = struct.pack("<QI4xQQQQi4x", ptr(sa), len(sa), ptr(iov), 1, 0, 0, 0)
+        return dict(fd=num(a[0]), addr=ptr(msg), length=1)
     raise ValueError(name)
 
 

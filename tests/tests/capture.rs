@@ -395,21 +395,24 @@ fn loopback_tcp_connect_and_send_are_reported() {
     assert_eq!(close["at_exit"], false, "{close:#}");
 }
 
-/// A connect made through io_uring (`IORING_OP_CONNECT`) makes no `connect()` call: it is
-/// recorded at its submission as one, flagged `io_uring`, with the address as passed.
+/// A connect or an addressed send made through io_uring (`IORING_OP_CONNECT`,
+/// `IORING_OP_SENDMSG`) makes no syscall of its own: each is recorded at its submission as
+/// the syscall that does the same, flagged `io_uring`, with the address and data as passed.
 #[test]
-fn io_uring_connects_are_recorded() {
-    if !can_run_kernel_tests("io_uring_connects_are_recorded") {
+fn io_uring_connects_and_sends_are_recorded() {
+    if !can_run_kernel_tests("io_uring_connects_and_sends_are_recorded") {
         return;
     }
     if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
     {
-        eprintln!("SKIPPED io_uring_connects_are_recorded: io_uring is disabled here");
+        eprintln!("SKIPPED io_uring_connects_and_sends_are_recorded: io_uring is disabled here");
         return;
     }
     let (port, server) = loopback_sink();
-    let port_arg = port.to_string();
-    let ops = [
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let (port_arg, udp_arg) = (port.to_string(), udp_port.to_string());
+    let tcp = [
         "socket",
         "2",
         "1",
@@ -419,17 +422,42 @@ fn io_uring_connects_are_recorded() {
         "127.0.0.1",
         &port_arg,
     ];
-    let (pid, events) = capture("uringconnect", include_str!("../scripts/io_uring.py"), &ops);
+    let udp_send = [
+        "socket",
+        "2",
+        "2",
+        "0",
+        "sendmsg",
+        "last",
+        "127.0.0.1",
+        &udp_arg,
+        "ring-data",
+    ];
+    let ops = [&tcp[..], &udp_send[..]].concat();
+    let (pid, events) = capture("uringnet", include_str!("../scripts/io_uring.py"), &ops);
     assert_eq!(server.join().unwrap(), b"", "the connection was accepted");
-    let connect = find(&events, "net.connect", pid, |e| {
-        e["flags"] == json!(["io_uring"])
-    });
+    let mut got = [0u8; 64];
+    udp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let (n, _) = udp.recv_from(&mut got).expect("the datagram arrived");
+    assert_eq!(&got[..n], b"ring-data");
+
+    let via_ring = |e: &Value| e["flags"] == json!(["io_uring"]);
+    let connect = find(&events, "net.connect", pid, via_ring);
     assert_eq!(
         connect["addr"],
         json!({"ip": "127.0.0.1", "port": port}),
         "{connect:#}"
     );
     assert_eq!(connect["syscall"], "connect", "{connect:#}");
+    let send = find(&events, "net.send", pid, via_ring);
+    assert_eq!(
+        send["addr"],
+        json!({"ip": "127.0.0.1", "port": udp_port}),
+        "{send:#}"
+    );
+    assert_eq!(send["syscall"], "sendmsg", "{send:#}");
+    assert_eq!(send["bytes"], 9, "{send:#}");
 }
 
 /// A close looks for counted bytes only in a process known to own some (the flag its first

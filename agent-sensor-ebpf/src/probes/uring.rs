@@ -151,6 +151,18 @@ fn request_args(req: u64, opcode: u8) -> Option<(u32, [u64; 6])> {
                 ],
             )
         }
+        // sendmsg(fd, msg): the message header, its address and data are the process's.
+        uring_op::SENDMSG | uring_op::SENDMSG_ZC => (
+            nr::SENDMSG,
+            [
+                int(off!(uring.sqe_fd)),
+                read::<u64>(req, off!(uring.sendmsg_msg)).unwrap_or(0),
+                0,
+                0,
+                0,
+                0,
+            ],
+        ),
         // connect(fd, addr, addrlen): the address is still the process's.
         uring_op::CONNECT => (
             nr::CONNECT,

@@ -115,6 +115,7 @@ pub fn uring(btf: &Btf) -> Option<UringOffsets> {
         socket_protocol: o("io_socket", "protocol")?,
         connect_addr: o("io_connect", "addr")?,
         connect_addr_len: o("io_connect", "addr_len")?,
+        sendmsg_msg: o("io_sr_msg", "umsg")?,
         filename_name: o("filename", "name")?,
     })
 }

@@ -120,6 +120,7 @@ pub mod nr {
     pub const LINKAT: u32 = 265;
     pub const SYMLINKAT: u32 = 266;
     pub const RENAMEAT2: u32 = 316;
+    pub const PIDFD_GETFD: u32 = 438;
     pub const MEMFD_CREATE: u32 = 319;
     pub const SOCKET: u32 = 41;
     pub const CONNECT: u32 = 42;
@@ -135,7 +136,7 @@ pub mod nr {
 }
 
 /// Every syscall the sensor records, x86_64 numbering.
-pub fn x86_64_table() -> [(u32, SyscallSpec); 84] {
+pub fn x86_64_table() -> [(u32, SyscallSpec); 85] {
     use account::{RECEIVED, SENT};
     use family::{CLOSE, NET, PROCESS, RECV, SOCKET};
     use EventKind::*;
@@ -471,6 +472,7 @@ pub fn x86_64_table() -> [(u32, SyscallSpec); 84] {
         // Another process's memory without ptrace: (pid, local iov, count, remote iov, …).
         (310, SyscallSpec::of(PROCESS, ProcessPtrace)), // process_vm_readv
         (311, SyscallSpec::of(PROCESS, ProcessPtrace)), // process_vm_writev
+        (438, SyscallSpec::of(PROCESS, ProcessPtrace)), // pidfd_getfd
         (62, SyscallSpec::of(PROCESS, ProcessKill)),    // kill
         (200, SyscallSpec::of(PROCESS, ProcessKill)),   // tkill
         (234, SyscallSpec::of(PROCESS, ProcessKill)),   // tgkill

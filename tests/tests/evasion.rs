@@ -391,6 +391,56 @@ fn a_32_bit_syscall_from_a_64_bit_process_is_reported() {
     );
 }
 
+/// `pidfd_getfd` takes another process's descriptor (a file it opened, a socket, an io_uring
+/// ring it polls), with that process's rights: caught like a read of its memory, the target
+/// named from the pidfd.
+#[test]
+fn a_descriptor_taken_from_another_process_with_pidfd_getfd_is_caught() {
+    if !can_run_kernel_tests("a_descriptor_taken_from_another_process_with_pidfd_getfd_is_caught") {
+        return;
+    }
+    let scene = Scene::new("pidfdgetfd");
+    // A process of the test's, not the agent's, holding a file open on fd 0.
+    let mut victim = Command::new("/bin/sleep")
+        .arg("30")
+        .stdin(std::fs::File::open(scene.outside_file("held", "held\n")).unwrap())
+        .spawn()
+        .unwrap();
+    let victim_pid = victim.id();
+    let script = scene.script(
+        "getfd",
+        "import ctypes, os, sys\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         pidfd = os.pidfd_open(int(sys.argv[1]))\n\
+         fd = libc.syscall(ctypes.c_long(438), ctypes.c_long(pidfd), ctypes.c_long(0), ctypes.c_long(0))\n\
+         assert fd >= 0, os.strerror(ctypes.get_errno())\n\
+         print('taken=%s' % os.read(fd, 4).decode())\n",
+    );
+    let sensor = scene.sensor();
+    let out = run_agent(
+        &sensor,
+        "getfd",
+        &scene.worktree,
+        &[PYTHON, &script, &victim_pid.to_string()],
+    );
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    assert!(out.contains("taken=held"), "{out}");
+    let (_, alerts) = finish(sensor);
+    let alert = alerts
+        .iter()
+        .find(|a| a["rule"] == SENSITIVE_READ && a["agent"] == "getfd")
+        .unwrap_or_else(|| panic!("no alert; alerts: {alerts:#?}"));
+    assert_eq!(
+        alert["summary"],
+        format!(
+            "took a descriptor of process {victim_pid}, which is not one of its own, with \
+             pidfd_getfd"
+        ),
+        "{alert:#}"
+    );
+}
+
 #[test]
 fn another_process_memory_read_with_process_vm_readv_is_caught() {
     if !can_run_kernel_tests("another_process_memory_read_with_process_vm_readv_is_caught") {
@@ -1213,6 +1263,12 @@ fn io_uring_requests_are_recorded_and_judged() {
     let uring = scene.script("io_uring", IO_URING_PY);
     let secret = scene.secret("uring-key");
     let polled = scene.secret("uring-polled-key");
+    let linked = scene.secret("uring-linked-key");
+    scene.secret("uring-far-key");
+    // A harmless name in the worktree for the secret: the open follows it.
+    std::os::unix::fs::symlink(&linked, w.join("notes")).unwrap();
+    // A path longer than the sensor reads: what it names is not seen, and that is said.
+    let long = format!("{}/{}../secrets/uring-far-key", s(w), "./".repeat(300));
     let victim = scene.outside_file("uring-victim", "v\n");
     let pulled = scene.outside_file("uring-pulled", "p\n");
     let made = scene.outside.join("uring-made");
@@ -1257,8 +1313,22 @@ fn io_uring_requests_are_recorded_and_judged() {
             "0",
         ],
     );
+    let via_link = run_agent(
+        &sensor,
+        "uring-link",
+        w,
+        &[PYTHON, &uring, "openat", "notes", "0"],
+    );
+    let via_long = run_agent(
+        &sensor,
+        "uring-long",
+        w,
+        &[PYTHON, &uring, "openat", &long, "0"],
+    );
     // The requests really ran.
-    assert!(uring_results(&read)[0].is_some_and(|fd| fd >= 0), "{read}");
+    for out in [&read, &via_link, &via_long] {
+        assert!(uring_results(out)[0].is_some_and(|fd| fd >= 0), "{out}");
+    }
     let wrote = uring_results(&write);
     assert!(
         wrote[0].is_some_and(|fd| fd >= 0) && wrote[1..] == [Some(0); 3],
@@ -1282,6 +1352,19 @@ fn io_uring_requests_are_recorded_and_judged() {
             .as_str()
             .is_some_and(|c| c.starts_with("iou-sqp-")),
         "submitted by the polling thread: {evidence:#}"
+    );
+    let (_, evidence) = expect_alert(&alerts, SENSITIVE_READ, "uring-link", &linked);
+    assert_eq!(evidence["path_arg"], "notes", "{evidence:#}");
+    // The daemon looked the opened file up: the secret's own device and inode.
+    let meta = std::fs::metadata(&linked).unwrap();
+    assert_eq!(evidence["ino"], meta.ino(), "{evidence:#}");
+    assert!(
+        alerts.iter().any(|a| a["rule"] == "tamper.sensor"
+            && a["agent"] == "uring-long"
+            && a["summary"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("named a file with a path longer than"))),
+        "{alerts:#?}"
     );
     for target in [&made, &victim, &pulled, &dir] {
         let (_, evidence) = expect_alert(&alerts, WRITE_OUTSIDE, "uring-write", target);

@@ -1,6 +1,8 @@
 //! credential.sensitive_read: a secret opened for reading — a path the policy marks sensitive,
 //! or another process's environment or memory.
 
+use agent_sensor_common::syscalls::nr;
+
 use super::{
     access::{basename, is_system_program, proc_entry, Outcome},
     candidate::{text, Candidate},
@@ -83,9 +85,10 @@ pub fn read(
 
 /// Another process's memory reached without its `/proc/<pid>/mem`: `process_vm_readv` (a
 /// read, which counts for exfil.sensitive_then_egress like a secret file), `process_vm_writev`
-/// and a ptrace attach (which give both). The agent's own processes are its to debug; the
-/// sensor is tamper.sensor's. Attempts the kernel refused for permission are reported (they
-/// show intent), other failures are not.
+/// and a ptrace attach (which give both); or one of its descriptors taken with `pidfd_getfd`
+/// (its files, sockets, io_uring rings, opened with its rights). The agent's own processes are
+/// its to debug; the sensor is tamper.sensor's. Attempts the kernel refused for permission are
+/// reported (they show intent), other failures are not.
 pub fn process_memory(
     ctx: &Context,
     event: &Event,
@@ -101,30 +104,34 @@ pub fn process_memory(
         super::tamper::PROCESS_VM_READV => (args[0], "read the memory of"),
         super::tamper::PROCESS_VM_WRITEV => (args[0], "wrote into the memory of"),
         PTRACE if matches!(args[0], PTRACE_ATTACH | PTRACE_SEIZE) => (args[1], "attached to"),
+        // The target's pid is the daemon's reading of the pidfd (`events::pidfd_target`).
+        nr::PIDFD_GETFD => (args[3], "took a descriptor of"),
         _ => return None,
     };
     let pid = pid as u32;
-    if pid == 0 || processes.is_own(pid) || pid == ctx.sensor.pid {
+    let unknown_target = pid == 0 && *nr == nr::PIDFD_GETFD;
+    if (pid == 0 && !unknown_target) || processes.is_own(pid) || pid == ctx.sensor.pid {
         return None;
     }
+    let pid = if unknown_target {
+        "a process whose pidfd was closed before the sensor read it".to_string()
+    } else {
+        format!("process {pid}")
+    };
     let outcome = super::access::outcome(*ret);
     let call = crate::events::syscall_name(*nr);
     let summary = match outcome {
         Outcome::Failed => return None,
-        Outcome::Denied => format!(
-            "tried to use {call} on process {pid}, which is not one of its own (permission \
-             denied)"
-        ),
-        Outcome::Done => format!("{verb} process {pid}, which is not one of its own, with {call}"),
+        Outcome::Denied => {
+            format!("tried to use {call} on {pid}, which is not one of its own (permission denied)")
+        }
+        Outcome::Done => format!("{verb} {pid}, which is not one of its own, with {call}"),
     };
     Some(SensitiveRead {
-        candidate: Candidate::new(
-            RuleId::SensitiveRead,
-            format!("process {pid}"),
-            summary,
-            vec![event.clone()],
-        ),
-        read: outcome == Outcome::Done && *nr != super::tamper::PROCESS_VM_WRITEV,
+        candidate: Candidate::new(RuleId::SensitiveRead, pid, summary, vec![event.clone()]),
+        // A taken descriptor is not known to be a read of anything.
+        read: outcome == Outcome::Done
+            && !matches!(*nr, super::tamper::PROCESS_VM_WRITEV | nr::PIDFD_GETFD),
     })
 }
 
@@ -205,6 +212,20 @@ mod tests {
         assert_silent(fx.feed(syscall(ProcessPtrace, PID, 310, [other, 0, 1, 0], -3)));
         // PTRACE_TRACEME and peeks need no attach of their own here.
         assert_silent(fx.feed(syscall(ProcessPtrace, PID, 101, [0, 0, 0, 0], 0)));
+        // pidfd_getfd(pidfd, fd, 0): the target is the daemon's reading of the pidfd.
+        assert_silent(fx.feed(syscall(ProcessPtrace, PID, 438, [5, 3, 0, child as u64], 6)));
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(syscall(ProcessPtrace, PID, 438, [5, 3, 0, other], 6)),
+            RuleId::SensitiveRead,
+            "took a descriptor of process 4242, which is not one of its own, with pidfd_getfd",
+        );
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(syscall(ProcessPtrace, PID, 438, [5, 3, 0, 0], 6)),
+            RuleId::SensitiveRead,
+            "took a descriptor of a process whose pidfd was closed before the sensor read it",
+        );
     }
 
     #[test]

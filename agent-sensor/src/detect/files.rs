@@ -44,6 +44,9 @@ pub fn check(
     out: &mut Vec<Candidate>,
 ) {
     let outcome = access::outcome(file.ret);
+    if ctx.enabled(RuleId::TamperSensor) {
+        out.extend(tamper::cut_path(event, file));
+    }
     let cwd = state
         .processes
         .get(event.tgid)

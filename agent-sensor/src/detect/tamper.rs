@@ -8,7 +8,7 @@
 //! Attempts count (a refused kill is still aimed at the sensor). Reading the policy or state
 //! does not: it changes nothing, and `grep -r /etc` or `find /` would read them in passing.
 
-use agent_sensor_common::{flags, EventKind};
+use agent_sensor_common::{flags, EventKind, MAX_USER_PATH};
 
 use super::{
     access::{proc_entry, under, Outcome},
@@ -18,7 +18,7 @@ use super::{
     Context,
 };
 use crate::{
-    events::{syscall_name, Body, Event},
+    events::{syscall_name, Body, Event, FileBody},
     policy::RuleId,
 };
 
@@ -135,6 +135,32 @@ fn compat_syscall(event: &Event, nr: u32) -> Candidate {
     )
 }
 
+/// A file call whose path the kernel copied only in part (`MAX_USER_PATH`): with no opened
+/// file to walk either, what it named is not known, and the rules judge the part they got. A
+/// path that long is no accident of a build (`./` a thousand times, then `../../root/...`).
+pub fn cut_path(event: &Event, file: &FileBody) -> Option<Candidate> {
+    let cut = |arg: &[u8]| arg.len() >= MAX_USER_PATH - 1;
+    let walked = file.dev != 0 || file.ino != 0;
+    if !event.truncated() || walked {
+        return None;
+    }
+    let arg = [Some(&file.path_arg), file.path2_arg.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|arg| cut(arg))?;
+    Some(Candidate::new(
+        RuleId::TamperSensor,
+        "long path",
+        format!(
+            "named a file with a path longer than the sensor reads ({} bytes, starting \"{}…\"): \
+             what the call named goes unjudged",
+            MAX_USER_PATH - 1,
+            text(&arg[..64])
+        ),
+        vec![event.clone()],
+    ))
+}
+
 /// Changes (or refused attempts) to what the sensor is made of.
 pub fn write(ctx: &Context, _state: &AgentState, w: &WriteAttempt) -> Option<Candidate> {
     if w.outcome == Outcome::Failed {
@@ -199,6 +225,48 @@ mod tests {
     use crate::policy::RuleId;
 
     const SIGKILL: u64 = 9;
+
+    #[test]
+    fn a_path_cut_to_the_sensors_bound_is_a_blind_spot_unless_the_kernel_walked_the_file() {
+        let long = format!("/w/{}../../root/.ssh/id_rsa", "./".repeat(300));
+        let cut = |mut event: crate::events::Event| {
+            event.flags |= agent_sensor_common::flags::TRUNCATED;
+            if let crate::events::Body::File(file) = &mut event.body {
+                file.path_arg
+                    .truncate(agent_sensor_common::MAX_USER_PATH - 1);
+            }
+            event
+        };
+        // The part the sensor got may be judged too (here: a write outside the worktree).
+        let mut fx = Fixture::new();
+        let findings = fx.feed(cut(file_op(EventKind::FileMkdir, PID, &long, None)));
+        let blind = findings
+            .iter()
+            .find(|f| f.rule == RuleId::TamperSensor)
+            .unwrap_or_else(|| panic!("{findings:#?}"));
+        assert!(
+            blind.summary.starts_with(
+                "named a file with a path longer than the sensor reads (511 bytes, starting \"/w/./"
+            ),
+            "{blind:#?}"
+        );
+        // An open the kernel walked is judged by the file it opened, whatever its argument.
+        let mut walked = cut(open(PID, &long, 0));
+        if let crate::events::Body::File(file) = &mut walked.body {
+            (file.dev, file.ino) = (8, 1234);
+        }
+        let mut fx = Fixture::new();
+        assert!(!rules_of(&fx.feed(walked)).contains(&RuleId::TamperSensor));
+        // Long but whole: judged as it is.
+        let mut fx = Fixture::new();
+        let whole = file_op(
+            EventKind::FileMkdir,
+            PID,
+            &format!("/w/{}", "a/".repeat(200)),
+            None,
+        );
+        assert!(!rules_of(&fx.feed(whole)).contains(&RuleId::TamperSensor));
+    }
 
     #[test]
     fn signals_aimed_at_the_sensor_fire_and_others_do_not() {

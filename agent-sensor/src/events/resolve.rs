@@ -19,6 +19,8 @@ use std::{
     path::Path,
 };
 
+use agent_sensor_common::{flags, EventKind};
+
 use super::{json::Clock, Body, Event, PathSource};
 
 /// Names that mean "the calling process" in /proc and /dev: resolved by the daemon they would
@@ -43,15 +45,8 @@ fn own_proc_path(raw: &[u8], tgid: u32, tid: u32) -> Option<Vec<u8>> {
     Some([own.as_bytes(), &raw[PREFIXES[which].len()..]].concat())
 }
 
-/// Joins `arg` onto `base` and resolves all but its last component on this host, as process
-/// `tgid` (thread `tid`) would have, for a call that returned at kernel time `call_ns`.
-fn resolve_parent(
-    resolver: &mut Resolver,
-    call_ns: u64,
-    base: Option<&[u8]>,
-    arg: &[u8],
-    (tgid, tid): (u32, u32),
-) -> Option<Vec<u8>> {
+/// `arg` joined onto `base` (for a relative `arg`), as process `tgid` (thread `tid`) names it.
+fn joined(base: Option<&[u8]>, arg: &[u8], (tgid, tid): (u32, u32)) -> Option<Vec<u8>> {
     let mut raw = Vec::with_capacity(arg.len() + 64);
     if !arg.starts_with(b"/") {
         raw.extend_from_slice(base?);
@@ -67,6 +62,19 @@ fn resolve_parent(
     while raw.len() > 1 && raw.ends_with(b"/") {
         raw.pop();
     }
+    Some(raw)
+}
+
+/// Joins `arg` onto `base` and resolves all but its last component on this host, as process
+/// `tgid` (thread `tid`) would have, for a call that returned at kernel time `call_ns`.
+fn resolve_parent(
+    resolver: &mut Resolver,
+    call_ns: u64,
+    base: Option<&[u8]>,
+    arg: &[u8],
+    caller: (u32, u32),
+) -> Option<Vec<u8>> {
+    let raw = joined(base, arg, caller)?;
     let split = raw.iter().rposition(|b| *b == b'/')?;
     let (parent, last) = (&raw[..split.max(1)], &raw[split + 1..]);
     if matches!(last, b"" | b"." | b"..") {
@@ -80,10 +88,62 @@ fn resolve_parent(
     Some(resolved)
 }
 
+/// What an open of `arg` (relative to `base`) by process `tgid` opens, looked up on this host
+/// now, following a symlink in the last component as the open does: its canonical name, device
+/// and inode. For an open recorded before the kernel ran it (an io_uring request), which has
+/// no opened file to walk. Where nothing is there yet (an `O_CREAT`), the name a symlink in the
+/// last component points to, with its directories resolved, device and inode 0.
+fn resolve_opened(
+    resolver: &mut Resolver,
+    call_ns: u64,
+    base: Option<&[u8]>,
+    arg: &[u8],
+    caller: (u32, u32),
+) -> Option<(Vec<u8>, u64, u64)> {
+    let raw = joined(base, arg, caller)?;
+    let raw_path = Path::new(OsStr::from_bytes(&raw));
+    if let Some(found) = lookup(raw_path) {
+        return Some(found);
+    }
+    let target = std::fs::read_link(raw_path).ok()?;
+    let target = raw_path.parent()?.join(target);
+    let target = target.as_os_str().as_bytes();
+    Some((
+        resolve_parent(resolver, call_ns, None, target, caller)?,
+        0,
+        0,
+    ))
+}
+
+/// For a `pidfd_getfd` (a `ProcessPtrace` record, `args[0]` the pidfd): the pid the pidfd
+/// names, from the caller's `/proc/<tgid>/fdinfo`, into `args[3]` (which the call does not
+/// have). Read right after the call; 0 when the pidfd is already closed.
+pub fn pidfd_target(event: &mut Event) {
+    let (EventKind::ProcessPtrace, Body::Syscall { nr, args, .. }) = (event.kind, &mut event.body)
+    else {
+        return;
+    };
+    if *nr != agent_sensor_common::syscalls::nr::PIDFD_GETFD {
+        return;
+    }
+    let fdinfo = format!("/proc/{}/fdinfo/{}", event.tgid, args[0] as i32);
+    let text = std::fs::read_to_string(fdinfo).unwrap_or_default();
+    args[3] = text
+        .lines()
+        .find_map(|line| line.strip_prefix("Pid:"))
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .unwrap_or(0) as u64;
+}
+
 /// What `realpath` gives for `path`, from the kernel's own lookup: an `O_PATH` open resolves
 /// every component, and `/proc/self/fd` names the result. Three syscalls where `realpath`
 /// makes a `readlink` per component (most of the daemon's syscalls in a cargo build).
 fn canonical(path: &Path) -> Option<Vec<u8>> {
+    lookup(path).map(|(name, _, _)| name)
+}
+
+/// [`canonical`], with the device (`stat`'s encoding) and inode of the file.
+fn lookup(path: &Path) -> Option<(Vec<u8>, u64, u64)> {
     use std::os::{
         fd::AsRawFd,
         unix::fs::{MetadataExt, OpenOptionsExt},
@@ -95,15 +155,16 @@ fn canonical(path: &Path) -> Option<Vec<u8>> {
         .ok()?;
     let name = std::fs::read_link(format!("/proc/self/fd/{}", object.as_raw_fd())).ok()?;
     let name = name.into_os_string().into_vec();
+    let meta = object.metadata().ok()?;
     // Removed since the lookup: the kernel's name carries a suffix, and the path is gone.
-    if name.ends_with(b" (deleted)") && object.metadata().map_or(true, |m| m.nlink() == 0) {
+    if name.ends_with(b" (deleted)") && meta.nlink() == 0 {
         return None;
     }
     // Not reachable from this process's root (another mount namespace's object).
     if !name.starts_with(b"/") {
         return None;
     }
-    Some(name)
+    Some((name, meta.dev(), meta.ino()))
 }
 
 /// Resolutions made recently: the canonical name of a path, or that it had none, with the
@@ -159,10 +220,29 @@ impl Resolver {
 
     /// Replaces textual joins in a file event by host-resolved paths where possible.
     pub fn resolve_on_host(&mut self, event: &mut Event) {
+        // A path cut to the sensor's bound names something else: nothing to look up.
+        if event.truncated() {
+            return;
+        }
         let Body::File(file) = &mut event.body else {
             return;
         };
         let caller = (event.tgid, event.pid);
+        // Recorded before the kernel ran it: what the open opens is looked up here, the last
+        // component followed unless the open says not to.
+        if event.flags & flags::VIA_IO_URING != 0
+            && event.kind == EventKind::FileOpen
+            && file.flags & libc::O_NOFOLLOW as u32 == 0
+        {
+            let base = file.base.as_deref();
+            let opened = resolve_opened(self, event.ktime_ns, base, &file.path_arg, caller);
+            if let Some((path, dev, ino)) = opened {
+                file.path = Some(path);
+                file.path_source = PathSource::Resolved;
+                (file.dev, file.ino) = (dev, ino);
+                return;
+            }
+        }
         if file.path_source == PathSource::Lexical {
             let base = file.base.as_deref();
             if let Some(path) = resolve_parent(self, event.ktime_ns, base, &file.path_arg, caller) {
@@ -238,6 +318,33 @@ mod tests {
         // Absolute arguments ignore the base; a missing parent gives up.
         assert!(resolve_parent_here(None, b"relative").is_none());
         assert!(resolve_parent_here(Some(base), b"missing/dir/x").is_none());
+    }
+
+    #[test]
+    fn an_open_not_yet_run_is_resolved_through_a_symlink_in_its_last_component() {
+        use std::os::unix::fs::MetadataExt;
+        let temp = TempDir::new("opened");
+        let dir = &temp.0;
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        std::fs::create_dir_all(dir.join("elsewhere")).unwrap();
+        std::fs::write(dir.join("elsewhere/secret"), "s").unwrap();
+        std::os::unix::fs::symlink(dir.join("elsewhere/secret"), dir.join("work/notes")).unwrap();
+        std::os::unix::fs::symlink("../elsewhere/new", dir.join("work/made")).unwrap();
+        let work = std::fs::canonicalize(dir.join("work")).unwrap();
+        let elsewhere = std::fs::canonicalize(dir.join("elsewhere")).unwrap();
+        let base = Some(work.as_os_str().as_bytes());
+        let opened = |arg: &[u8]| resolve_opened(&mut Resolver::new(), u64::MAX, base, arg, (1, 1));
+
+        let meta = std::fs::metadata(dir.join("elsewhere/secret")).unwrap();
+        let (path, dev, ino) = opened(b"notes").unwrap();
+        assert_eq!(path, elsewhere.join("secret").as_os_str().as_bytes());
+        assert_eq!((dev, ino), (meta.dev(), meta.ino()));
+        // Nothing there yet: the file an O_CREAT through the link would make.
+        let (path, dev, ino) = opened(b"made").unwrap();
+        assert_eq!(path, elsewhere.join("new").as_os_str().as_bytes());
+        assert_eq!((dev, ino), (0, 0));
+        // Neither a file nor a link: left to the caller.
+        assert_eq!(opened(b"missing"), None);
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub fn syscall_name(nr: u32) -> &'static str {
         319 => "memfd_create",
         321 => "bpf",
         424 => "pidfd_send_signal",
+        438 => "pidfd_getfd",
         425 => "io_uring_setup",
         437 => "openat2",
         452 => "fchmodat2",

@@ -549,27 +549,20 @@ impl LoadedSensor {
             attached.push(program);
         }
         let kernel_btf = aya::Btf::from_sys_fs().map_err(LoadError::AyaBtf)?;
-        for (program, tracepoint) in SYSCALL_PROGRAMS {
-            let prog = load_program(&mut ebpf, program, |p: &mut BtfTracePoint| {
-                p.load(tracepoint, &kernel_btf)
-            })?;
-            prog.attach()
-                .map_err(|error| LoadError::Program { program, error })?;
-            attached.push(program);
-        }
-        if offsets.uring.present != 0 {
-            let (program, tracepoint) = URING_PROGRAM;
-            let prog = load_program(&mut ebpf, program, |p: &mut BtfTracePoint| {
-                p.load(tracepoint, &kernel_btf)
-            })?;
-            prog.attach()
-                .map_err(|error| LoadError::Program { program, error })?;
-            attached.push(program);
-        } else {
+        let uring = (offsets.uring.present != 0).then_some(URING_PROGRAM);
+        if uring.is_none() {
             log::warn!(
                 "io_uring requests are not recorded: this kernel's BTF has no io_uring (or \
                  its request structs changed)"
             );
+        }
+        for (program, tracepoint) in SYSCALL_PROGRAMS.into_iter().chain(uring) {
+            let prog = load_program(&mut ebpf, program, |p: &mut BtfTracePoint| {
+                p.load(tracepoint, &kernel_btf)
+            })?;
+            prog.attach()
+                .map_err(|error| LoadError::Program { program, error })?;
+            attached.push(program);
         }
         load_tail_calls(&mut ebpf, &kernel_btf)?;
         attach_egress(&mut ebpf, &mut attached)?;

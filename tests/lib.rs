@@ -39,6 +39,14 @@ pub fn can_run_kernel_tests(test: &str) -> bool {
 }
 
 /// The cgroup v2 mount point, from /proc/self/mountinfo.
+/// A python script that drives io_uring through raw syscalls (`tests/scripts/io_uring.py`).
+pub const IO_URING_PY: &str = include_str!("scripts/io_uring.py");
+
+/// Whether io_uring is switched off on this host (`kernel.io_uring_disabled`): its tests skip.
+pub fn io_uring_disabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
+}
+
 pub fn cgroup2_root() -> PathBuf {
     let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     info.lines()

@@ -403,8 +403,7 @@ fn io_uring_connects_and_sends_are_recorded() {
     if !can_run_kernel_tests("io_uring_connects_and_sends_are_recorded") {
         return;
     }
-    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
-    {
+    if io_uring_disabled() {
         eprintln!("SKIPPED io_uring_connects_and_sends_are_recorded: io_uring is disabled here");
         return;
     }
@@ -434,7 +433,7 @@ fn io_uring_connects_and_sends_are_recorded() {
         "ring-data",
     ];
     let ops = [&tcp[..], &udp_send[..]].concat();
-    let (pid, events) = capture("uringnet", include_str!("../scripts/io_uring.py"), &ops);
+    let (pid, events) = capture("uringnet", IO_URING_PY, &ops);
     assert_eq!(server.join().unwrap(), b"", "the connection was accepted");
     let mut got = [0u8; 64];
     udp.set_read_timeout(Some(std::time::Duration::from_secs(5)))

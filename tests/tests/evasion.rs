@@ -1227,13 +1227,6 @@ fn a_write_through_a_hard_link_planted_before_the_agent_started_is_caught() {
     );
 }
 
-/// Drives io_uring through raw syscalls (`tests/scripts/io_uring.py`).
-const IO_URING_PY: &str = include_str!("../scripts/io_uring.py");
-
-fn io_uring_disabled() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
-}
-
 /// The results io_uring.py printed, one per operation (`None` for a skipped completion).
 fn uring_results(out: &str) -> Vec<Option<i64>> {
     out.lines()

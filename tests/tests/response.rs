@@ -286,8 +286,7 @@ fn an_io_uring_packet_socket_is_killed_when_submitted_in_enforce_mode() {
     if !can_run_kernel_tests("an_io_uring_packet_socket_is_killed_when_submitted_in_enforce_mode") {
         return;
     }
-    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
-    {
+    if io_uring_disabled() {
         eprintln!("SKIPPED: io_uring is disabled here");
         return;
     }
@@ -296,7 +295,7 @@ fn an_io_uring_packet_socket_is_killed_when_submitted_in_enforce_mode() {
     let received = scene.root.join("received");
     let _listener = attacker.listen(9000, false, &received);
     let uring = scene.root.join("io_uring.py");
-    std::fs::write(&uring, include_str!("../scripts/io_uring.py")).unwrap();
+    std::fs::write(&uring, IO_URING_PY).unwrap();
     let run = |mode: &str| {
         let record = scene.root.join(format!("uring-{mode}"));
         let mut sensor = scene.base.sensor(mode);

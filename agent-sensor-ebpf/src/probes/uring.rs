@@ -40,11 +40,10 @@ fn try_submit_req(ctx: &BtfTracePointContext) -> Option<()> {
     let req: u64 = ctx.arg(0);
     let opcode: u8 = read(req, off!(uring.opcode))?;
     if opcode == uring_op::SOCKET {
-        let field = |at: u64| read::<i32>(req, at).map_or(0, |v| v as u64);
         let args = [
-            field(off!(uring.socket_domain)),
-            field(off!(uring.socket_type)),
-            field(off!(uring.socket_protocol)),
+            int(req, off!(uring.socket_domain)),
+            int(req, off!(uring.socket_type)),
+            int(req, off!(uring.socket_protocol)),
         ];
         return egress::packet_socket(agent, args, 0, flags::VIA_IO_URING);
     }
@@ -68,11 +67,17 @@ fn try_submit_req(ctx: &BtfTracePointContext) -> Option<()> {
     }
 }
 
+/// The `int` at `at` in request `req`, as a syscall argument (sign-extended); 0 if unreadable.
+#[inline(always)]
+fn int(req: u64, at: u64) -> u64 {
+    read::<i32>(req, at).map_or(0, |v| v as i64 as u64)
+}
+
 /// The syscall that does what request `req` (operation `opcode`) asks, and its arguments as
 /// that syscall takes them (paths as kernel addresses); `None` for operations not recorded.
 #[inline(always)]
 fn request_args(req: u64, opcode: u8) -> Option<(u32, [u64; 6])> {
-    let int = |at: u64| read::<i32>(req, at).map_or(0, |v| v as i64 as u64);
+    let field = |at: u64| int(req, at);
     let name = |at: u64| {
         read_ptr(req, at)
             .and_then(|filename| read_ptr(filename, off!(uring.filename_name)))
@@ -85,18 +90,18 @@ fn request_args(req: u64, opcode: u8) -> Option<(u32, [u64; 6])> {
             let path = name(off!(uring.open_filename));
             (
                 nr::OPENAT,
-                [int(off!(uring.open_dfd)), path, how[0], how[1], 0, 0],
+                [field(off!(uring.open_dfd)), path, how[0], how[1], 0, 0],
             )
         }
         // renameat2(olddfd, old, newdfd, new, flags)
         uring_op::RENAMEAT => (
             nr::RENAMEAT2,
             [
-                int(off!(uring.rename_old_dfd)),
+                field(off!(uring.rename_old_dfd)),
                 name(off!(uring.rename_oldpath)),
-                int(off!(uring.rename_new_dfd)),
+                field(off!(uring.rename_new_dfd)),
                 name(off!(uring.rename_newpath)),
-                int(off!(uring.rename_flags)),
+                field(off!(uring.rename_flags)),
                 0,
             ],
         ),
@@ -104,11 +109,11 @@ fn request_args(req: u64, opcode: u8) -> Option<(u32, [u64; 6])> {
         uring_op::LINKAT => (
             nr::LINKAT,
             [
-                int(off!(uring.link_old_dfd)),
+                field(off!(uring.link_old_dfd)),
                 name(off!(uring.link_oldpath)),
-                int(off!(uring.link_new_dfd)),
+                field(off!(uring.link_new_dfd)),
                 name(off!(uring.link_newpath)),
-                int(off!(uring.link_flags)),
+                field(off!(uring.link_flags)),
                 0,
             ],
         ),
@@ -117,7 +122,7 @@ fn request_args(req: u64, opcode: u8) -> Option<(u32, [u64; 6])> {
             nr::SYMLINKAT,
             [
                 name(off!(uring.link_oldpath)),
-                int(off!(uring.link_new_dfd)),
+                field(off!(uring.link_new_dfd)),
                 name(off!(uring.link_newpath)),
                 0,
                 0,
@@ -128,9 +133,9 @@ fn request_args(req: u64, opcode: u8) -> Option<(u32, [u64; 6])> {
         uring_op::UNLINKAT => (
             nr::UNLINKAT,
             [
-                int(off!(uring.unlink_dfd)),
+                field(off!(uring.unlink_dfd)),
                 name(off!(uring.unlink_filename)),
-                int(off!(uring.unlink_flags)),
+                field(off!(uring.unlink_flags)),
                 0,
                 0,
                 0,
@@ -142,7 +147,7 @@ fn request_args(req: u64, opcode: u8) -> Option<(u32, [u64; 6])> {
             (
                 nr::MKDIRAT,
                 [
-                    int(off!(uring.mkdir_dfd)),
+                    field(off!(uring.mkdir_dfd)),
                     name(off!(uring.mkdir_filename)),
                     mode as u64,
                     0,
@@ -155,7 +160,7 @@ fn request_args(req: u64, opcode: u8) -> Option<(u32, [u64; 6])> {
         uring_op::SENDMSG | uring_op::SENDMSG_ZC => (
             nr::SENDMSG,
             [
-                int(off!(uring.sqe_fd)),
+                field(off!(uring.sqe_fd)),
                 read::<u64>(req, off!(uring.sendmsg_msg)).unwrap_or(0),
                 0,
                 0,
@@ -167,9 +172,9 @@ fn request_args(req: u64, opcode: u8) -> Option<(u32, [u64; 6])> {
         uring_op::CONNECT => (
             nr::CONNECT,
             [
-                int(off!(uring.sqe_fd)),
+                field(off!(uring.sqe_fd)),
                 read::<u64>(req, off!(uring.connect_addr)).unwrap_or(0),
-                int(off!(uring.connect_addr_len)),
+                field(off!(uring.connect_addr_len)),
                 0,
                 0,
                 0,

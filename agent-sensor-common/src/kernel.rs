@@ -64,6 +64,13 @@ pub struct KernelOffsets {
     pub sock_num: u32,
     pub sock_daddr: u32,
     pub sock_v6_daddr: u32,
+    /// A pidfd's `struct pid`: `inode.i_private` on pidfs (6.9 on), `file.private_data` on the
+    /// anonymous inode before it; told apart by the superblock's `s_magic`.
+    pub inode_private: u32,
+    pub sb_magic: u32,
+    /// `pid.numbers[0].nr`: the pid in the initial namespace.
+    pub pid_numbers: u32,
+    pub upid_nr: u32,
     /// BTF type ids of the structs the programs cast addresses to where [`Self::typed_casts`].
     /// `struct kiocb`'s first member is `struct file *ki_filp`: a slot of the fd array cast to
     /// it loads as a `struct file *`.
@@ -83,7 +90,7 @@ pub struct KernelOffsets {
     /// Set to [`KernelOffsets::MAGIC`] by user space: programs do nothing until it is.
     pub magic: u32,
 }
-assert_size!(KernelOffsets, 66 * 4 + core::mem::size_of::<UringOffsets>());
+assert_size!(KernelOffsets, 70 * 4 + core::mem::size_of::<UringOffsets>());
 
 /// Where io_uring keeps what a request asks for, as offsets from the start of its
 /// `struct io_kiocb`: the operation, the `fd` of its submission entry, and the fields of the

@@ -227,6 +227,26 @@ pub fn socket_sock(file: u64) -> Option<u64> {
     read_ptr(socket, off!(socket_sk))
 }
 
+/// Superblock magics of the two homes a pidfd has had: pidfs (6.9 on) keeps its `struct pid`
+/// in the inode, the anonymous inode before it in the file.
+const PID_FS_MAGIC: u64 = 0x5049_4446;
+const ANON_INODE_FS_MAGIC: u64 = 0x0904_1934;
+
+/// The pid (in the initial namespace) a pidfd `file` names, `None` for any other file. Read in
+/// the call's own exit, so the answer cannot race the pidfd's close the way a later read of
+/// `/proc/<pid>/fdinfo` does. Rare calls only: every read is a helper call.
+#[inline(always)]
+pub fn pidfd_pid(file: u64) -> Option<u32> {
+    let inode = read_ptr(file, off!(file_inode))?;
+    let sb = read_ptr(inode, off!(inode_sb))?;
+    let pid = match read::<u64>(sb, off!(sb_magic))? {
+        PID_FS_MAGIC => read_ptr(inode, off!(inode_private))?,
+        ANON_INODE_FS_MAGIC => read_ptr(file, off!(file_private_data))?,
+        _ => return None,
+    };
+    read::<u32>(pid, off!(pid_numbers) + off!(upid_nr)).filter(|nr| *nr != 0)
+}
+
 /// cgroup v2 id of `task` (its default-hierarchy cgroup's kernfs id).
 #[inline(always)]
 pub fn task_cgroup_id(task: u64) -> Option<u64> {

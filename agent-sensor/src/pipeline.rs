@@ -154,7 +154,6 @@ impl Pipeline {
             }
         }
         self.resolver.resolve_on_host(&mut event);
-        events::resolve::pidfd_target(&mut event);
         self.correlator.observe(&mut event);
         if event.flags & flags::DISCOVERED != 0 && self.registry.get(event.agent_id).is_none() {
             discovery::adopt_discovered(&mut self.registry, &self.policy, &event);

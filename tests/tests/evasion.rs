@@ -393,7 +393,8 @@ fn a_32_bit_syscall_from_a_64_bit_process_is_reported() {
 
 /// `pidfd_getfd` takes another process's descriptor (a file it opened, a socket, an io_uring
 /// ring it polls), with that process's rights: caught like a read of its memory, the target
-/// named from the pidfd.
+/// named from the pidfd even when the caller closes it at once (the daemon, reading it later
+/// from `/proc`, lost that race on a busy machine).
 #[test]
 fn a_descriptor_taken_from_another_process_with_pidfd_getfd_is_caught() {
     if !can_run_kernel_tests("a_descriptor_taken_from_another_process_with_pidfd_getfd_is_caught") {
@@ -409,11 +410,13 @@ fn a_descriptor_taken_from_another_process_with_pidfd_getfd_is_caught() {
     let victim_pid = victim.id();
     let script = scene.script(
         "getfd",
-        "import ctypes, os, sys\n\
+        "import ctypes, os, sys, time\n\
          libc = ctypes.CDLL(None, use_errno=True)\n\
          pidfd = os.pidfd_open(int(sys.argv[1]))\n\
          fd = libc.syscall(ctypes.c_long(438), ctypes.c_long(pidfd), ctypes.c_long(0), ctypes.c_long(0))\n\
          assert fd >= 0, os.strerror(ctypes.get_errno())\n\
+         os.close(pidfd)\n\
+         time.sleep(0.2)\n\
          print('taken=%s' % os.read(fd, 4).decode())\n",
     );
     let sensor = scene.sensor();

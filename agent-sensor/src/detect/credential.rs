@@ -104,7 +104,7 @@ pub fn process_memory(
         super::tamper::PROCESS_VM_READV => (args[0], "read the memory of"),
         super::tamper::PROCESS_VM_WRITEV => (args[0], "wrote into the memory of"),
         PTRACE if matches!(args[0], PTRACE_ATTACH | PTRACE_SEIZE) => (args[1], "attached to"),
-        // The target's pid is the daemon's reading of the pidfd (`events::pidfd_target`).
+        // The target's pid is the kernel's, read from the pidfd in the call's exit.
         nr::PIDFD_GETFD => (args[3], "took a descriptor of"),
         _ => return None,
     };
@@ -114,7 +114,7 @@ pub fn process_memory(
         return None;
     }
     let pid = if unknown_target {
-        "a process whose pidfd was closed before the sensor read it".to_string()
+        "a process the sensor could not name from its pidfd".to_string()
     } else {
         format!("process {pid}")
     };
@@ -212,7 +212,7 @@ mod tests {
         assert_silent(fx.feed(syscall(ProcessPtrace, PID, 310, [other, 0, 1, 0], -3)));
         // PTRACE_TRACEME and peeks need no attach of their own here.
         assert_silent(fx.feed(syscall(ProcessPtrace, PID, 101, [0, 0, 0, 0], 0)));
-        // pidfd_getfd(pidfd, fd, 0): the target is the daemon's reading of the pidfd.
+        // pidfd_getfd(pidfd, fd, 0): the target is the pid the probe read from the pidfd.
         assert_silent(fx.feed(syscall(ProcessPtrace, PID, 438, [5, 3, 0, child as u64], 6)));
         let mut fx = Fixture::new();
         assert_fires(
@@ -224,7 +224,7 @@ mod tests {
         assert_fires(
             fx.feed(syscall(ProcessPtrace, PID, 438, [5, 3, 0, 0], 6)),
             RuleId::SensitiveRead,
-            "took a descriptor of a process whose pidfd was closed before the sensor read it",
+            "took a descriptor of a process the sensor could not name from its pidfd",
         );
     }
 

@@ -115,26 +115,6 @@ fn resolve_opened(
     ))
 }
 
-/// For a `pidfd_getfd` (a `ProcessPtrace` record, `args[0]` the pidfd): the pid the pidfd
-/// names, from the caller's `/proc/<tgid>/fdinfo`, into `args[3]` (which the call does not
-/// have). Read right after the call; 0 when the pidfd is already closed.
-pub fn pidfd_target(event: &mut Event) {
-    let (EventKind::ProcessPtrace, Body::Syscall { nr, args, .. }) = (event.kind, &mut event.body)
-    else {
-        return;
-    };
-    if *nr != agent_sensor_common::syscalls::nr::PIDFD_GETFD {
-        return;
-    }
-    let fdinfo = format!("/proc/{}/fdinfo/{}", event.tgid, args[0] as i32);
-    let text = std::fs::read_to_string(fdinfo).unwrap_or_default();
-    args[3] = text
-        .lines()
-        .find_map(|line| line.strip_prefix("Pid:"))
-        .and_then(|pid| pid.trim().parse::<u32>().ok())
-        .unwrap_or(0) as u64;
-}
-
 /// What `realpath` gives for `path`, from the kernel's own lookup: an `O_PATH` open resolves
 /// every component, and `/proc/self/fd` names the result. Three syscalls where `realpath`
 /// makes a `readlink` per component (most of the daemon's syscalls in a cargo build).

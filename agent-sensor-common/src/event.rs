@@ -101,11 +101,14 @@ pub enum EventKind {
     NetClose = 46,
     /// A connection or send refused in the kernel by the agent's egress allowlist.
     NetDenied = 47,
+    /// A socket no egress program can hold to an allowlist (raw, ICMP "ping", SCTP, packet)
+    /// that an agent whose egress is not enforced got: what enforce mode would have refused.
+    NetSocket = 48,
 }
 
 impl EventKind {
     /// Every kind, in value order: lets user space size per-kind tables and label metrics.
-    pub const ALL: [EventKind; 32] = [
+    pub const ALL: [EventKind; 33] = [
         EventKind::ProcessFork,
         EventKind::ProcessExec,
         EventKind::ProcessExit,
@@ -138,6 +141,7 @@ impl EventKind {
         EventKind::NetRecv,
         EventKind::NetClose,
         EventKind::NetDenied,
+        EventKind::NetSocket,
     ];
 
     pub fn from_u16(v: u16) -> Option<Self> {
@@ -184,6 +188,7 @@ impl EventKind {
             EventKind::NetRecv => "net.recv",
             EventKind::NetClose => "net.close",
             EventKind::NetDenied => "net.denied",
+            EventKind::NetSocket => "net.socket",
         }
     }
 }

@@ -170,7 +170,7 @@ fn nothing_of_the_secret_reaches_the_attacker() {
 /// Raw sockets send without the connect and sendmsg hooks the allowlist hangs on, so an
 /// enforced agent is refused them at `socket()`, and a process of it that gets a packet socket
 /// (which no cgroup hook sees) is killed before the call returns; TCP and UDP sockets it still
-/// gets, and a monitored agent gets every kind.
+/// gets. A monitored agent gets every kind, and an alert for each enforce mode would refuse.
 #[test]
 fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     if !can_run_kernel_tests(
@@ -270,17 +270,58 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
         "{alerts:#?}"
     );
 
-    // Monitor mode watches and refuses nothing (the test runs as root, so raw sockets open).
-    let (record, _, _) = run("monitor");
+    // Monitor mode refuses nothing (the test runs as root, so raw sockets open), and reports
+    // each socket enforce mode would have refused.
+    let (record, events, alerts) = run("monitor");
     assert_eq!(
         record,
         "tcp ok\nudp6 ok\nraw4 ok\nraw6 ok\npacket exit 0\nobsolete packet exit 0\n"
+    );
+    let opened: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "net.socket")
+        .map(|e| (e["socket"]["family"].clone(), e["socket"]["type"].clone()))
+        .collect();
+    assert_eq!(
+        opened,
+        [
+            (2.into(), 3.into()),
+            (10.into(), 3.into()),
+            (17.into(), 3.into()),
+            (17.into(), 10.into())
+        ],
+        "{events:#?}"
+    );
+    let said: Vec<_> = alerts_of(&alerts, "exfil.unallowed_egress")
+        .iter()
+        .map(|a| {
+            (
+                a["summary"].as_str().unwrap().to_string(),
+                a["action"]["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let would = |what: &str| {
+        (
+            format!("opened {what}, which sends around the egress allowlist"),
+            "would deny".to_string(),
+        )
+    };
+    assert_eq!(
+        said,
+        [
+            would("a raw IPv4 socket (type 3, protocol 1)"),
+            would("a raw IPv6 socket (type 3, protocol 255)"),
+            would("a raw packet socket (type 3, ethertype 0x0003)"),
+            would("a packet socket (type 10, ethertype 0x0003)"),
+        ],
+        "{alerts:#?}"
     );
 }
 
 /// A packet socket asked of io_uring (`IORING_OP_SOCKET`) makes no `socket()` call: an
 /// enforced agent's process is killed when it submits the request, and a monitored one gets
-/// the socket.
+/// the socket and an alert.
 #[test]
 fn an_io_uring_packet_socket_is_killed_when_submitted_in_enforce_mode() {
     if !can_run_kernel_tests("an_io_uring_packet_socket_is_killed_when_submitted_in_enforce_mode") {
@@ -372,12 +413,25 @@ fn an_io_uring_packet_socket_is_killed_when_submitted_in_enforce_mode() {
     );
     assert!(std::fs::read(&received).unwrap().is_empty());
 
-    let (record, _, _) = run("monitor");
+    let (record, _, alerts) = run("monitor");
     assert!(
         record.contains(r#"{"op": "connect", "res": 0}"#),
         "{record}"
     );
     assert!(record.ends_with("exit 0\n"), "{record}");
+    let said: Vec<_> = alerts_of(&alerts, "exfil.unallowed_egress")
+        .iter()
+        .map(|a| (a["summary"].clone(), a["action"]["outcome"].clone()))
+        .collect();
+    assert!(
+        said.contains(&(
+            "asked io_uring for a raw packet socket (type 3, ethertype 0x0003), which sends \
+             around the egress allowlist"
+                .into(),
+            "would deny".into()
+        )),
+        "{alerts:#?}"
+    );
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! the internet sockets that send without them (raw, ICMP "ping", SCTP…): an allowlist that
 //! such a socket could step around would hold nothing. Packet sockets (`AF_PACKET`) never
 //! reach a cgroup socket hook, so the process of an enforced agent that gets one is killed at
-//! the syscall's exit instead, before it returns with the socket (`packet_socket`).
+//! the syscall's exit instead, before it returns with the socket (`unpoliced_socket`). A
+//! monitored agent is refused nothing; such sockets it gets are reported (`net.socket`).
 
 use agent_sensor_common::{
     egress::{socket, EgressKey4, EgressKey6, EgressPorts, SocketRequest},
@@ -66,31 +67,51 @@ pub fn egress_sock_create(ctx: SockContext) -> i32 {
     if request.policed_by_egress_hooks() {
         return ALLOW;
     }
-    report_socket(agent, request, -1, 0); // EPERM
+    report_socket(EventKind::NetDenied, agent, request, -1, 0); // EPERM
     DENY
 }
 
 /// At the exit of socket(2) (`args`: family, type, protocol) by a process of `agent`, or at
-/// the submission of an io_uring request for one (`via`: `flags::VIA_IO_URING`, `ret` 0): a
-/// packet socket an enforced agent got is the one way out no egress hook sees, so the process
-/// is killed before the call returns (before the request runs) and it never holds the socket.
+/// the submission of an io_uring request for one (`via`: `flags::VIA_IO_URING`, `ret` 0), for
+/// a socket the egress programs cannot hold to an allowlist:
+/// - a packet socket an enforced agent got is the one way out no egress hook sees, so the
+///   process is killed before the call returns (before the request runs) and it never holds
+///   the socket;
+/// - any such socket a monitored agent got is reported (`net.socket`), what enforce mode would
+///   have refused. (An enforced agent's others were refused by `sock_create`, which reported
+///   them.)
+///
 /// (Not inlined: a frame of its own, off `sys_exit`'s nearly full stack.)
 #[inline(never)]
-pub fn packet_socket(agent: u64, args: [u64; 3], ret: i64, via: u16) -> Option<()> {
-    if !SocketRequest::makes_packet_socket(args[0], args[1]) || ret < 0 {
+pub fn unpoliced_socket(agent: u64, args: [u64; 3], ret: i64, via: u16) -> Option<()> {
+    if ret < 0 {
         return None;
     }
-    // SAFETY: the value is only tested for presence.
-    unsafe { EGRESS_AGENTS.get(&agent) }?;
-    // SAFETY: plain helper call; SIGKILL, delivered before the return to user space.
-    let killed = unsafe { aya_ebpf::helpers::generated::bpf_send_signal(9) } == 0;
+    let packet = SocketRequest::makes_packet_socket(args[0], args[1]);
     let request = SocketRequest {
-        family: socket::AF_PACKET,
+        family: if packet {
+            socket::AF_PACKET
+        } else {
+            args[0] as u16
+        },
         kind: (args[1] & socket::SOCK_TYPE_MASK) as u16,
         protocol: args[2] as u16,
     };
+    if !packet && request.policed_by_egress_hooks() {
+        return None;
+    }
+    // SAFETY: the value is only tested for presence.
+    if unsafe { EGRESS_AGENTS.get(&agent) }.is_none() {
+        report_socket(EventKind::NetSocket, agent, request, ret, via);
+        return Some(());
+    }
+    if !packet {
+        return None;
+    }
+    // SAFETY: plain helper call; SIGKILL, delivered before the return to user space.
+    let killed = unsafe { aya_ebpf::helpers::generated::bpf_send_signal(9) } == 0;
     let how = if killed { flags::KILLED_IN_KERNEL } else { 0 };
-    report_socket(agent, request, ret, how | via);
+    report_socket(EventKind::NetDenied, agent, request, ret, how | via);
     Some(())
 }
 
@@ -205,13 +226,12 @@ fn report(agent: u64, addr: &[u8; 16], v6: bool, port: u16, nr: u32) {
     record.submit();
 }
 
-/// A `net.denied` record of a `socket` call refused (`ret` -1) or whose process was killed
-/// (`how`): no address, the socket asked for.
+/// A record of a `socket` call: `net.denied` for one refused (`ret` -1) or whose process was
+/// killed (`how`), `net.socket` for one a monitored agent got. No address, the socket asked
+/// for.
 #[inline(always)]
-fn report_socket(agent: u64, request: SocketRequest, ret: i64, how: u16) {
-    let Some((record, payload)) =
-        Record::start::<NetEvent>(EventKind::NetDenied as u16, agent, how)
-    else {
+fn report_socket(kind: EventKind, agent: u64, request: SocketRequest, ret: i64, how: u16) {
+    let Some((record, payload)) = Record::start::<NetEvent>(kind as u16, agent, how) else {
         return;
     };
     // SAFETY: payload points into the scratch record.

@@ -120,7 +120,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
     }
     if spec.family == family::SOCKET {
         let args = [regs.arg(0), regs.arg(1), regs.arg(2)];
-        return egress::packet_socket(agent, args, ret, 0);
+        return egress::unpoliced_socket(agent, args, ret, 0);
     }
     if spec.family == family::RECV {
         let args = [regs.arg(0), regs.arg(1), regs.arg(4), regs.arg(5)];

@@ -45,7 +45,7 @@ fn try_submit_req(ctx: &BtfTracePointContext) -> Option<()> {
             int(req, off!(uring.socket_type)),
             int(req, off!(uring.socket_protocol)),
         ];
-        return egress::packet_socket(agent, args, 0, flags::VIA_IO_URING);
+        return egress::unpoliced_socket(agent, args, 0, flags::VIA_IO_URING);
     }
     let (nr, args) = request_args(req, opcode)?;
     let spec = spec(nr as u64)?;

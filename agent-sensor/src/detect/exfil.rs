@@ -11,7 +11,7 @@
 //! An enforced agent that asks for a socket the egress programs cannot hold to the allowlist
 //! (raw, ICMP "ping", SCTP) is refused it by the kernel, or killed for a packet socket, and
 //! that attempt is exfil.unallowed_egress too: nothing else shows where such a socket would
-//! have sent.
+//! have sent. A monitored agent gets the socket, and the same finding ("would deny").
 
 use std::{collections::VecDeque, net::IpAddr};
 
@@ -146,10 +146,12 @@ pub fn check(ctx: &Context, event: &Event, reads: &mut RecentReads, out: &mut Ve
     ));
 }
 
-/// A socket the kernel refused the agent (or killed its process for) because the egress
-/// allowlist could not have held it.
-pub fn check_refused_socket(event: &Event, out: &mut Vec<Candidate>) {
-    let (EventKind::NetDenied, Body::Net(net)) = (event.kind, &event.body) else {
+/// A socket the egress allowlist could not have held: one the kernel refused the agent (or
+/// killed its process for), or one a monitored agent got, which enforce mode would have
+/// refused.
+pub fn check_unpoliced_socket(event: &Event, out: &mut Vec<Candidate>) {
+    let (EventKind::NetDenied | EventKind::NetSocket, Body::Net(net)) = (event.kind, &event.body)
+    else {
         return;
     };
     let Some(socket) = net.socket else {
@@ -255,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn a_socket_refused_for_going_around_the_allowlist_is_unallowed_egress() {
+    fn a_socket_that_goes_around_the_allowlist_is_unallowed_egress_refused_or_not() {
         let mut fx = Fixture::new();
         assert_fires(
             fx.feed(socket_denied(PID, 2, 2, 1)),
@@ -274,7 +276,17 @@ mod tests {
             RuleId::UnallowedEgress,
             "opened a packet socket (type 2, ethertype 0x0003)",
         );
-        // Only the kernel's refusal says what was asked for; other events carry no socket.
+        // A monitored agent gets the socket: what enforce mode would have refused.
+        let mut opened = socket_denied(PID, 2, 3, 1).ret(5);
+        opened.kind = agent_sensor_common::EventKind::NetSocket;
+        assert_fires(
+            fx.feed(opened),
+            RuleId::UnallowedEgress,
+            "opened a raw IPv4 socket (type 3, protocol 1), which sends around the egress \
+             allowlist",
+        );
+        // Only the kernel's records of such sockets say what was asked for; other events
+        // carry no socket.
         assert_silent(fx.feed(connect(PID, "127.0.0.1", 8080)));
     }
 

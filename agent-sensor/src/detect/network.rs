@@ -26,6 +26,6 @@ pub fn check(
         }
     }
     exfil::check(ctx, event, &mut state.sensitive_reads, out);
-    exfil::check_refused_socket(event, out);
+    exfil::check_unpoliced_socket(event, out);
     exec::note_remote_socket(ctx, event, net, &mut state.processes);
 }

@@ -337,7 +337,8 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         | EventKind::NetAccept
         | EventKind::NetSend
         | EventKind::NetRecv
-        | EventKind::NetDenied => Body::Net(decode_net(kind, record)?),
+        | EventKind::NetDenied
+        | EventKind::NetSocket => Body::Net(decode_net(kind, record)?),
         EventKind::NetClose => {
             let (p, _) = payload::<SockCloseEvent>(record)?;
             Body::SockClose(sock_close(&p, false))

@@ -289,6 +289,18 @@ fn records_of(kind: EventKind) -> Vec<Vec<u8>> {
             &sockaddr_v4([203, 0, 113, 7], 443),
             b"",
         )],
+        // socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) of a monitored agent: no address, the
+        // socket asked for packed into `bytes`.
+        K::NetSocket => {
+            let p = NetEvent {
+                nr: 41,
+                fd: -1,
+                ret: 5,
+                bytes: 2 | 3 << 16 | 1 << 32,
+                ..Default::default()
+            };
+            vec![record(kind, &p, &[])]
+        }
         // A kind this generator does not know the payload of yet: a net-shaped one.
         #[allow(unreachable_patterns)]
         _ => vec![net_record(kind, 42, &sockaddr_v4([10, 0, 0, 1], 443), b"")],

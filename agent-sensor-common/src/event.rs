@@ -90,6 +90,10 @@ pub enum EventKind {
     FileMknod = 31,
     /// utime/utimes/futimesat/utimensat: a file's access and modification times set.
     FileUtime = 32,
+    /// mount/umount2/move_mount/mount_setattr: a mount made, moved, changed or removed at the
+    /// target path (`arg2`: the inode number of the user namespace owning the caller's mount
+    /// namespace, which says whether the mount can reach the host's).
+    FileMount = 33,
     NetConnect = 40,
     NetBind = 41,
     NetListen = 42,
@@ -108,7 +112,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in value order: lets user space size per-kind tables and label metrics.
-    pub const ALL: [EventKind; 33] = [
+    pub const ALL: [EventKind; 34] = [
         EventKind::ProcessFork,
         EventKind::ProcessExec,
         EventKind::ProcessExit,
@@ -133,6 +137,7 @@ impl EventKind {
         EventKind::FileXattr,
         EventKind::FileMknod,
         EventKind::FileUtime,
+        EventKind::FileMount,
         EventKind::NetConnect,
         EventKind::NetBind,
         EventKind::NetListen,
@@ -180,6 +185,7 @@ impl EventKind {
             EventKind::FileXattr => "file.xattr",
             EventKind::FileMknod => "file.mknod",
             EventKind::FileUtime => "file.utime",
+            EventKind::FileMount => "file.mount",
             EventKind::NetConnect => "net.connect",
             EventKind::NetBind => "net.bind",
             EventKind::NetListen => "net.listen",

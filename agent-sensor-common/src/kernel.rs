@@ -71,6 +71,11 @@ pub struct KernelOffsets {
     /// `pid.numbers[0].nr`: the pid in the initial namespace.
     pub pid_numbers: u32,
     pub upid_nr: u32,
+    /// `task.nsproxy->mnt_ns->user_ns->ns.inum`: who owns the caller's mount namespace.
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_user_ns: u32,
+    pub user_ns_inum: u32,
     /// BTF type ids of the structs the programs cast addresses to where [`Self::typed_casts`].
     /// `struct kiocb`'s first member is `struct file *ki_filp`: a slot of the fd array cast to
     /// it loads as a `struct file *`.
@@ -90,7 +95,7 @@ pub struct KernelOffsets {
     /// Set to [`KernelOffsets::MAGIC`] by user space: programs do nothing until it is.
     pub magic: u32,
 }
-assert_size!(KernelOffsets, 70 * 4 + core::mem::size_of::<UringOffsets>());
+assert_size!(KernelOffsets, 74 * 4 + core::mem::size_of::<UringOffsets>());
 
 /// Where io_uring keeps what a request asks for, as offsets from the start of its
 /// `struct io_kiocb`: the operation, the `fd` of its submission entry, and the fields of the

@@ -22,8 +22,9 @@ pub mod family {
     /// recvfrom/recvmsg: handled at exit only, from the argument registers (a DNS answer is
     /// recorded; anything else received is only counted).
     pub const RECV: u8 = 5;
-    /// socket(): only an enforced agent's packet socket is acted on (see the eBPF crate's
-    /// `probes::egress::packet_socket`); nothing else is recorded.
+    /// socket(): only sockets no egress program polices are recorded (raw, ping, SCTP,
+    /// packet), and an enforced agent's packet socket acted on (see the eBPF crate's
+    /// `probes::egress::unpoliced_socket`).
     pub const SOCKET: u8 = 6;
 }
 
@@ -121,6 +122,10 @@ pub mod nr {
     pub const SYMLINKAT: u32 = 266;
     pub const RENAMEAT2: u32 = 316;
     pub const PIDFD_GETFD: u32 = 438;
+    pub const MOUNT: u32 = 165;
+    pub const UMOUNT2: u32 = 166;
+    pub const MOVE_MOUNT: u32 = 429;
+    pub const MOUNT_SETATTR: u32 = 442;
     pub const MEMFD_CREATE: u32 = 319;
     pub const SOCKET: u32 = 41;
     pub const CONNECT: u32 = 42;
@@ -136,7 +141,7 @@ pub mod nr {
 }
 
 /// Every syscall the sensor records, x86_64 numbering.
-pub fn x86_64_table() -> [(u32, SyscallSpec); 85] {
+pub fn x86_64_table() -> [(u32, SyscallSpec); 89] {
     use account::{RECEIVED, SENT};
     use family::{CLOSE, NET, PROCESS, RECV, SOCKET};
     use EventKind::*;
@@ -418,6 +423,43 @@ pub fn x86_64_table() -> [(u32, SyscallSpec); 85] {
                 ..f(FileChdir, N, N)
             },
         ), // fchdir
+        // Mounts: the target is the path, a bind or move's source the second one. `arg2` is
+        // argument 5, which none of them has: the probe puts the mount namespace's owner there.
+        (
+            165,
+            SyscallSpec {
+                path2: 0,
+                flags: 3,
+                arg2: 5,
+                ..f(FileMount, 1, N)
+            },
+        ), // mount(source, target, fstype, flags, data)
+        (
+            166,
+            SyscallSpec {
+                flags: 1,
+                arg2: 5,
+                ..f(FileMount, 0, N)
+            },
+        ), // umount2(target, flags)
+        (
+            429,
+            SyscallSpec {
+                path2: 1,
+                dirfd2: 0,
+                flags: 4,
+                arg2: 5,
+                ..f(FileMount, 3, 2)
+            },
+        ), // move_mount(from_dfd, from_path, to_dfd, to_path, flags)
+        (
+            442,
+            SyscallSpec {
+                flags: 2,
+                arg2: 5,
+                ..f(FileMount, 1, 0)
+            },
+        ), // mount_setattr(dfd, path, flags, attr, size)
         (41, SyscallSpec::of(SOCKET, NetDenied)), // socket
         (42, SyscallSpec::of(NET, NetConnect)),
         (49, SyscallSpec::of(NET, NetBind)),

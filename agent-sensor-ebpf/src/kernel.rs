@@ -247,6 +247,18 @@ pub fn pidfd_pid(file: u64) -> Option<u32> {
     read::<u32>(pid, off!(pid_numbers) + off!(upid_nr)).filter(|nr| *nr != 0)
 }
 
+/// The inode number of the user namespace that owns the current task's mount namespace (0 if
+/// unreadable): a mount in a namespace a less privileged user namespace owns cannot reach the
+/// host's (the kernel makes such mounts slaves of the parent's and locks them).
+#[inline(always)]
+pub fn mount_ns_owner() -> u64 {
+    read_ptr(current_task(), off!(task_nsproxy))
+        .and_then(|nsproxy| read_ptr(nsproxy, off!(nsproxy_mnt_ns)))
+        .and_then(|mnt_ns| read_ptr(mnt_ns, off!(mnt_ns_user_ns)))
+        .and_then(|user_ns| read::<u32>(user_ns, off!(user_ns_inum)))
+        .unwrap_or(0) as u64
+}
+
 /// cgroup v2 id of `task` (its default-hierarchy cgroup's kernfs id).
 #[inline(always)]
 pub fn task_cgroup_id(task: u64) -> Option<u64> {

@@ -1538,6 +1538,96 @@ fn a_secret_bind_mounted_in_a_new_mount_namespace_is_caught() {
     );
 }
 
+/// A mount changes what every process of the mount namespace sees at its target: a tmpfs over
+/// a directory or a bind mount over a file outside the worktree is a write there, and so is
+/// an unmount.
+/// Mounts in a mount namespace of the agent's own user namespace (a sandbox's, as bubblewrap
+/// makes) stay in it: recorded, not judged.
+#[test]
+fn mounts_over_paths_outside_the_worktree_are_caught() {
+    if !can_run_kernel_tests("mounts_over_paths_outside_the_worktree_are_caught") {
+        return;
+    }
+    let scene = Scene::new("mountover");
+    let target = scene.outside.join("mounted");
+    let sandboxed = scene.outside.join("sandboxed");
+    let covered = scene.outside_file("covered", "covered\n");
+    std::fs::write(scene.worktree.join("notes"), "notes\n").unwrap();
+    std::fs::create_dir(&target).unwrap();
+    std::fs::create_dir(&sandboxed).unwrap();
+    let script = scene.script(
+        "mount",
+        "import ctypes, os, sys\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         def check(ret, what):\n\
+         \x20   assert ret == 0, '%s: %s' % (what, os.strerror(ctypes.get_errno()))\n\
+         target, covered, sandboxed = (a.encode() for a in sys.argv[1:4])\n\
+         check(libc.mount(b'tmpfs', target, b'tmpfs', ctypes.c_ulong(0), None), 'mount')\n\
+         check(libc.umount2(target, 0), 'umount2')\n\
+         check(libc.mount(b'notes', covered, None, ctypes.c_ulong(4096), None), 'bind mount')\n\
+         check(libc.umount2(covered, 0), 'umount2')\n\
+         pid = os.fork()\n\
+         if pid == 0:\n\
+         \x20   check(libc.unshare(0x10000000 | 0x20000), 'unshare')\n\
+         \x20   check(libc.mount(b'tmpfs', sandboxed, b'tmpfs', ctypes.c_ulong(0), None), 'sandboxed mount')\n\
+         \x20   os._exit(0)\n\
+         _, status = os.waitpid(pid, 0)\n\
+         assert status == 0, status\n\
+         print('mounted')\n",
+    );
+    let sensor = scene.sensor();
+    let out = run_agent(
+        &sensor,
+        "mountover",
+        &scene.worktree,
+        &[PYTHON, &script, s(&target), s(&covered), s(&sandboxed)],
+    );
+    // Should the script have stopped between a mount and its unmount.
+    for path in [&target, &covered] {
+        let _ = Command::new("/usr/bin/umount").arg("-l").arg(path).output();
+    }
+    assert!(out.contains("mounted"), "{out}");
+    let (events, alerts) = finish(sensor);
+    let mounts: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "file.mount")
+        .map(|e| (e["syscall"].clone(), e["path"].clone()))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("mount".into(), s(&target).into()),
+            ("umount2".into(), s(&target).into()),
+            ("mount".into(), s(&covered).into()),
+            ("umount2".into(), s(&covered).into()),
+            ("mount".into(), s(&sandboxed).into())
+        ],
+        "{events:#?}"
+    );
+    let said: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["rule"] == WRITE_OUTSIDE && a["agent"] == "mountover")
+        .map(|a| a["summary"].as_str().unwrap().to_string())
+        .collect();
+    // One alert per target (the unmounts are deduplicated into the mounts'), none for the
+    // sandbox's.
+    let worktree = scene.worktree.display();
+    assert_eq!(
+        said,
+        [
+            format!(
+                "mounted over {} outside worktree {worktree}",
+                target.display()
+            ),
+            format!(
+                "mounted over {} outside worktree {worktree}",
+                covered.display()
+            )
+        ],
+        "{alerts:#?}"
+    );
+}
+
 #[test]
 fn a_secret_read_through_a_hard_link_planted_before_the_agent_started_is_caught() {
     if !can_run_kernel_tests(

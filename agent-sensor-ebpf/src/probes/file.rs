@@ -12,7 +12,10 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 
 use crate::{
     emit::Record,
-    kernel::{current_file, current_task, file_identity, kill_if_listed, read_ptr, walk_path},
+    kernel::{
+        current_file, current_task, file_identity, kill_if_listed, mount_ns_owner, read_ptr,
+        walk_path,
+    },
     maps::{count_filtered, lists_hold, off, reports, Call, KILL_ON_ACCESS},
     repeats::{self, Repeat},
 };
@@ -104,6 +107,9 @@ pub fn exit(c: &mut Call, spec: &Spec, agent: u64, ret: i64) {
     let opens = spec.kind == EventKind::FileOpen as u16;
     if opens {
         open_args(c);
+    } else if spec.kind == EventKind::FileMount as u16 {
+        // No mount call has a sixth argument; the table records this one as `arg2`.
+        c.args[5] = mount_ns_owner();
     }
     // The object the kernel resolved, where we can reach it without a lookup of our own.
     let object = if opens {

@@ -47,6 +47,11 @@ pub enum WriteOp {
     Xattr,
     Mknod,
     Utime,
+    /// A mount made or moved over the path (what every process of its mount namespace sees
+    /// there changes).
+    Mount,
+    Remount,
+    Unmount,
 }
 
 impl WriteOp {
@@ -66,6 +71,9 @@ impl WriteOp {
             WriteOp::Xattr => "changed the extended attributes of",
             WriteOp::Mknod => "created with mknod",
             WriteOp::Utime => "set the times of",
+            WriteOp::Mount => "mounted over",
+            WriteOp::Remount => "changed the mount at",
+            WriteOp::Unmount => "unmounted",
         }
     }
 }
@@ -214,8 +222,56 @@ pub fn touches<'a>(kind: EventKind, file: &'a FileBody, cwd: Option<&[u8]>) -> T
         EventKind::FileMknod => one(Access::Write(WriteOp::Mknod)),
         EventKind::FileUtime => one(Access::Write(WriteOp::Utime)),
         EventKind::FileChdir => one(Access::Look),
+        EventKind::FileMount => mount_touches(file, first, second),
         _ => Touches::new(),
     }
+}
+
+/// What a mount call does to its target (`first`) and source (`second`), if it can reach the
+/// host's mount namespace at all.
+fn mount_touches<'a>(
+    file: &FileBody,
+    first: Cow<'a, [u8]>,
+    second: Option<Cow<'a, [u8]>>,
+) -> Touches<'a> {
+    use agent_sensor_common::syscalls::nr;
+    /// `PROC_USER_INIT_INO`: the initial user namespace's inode number, fixed by the kernel.
+    const INITIAL_USER_NS: u64 = 0xEFFF_FFFD;
+    const MS_REMOUNT: u32 = 32;
+    const MS_BIND: u32 = 4096;
+    const MS_MOVE: u32 = 8192;
+    /// MS_UNBINDABLE | MS_PRIVATE | MS_SLAVE | MS_SHARED.
+    const MS_PROPAGATION: u32 = 0xf << 17;
+    // A namespace another user namespace owns is a sandbox's (bubblewrap, rootless
+    // containers): its mounts stay in it. 0: the owner could not be read, so judged.
+    if file.arg2 != 0 && file.arg2 != INITIAL_USER_NS {
+        return Touches::new();
+    }
+    let op = match file.nr {
+        nr::UMOUNT2 => WriteOp::Unmount,
+        nr::MOUNT_SETATTR => WriteOp::Remount,
+        nr::MOUNT if file.flags & MS_REMOUNT != 0 => WriteOp::Remount,
+        // Propagation changed, nothing mounted.
+        nr::MOUNT if file.flags & (MS_BIND | MS_MOVE) == 0 && file.flags & MS_PROPAGATION != 0 => {
+            return Touches::new();
+        }
+        _ => WriteOp::Mount,
+    };
+    let mut out = Touches::one(Touch {
+        path: first,
+        access: Access::Write(op),
+    });
+    // The source of a bind or a move is resolved (what it holds is read later, by name and
+    // inode); another mount's source is a device or a file system's name, no path.
+    let has_source = file.nr == nr::MOVE_MOUNT
+        || (file.nr == nr::MOUNT && file.flags & (MS_BIND | MS_MOVE) != 0);
+    if let (true, Some(source)) = (has_source, second) {
+        out.push(Touch {
+            path: source,
+            access: Access::Look,
+        });
+    }
+    out
 }
 
 fn open_touches<'a>(flags: u32, path: &Cow<'a, [u8]>) -> Touches<'a> {

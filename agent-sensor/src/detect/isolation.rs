@@ -251,6 +251,45 @@ mod tests {
     use crate::policy::RuleId;
 
     #[test]
+    fn mounts_over_paths_outside_the_worktree_fire_unless_a_sandbox_made_them() {
+        const MS_BIND: u32 = 4096;
+        const MS_REMOUNT: u32 = 32;
+        const MS_PRIVATE: u32 = 1 << 18;
+        const MS_REC: u32 = 16384;
+        let mut fx = Fixture::new();
+        assert_silent(fx.feed(mount(PID, "tmpfs", "/work/a/target", 0)));
+        assert_fires(
+            fx.feed(mount(PID, "/work/a/rc", "/etc/profile.d/x.sh", MS_BIND)),
+            RuleId::WriteOutsideWorktree,
+            "mounted over /etc/profile.d/x.sh outside worktree /work/a",
+        );
+        assert_fires(
+            fx.feed(mount(PID, "none", "/srv", MS_REMOUNT)),
+            RuleId::WriteOutsideWorktree,
+            "changed the mount at /srv",
+        );
+        let mut umount = mount(PID, "", "/var/lib/app", 0);
+        if let crate::events::Body::File(file) = &mut umount.body {
+            file.nr = 166;
+            file.path2_arg = None;
+            file.path2 = None;
+        }
+        assert_fires(
+            fx.feed(umount),
+            RuleId::WriteOutsideWorktree,
+            "unmounted /var/lib/app",
+        );
+        // Propagation changes mount nothing.
+        assert_silent(fx.feed(mount(PID, "none", "/", MS_REC | MS_PRIVATE)));
+        // A mount namespace of another user namespace (bubblewrap's): its mounts stay in it.
+        let mut sandboxed = mount(PID, "tmpfs", "/home/u", 0);
+        if let crate::events::Body::File(file) = &mut sandboxed.body {
+            file.arg2 = 4026532100;
+        }
+        assert_silent(fx.feed(sandboxed));
+    }
+
+    #[test]
     fn writes_inside_the_worktree_are_silent_and_outside_fire() {
         let mut fx = Fixture::new();
         assert_silent(fx.feed(open(PID, "/work/a/src/main.rs", WRITE)));

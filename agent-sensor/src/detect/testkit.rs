@@ -268,6 +268,15 @@ pub fn link(pid: u32, existing: &str, new: &str) -> Event {
     file_op(EventKind::FileLink, pid, existing, Some(new))
 }
 
+/// `mount(source, target, …, flags)` in the host's mount namespace (its owner the initial user
+/// namespace).
+pub fn mount(pid: u32, source: &str, target: &str, flags: u32) -> Event {
+    let mut body = file_body(165, target, Some(source));
+    body.flags = flags;
+    body.arg2 = 0xEFFF_FFFD;
+    event(EventKind::FileMount, pid, Body::File(body))
+}
+
 /// `symlink(target, link)`: the target is stored text, the link is the path.
 pub fn symlink(pid: u32, target: &str, link: &str) -> Event {
     let mut body = file_body(88, link, None);

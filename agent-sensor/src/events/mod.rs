@@ -330,7 +330,8 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         | EventKind::FileChdir
         | EventKind::FileXattr
         | EventKind::FileMknod
-        | EventKind::FileUtime => Body::File(decode_file(kind, record)?),
+        | EventKind::FileUtime
+        | EventKind::FileMount => Body::File(decode_file(kind, record)?),
         EventKind::NetConnect
         | EventKind::NetBind
         | EventKind::NetListen

@@ -15,6 +15,10 @@ pub fn call_name(kind: EventKind, nr: u32) -> &'static str {
 pub fn syscall_name(nr: u32) -> &'static str {
     match nr {
         2 => "open",
+        165 => "mount",
+        166 => "umount2",
+        429 => "move_mount",
+        442 => "mount_setattr",
         42 => "connect",
         43 => "accept",
         0 => "read",

@@ -219,6 +219,7 @@ fn records_of(kind: EventKind) -> Vec<Vec<u8>> {
         K::FileXattr => vec![file_record(kind, 188, b"/usr/local/bin/tool", b"", false)],
         K::FileMknod => vec![file_record(kind, 259, b"fifo", b"", false)],
         K::FileUtime => vec![file_record(kind, 280, b"/home/u/.bashrc", b"", false)],
+        K::FileMount => vec![file_record(kind, 165, b"/home/u/.bashrc", b"wt/rc", false)],
         K::NetConnect => vec![
             net_record(kind, 42, &sockaddr_v4([93, 184, 216, 34], 443), b""),
             net_record(

@@ -139,13 +139,25 @@ pub struct UringOffsets {
     pub sendmsg_msg: u32,
     /// `struct filename.name`: the kernel's copy of a path the request names.
     pub filename_name: u32,
+    /// 1 when the four below were found: `SEND`/`SEND_ZC` are recorded only then (the rest
+    /// of io_uring does not wait on them).
+    pub send_present: u32,
+    /// `io_sr_msg.len`: a send's length (its buffer is `sendmsg_msg`, the same union).
+    pub send_len: u32,
+    /// `io_kiocb.async_data`: for a send, a `struct io_async_msghdr`.
+    pub async_data: u32,
+    /// `io_async_msghdr.msg.msg_name` and `.msg_namelen`: a send's destination, copied into
+    /// the request (`.addr`) when it was prepared, so in kernel memory; null when none.
+    pub send_name: u32,
+    pub send_namelen: u32,
 }
-assert_size!(UringOffsets, 29 * 4);
+assert_size!(UringOffsets, 34 * 4);
 
 /// io_uring operations (`enum io_uring_op`, uapi: stable) the sensor records.
 pub mod uring_op {
     pub const SENDMSG: u8 = 9;
     pub const CONNECT: u8 = 16;
+    pub const SEND: u8 = 26;
     pub const OPENAT: u8 = 18;
     pub const OPENAT2: u8 = 28;
     pub const RENAMEAT: u8 = 35;
@@ -154,6 +166,7 @@ pub mod uring_op {
     pub const SYMLINKAT: u8 = 38;
     pub const LINKAT: u8 = 39;
     pub const SOCKET: u8 = 45;
+    pub const SEND_ZC: u8 = 47;
     pub const SENDMSG_ZC: u8 = 48;
 }
 

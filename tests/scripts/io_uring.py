@@ -5,6 +5,8 @@ usage: io_uring.py [--skip-success] [--sqpoll] OP ARGS... [OP ARGS...]
   openat PATH FLAGS | openat2 PATH FLAGS | close FD | unlinkat PATH | rmdirat PATH
   mkdirat PATH | renameat OLD NEW | symlinkat TARGET LINKPATH | linkat OLD NEW
   socket DOMAIN TYPE PROTOCOL | connect FD IP PORT | sendmsg FD IP PORT DATA
+  send FD IP PORT DATA (IORING_OP_SEND with a destination) | sendc FD DATA (connected)
+A send's DATA may be hex:HEXDIGITS for bytes a command line cannot hold.
 Integers accept 0x/0o prefixes; an FD/integer may be 'last' (res of the previous
 op) or '@N' (res of op number N, 0-based). Each op is one SQE + one io_uring_enter;
 one JSON line is printed per op: {"op": NAME, "res": cqe.res or null}.
@@ -13,12 +15,12 @@ import ctypes, errno, json, mmap, os, socket, struct, sys, time
 
 NR_IO_URING_SETUP, NR_IO_URING_ENTER = 425, 426
 # enum io_uring_op (include/uapi/linux/io_uring.h)
-OPCODE = {"sendmsg": 9, "connect": 16, "openat": 18, "close": 19, "openat2": 28, "renameat": 35,
-          "unlinkat": 36, "rmdirat": 36, "mkdirat": 37, "symlinkat": 38,
-          "linkat": 39, "socket": 45}
-NARGS = {"sendmsg": 4, "connect": 3, "openat": 2, "close": 1, "openat2": 2, "renameat": 2,
-         "unlinkat": 1, "rmdirat": 1, "mkdirat": 1, "symlinkat": 2, "linkat": 2,
-         "socket": 3}
+OPCODE = {"sendmsg": 9, "connect": 16, "openat": 18, "close": 19, "send": 26, "sendc": 26,
+          "openat2": 28, "renameat": 35, "unlinkat": 36, "rmdirat": 36, "mkdirat": 37,
+          "symlinkat": 38, "linkat": 39, "socket": 45}
+NARGS = {"sendmsg": 4, "connect": 3, "openat": 2, "close": 1, "send": 4, "sendc": 2,
+         "openat2": 2, "renameat": 2, "unlinkat": 1, "rmdirat": 1, "mkdirat": 1,
+         "symlinkat": 2, "linkat": 2, "socket": 3}
 AT_FDCWD, AT_REMOVEDIR = -100, 0x200
 O_CREAT, O_TMPFILE = 0o100, 0o20200000
 IOSQE_CQE_SKIP_SUCCESS = 1 << 6
@@ -84,14 +86,17 @@ class Ring:
         self.sq_mask, self.cq_mask = get32(self.sqm, self.sq[2]), get32(self.cqm, self.cq[2])
         self.sqpoll = sqpoll
 
-    def push(self, opcode, flags=0, fd=0, off=0, addr=0, length=0, op_flags=0, user_data=0):
+    def push(self, opcode, flags=0, fd=0, off=0, addr=0, length=0, op_flags=0, user_data=0,
+             addr_len=0):
         """Write one SQE (64 bytes) and publish it by bumping the SQ tail."""
         tail = get32(self.sqm, self.sq[1])
         idx = tail & self.sq_mask
         # opcode u8, flags u8, ioprio u16, fd s32, off/addr2 u64, addr u64, len u32,
-        # op_flags u32 (open_flags/rename_flags/...), user_data u64, 24 bytes zero
-        struct.pack_into("<BBHiQQIIQ24x", self.sqes, idx * 64, opcode, flags, 0, fd,
-                         off, addr, length & 0xFFFFFFFF, op_flags & 0xFFFFFFFF, user_data)
+        # op_flags u32 (open_flags/rename_flags/...), user_data u64, buf_index u16,
+        # personality u16, addr_len u16 (a send's destination), 18 bytes zero
+        struct.pack_into("<BBHiQQIIQHHH18x", self.sqes, idx * 64, opcode, flags, 0, fd,
+                         off, addr, length & 0xFFFFFFFF, op_flags & 0xFFFFFFFF, user_data,
+                         0, 0, addr_len)
         put32(self.sqm, self.sq[6] + idx * 4, idx)  # sq array slot -> sqe index
         mb()                                        # SQE visible before tail (release)
         put32(self.sqm, self.sq[1], tail + 1)
@@ -123,6 +128,7 @@ def build(name, a, num, keep):
         keep.append(b)
         return ctypes.addressof(b)
     path = lambda s: ptr(os.fsencode(s))
+    payload = lambda s: bytes.fromhex(s[4:]) if s.startswith("hex:") else os.fsencode(s)
     if name == "openat":   # fd=dfd addr=path len=mode open_flags=flags
         return dict(fd=AT_FDCWD, addr=path(a[0]), length=0o644, op_flags=num(a[1]))
     if name == "openat2":  # fd=dfd addr=path addr2=&open_how len=sizeof(open_how)
@@ -145,6 +151,14 @@ def build(name, a, num, keep):
         sa = struct.pack("<H", socket.AF_INET) + struct.pack(">H", num(a[2])) \
             + socket.inet_aton(a[1]) + bytes(8)
         return dict(fd=num(a[0]), addr=ptr(sa), off=len(sa))
+    if name == "send":  # fd=sockfd addr=DATA len=its length addr2=&sockaddr_in addr_len
+        sa = struct.pack("<H", socket.AF_INET) + struct.pack(">H", num(a[2])) \
+            + socket.inet_aton(a[1]) + bytes(8)
+        data = payload(a[3])
+        return dict(fd=num(a[0]), addr=ptr(data), length=len(data), off=ptr(sa), addr_len=len(sa))
+    if name == "sendc":  # fd=sockfd addr=DATA len=its length (a connected socket)
+        data = payload(a[1])
+        return dict(fd=num(a[0]), addr=ptr(data), length=len(data))
     if name == "sendmsg":  # fd=sockfd addr=&msghdr{name=&sockaddr_in, iov=[DATA]} len=1
         sa = struct.pack("<H", socket.AF_INET) + struct.pack(">H", num(a[2])) \
             + socket.inet_aton(a[1]) + bytes(8)

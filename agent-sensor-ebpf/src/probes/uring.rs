@@ -168,6 +168,31 @@ fn request_args(req: u64, opcode: u8) -> Option<(u32, [u64; 6])> {
                 0,
             ],
         ),
+        // sendto(fd, buf, len, flags, addr, addrlen): the data is the process's; a destination
+        // was copied into the request when it was prepared (a kernel address, which
+        // `net::record` reads as such).
+        uring_op::SEND | uring_op::SEND_ZC if off!(uring.send_present) != 0 => {
+            let msghdr = read_ptr(req, off!(uring.async_data)).unwrap_or(0);
+            let (name, name_len) = if msghdr != 0 {
+                (
+                    read::<u64>(msghdr, off!(uring.send_name)).unwrap_or(0),
+                    int(msghdr, off!(uring.send_namelen)),
+                )
+            } else {
+                (0, 0)
+            };
+            (
+                nr::SENDTO,
+                [
+                    field(off!(uring.sqe_fd)),
+                    read::<u64>(req, off!(uring.sendmsg_msg)).unwrap_or(0),
+                    field(off!(uring.send_len)),
+                    0,
+                    name,
+                    name_len,
+                ],
+            )
+        }
         // connect(fd, addr, addrlen): the address is still the process's.
         uring_op::CONNECT => (
             nr::CONNECT,

@@ -90,6 +90,20 @@ pub fn resolve(btf: &Btf, casts: Option<TypedCasts>) -> Result<KernelOffsets, Bt
     })
 }
 
+/// Where an io_uring send keeps its length and destination; `None` where any is missing (the
+/// sends are then not recorded, the rest of io_uring is).
+fn uring_send(btf: &Btf) -> Option<UringOffsets> {
+    let o = |strukt: &str, member: &str| btf.member_offset(strukt, member).ok();
+    Some(UringOffsets {
+        send_present: 1,
+        send_len: o("io_sr_msg", "len")?,
+        async_data: o("io_kiocb", "async_data")?,
+        send_name: o("io_async_msghdr", "msg.msg_name")?,
+        send_namelen: o("io_async_msghdr", "msg.msg_namelen")?,
+        ..UringOffsets::default()
+    })
+}
+
 /// io_uring's offsets, `None` where any is missing: a kernel built without io_uring, or one
 /// whose private structs moved on (the sensor then runs without the io_uring program, and
 /// says so).
@@ -125,6 +139,7 @@ pub fn uring(btf: &Btf) -> Option<UringOffsets> {
         connect_addr_len: o("io_connect", "addr_len")?,
         sendmsg_msg: o("io_sr_msg", "umsg")?,
         filename_name: o("filename", "name")?,
+        ..uring_send(btf).unwrap_or_default()
     })
 }
 
@@ -219,6 +234,11 @@ mod tests {
             "after the 64-byte command area: {uring:?}"
         );
         assert_eq!(uring.filename_name, 0);
+        // A send's buffer and length follow the request's file; the destination is the
+        // first member of `struct msghdr`, its length right after the pointer.
+        assert_eq!(uring.send_present, 1, "{uring:?}");
+        assert!(uring.send_len > uring.sendmsg_msg, "{uring:?}");
+        assert_eq!(uring.send_namelen, uring.send_name + 8, "{uring:?}");
         assert_eq!(resolve(&btf, None).unwrap().uring, uring);
     }
 

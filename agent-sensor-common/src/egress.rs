@@ -107,10 +107,25 @@ pub struct SocketRequest {
 }
 
 pub mod socket {
+    pub const AF_UNIX: u16 = 1;
     pub const AF_INET: u16 = 2;
     pub const AF_INET6: u16 = 10;
+    /// PF_KEY: IPsec keys and policies, set in the local kernel.
+    pub const AF_KEY: u16 = 15;
+    pub const AF_NETLINK: u16 = 16;
     /// Link-layer frames: below the IP stack, and below every cgroup socket hook.
     pub const AF_PACKET: u16 = 17;
+    pub const AF_RDS: u16 = 21;
+    pub const AF_CAN: u16 = 29;
+    pub const AF_TIPC: u16 = 30;
+    pub const AF_BLUETOOTH: u16 = 31;
+    /// The kernel's crypto API.
+    pub const AF_ALG: u16 = 38;
+    /// To the hypervisor and other VMs.
+    pub const AF_VSOCK: u16 = 40;
+    pub const AF_SMC: u16 = 43;
+    /// Frames straight to a NIC queue.
+    pub const AF_XDP: u16 = 44;
     /// The bits of socket(2)'s type argument that are the type (the rest are
     /// `SOCK_NONBLOCK` and `SOCK_CLOEXEC`).
     pub const SOCK_TYPE_MASK: u64 = 0xf;
@@ -147,11 +162,32 @@ impl SocketRequest {
         self.family as u64 | (self.kind as u64) << 16 | (self.protocol as u64) << 32
     }
 
-    /// Whether socket(2) with these arguments makes a packet socket.
-    pub const fn makes_packet_socket(family: u64, kind: u64) -> bool {
-        family == socket::AF_PACKET as u64
-            || (family == socket::AF_INET as u64
-                && kind & socket::SOCK_TYPE_MASK == socket::SOCK_PACKET as u64)
+    /// The socket `socket(family, kind, protocol)` makes: the type without its flags, and
+    /// `AF_INET`'s obsolete `SOCK_PACKET` as the packet socket the kernel makes of it.
+    pub const fn of_call(family: u64, kind: u64, protocol: u64) -> Self {
+        let kind = (kind & socket::SOCK_TYPE_MASK) as u16;
+        let family = if family == socket::AF_INET as u64 && kind == socket::SOCK_PACKET {
+            socket::AF_PACKET
+        } else {
+            family as u16
+        };
+        Self {
+            family,
+            kind,
+            protocol: protocol as u16,
+        }
+    }
+
+    /// Whether no cgroup socket hook sees this socket, so no egress program can hold it to
+    /// anything: every family but the internet ones and those that stay on the host (unix,
+    /// netlink, the crypto API, PF_KEY). Packet sockets, AF_XDP, AF_VSOCK (to the
+    /// hypervisor), TIPC, RDS, SMC, CAN, Bluetooth and the rest.
+    pub const fn outside_socket_hooks(&self) -> bool {
+        use socket::*;
+        !matches!(
+            self.family,
+            AF_UNIX | AF_INET | AF_INET6 | AF_NETLINK | AF_ALG | AF_KEY
+        )
     }
 
     pub const fn unpack(packed: u64) -> Self {
@@ -227,22 +263,26 @@ mod tests {
         assert!(request(16, 3, 0).policed_by_egress_hooks());
         let raw_icmp = request(2, 3, 1);
         assert_eq!(SocketRequest::unpack(raw_icmp.pack()), raw_icmp);
-        // Packet sockets, the obsolete AF_INET spelling included, whatever the type flags.
+        // Packet sockets, the obsolete AF_INET spelling included, whatever the type flags,
+        // and every other family no socket hook sees (XDP, VSOCK, TIPC…).
         for (family, kind) in [
             (17, 3),
             (17, 2),
             (17, 10 | 0o2000000),
             (2, 10),
             (2, 10 | 0o4000),
+            (44, 3),
+            (40, 1),
+            (30, 2),
         ] {
-            assert!(
-                SocketRequest::makes_packet_socket(family, kind),
-                "{family} {kind}"
-            );
+            let made = SocketRequest::of_call(family, kind, 0);
+            assert!(made.outside_socket_hooks(), "{family} {kind}");
+            assert_eq!(made.kind, (kind & 0xf) as u16);
         }
-        for (family, kind) in [(2, 3), (10, 10), (1, 10), (16, 3)] {
+        assert_eq!(SocketRequest::of_call(2, 10, 768).family, 17);
+        for (family, kind) in [(2, 3), (10, 10), (1, 10), (16, 3), (38, 5), (15, 3)] {
             assert!(
-                !SocketRequest::makes_packet_socket(family, kind),
+                !SocketRequest::of_call(family, kind, 0).outside_socket_hooks(),
                 "{family} {kind}"
             );
         }

@@ -23,8 +23,8 @@ pub mod family {
     /// recorded; anything else received is only counted).
     pub const RECV: u8 = 5;
     /// socket(): only sockets no egress program polices are recorded (raw, ping, SCTP,
-    /// packet), and an enforced agent's packet socket acted on (see the eBPF crate's
-    /// `probes::egress::unpoliced_socket`).
+    /// packet, XDP, VSOCK…), and an enforced agent's that no socket hook sees acted on (see
+    /// the eBPF crate's `probes::egress::unpoliced_socket`).
     pub const SOCKET: u8 = 6;
 }
 

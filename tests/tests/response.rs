@@ -168,9 +168,10 @@ fn nothing_of_the_secret_reaches_the_attacker() {
 }
 
 /// Raw sockets send without the connect and sendmsg hooks the allowlist hangs on, so an
-/// enforced agent is refused them at `socket()`, and a process of it that gets a packet socket
-/// (which no cgroup hook sees) is killed before the call returns; TCP and UDP sockets it still
-/// gets. A monitored agent gets every kind, and an alert for each enforce mode would refuse.
+/// enforced agent is refused them at `socket()`, and a process of it that gets a packet, XDP
+/// or VSOCK socket (which no cgroup hook sees) is killed before the call returns; TCP and UDP
+/// sockets it still gets. A monitored agent gets every kind, and an alert for each enforce
+/// mode would refuse.
 #[test]
 fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     if !can_run_kernel_tests(
@@ -198,7 +199,11 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
              /usr/bin/python3 -c 'import socket; socket.socket(17, socket.SOCK_RAW, 768)'; \
              echo packet exit $? >> {out}; \
              /usr/bin/python3 -c 'import socket; socket.socket(socket.AF_INET, 10, 768)'; \
-             echo obsolete packet exit $? >> {out}",
+             echo obsolete packet exit $? >> {out}; \
+             /usr/bin/python3 -c 'import socket; socket.socket(44, socket.SOCK_RAW, 0)'; \
+             echo xdp exit $? >> {out}; \
+             /usr/bin/python3 -c 'import socket; socket.socket(40, socket.SOCK_STREAM, 0)'; \
+             echo vsock exit $? >> {out}",
             py = s(&script_path),
             out = s(&record)
         );
@@ -213,7 +218,8 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     // EPERM from the kernel's sock_create hook, before the socket existed.
     assert_eq!(
         record,
-        "tcp ok\nudp6 ok\nraw4 errno 1\nraw6 errno 1\npacket exit 137\nobsolete packet exit 137\n",
+        "tcp ok\nudp6 ok\nraw4 errno 1\nraw6 errno 1\npacket exit 137\nobsolete packet exit 137\n\
+         xdp exit 137\nvsock exit 137\n",
         "{events:#?}"
     );
     let refused: Vec<_> = events
@@ -227,7 +233,9 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
             (2.into(), 3.into()),
             (10.into(), 3.into()),
             (17.into(), 3.into()),
-            (17.into(), 10.into())
+            (17.into(), 10.into()),
+            (44.into(), 3.into()),
+            (40.into(), 1.into())
         ],
         "{events:#?}"
     );
@@ -265,6 +273,17 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
                 "opened a packet socket (type 10, ethertype 0x0003), which sends around the \
                  egress allowlist",
                 "killed in the kernel before the call returned"
+            ),
+            // No socket hook sees these families either.
+            (
+                "opened a raw XDP socket (type 3, protocol 0), which sends around the egress \
+                 allowlist",
+                "killed in the kernel before the call returned"
+            ),
+            (
+                "opened a VSOCK socket (type 1, protocol 0), which sends around the egress \
+                 allowlist",
+                "killed in the kernel before the call returned"
             )
         ],
         "{alerts:#?}"
@@ -275,7 +294,8 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     let (record, events, alerts) = run("monitor");
     assert_eq!(
         record,
-        "tcp ok\nudp6 ok\nraw4 ok\nraw6 ok\npacket exit 0\nobsolete packet exit 0\n"
+        "tcp ok\nudp6 ok\nraw4 ok\nraw6 ok\npacket exit 0\nobsolete packet exit 0\nxdp exit 0\n\
+         vsock exit 0\n"
     );
     let opened: Vec<_> = events
         .iter()
@@ -288,7 +308,9 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
             (2.into(), 3.into()),
             (10.into(), 3.into()),
             (17.into(), 3.into()),
-            (17.into(), 10.into())
+            (17.into(), 10.into()),
+            (44.into(), 3.into()),
+            (40.into(), 1.into())
         ],
         "{events:#?}"
     );
@@ -314,6 +336,8 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
             would("a raw IPv6 socket (type 3, protocol 255)"),
             would("a raw packet socket (type 3, ethertype 0x0003)"),
             would("a packet socket (type 10, ethertype 0x0003)"),
+            would("a raw XDP socket (type 3, protocol 0)"),
+            would("a VSOCK socket (type 1, protocol 0)"),
         ],
         "{alerts:#?}"
     );

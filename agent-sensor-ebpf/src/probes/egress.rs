@@ -5,9 +5,10 @@
 //!
 //! Those hooks see TCP and UDP only. A cgroup `sock_create` program refuses an enforced agent
 //! the internet sockets that send without them (raw, ICMP "ping", SCTP…): an allowlist that
-//! such a socket could step around would hold nothing. Packet sockets (`AF_PACKET`) never
-//! reach a cgroup socket hook, so the process of an enforced agent that gets one is killed at
-//! the syscall's exit instead, before it returns with the socket (`unpoliced_socket`). A
+//! such a socket could step around would hold nothing. Packet sockets (`AF_PACKET`), AF_XDP,
+//! AF_VSOCK and every other family that is neither internet nor host-local never reach a
+//! cgroup socket hook, so the process of an enforced agent that gets one is killed at the
+//! syscall's exit instead, before it returns with the socket (`unpoliced_socket`). A
 //! monitored agent is refused nothing; such sockets it gets are reported (`net.socket`).
 
 use agent_sensor_common::{
@@ -74,12 +75,12 @@ pub fn egress_sock_create(ctx: SockContext) -> i32 {
 /// At the exit of socket(2) (`args`: family, type, protocol) by a process of `agent`, or at
 /// the submission of an io_uring request for one (`via`: `flags::VIA_IO_URING`, `ret` 0), for
 /// a socket the egress programs cannot hold to an allowlist:
-/// - a packet socket an enforced agent got is the one way out no egress hook sees, so the
-///   process is killed before the call returns (before the request runs) and it never holds
-///   the socket;
+/// - one no cgroup socket hook sees (a packet socket, AF_XDP, AF_VSOCK…) that an enforced
+///   agent got is a way out nothing else stops, so the process is killed before the call
+///   returns (before the request runs) and it never holds the socket;
 /// - any such socket a monitored agent got is reported (`net.socket`), what enforce mode would
-///   have refused. (An enforced agent's others were refused by `sock_create`, which reported
-///   them.)
+///   have refused. (An enforced agent's raw and ping internet sockets were refused by
+///   `sock_create`, which reported them.)
 ///
 /// (Not inlined: a frame of its own, off `sys_exit`'s nearly full stack.)
 #[inline(never)]
@@ -87,17 +88,9 @@ pub fn unpoliced_socket(agent: u64, args: [u64; 3], ret: i64, via: u16) -> Optio
     if ret < 0 {
         return None;
     }
-    let packet = SocketRequest::makes_packet_socket(args[0], args[1]);
-    let request = SocketRequest {
-        family: if packet {
-            socket::AF_PACKET
-        } else {
-            args[0] as u16
-        },
-        kind: (args[1] & socket::SOCK_TYPE_MASK) as u16,
-        protocol: args[2] as u16,
-    };
-    if !packet && request.policed_by_egress_hooks() {
+    let request = SocketRequest::of_call(args[0], args[1], args[2]);
+    let outside_hooks = request.outside_socket_hooks();
+    if !outside_hooks && request.policed_by_egress_hooks() {
         return None;
     }
     // SAFETY: the value is only tested for presence.
@@ -105,7 +98,7 @@ pub fn unpoliced_socket(agent: u64, args: [u64; 3], ret: i64, via: u16) -> Optio
         report_socket(EventKind::NetSocket, agent, request, ret, via);
         return Some(());
     }
-    if !packet {
+    if !outside_hooks {
         return None;
     }
     // SAFETY: plain helper call; SIGKILL, delivered before the return to user space.

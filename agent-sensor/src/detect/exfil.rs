@@ -183,6 +183,13 @@ fn socket_name(request: SocketRequest) -> String {
         socket::AF_INET => "IPv4".to_string(),
         socket::AF_INET6 => "IPv6".to_string(),
         socket::AF_PACKET => "packet".to_string(),
+        socket::AF_XDP => "XDP".to_string(),
+        socket::AF_VSOCK => "VSOCK".to_string(),
+        socket::AF_TIPC => "TIPC".to_string(),
+        socket::AF_RDS => "RDS".to_string(),
+        socket::AF_SMC => "SMC".to_string(),
+        socket::AF_CAN => "CAN".to_string(),
+        socket::AF_BLUETOOTH => "Bluetooth".to_string(),
         other => format!("family {other}"),
     };
     let kind = match (request.kind, request.protocol) {
@@ -275,6 +282,17 @@ mod tests {
             fx.feed(socket_denied(PID, 17, 2, 768).ret(4)),
             RuleId::UnallowedEgress,
             "opened a packet socket (type 2, ethertype 0x0003)",
+        );
+        // Families no socket hook sees: the process was killed as it got one.
+        assert_fires(
+            fx.feed(socket_denied(PID, 44, 3, 0).ret(4)),
+            RuleId::UnallowedEgress,
+            "opened a raw XDP socket (type 3, protocol 0)",
+        );
+        assert_fires(
+            fx.feed(socket_denied(PID, 40, 1, 0).ret(4)),
+            RuleId::UnallowedEgress,
+            "opened a VSOCK socket (type 1, protocol 0)",
         );
         // A monitored agent gets the socket: what enforce mode would have refused.
         let mut opened = socket_denied(PID, 2, 3, 1).ret(5);

@@ -86,6 +86,18 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Lazily unmounts whatever a test's agent left mounted on these paths, when dropped: also
+/// when the test fails between a mount and its unmount.
+struct Unmount(Vec<PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = Command::new("/usr/bin/umount").arg("-l").arg(path).output();
+        }
+    }
+}
+
 /// Runs `argv` (no shell in between) as agent `name` through `agent-sensor exec`, in the
 /// worktree; panics unless it exits 0; returns its stdout.
 fn run_agent(sensor: &Sensor, name: &str, worktree: &Path, argv: &[&str]) -> String {
@@ -1648,6 +1660,7 @@ fn mounts_over_paths_outside_the_worktree_are_caught() {
          assert status == 0, status\n\
          print('mounted')\n",
     );
+    let _unmount = Unmount(vec![target.clone(), covered.clone()]);
     let sensor = scene.sensor();
     let out = run_agent(
         &sensor,
@@ -1655,10 +1668,6 @@ fn mounts_over_paths_outside_the_worktree_are_caught() {
         &scene.worktree,
         &[PYTHON, &script, s(&target), s(&covered), s(&sandboxed)],
     );
-    // Should the script have stopped between a mount and its unmount.
-    for path in [&target, &covered] {
-        let _ = Command::new("/usr/bin/umount").arg("-l").arg(path).output();
-    }
     assert!(out.contains("mounted"), "{out}");
     let (events, alerts) = finish(sensor);
     let mounts: Vec<_> = events
@@ -1696,6 +1705,97 @@ fn mounts_over_paths_outside_the_worktree_are_caught() {
                 "mounted over {} outside worktree {worktree}",
                 covered.display()
             )
+        ],
+        "{alerts:#?}"
+    );
+}
+
+/// A mount target named indirectly is judged by what the mount covers: a symlink in the
+/// worktree to an outside file (mount follows it), `/proc/self/fd/N` of an `O_PATH` fd, and
+/// the new mount API's empty path with a target fd (`open_tree` + `move_mount`); so too a
+/// file's times set through its fd alone (`futimens`, `utimensat` with a NULL path).
+#[test]
+fn mount_targets_named_through_links_and_descriptors_are_judged_by_what_they_cover() {
+    if !can_run_kernel_tests(
+        "mount_targets_named_through_links_and_descriptors_are_judged_by_what_they_cover",
+    ) {
+        return;
+    }
+    let scene = Scene::new("mountindirect");
+    let linked = scene.outside_file("linked", "linked\n");
+    let via_fd = scene.outside_file("viafd", "viafd\n");
+    let via_dirfd = scene.outside_file("viadirfd", "viadirfd\n");
+    let touched = scene.outside_file("touched", "touched\n");
+    std::fs::write(scene.worktree.join("notes"), "notes\n").unwrap();
+    std::os::unix::fs::symlink(&linked, scene.worktree.join("link")).unwrap();
+    let script = scene.script(
+        "mountindirect",
+        "import ctypes, os, sys, time\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         libc.syscall.restype = ctypes.c_long\n\
+         def check(ret, what):\n\
+         \x20   assert ret >= 0, '%s: %s' % (what, os.strerror(ctypes.get_errno()))\n\
+         \x20   return ret\n\
+         def bind(target):\n\
+         \x20   check(libc.mount(b'notes', target, None, ctypes.c_ulong(4096), None), target)\n\
+         linked, via_fd, via_dirfd, touched = sys.argv[1:5]\n\
+         bind(b'link')\n\
+         check(libc.umount2(linked.encode(), 0), 'umount linked')\n\
+         fd = os.open(via_fd, os.O_PATH)\n\
+         bind(b'/proc/self/fd/%d' % fd)\n\
+         check(libc.umount2(via_fd.encode(), 0), 'umount viafd')\n\
+         tree = check(libc.syscall(428, -100, b'notes', 1), 'open_tree')\n\
+         to = os.open(via_dirfd, os.O_PATH)\n\
+         check(libc.syscall(429, tree, b'', to, b'', 0x4 | 0x40), 'move_mount')\n\
+         os.close(tree)\n\
+         check(libc.umount2(via_dirfd.encode(), 2), 'umount viadirfd')\n\
+         t = os.open(touched, os.O_RDONLY)\n\
+         os.utime(t)\n\
+         print('done')\n\
+         time.sleep(0.3)\n",
+    );
+    let _unmount = Unmount(vec![linked.clone(), via_fd.clone(), via_dirfd.clone()]);
+    let sensor = scene.sensor();
+    let out = run_agent(
+        &sensor,
+        "mountindirect",
+        &scene.worktree,
+        &[
+            PYTHON,
+            &script,
+            s(&linked),
+            s(&via_fd),
+            s(&via_dirfd),
+            s(&touched),
+        ],
+    );
+    assert!(out.contains("done"), "{out}");
+    let (_, alerts) = finish(sensor);
+    let said: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["rule"] == WRITE_OUTSIDE && a["agent"] == "mountindirect")
+        .map(|a| a["summary"].as_str().unwrap().to_string())
+        .collect();
+    let worktree = scene.worktree.display();
+    assert_eq!(
+        said,
+        [
+            format!(
+                "mounted over {} outside worktree {worktree}",
+                linked.display()
+            ),
+            format!(
+                "mounted over {} outside worktree {worktree}",
+                via_fd.display()
+            ),
+            format!(
+                "mounted over {} outside worktree {worktree}",
+                via_dirfd.display()
+            ),
+            format!(
+                "set the times of {} outside worktree {worktree}",
+                touched.display()
+            ),
         ],
         "{alerts:#?}"
     );

@@ -120,6 +120,10 @@ pub fn exit(c: &mut Call, spec: &Spec, agent: u64, ret: i64) {
         }
     } else if spec.fd != NONE {
         current_file(arg(c, spec.fd) as i32 as i64)
+    } else if spec.dirfd != NONE && names_nothing(arg(c, spec.path)) {
+        // No path with a directory fd: the call acts on the fd's own file (`AT_EMPTY_PATH`,
+        // the mount API's empty paths, `utimensat`'s NULL for futimens).
+        current_file(arg(c, spec.dirfd) as i32 as i64)
     } else {
         None
     };
@@ -152,6 +156,24 @@ pub fn exit(c: &mut Call, spec: &Spec, agent: u64, ret: i64) {
         }
     }
     let _ = record(c, spec, agent, ret);
+}
+
+/// Whether the user string at `path` is NULL or empty.
+#[inline(always)]
+fn names_nothing(path: u64) -> bool {
+    if path == 0 {
+        return true;
+    }
+    let mut first = [0u8; 1];
+    // SAFETY: a one-byte stack destination; the helper checks the user address.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            first.as_mut_ptr().cast(),
+            1,
+            path as *const _,
+        )
+    };
+    ret == 0 && first[0] == 0
 }
 
 /// The device and inode of `file` into `c`.

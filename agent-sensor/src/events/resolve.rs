@@ -223,6 +223,19 @@ impl Resolver {
                 return;
             }
         }
+        // A mount's target is the place the kernel reached, a symlink in its last component
+        // followed (`/proc/self/fd/N` too): what the mount covers is what it points at.
+        if event.kind == EventKind::FileMount
+            && file.path_source == PathSource::Lexical
+            && mount_follows_target(file.nr, file.flags)
+        {
+            let base = file.base.as_deref();
+            let target = resolve_opened(self, event.ktime_ns, base, &file.path_arg, caller);
+            if let Some((path, _, _)) = target {
+                file.path = Some(path);
+                file.path_source = PathSource::Resolved;
+            }
+        }
         if file.path_source == PathSource::Lexical {
             let base = file.base.as_deref();
             if let Some(path) = resolve_parent(self, event.ktime_ns, base, &file.path_arg, caller) {
@@ -236,6 +249,23 @@ impl Resolver {
                 file.path2 = Some(path);
             }
         }
+    }
+}
+
+/// Whether mount call `nr` with `flags` follows a symlink in the last component of its target:
+/// `mount` always, `umount2` unless `UMOUNT_NOFOLLOW`, `move_mount` only with
+/// `MOVE_MOUNT_T_SYMLINKS`, `mount_setattr` unless `AT_SYMLINK_NOFOLLOW`.
+fn mount_follows_target(nr: u32, flags: u32) -> bool {
+    use agent_sensor_common::syscalls::nr;
+    const UMOUNT_NOFOLLOW: u32 = 8;
+    const MOVE_MOUNT_T_SYMLINKS: u32 = 0x10;
+    const AT_SYMLINK_NOFOLLOW: u32 = 0x100;
+    match nr {
+        nr::MOUNT => true,
+        nr::UMOUNT2 => flags & UMOUNT_NOFOLLOW == 0,
+        nr::MOVE_MOUNT => flags & MOVE_MOUNT_T_SYMLINKS != 0,
+        nr::MOUNT_SETATTR => flags & AT_SYMLINK_NOFOLLOW == 0,
+        _ => false,
     }
 }
 

@@ -464,8 +464,27 @@ fn tampering_with_the_sensor_is_caught() {
     assert!(sensor
         .exec_agent("tamper-pidfd", &scene.worktree, &by_pidfd)
         .success());
+    // The sensor's program: replaced, the next start would run the agent's code as root. (A
+    // chmod to the mode it has changes nothing here, and is reported all the same.)
+    let program = std::fs::canonicalize(sensor_binary()).unwrap();
+    assert!(sensor
+        .exec_agent(
+            "tamper-program",
+            &scene.worktree,
+            &format!("chmod u+x {}", program.display())
+        )
+        .success());
     let alerts = stop_and_alerts(sensor);
     let tamper = alerts_of(&alerts, "tamper.sensor");
+    assert!(
+        tamper.iter().any(|a| a["agent"] == "tamper-program"
+            && a["summary"]
+                == format!(
+                    "changed the mode of {}, part of the sensor (its program, policy or state)",
+                    program.display()
+                )),
+        "{alerts:#?}"
+    );
     assert!(
         tamper.iter().any(|a| a["agent"] == "tamper-pidfd"
             && a["summary"]

@@ -41,7 +41,12 @@ impl std::ops::Deref for Scene {
 
 impl Scene {
     fn new(tag: &str) -> Self {
-        let base = agent_sensor_tests::Scene::new(tag, "", "");
+        Self::with_profile(tag, "")
+    }
+
+    /// With more lines of the test profile (`{root}` is the scene's directory).
+    fn with_profile(tag: &str, profile: &str) -> Self {
+        let base = agent_sensor_tests::Scene::new(tag, profile, "");
         let scripts = base.root.join("scripts");
         std::fs::create_dir_all(&scripts).unwrap();
         Self { base, scripts }
@@ -1625,7 +1630,7 @@ fn a_secret_bind_mounted_in_a_new_mount_namespace_is_caught() {
 
 /// A mount changes what every process of the mount namespace sees at its target: a tmpfs over
 /// a directory or a bind mount over a file outside the worktree is a write there, and so is
-/// an unmount.
+/// an unmount; over a directory of startup files it is persistence.
 /// Mounts in a mount namespace of the agent's own user namespace (a sandbox's, as bubblewrap
 /// makes) stay in it: recorded, not judged.
 #[test]
@@ -1633,8 +1638,10 @@ fn mounts_over_paths_outside_the_worktree_are_caught() {
     if !can_run_kernel_tests("mounts_over_paths_outside_the_worktree_are_caught") {
         return;
     }
-    let scene = Scene::new("mountover");
+    let scene = Scene::with_profile("mountover", "startup = [\"{root}/outside/autostart/**\"]");
     let target = scene.outside.join("mounted");
+    let autostart = scene.outside.join("autostart");
+    std::fs::create_dir(&autostart).unwrap();
     let sandboxed = scene.outside.join("sandboxed");
     let covered = scene.outside_file("covered", "covered\n");
     std::fs::write(scene.worktree.join("notes"), "notes\n").unwrap();
@@ -1646,11 +1653,13 @@ fn mounts_over_paths_outside_the_worktree_are_caught() {
          libc = ctypes.CDLL(None, use_errno=True)\n\
          def check(ret, what):\n\
          \x20   assert ret == 0, '%s: %s' % (what, os.strerror(ctypes.get_errno()))\n\
-         target, covered, sandboxed = (a.encode() for a in sys.argv[1:4])\n\
+         target, covered, sandboxed, autostart = (a.encode() for a in sys.argv[1:5])\n\
          check(libc.mount(b'tmpfs', target, b'tmpfs', ctypes.c_ulong(0), None), 'mount')\n\
          check(libc.umount2(target, 0), 'umount2')\n\
          check(libc.mount(b'notes', covered, None, ctypes.c_ulong(4096), None), 'bind mount')\n\
          check(libc.umount2(covered, 0), 'umount2')\n\
+         check(libc.mount(b'tmpfs', autostart, b'tmpfs', ctypes.c_ulong(0), None), 'mount')\n\
+         check(libc.umount2(autostart, 0), 'umount2')\n\
          pid = os.fork()\n\
          if pid == 0:\n\
          \x20   check(libc.unshare(0x10000000 | 0x20000), 'unshare')\n\
@@ -1660,13 +1669,20 @@ fn mounts_over_paths_outside_the_worktree_are_caught() {
          assert status == 0, status\n\
          print('mounted')\n",
     );
-    let _unmount = Unmount(vec![target.clone(), covered.clone()]);
+    let _unmount = Unmount(vec![target.clone(), covered.clone(), autostart.clone()]);
     let sensor = scene.sensor();
     let out = run_agent(
         &sensor,
         "mountover",
         &scene.worktree,
-        &[PYTHON, &script, s(&target), s(&covered), s(&sandboxed)],
+        &[
+            PYTHON,
+            &script,
+            s(&target),
+            s(&covered),
+            s(&sandboxed),
+            s(&autostart),
+        ],
     );
     assert!(out.contains("mounted"), "{out}");
     let (events, alerts) = finish(sensor);
@@ -1682,6 +1698,8 @@ fn mounts_over_paths_outside_the_worktree_are_caught() {
             ("umount2".into(), s(&target).into()),
             ("mount".into(), s(&covered).into()),
             ("umount2".into(), s(&covered).into()),
+            ("mount".into(), s(&autostart).into()),
+            ("umount2".into(), s(&autostart).into()),
             ("mount".into(), s(&sandboxed).into())
         ],
         "{events:#?}"
@@ -1706,6 +1724,20 @@ fn mounts_over_paths_outside_the_worktree_are_caught() {
                 covered.display()
             )
         ],
+        "{alerts:#?}"
+    );
+    // Over a directory of startup files: what it shadows is persistence.
+    let startup: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["rule"] == "persistence.startup_write" && a["agent"] == "mountover")
+        .map(|a| a["summary"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        startup,
+        [format!(
+            "mounted over the startup files under {}",
+            autostart.display()
+        )],
         "{alerts:#?}"
     );
 }

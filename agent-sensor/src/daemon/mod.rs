@@ -558,16 +558,19 @@ fn reload_policy(options: &RunOptions, pipeline: &mut Pipeline) {
 }
 
 /// What tamper.sensor guards besides the pins and `/proc` files it knows itself: the state
-/// dir, the policy file, the control socket and bpffs, each named as the kernel names the
-/// paths of agents' calls (see [`kernel_names`]). A relative name, compared with those
-/// absolute paths, would guard nothing.
+/// dir, the policy file, the control socket, bpffs and the sensor's own program (replaced, the
+/// next start runs someone else's code as root), each named as the kernel names the paths of
+/// agents' calls (see [`kernel_names`]). A relative name, compared with those absolute paths,
+/// would guard nothing.
 fn protected_paths(state_dir: &Path, policy: Option<&Path>, control_socket: &Path) -> Vec<PathBuf> {
     let mut paths = Vec::new();
+    let exe = std::env::current_exe().ok();
     for path in [
         Some(state_dir),
         policy,
         Some(control_socket),
         Some(Path::new("/sys/fs/bpf")),
+        exe.as_deref(),
     ]
     .into_iter()
     .flatten()
@@ -739,6 +742,8 @@ mod tests {
             assert!(paths.contains(&cwd.join(name)), "{name}: {paths:?}");
         }
         assert!(paths.contains(&PathBuf::from("/sys/fs/bpf")), "{paths:?}");
+        let exe = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+        assert!(paths.contains(&exe), "the sensor's own program: {paths:?}");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub fn write(ctx: &Context, state: &AgentState, w: &WriteAttempt) -> Option<Cand
         format!("hook, settings or instruction file of agent {agent}:")
     } else if ctx.agent.scope.is_startup(w.path) {
         "startup file".to_string()
+    } else if shadows_startup_files(ctx, w) {
+        "the startup files under".to_string()
     } else {
         return None;
     };
@@ -63,6 +65,21 @@ pub fn write(ctx: &Context, state: &AgentState, w: &WriteAttempt) -> Option<Cand
         summary,
         vec![w.event.clone()],
     ))
+}
+
+/// A mount over (or away from) a directory changes every file below it: one holding startup
+/// files the policy names (`/etc/cron.d`, `~/.ssh`, a home) or a git directory's hooks.
+fn shadows_startup_files(ctx: &Context, w: &WriteAttempt) -> bool {
+    use super::access::WriteOp;
+    if !matches!(w.op, WriteOp::Mount | WriteOp::Remount | WriteOp::Unmount) {
+        return false;
+    }
+    // A name below it that any `/**` pattern over it matches (`/etc/cron*/**`), then the
+    // patterns whose fixed part lies below it or names it (`~/.ssh/authorized_keys*`).
+    let inside = [w.path, b"/hook"].concat();
+    is_git_hook(&inside)
+        || ctx.agent.scope.is_startup(&inside)
+        || ctx.agent.scope.startup_below(w.path)
 }
 
 /// A path in a `hooks` directory of a git directory (`.git/hooks/…`, `repo.git/hooks/…`).
@@ -135,6 +152,35 @@ mod tests {
             RuleId::StartupWrite,
             "(permission denied)",
         );
+    }
+
+    #[test]
+    fn a_mount_over_a_directory_of_startup_files_is_persistence() {
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(mount(PID, "tmpfs", "/etc/cron.d", 0)),
+            RuleId::StartupWrite,
+            "mounted over the startup files under /etc/cron.d",
+        );
+        // The user units lie below: the fixture's `~/.config/systemd/user/**`.
+        assert_fires(
+            fx.feed(mount(PID, "/work/a/fake", "/home/u/.config/systemd", 4096)),
+            RuleId::StartupWrite,
+            "mounted over the startup files under /home/u/.config/systemd",
+        );
+        // Nothing the policy names lies below.
+        assert_fires(
+            fx.feed(mount(PID, "tmpfs", "/home/u/music", 0)),
+            RuleId::WriteOutsideWorktree,
+            "mounted over /home/u/music",
+        );
+        assert_fires(
+            fx.feed(mount(PID, "/work/a/h", "/home/u/other/.git/hooks", 4096)),
+            RuleId::StartupWrite,
+            "mounted over the startup files under /home/u/other/.git/hooks",
+        );
+        // The agent's own hooks are its work, mounted or written.
+        assert_silent(fx.feed(mount(PID, "/work/a/h", "/work/a/.git/hooks", 4096)));
     }
 
     #[test]

@@ -206,7 +206,7 @@ fn protected(ctx: &Context, path: &[u8]) -> Option<&'static str> {
         .protected_paths
         .iter()
         .any(|p| under(path, p.as_os_str().as_encoded_bytes()))
-        .then_some("part of the sensor's policy or state")
+        .then_some("part of the sensor (its program, policy or state)")
 }
 
 /// Under the cgroup v2 mount, but not in the agent's own cgroup (or one below it, which freeze
@@ -469,7 +469,7 @@ mod tests {
         assert_fires(
             fx.feed(open(PID, "/etc/agent-sensor/policy.toml", WRITE)),
             RuleId::TamperSensor,
-            "part of the sensor's policy or state",
+            "part of the sensor (its program, policy or state)",
         );
         assert_fires(
             fx.feed(rename(

@@ -183,6 +183,21 @@ impl AgentScope {
         self.first_in_lists(path, |l| &l.startup)
     }
 
+    /// Whether startup files the policy names lie below directory `dir` (what a mount over it
+    /// shadows): a `startup` pattern whose literal part is inside `dir`, or is `dir` with
+    /// matches below it. Not cached: mounts are rare.
+    pub fn startup_below(&self, dir: &[u8]) -> bool {
+        let dir = dir.strip_suffix(b"/").unwrap_or(dir);
+        self.lists()
+            .flat_map(|l| l.startup.literal_prefixes(&self.roots))
+            .any(|(prefix, depth)| {
+                let inside = prefix.len() > dir.len()
+                    && prefix.starts_with(dir)
+                    && prefix[dir.len()] == b'/';
+                (inside || (prefix == dir && depth != Some(0))) && !self.is_own_state(&prefix)
+            })
+    }
+
     /// The profile's own state (`own_state`): its configuration and credential store.
     pub fn is_own_state(&self, path: &[u8]) -> bool {
         self.profile_lists.own_state.matches(path, &self.roots)

@@ -71,6 +71,10 @@ pub struct KernelOffsets {
     /// `pid.numbers[0].nr`: the pid in the initial namespace.
     pub pid_numbers: u32,
     pub upid_nr: u32,
+    /// `pid.tasks[PIDTYPE_PID].first` and `task_struct.pid_links[PIDTYPE_PID]`: the task a pid
+    /// names, whose `tgid` is the process of a thread's pidfd (`PIDFD_THREAD`).
+    pub pid_tasks: u32,
+    pub task_pid_links: u32,
     /// `task.nsproxy->mnt_ns->user_ns->ns.inum`: who owns the caller's mount namespace.
     pub task_nsproxy: u32,
     pub nsproxy_mnt_ns: u32,
@@ -95,7 +99,7 @@ pub struct KernelOffsets {
     /// Set to [`KernelOffsets::MAGIC`] by user space: programs do nothing until it is.
     pub magic: u32,
 }
-assert_size!(KernelOffsets, 74 * 4 + core::mem::size_of::<UringOffsets>());
+assert_size!(KernelOffsets, 76 * 4 + core::mem::size_of::<UringOffsets>());
 
 /// Where io_uring keeps what a request asks for, as offsets from the start of its
 /// `struct io_kiocb`: the operation, the `fd` of its submission entry, and the fields of the

@@ -232,7 +232,8 @@ pub fn socket_sock(file: u64) -> Option<u64> {
 const PID_FS_MAGIC: u64 = 0x5049_4446;
 const ANON_INODE_FS_MAGIC: u64 = 0x0904_1934;
 
-/// The pid (in the initial namespace) a pidfd `file` names, `None` for any other file. Read in
+/// The process (its pid in the initial namespace) a pidfd `file` names, also for a thread's
+/// pidfd; `None` for any other file. Read in
 /// the call's own exit, so the answer cannot race the pidfd's close the way a later read of
 /// `/proc/<pid>/fdinfo` does. Rare calls only: every read is a helper call.
 #[inline(always)]
@@ -244,7 +245,11 @@ pub fn pidfd_pid(file: u64) -> Option<u32> {
         ANON_INODE_FS_MAGIC => read_ptr(file, off!(file_private_data))?,
         _ => return None,
     };
-    read::<u32>(pid, off!(pid_numbers) + off!(upid_nr)).filter(|nr| *nr != 0)
+    // A thread's pidfd names the thread: its process is its task's thread group.
+    let task = read_ptr(pid, off!(pid_tasks)).map(|link| link - off!(task_pid_links));
+    task.and_then(|task| read::<u32>(task, off!(task_tgid)))
+        .or_else(|| read::<u32>(pid, off!(pid_numbers) + off!(upid_nr)))
+        .filter(|nr| *nr != 0)
 }
 
 /// The inode number of the user namespace that owns the current task's mount namespace (0 if

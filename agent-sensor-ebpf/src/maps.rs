@@ -247,6 +247,8 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     sb_magic: 0,
     pid_numbers: 0,
     upid_nr: 0,
+    pid_tasks: 0,
+    task_pid_links: 0,
     task_nsproxy: 0,
     nsproxy_mnt_ns: 0,
     mnt_ns_user_ns: 0,

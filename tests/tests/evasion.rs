@@ -411,54 +411,82 @@ fn a_32_bit_syscall_from_a_64_bit_process_is_reported() {
 /// `pidfd_getfd` takes another process's descriptor (a file it opened, a socket, an io_uring
 /// ring it polls), with that process's rights: caught like a read of its memory, the target
 /// named from the pidfd even when the caller closes it at once (the daemon, reading it later
-/// from `/proc`, lost that race on a busy machine).
+/// from `/proc`, lost that race on a busy machine), and as the process when the pidfd is one
+/// of its threads'.
 #[test]
 fn a_descriptor_taken_from_another_process_with_pidfd_getfd_is_caught() {
     if !can_run_kernel_tests("a_descriptor_taken_from_another_process_with_pidfd_getfd_is_caught") {
         return;
     }
     let scene = Scene::new("pidfdgetfd");
-    // A process of the test's, not the agent's, holding a file open on fd 0.
-    let mut victim = Command::new("/bin/sleep")
-        .arg("30")
+    // A process of the test's, not the agent's, holding a file open on fd 0, with a second
+    // thread: it prints that thread's id.
+    let mut victim = Command::new(PYTHON)
+        .args([
+            "-c",
+            "import threading, time\n\
+             t = threading.Thread(target=time.sleep, args=(30,), daemon=True)\n\
+             t.start()\n\
+             print(t.native_id, flush=True)\n\
+             time.sleep(30)\n",
+        ])
         .stdin(std::fs::File::open(scene.outside_file("held", "held\n")).unwrap())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let victim_pid = victim.id();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(victim.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let victim_thread = line.trim().to_string();
+    // pidfd_open(pid, flags): PIDFD_THREAD (O_EXCL) for a pidfd of one thread.
     let script = scene.script(
         "getfd",
         "import ctypes, os, sys, time\n\
          libc = ctypes.CDLL(None, use_errno=True)\n\
-         pidfd = os.pidfd_open(int(sys.argv[1]))\n\
+         pidfd = libc.syscall(ctypes.c_long(434), ctypes.c_long(int(sys.argv[1])), ctypes.c_long(int(sys.argv[2])))\n\
+         assert pidfd >= 0, os.strerror(ctypes.get_errno())\n\
          fd = libc.syscall(ctypes.c_long(438), ctypes.c_long(pidfd), ctypes.c_long(0), ctypes.c_long(0))\n\
          assert fd >= 0, os.strerror(ctypes.get_errno())\n\
          os.close(pidfd)\n\
          time.sleep(0.2)\n\
-         print('taken=%s' % os.read(fd, 4).decode())\n",
+         print('taken=%s' % os.pread(fd, 4, 0).decode())\n",
     );
     let sensor = scene.sensor();
-    let out = run_agent(
-        &sensor,
-        "getfd",
-        &scene.worktree,
-        &[PYTHON, &script, &victim_pid.to_string()],
-    );
+    let runs = [
+        ("getfd", victim_pid.to_string(), "0"),
+        ("getfd-thread", victim_thread, "128"),
+    ];
+    for (agent, target, flags) in &runs {
+        let out = run_agent(
+            &sensor,
+            agent,
+            &scene.worktree,
+            &[PYTHON, &script, target, flags],
+        );
+        assert!(out.contains("taken=held"), "{agent}: {out}");
+    }
     victim.kill().unwrap();
     victim.wait().unwrap();
-    assert!(out.contains("taken=held"), "{out}");
     let (_, alerts) = finish(sensor);
-    let alert = alerts
-        .iter()
-        .find(|a| a["rule"] == SENSITIVE_READ && a["agent"] == "getfd")
-        .unwrap_or_else(|| panic!("no alert; alerts: {alerts:#?}"));
-    assert_eq!(
-        alert["summary"],
-        format!(
-            "took a descriptor of process {victim_pid}, which is not one of its own, with \
-             pidfd_getfd"
-        ),
-        "{alert:#}"
-    );
+    // The process is named, also when the pidfd was a thread's.
+    for (agent, _, _) in &runs {
+        let alert = alerts
+            .iter()
+            .find(|a| a["rule"] == SENSITIVE_READ && a["agent"] == *agent)
+            .unwrap_or_else(|| panic!("no alert for {agent}; alerts: {alerts:#?}"));
+        assert_eq!(
+            alert["summary"],
+            format!(
+                "took a descriptor of process {victim_pid}, which is not one of its own, with \
+                 pidfd_getfd"
+            ),
+            "{alert:#}"
+        );
+    }
 }
 
 #[test]

@@ -73,6 +73,8 @@ pub fn resolve(btf: &Btf, casts: Option<TypedCasts>) -> Result<KernelOffsets, Bt
         sb_magic: o("super_block", "s_magic")?,
         pid_numbers: o("pid", "numbers")?,
         upid_nr: o("upid", "nr")?,
+        pid_tasks: o("pid", "tasks")?,
+        task_pid_links: o("task_struct", "pid_links")?,
         task_nsproxy: o("task_struct", "nsproxy")?,
         nsproxy_mnt_ns: o("nsproxy", "mnt_ns")?,
         mnt_ns_user_ns: o("mnt_namespace", "user_ns")?,

@@ -133,6 +133,15 @@ fn finish(mut sensor: Sensor) -> (Vec<Value>, Vec<Value>) {
     (events, alerts)
 }
 
+/// The summaries of `agent`'s alerts of `rule`, in order.
+fn summaries(alerts: &[Value], rule: &str, agent: &str) -> Vec<String> {
+    alerts
+        .iter()
+        .filter(|a| a["rule"] == rule && a["agent"] == agent)
+        .map(|a| a["summary"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// The alert of `rule` for `agent` with an evidence event whose `path` or `path2` is `path`,
 /// and that evidence event; panics listing every alert if there is none.
 fn expect_alert<'a>(
@@ -1732,11 +1741,7 @@ fn mounts_over_paths_outside_the_worktree_are_caught() {
         ],
         "{events:#?}"
     );
-    let said: Vec<_> = alerts
-        .iter()
-        .filter(|a| a["rule"] == WRITE_OUTSIDE && a["agent"] == "mountover")
-        .map(|a| a["summary"].as_str().unwrap().to_string())
-        .collect();
+    let said = summaries(&alerts, WRITE_OUTSIDE, "mountover");
     // One alert per target (the unmounts are deduplicated into the mounts'), none for the
     // sandbox's.
     let worktree = scene.worktree.display();
@@ -1755,11 +1760,7 @@ fn mounts_over_paths_outside_the_worktree_are_caught() {
         "{alerts:#?}"
     );
     // Over a directory of startup files: what it shadows is persistence.
-    let startup: Vec<_> = alerts
-        .iter()
-        .filter(|a| a["rule"] == "persistence.startup_write" && a["agent"] == "mountover")
-        .map(|a| a["summary"].as_str().unwrap().to_string())
-        .collect();
+    let startup = summaries(&alerts, "persistence.startup_write", "mountover");
     assert_eq!(
         startup,
         [format!(
@@ -1831,11 +1832,7 @@ fn mount_targets_named_through_links_and_descriptors_are_judged_by_what_they_cov
     );
     assert!(out.contains("done"), "{out}");
     let (_, alerts) = finish(sensor);
-    let said: Vec<_> = alerts
-        .iter()
-        .filter(|a| a["rule"] == WRITE_OUTSIDE && a["agent"] == "mountindirect")
-        .map(|a| a["summary"].as_str().unwrap().to_string())
-        .collect();
+    let said = summaries(&alerts, WRITE_OUTSIDE, "mountindirect");
     let worktree = scene.worktree.display();
     assert_eq!(
         said,

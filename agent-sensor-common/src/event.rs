@@ -105,8 +105,9 @@ pub enum EventKind {
     NetClose = 46,
     /// A connection or send refused in the kernel by the agent's egress allowlist.
     NetDenied = 47,
-    /// A socket no egress program can hold to an allowlist (raw, ICMP "ping", SCTP, packet)
-    /// that an agent whose egress is not enforced got: what enforce mode would have refused.
+    /// A socket no egress program can hold to an allowlist (raw, ICMP "ping", SCTP, packet,
+    /// XDP, VSOCK…) that an agent whose egress is not enforced got: what enforce mode would
+    /// have refused.
     NetSocket = 48,
 }
 

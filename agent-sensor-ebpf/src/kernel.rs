@@ -233,9 +233,9 @@ const PID_FS_MAGIC: u64 = 0x5049_4446;
 const ANON_INODE_FS_MAGIC: u64 = 0x0904_1934;
 
 /// The process (its pid in the initial namespace) a pidfd `file` names, also for a thread's
-/// pidfd; `None` for any other file. Read in
-/// the call's own exit, so the answer cannot race the pidfd's close the way a later read of
-/// `/proc/<pid>/fdinfo` does. Rare calls only: every read is a helper call.
+/// pidfd; `None` for any other file. Read in the call's own exit, so the answer cannot race
+/// the pidfd's close the way a later read of `/proc/<pid>/fdinfo` does. Rare calls only:
+/// every read is a helper call.
 #[inline(always)]
 pub fn pidfd_pid(file: u64) -> Option<u32> {
     let inode = read_ptr(file, off!(file_inode))?;

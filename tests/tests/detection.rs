@@ -423,14 +423,25 @@ fn privilege_escalation_is_caught() {
         .status()
         .unwrap();
     let sensor = scene.sensor();
+    // From an unprivileged user, a setuid-root binary is root; from root it gains nothing.
+    let as_nobody = format!(
+        "/usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups {}",
+        s(&suid)
+    );
     assert!(sensor
-        .exec_agent("escalate", &scene.worktree, s(&suid))
+        .exec_agent("escalate", &scene.worktree, &as_nobody)
+        .success());
+    assert!(sensor
+        .exec_agent("escalate-root", &scene.worktree, s(&suid))
         .success());
     let alerts = stop_and_alerts(sensor);
-    assert!(
-        !alerts_of(&alerts, "privilege.escalation").is_empty(),
-        "{alerts:#?}"
-    );
+    let ran = |agent: &str| {
+        alerts_of(&alerts, "privilege.escalation").iter().any(|a| {
+            a["agent"] == agent && a["summary"] == format!("ran setuid binary {}", s(&suid))
+        })
+    };
+    assert!(ran("escalate"), "{alerts:#?}");
+    assert!(!ran("escalate-root"), "{alerts:#?}");
 }
 
 #[test]

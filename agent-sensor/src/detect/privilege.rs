@@ -1,5 +1,6 @@
-//! privilege.escalation: sudo/su/doas/pkexec, setuid binaries, switching to uid 0, capset,
-//! and writes to the files that grant privilege (sudoers, passwd, shadow…).
+//! privilege.escalation: sudo/su/doas/pkexec, setuid binaries run by a user other than root,
+//! switching to uid 0, capset, and writes to the files that grant privilege (sudoers, passwd,
+//! shadow…).
 //!
 //! The event header's uid is read when the syscall returns, so a setuid call's header already
 //! shows the new uid; the uid before is what the detector saw of the process earlier. A uid
@@ -105,7 +106,8 @@ pub fn exec(event: &Event) -> Option<Candidate> {
     let summary = if ESCALATORS.contains(&name) {
         let command: Vec<String> = argv.iter().map(|a| text(a)).collect();
         format!("ran {}: {}", text(name), command.join(" "))
-    } else if mode & 0o4000 != 0 && !SETUID_HELPERS.contains(&name) {
+    } else if mode & 0o4000 != 0 && event.uid != 0 && !SETUID_HELPERS.contains(&name) {
+        // (A root process gains nothing by a setuid binary: util-linux `mount` run as root.)
         format!("ran setuid binary {}", text(filename))
     } else {
         return None;
@@ -254,6 +256,17 @@ mod tests {
         );
         // setgid alone (crontab, ssh-agent on some distros) is not setuid.
         assert_silent(fx.feed(exec(PID + 3, "/usr/bin/ssh-agent", &["ssh-agent"]).mode(0o102755)));
+        // Root gains nothing by one. (This process became root unseen, which is its own
+        // finding.)
+        let findings = fx.feed(
+            exec(PID + 4, "/usr/bin/mount", &["mount", "--bind", "a", "b"])
+                .mode(0o104755)
+                .uid(0),
+        );
+        assert!(
+            !findings.iter().any(|f| f.summary.starts_with("ran setuid")),
+            "{findings:#?}"
+        );
     }
 
     #[test]

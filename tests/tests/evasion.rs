@@ -1741,6 +1741,17 @@ fn mounts_over_paths_outside_the_worktree_are_caught() {
         ],
         "{events:#?}"
     );
+    // A tmpfs's source is a name, not a file under the cwd; a bind's is the file.
+    let source = |path: &Path| {
+        let mount = events
+            .iter()
+            .find(|e| e["kind"] == "file.mount" && e["path"] == s(path))
+            .unwrap();
+        (mount["path2_arg"].clone(), mount["path2"].clone())
+    };
+    assert_eq!(source(&target), ("tmpfs".into(), Value::Null));
+    let notes = scene.worktree.join("notes");
+    assert_eq!(source(&covered), ("notes".into(), s(&notes).into()));
     let said = summaries(&alerts, WRITE_OUTSIDE, "mountover");
     // One alert per target (the unmounts are deduplicated into the mounts'), none for the
     // sandbox's.

@@ -263,8 +263,7 @@ fn mount_touches<'a>(
     });
     // The source of a bind or a move is resolved (what it holds is read later, by name and
     // inode); another mount's source is a device or a file system's name, no path.
-    let has_source = file.nr == nr::MOVE_MOUNT
-        || (file.nr == nr::MOUNT && file.flags & (MS_BIND | MS_MOVE) != 0);
+    let has_source = crate::events::mount_source_is_path(file.nr, file.flags);
     if let (true, Some(source)) = (has_source, second) {
         out.push(Touch {
             path: source,

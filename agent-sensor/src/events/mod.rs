@@ -388,6 +388,16 @@ fn decode_exec(record: &[u8]) -> Result<Body, DecodeError> {
     })
 }
 
+/// Whether mount call `nr` with `flags` names a file by its second path: the source of a bind
+/// or a move (`mount` with `MS_BIND` or `MS_MOVE`, `move_mount`). Another mount's source is a
+/// device or a file system's name (`tmpfs`, `none`), not a path under the caller's cwd.
+pub fn mount_source_is_path(nr: u32, flags: u32) -> bool {
+    use agent_sensor_common::syscalls::nr;
+    const MS_BIND: u32 = 4096;
+    const MS_MOVE: u32 = 8192;
+    nr == nr::MOVE_MOUNT || (nr == nr::MOUNT && flags & (MS_BIND | MS_MOVE) != 0)
+}
+
 fn decode_file(kind: EventKind, record: &[u8]) -> Result<FileBody, DecodeError> {
     let (p, mut tail) = payload::<FileEvent>(record)?;
     let path_arg = tail.take(p.path_len as usize)?.to_vec();
@@ -411,8 +421,12 @@ fn decode_file(kind: EventKind, record: &[u8]) -> Result<FileBody, DecodeError> 
     } else {
         (None, PathSource::Argument)
     };
-    // A symlink's target is stored text, not a path the call resolves.
-    let path2 = if p.path2_len == 0 || kind == EventKind::FileSymlink {
+    // A symlink's target is stored text, not a path the call resolves; nor is most mounts'
+    // source.
+    let path2 = if p.path2_len == 0
+        || kind == EventKind::FileSymlink
+        || (kind == EventKind::FileMount && !mount_source_is_path(p.nr, p.flags))
+    {
         None
     } else if path2_arg.starts_with(b"/") {
         Some(path::normalize(path2_arg))

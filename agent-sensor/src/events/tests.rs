@@ -233,3 +233,30 @@ fn device_numbers_match_stat() {
         (300 & 0xff) | (8 << 8) | ((300 & !0xff) << 12)
     );
 }
+
+#[test]
+fn a_mount_source_is_a_path_only_for_a_bind_or_a_move() {
+    // mount("tmpfs", "/srv/x", …) from /home/a: the source is a file system's name.
+    let base = b"\x01a\x04home";
+    let mount = |flags: u32| {
+        let p = FileEvent {
+            nr: 165,
+            flags,
+            path_len: 6,
+            path2_len: 5,
+            base2_len: base.len() as u16,
+            ..Default::default()
+        };
+        let mut tail = b"/srv/xtmpfs".to_vec();
+        tail.extend_from_slice(base);
+        let ev = decode(&record(EventKind::FileMount, &p, &tail)).unwrap();
+        let Body::File(f) = ev.body else { panic!() };
+        f
+    };
+    let plain = mount(0);
+    assert_eq!(plain.path.as_deref(), Some(&b"/srv/x"[..]));
+    assert_eq!(plain.path2_arg.as_deref(), Some(&b"tmpfs"[..]));
+    assert_eq!(plain.path2, None);
+    // MS_BIND: the source is a file, under the cwd.
+    assert_eq!(mount(4096).path2.as_deref(), Some(&b"/home/a/tmpfs"[..]));
+}

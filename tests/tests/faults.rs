@@ -249,6 +249,10 @@ fn a_full_disk_for_incidents_still_alerts() {
     // The harness keeps the sensor's state in <its dir>/state: make that a tiny disk.
     let sensor_dir = TempDir::outside_tmp("fulldisk-sensor");
     let state = sensor_dir.0.join("state");
+    // Dropped last: the sensor's own removal of its directory fails while the disk is still
+    // mounted on it (the sensor needs the state there to clean up its agents, so it goes
+    // first), and every run left one behind.
+    let _after_unmount = TempDir(sensor_dir.0.clone());
     let _disk = SmallDisk::mount(&state, 256);
     let mut sensor = Sensor::start_in(sensor_dir, &[]);
     // Fill what is left.

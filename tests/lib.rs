@@ -38,15 +38,36 @@ pub fn can_run_kernel_tests(test: &str) -> bool {
     true
 }
 
-/// The cgroup v2 mount point, from /proc/self/mountinfo.
 /// A python script that drives io_uring through raw syscalls (`tests/scripts/io_uring.py`).
 pub const IO_URING_PY: &str = include_str!("scripts/io_uring.py");
 
-/// Whether io_uring is switched off on this host (`kernel.io_uring_disabled`): its tests skip.
-pub fn io_uring_disabled() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
+/// [`can_run_kernel_tests`], and io_uring is not switched off on this host
+/// (`kernel.io_uring_disabled`); otherwise prints why the test is skipped.
+pub fn can_run_io_uring_tests(test: &str) -> bool {
+    if !can_run_kernel_tests(test) {
+        return false;
+    }
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .is_ok_and(|v| v.trim() != "0");
+    if disabled {
+        eprintln!("SKIPPED {test}: io_uring is disabled here");
+    }
+    !disabled
 }
 
+/// Lazily unmounts whatever is still mounted on these paths, when dropped: also when a test
+/// fails between a mount and its unmount.
+pub struct Unmount(pub Vec<PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = Command::new("/usr/bin/umount").arg("-l").arg(path).output();
+        }
+    }
+}
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo.
 pub fn cgroup2_root() -> PathBuf {
     let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     info.lines()

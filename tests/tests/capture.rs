@@ -400,11 +400,7 @@ fn loopback_tcp_connect_and_send_are_reported() {
 /// the syscall that does the same, flagged `io_uring`, with the address and data as passed.
 #[test]
 fn io_uring_connects_and_sends_are_recorded() {
-    if !can_run_kernel_tests("io_uring_connects_and_sends_are_recorded") {
-        return;
-    }
-    if io_uring_disabled() {
-        eprintln!("SKIPPED io_uring_connects_and_sends_are_recorded: io_uring is disabled here");
+    if !can_run_io_uring_tests("io_uring_connects_and_sends_are_recorded") {
         return;
     }
     let (port, server) = loopback_sink();

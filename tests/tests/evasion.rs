@@ -91,18 +91,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Lazily unmounts whatever a test's agent left mounted on these paths, when dropped: also
-/// when the test fails between a mount and its unmount.
-struct Unmount(Vec<PathBuf>);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = Command::new("/usr/bin/umount").arg("-l").arg(path).output();
-        }
-    }
-}
-
 /// Runs `argv` (no shell in between) as agent `name` through `agent-sensor exec`, in the
 /// worktree; panics unless it exits 0; returns its stdout.
 fn run_agent(sensor: &Sensor, name: &str, worktree: &Path, argv: &[&str]) -> String {
@@ -1299,11 +1287,7 @@ fn uring_results(out: &str) -> Vec<Option<i64>> {
 /// sends) carry a tunnel as well as `sendto` does: recorded as sends, parsed, caught.
 #[test]
 fn a_dns_tunnel_through_io_uring_sends_is_caught() {
-    if !can_run_kernel_tests("a_dns_tunnel_through_io_uring_sends_is_caught") {
-        return;
-    }
-    if io_uring_disabled() {
-        eprintln!("SKIPPED: io_uring is disabled here");
+    if !can_run_io_uring_tests("a_dns_tunnel_through_io_uring_sends_is_caught") {
         return;
     }
     let scene = Scene::new("uringdns");
@@ -1374,11 +1358,7 @@ fn a_dns_tunnel_through_io_uring_sends_is_caught() {
 /// too from the submission-polling thread, and with the completion skipped.
 #[test]
 fn io_uring_requests_are_recorded_and_judged() {
-    if !can_run_kernel_tests("io_uring_requests_are_recorded_and_judged") {
-        return;
-    }
-    if io_uring_disabled() {
-        eprintln!("SKIPPED io_uring_requests_are_recorded_and_judged: io_uring is disabled here");
+    if !can_run_io_uring_tests("io_uring_requests_are_recorded_and_judged") {
         return;
     }
     let scene = Scene::new("iouring");

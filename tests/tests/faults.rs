@@ -216,27 +216,17 @@ fn a_flood_of_one_repeated_open_is_counted_and_hides_nothing_that_follows() {
     assert!(drops.is_empty(), "{drops:#?}");
 }
 
-/// A tmpfs of `kib` KiB mounted on `dir`; unmounted on drop.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, kib: u32) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "cannot mount a tmpfs on {}", dir.display());
-        SmallDisk(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
+/// A tmpfs of `kib` KiB mounted on `dir`; unmounted when the guard is dropped.
+fn small_disk(dir: &Path, kib: u32) -> Unmount {
+    std::fs::create_dir_all(dir).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cannot mount a tmpfs on {}", dir.display());
+    Unmount(vec![dir.to_path_buf()])
 }
 
 #[test]
@@ -253,7 +243,7 @@ fn a_full_disk_for_incidents_still_alerts() {
     // mounted on it (the sensor needs the state there to clean up its agents, so it goes
     // first), and every run left one behind.
     let _after_unmount = TempDir(sensor_dir.0.clone());
-    let _disk = SmallDisk::mount(&state, 256);
+    let _disk = small_disk(&state, 256);
     let mut sensor = Sensor::start_in(sensor_dir, &[]);
     // Fill what is left.
     let _ = std::fs::write(state.join("filler"), vec![0u8; 512 * 1024]);

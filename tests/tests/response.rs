@@ -329,11 +329,8 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
 /// the socket and an alert.
 #[test]
 fn an_io_uring_packet_socket_is_killed_when_submitted_in_enforce_mode() {
-    if !can_run_kernel_tests("an_io_uring_packet_socket_is_killed_when_submitted_in_enforce_mode") {
-        return;
-    }
-    if io_uring_disabled() {
-        eprintln!("SKIPPED: io_uring is disabled here");
+    if !can_run_io_uring_tests("an_io_uring_packet_socket_is_killed_when_submitted_in_enforce_mode")
+    {
         return;
     }
     let scene = Scene::new("uringpacket", "");

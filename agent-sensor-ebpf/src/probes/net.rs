@@ -11,13 +11,8 @@ use agent_sensor_common::syscalls::{
     SyscallSpec,
 };
 
-/// Copies `len` (clamped to `max`, a power of two) user bytes into `dst`; returns bytes copied.
-#[inline(always)]
-fn copy_user(src: u64, len: u64, dst: *mut u8, max: usize) -> u16 {
-    copy(src, len, dst, max, false)
-}
-
-/// [`copy_user`], from kernel memory where `kernel`.
+/// Copies `len` (clamped to `max`, a power of two) bytes of user memory, or of kernel memory
+/// where `kernel`, into `dst`; returns bytes copied.
 #[inline(always)]
 fn copy(src: u64, len: u64, dst: *mut u8, max: usize, kernel: bool) -> u16 {
     if src == 0 || len == 0 {
@@ -97,10 +92,11 @@ fn passed(c: &Call) -> Passed {
     }
 }
 
-/// Appends `len` user bytes at `src` (clamped as `copy_user` does); returns bytes appended.
+/// Appends `len` bytes at `src` (clamped, and from kernel memory where `kernel`, as [`copy`]
+/// does); returns bytes appended.
 #[inline(always)]
-fn append_user(record: &Record, src: u64, len: u64, max: usize) -> u16 {
-    let copied = copy_user(src, len, record.tail(), max);
+fn append(record: &Record, src: u64, len: u64, max: usize, kernel: bool) -> u16 {
+    let copied = copy(src, len, record.tail(), max, kernel);
     record.grow(copied as u64);
     copied
 }
@@ -152,10 +148,8 @@ fn try_recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> Op
     let Some((record, payload)) = Record::start::<NetEvent>(kind, agent, 0) else {
         return Some(learn);
     };
-    let sockaddr_len = copy_user(addr, len[0] as u64, record.tail(), MAX_SOCKADDR);
-    record.grow(sockaddr_len as u64);
-    let data_len = copy_user(data, ret as u64, record.tail(), MAX_SEND_DATA);
-    record.grow(data_len as u64);
+    let sockaddr_len = append(&record, addr, len[0] as u64, MAX_SOCKADDR, false);
+    let data_len = append(&record, data, ret as u64, MAX_SEND_DATA, false);
     // SAFETY: payload points into the scratch record.
     unsafe {
         (*payload).nr = nr;
@@ -188,24 +182,16 @@ pub fn record(p: &Call, kind: u16, agent: u64, ret: i64) -> Option<()> {
             // SAFETY: stack destination; the helper checks the user address.
             unsafe { bpf_probe_read_user(len.as_mut_ptr().cast(), 4, len_ptr as *const _) };
         }
-        append_user(&record, addr, len[0] as u64, MAX_SOCKADDR)
+        append(&record, addr, len[0] as u64, MAX_SOCKADDR, false)
     } else if passed.known {
         // An io_uring send's destination is the request's copy (see `probes::uring`).
         let kernel = p.io_uring != 0 && p.nr == SENDTO;
-        let copied = copy(
-            passed.addr,
-            passed.addr_len,
-            record.tail(),
-            MAX_SOCKADDR,
-            kernel,
-        );
-        record.grow(copied as u64);
-        copied
+        append(&record, passed.addr, passed.addr_len, MAX_SOCKADDR, kernel)
     } else {
         0
     };
     let data_len = if passed.known {
-        append_user(&record, passed.data, passed.data_len, MAX_SEND_DATA)
+        append(&record, passed.data, passed.data_len, MAX_SEND_DATA, false)
     } else {
         0
     };

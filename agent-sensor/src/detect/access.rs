@@ -238,8 +238,6 @@ fn mount_touches<'a>(
     /// `PROC_USER_INIT_INO`: the initial user namespace's inode number, fixed by the kernel.
     const INITIAL_USER_NS: u64 = 0xEFFF_FFFD;
     const MS_REMOUNT: u32 = 32;
-    const MS_BIND: u32 = 4096;
-    const MS_MOVE: u32 = 8192;
     /// MS_UNBINDABLE | MS_PRIVATE | MS_SLAVE | MS_SHARED.
     const MS_PROPAGATION: u32 = 0xf << 17;
     // A namespace another user namespace owns is a sandbox's (bubblewrap, rootless
@@ -247,23 +245,21 @@ fn mount_touches<'a>(
     if file.arg2 != 0 && file.arg2 != INITIAL_USER_NS {
         return Touches::new();
     }
+    // The source of a bind or a move is resolved (what it holds is read later, by name and
+    // inode); another mount's source is a device or a file system's name, no path.
+    let has_source = crate::events::mount_source_is_path(file.nr, file.flags);
     let op = match file.nr {
         nr::UMOUNT2 => WriteOp::Unmount,
         nr::MOUNT_SETATTR => WriteOp::Remount,
         nr::MOUNT if file.flags & MS_REMOUNT != 0 => WriteOp::Remount,
-        // Propagation changed, nothing mounted.
-        nr::MOUNT if file.flags & (MS_BIND | MS_MOVE) == 0 && file.flags & MS_PROPAGATION != 0 => {
-            return Touches::new();
-        }
+        // Propagation changed, nothing mounted (no bind, no move).
+        nr::MOUNT if !has_source && file.flags & MS_PROPAGATION != 0 => return Touches::new(),
         _ => WriteOp::Mount,
     };
     let mut out = Touches::one(Touch {
         path: first,
         access: Access::Write(op),
     });
-    // The source of a bind or a move is resolved (what it holds is read later, by name and
-    // inode); another mount's source is a device or a file system's name, no path.
-    let has_source = crate::events::mount_source_is_path(file.nr, file.flags);
     if let (true, Some(source)) = (has_source, second) {
         out.push(Touch {
             path: source,

@@ -91,7 +91,7 @@ fn resolve_parent(
 /// What an open of `arg` (relative to `base`) by process `tgid` opens, looked up on this host
 /// now, following a symlink in the last component as the open does: its canonical name, device
 /// and inode. For an open recorded before the kernel ran it (an io_uring request), which has
-/// no opened file to walk. Where nothing is there yet (an `O_CREAT`), the name a symlink in the
+/// no opened file to walk, and for a mount's target, which the call reached the same way. Where nothing is there yet (an `O_CREAT`), the name a symlink in the
 /// last component points to, with its directories resolved, device and inode 0.
 fn resolve_opened(
     resolver: &mut Resolver,

@@ -41,6 +41,9 @@ pub fn can_run_kernel_tests(test: &str) -> bool {
 /// A python script that drives io_uring through raw syscalls (`tests/scripts/io_uring.py`).
 pub const IO_URING_PY: &str = include_str!("scripts/io_uring.py");
 
+/// A python script that makes 32-bit syscalls with `int $0x80` (`tests/scripts/syscall32.py`).
+pub const SYSCALL32_PY: &str = include_str!("scripts/syscall32.py");
+
 /// [`can_run_kernel_tests`], and io_uring is not switched off on this host
 /// (`kernel.io_uring_disabled`); otherwise prints why the test is skipped.
 pub fn can_run_io_uring_tests(test: &str) -> bool {

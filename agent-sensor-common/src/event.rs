@@ -52,6 +52,9 @@ pub mod flags {
     /// runs it, so `ret` is 0 and nothing was opened yet (no device, inode or walked path);
     /// `nr` is the syscall that does the same. The paths are the kernel's copies.
     pub const VIA_IO_URING: u16 = 1 << 9;
+    /// A 32-bit syscall (`int $0x80`, also from a 64-bit process): `nr` is the x86_64 number
+    /// of the same call, the arguments as the call took them (32 bits wide, zero-extended).
+    pub const VIA_COMPAT: u16 = 1 << 10;
 }
 
 /// What follows the header. Values are stable: they are written to disk in incident bundles.

@@ -55,6 +55,8 @@ pub struct KernelOffsets {
     pub css_set_dfl_cgrp: u32,
     /// `struct pt_regs` registers holding syscall arguments 0..6 (x86_64: di, si, dx, r10, r8, r9).
     pub regs_args: [u32; 6],
+    /// The same for a 32-bit syscall (i386: bx, cx, dx, si, di, bp).
+    pub regs_compat_args: [u32; 6],
     /// `pt_regs.orig_ax`: the syscall number, still there at syscall exit.
     pub regs_nr: u32,
     pub file_private_data: u32,
@@ -99,7 +101,7 @@ pub struct KernelOffsets {
     /// Set to [`KernelOffsets::MAGIC`] by user space: programs do nothing until it is.
     pub magic: u32,
 }
-assert_size!(KernelOffsets, 76 * 4 + core::mem::size_of::<UringOffsets>());
+assert_size!(KernelOffsets, 82 * 4 + core::mem::size_of::<UringOffsets>());
 
 /// Where io_uring keeps what a request asks for, as offsets from the start of its
 /// `struct io_kiocb`: the operation, the `fd` of its submission entry, and the fields of the
@@ -357,4 +359,5 @@ mod pod {
     unsafe impl aya::Pod for super::SockStats {}
     unsafe impl aya::Pod for super::SensorConfig {}
     unsafe impl aya::Pod for crate::syscalls::SyscallSpec {}
+    unsafe impl aya::Pod for crate::syscalls::CompatCall {}
 }

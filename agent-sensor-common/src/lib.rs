@@ -98,4 +98,38 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn compat_table_reads_every_call_as_one_the_sensor_handles() {
+        let native = syscalls::x86_64_table();
+        let mut slots = [(0, syscalls::CompatCall::default()); 113];
+        let mut count = 0;
+        for entry in syscalls::compat_slots() {
+            slots[count] = entry;
+            count += 1;
+        }
+        assert_eq!(count, slots.len());
+        for (i, (slot, call)) in slots.iter().enumerate() {
+            assert!(*slot < syscalls::COMPAT_SLOTS, "{slot}");
+            assert_ne!(
+                *slot,
+                syscalls::I386_SOCKETCALL,
+                "socketcall is read through its slots"
+            );
+            assert!(
+                slots[..i].iter().all(|(other, _)| other != slot),
+                "duplicate {slot}"
+            );
+            assert!((1..=6).contains(&call.args), "{slot}: {call:?}");
+            let spec = native.iter().find(|(nr, _)| *nr == call.native as u32);
+            let handled = spec.is_some_and(|(_, spec)| {
+                spec.family != syscalls::family::NONE || spec.account != syscalls::account::NONE
+            });
+            assert!(handled, "{slot}: x86_64 {} is not recorded", call.native);
+        }
+        let calls = syscalls::socketcall_table();
+        assert!(calls
+            .iter()
+            .all(|(call, _, _)| *call < syscalls::SOCKETCALL_CALLS));
+    }
 }

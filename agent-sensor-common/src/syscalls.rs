@@ -535,3 +535,176 @@ pub fn x86_64_table() -> [(u32, SyscallSpec); 89] {
         (322, SyscallSpec::NONE), // execveat: likewise
     ]
 }
+
+/// How a 32-bit (i386) syscall is read: as x86_64 call `native`, from its first `args`
+/// arguments (the rest read as 0; 0 arguments: not read at all). The i386 ABI passes them in
+/// other registers (bx, cx, dx, si, di, bp) and 32 bits wide; only calls whose arguments mean
+/// the same at 32 bits are listed (scalars, strings, sockaddrs and other structs laid out
+/// alike in both ABIs), so that every rule judges them as the 64-bit call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompatCall {
+    pub native: u16,
+    pub args: u8,
+    pub _pad0: u8,
+}
+assert_size!(CompatCall, 4);
+
+/// i386's `socketcall(call, args)`: one syscall for every socket call, its arguments in an
+/// array of 32-bit words in the process's memory.
+pub const I386_SOCKETCALL: u32 = 102;
+/// Slots of the compat map: i386 numbers below this, then socketcall's calls at this plus
+/// the call's number.
+pub const COMPAT_SOCKETCALL_BASE: u32 = 512;
+/// socketcall call numbers the map can hold (`SYS_SOCKET` = 1 … `SYS_SENDMMSG` = 20).
+pub const SOCKETCALL_CALLS: u32 = 32;
+/// Entries of the compat map.
+pub const COMPAT_SLOTS: u32 = COMPAT_SOCKETCALL_BASE + SOCKETCALL_CALLS;
+
+/// Every 32-bit syscall the sensor decodes: (i386 number, x86_64 number, arguments read).
+/// `sendmsg` and `recvmsg` pass a `struct msghdr` of 32-bit fields: the eBPF program reads it
+/// and records the call as `sendto`/`recvfrom` of its address and first buffer (see
+/// `probes::compat` in the eBPF crate). Left out, because their structs differ at 32 bits:
+/// `sendmmsg` and `recvmmsg`. The 16-bit-uid calls (`setuid`, `chown`, …) read as the 32-bit
+/// ones: a 0 is a 0 either way.
+pub fn i386_table() -> [(u32, u32, u8); 101] {
+    [
+        (5, nr::OPEN, 6),
+        (8, nr::CREAT, 6),
+        (295, nr::OPENAT, 6),
+        (437, nr::OPENAT2, 6),
+        (342, 304, 6), // open_by_handle_at
+        (38, 82, 6),   // rename
+        (302, 264, 6), // renameat
+        (353, nr::RENAMEAT2, 6),
+        (10, 87, 6), // unlink
+        (40, 84, 6), // rmdir
+        (301, nr::UNLINKAT, 6),
+        (9, 86, 6), // link
+        (303, nr::LINKAT, 6),
+        (83, 88, 6), // symlink
+        (304, nr::SYMLINKAT, 6),
+        (15, 90, 6),   // chmod
+        (94, 91, 6),   // fchmod
+        (306, 268, 6), // fchmodat
+        (452, 452, 6), // fchmodat2
+        (182, 92, 6),  // chown (16-bit ids)
+        (16, 94, 6),   // lchown (16-bit ids)
+        (95, 93, 6),   // fchown (16-bit ids)
+        (212, 92, 6),  // chown32
+        (198, 94, 6),  // lchown32
+        (207, 93, 6),  // fchown32
+        (298, 260, 6), // fchownat
+        (92, 76, 6),   // truncate
+        (93, 77, 6),   // ftruncate
+        (193, 76, 6),  // truncate64 (the length's low half only)
+        (194, 77, 6),  // ftruncate64
+        (39, 83, 6),   // mkdir
+        (296, nr::MKDIRAT, 6),
+        (12, 80, 6),   // chdir
+        (133, 81, 6),  // fchdir
+        (226, 188, 6), // setxattr
+        (227, 189, 6), // lsetxattr
+        (228, 190, 6), // fsetxattr
+        (235, 197, 6), // removexattr
+        (236, 198, 6), // lremovexattr
+        (237, 199, 6), // fremovexattr
+        (463, 463, 6), // setxattrat
+        (466, 466, 6), // removexattrat
+        (14, 133, 6),  // mknod
+        (297, 259, 6), // mknodat
+        (30, 132, 6),  // utime
+        (271, 235, 6), // utimes
+        (299, 261, 6), // futimesat
+        (320, 280, 6), // utimensat
+        (412, 280, 6), // utimensat_time64
+        (21, nr::MOUNT, 6),
+        (52, nr::UMOUNT2, 6),
+        (22, nr::UMOUNT2, 1), // umount(target): umount2 with no flags
+        (429, nr::MOVE_MOUNT, 6),
+        (442, nr::MOUNT_SETATTR, 6),
+        (359, nr::SOCKET, 6),
+        (362, nr::CONNECT, 6),
+        (361, nr::BIND, 6),
+        (363, nr::LISTEN, 6),
+        (364, nr::ACCEPT4, 6),
+        (369, nr::SENDTO, 6),
+        (371, nr::RECVFROM, 6),
+        (370, nr::SENDMSG, 6),
+        (372, nr::RECVMSG, 6),
+        (3, 0, 6),     // read
+        (4, 1, 6),     // write
+        (145, 19, 6),  // readv
+        (146, 20, 6),  // writev
+        (187, 40, 6),  // sendfile
+        (239, 40, 6),  // sendfile64
+        (6, 3, 6),     // close
+        (23, 105, 6),  // setuid (16-bit)
+        (46, 106, 6),  // setgid (16-bit)
+        (70, 113, 6),  // setreuid (16-bit)
+        (71, 114, 6),  // setregid (16-bit)
+        (164, 117, 6), // setresuid (16-bit)
+        (170, 119, 6), // setresgid (16-bit)
+        (138, 122, 6), // setfsuid (16-bit)
+        (139, 123, 6), // setfsgid (16-bit)
+        (213, 105, 6), // setuid32
+        (214, 106, 6), // setgid32
+        (203, 113, 6), // setreuid32
+        (204, 114, 6), // setregid32
+        (208, 117, 6), // setresuid32
+        (210, 119, 6), // setresgid32
+        (215, 122, 6), // setfsuid32
+        (216, 123, 6), // setfsgid32
+        (185, 126, 6), // capset
+        (26, 101, 6),  // ptrace
+        (347, 310, 6), // process_vm_readv
+        (348, 311, 6), // process_vm_writev
+        (438, nr::PIDFD_GETFD, 6),
+        (37, 62, 6),   // kill
+        (238, 200, 6), // tkill
+        (270, 234, 6), // tgkill
+        (178, 129, 6), // rt_sigqueueinfo
+        (335, 297, 6), // rt_tgsigqueueinfo
+        (356, nr::MEMFD_CREATE, 6),
+        (357, 321, 6), // bpf
+        (128, 175, 6), // init_module
+        (350, 313, 6), // finit_module
+        (425, 425, 6), // io_uring_setup
+    ]
+}
+
+/// socketcall's calls the sensor decodes: (call, x86_64 number, words of the array read —
+/// never more than the kernel reads for that call, so that an array placed at the end of a
+/// mapping is read whole or not at all as the kernel reads it).
+pub fn socketcall_table() -> [(u32, u32, u8); 12] {
+    [
+        (1, nr::SOCKET, 3),
+        (2, nr::BIND, 3),
+        (3, nr::CONNECT, 3),
+        (4, nr::LISTEN, 2),
+        (5, nr::ACCEPT, 3),
+        (9, nr::SENDTO, 4),    // send(fd, buf, len, flags): sendto to no address
+        (10, nr::RECVFROM, 4), // recv: recvfrom from no address
+        (11, nr::SENDTO, 6),
+        (12, nr::RECVFROM, 6),
+        (16, nr::SENDMSG, 3),
+        (17, nr::RECVMSG, 3),
+        (18, nr::ACCEPT4, 4),
+    ]
+}
+
+/// The compat map's contents: (slot, entry).
+pub fn compat_slots() -> impl Iterator<Item = (u32, CompatCall)> {
+    let entry = |native: u32, args: u8| CompatCall {
+        native: native as u16,
+        args,
+        _pad0: 0,
+    };
+    let direct = i386_table()
+        .into_iter()
+        .map(move |(i386, native, args)| (i386, entry(native, args)));
+    let socketcall = socketcall_table()
+        .into_iter()
+        .map(move |(call, native, words)| (COMPAT_SOCKETCALL_BASE + call, entry(native, words)));
+    direct.chain(socketcall)
+}

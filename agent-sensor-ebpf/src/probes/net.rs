@@ -108,18 +108,33 @@ pub fn exit(c: &Call, spec: &SyscallSpec, agent: u64, ret: i64) {
 /// DNS port in network byte order, as it sits in a sockaddr.
 const DNS_PORT_BE: u16 = 53u16.to_be();
 
-/// Reads the source address and data of a successful recvfrom/recvmsg, and emits them only for
-/// DNS answers (source port 53): everything else received is counted, not recorded.
-/// `args` are the call's arguments 0, 1, 4 and 5, read from the registers at exit. Returns
-/// true when an enforced agent's DNS answer was stashed for the parser to tail-call.
-pub fn recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> bool {
-    try_recv_exit(nr, args, kind, agent, ret).unwrap_or(false)
+/// A successful recvfrom/recvmsg at its exit.
+pub struct Received {
+    pub nr: u32,
+    /// The record's kind and header flag (`via`).
+    pub kind: u16,
+    pub via: u16,
+    /// The call's arguments 0, 1, 4 and 5.
+    pub args: [u64; 4],
 }
 
-fn try_recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> Option<bool> {
+/// Reads the source address and data of a successful recvfrom/recvmsg, and emits them only for
+/// DNS answers (source port 53): everything else received is counted, not recorded. Returns
+/// true when an enforced agent's DNS answer was stashed for the parser to tail-call.
+pub fn recv_exit(call: Received, agent: u64, ret: i64) -> bool {
+    try_recv_exit(call, agent, ret).unwrap_or(false)
+}
+
+fn try_recv_exit(call: Received, agent: u64, ret: i64) -> Option<bool> {
     if ret <= 0 {
         return None;
     }
+    let Received {
+        nr,
+        kind,
+        via,
+        args,
+    } = call;
     let [fd, buf_or_msg, src, src_len] = args;
     let (addr, len_ptr, data) = if nr == RECVFROM {
         (src, src_len, buf_or_msg)
@@ -145,7 +160,7 @@ fn try_recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> Op
     let mut len = [0u32; 1];
     // SAFETY: as above.
     unsafe { bpf_probe_read_user(len.as_mut_ptr().cast(), 4, len_ptr as *const _) };
-    let Some((record, payload)) = Record::start::<NetEvent>(kind, agent, 0) else {
+    let Some((record, payload)) = Record::start::<NetEvent>(kind, agent, via) else {
         return Some(learn);
     };
     let sockaddr_len = append(&record, addr, len[0] as u64, MAX_SOCKADDR, false);
@@ -166,12 +181,7 @@ fn try_recv_exit(nr: u32, args: [u64; 4], kind: u16, agent: u64, ret: i64) -> Op
 /// Records socket call `p` (an io_uring request's too: its addresses are in the process's
 /// memory as a syscall's are, but for a send's, which the kernel copied in).
 pub fn record(p: &Call, kind: u16, agent: u64, ret: i64) -> Option<()> {
-    let via = if p.io_uring != 0 {
-        flags::VIA_IO_URING
-    } else {
-        0
-    };
-    let (record, payload) = Record::start::<NetEvent>(kind, agent, via)?;
+    let (record, payload) = Record::start::<NetEvent>(kind, agent, p.via as u16)?;
     let passed = passed(p);
     let sockaddr_len = if matches!(p.nr, ACCEPT | ACCEPT4) {
         // The peer address is in user memory now that the kernel wrote it.
@@ -185,7 +195,7 @@ pub fn record(p: &Call, kind: u16, agent: u64, ret: i64) -> Option<()> {
         append(&record, addr, len[0] as u64, MAX_SOCKADDR, false)
     } else if passed.known {
         // An io_uring send's destination is the request's copy (see `probes::uring`).
-        let kernel = p.io_uring != 0 && p.nr == SENDTO;
+        let kernel = p.via == flags::VIA_IO_URING as u32 && p.nr == SENDTO;
         append(&record, passed.addr, passed.addr_len, MAX_SOCKADDR, kernel)
     } else {
         0

@@ -17,7 +17,7 @@ pub fn exit(c: &Call, spec: &SyscallSpec, agent: u64, ret: i64) {
 }
 
 fn try_exit(p: &Call, spec: &SyscallSpec, agent: u64, ret: i64) -> Option<()> {
-    let (record, payload) = Record::start::<SyscallEvent>(spec.kind, agent, 0)?;
+    let (record, payload) = Record::start::<SyscallEvent>(spec.kind, agent, p.via as u16)?;
     // memfd_create's name: the one string argument among these.
     let str_len = if spec.path != NO_ARG {
         record.append_user_str(p.args[0])

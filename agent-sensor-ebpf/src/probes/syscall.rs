@@ -32,8 +32,8 @@ use aya_ebpf::{
 
 use super::{compat, egress, file, net, process_calls, sockets};
 use crate::{
-    maps::{off, Call, CALL, SYSCALL_SPECS, TAIL, TAIL_DNS_ANSWER},
-    tracking::hot_tracked,
+    maps::{off, Call, CALL, SYSCALL_SPECS, TAIL, TAIL_COMPAT, TAIL_DNS_ANSWER},
+    tracking::{hot_tracked, Tracked},
 };
 
 /// What the table says to record for syscall `nr`, if anything.
@@ -51,7 +51,7 @@ pub struct Regs(*const u8);
 
 impl Regs {
     #[inline(always)]
-    fn of(ctx: &BtfTracePointContext) -> Self {
+    pub fn of(ctx: &BtfTracePointContext) -> Self {
         Regs(ctx.arg(0))
     }
 
@@ -62,9 +62,17 @@ impl Regs {
         // verifier turns the load into a fault-safe one and rejects any other offset.
         unsafe { self.0.add(offset as usize).cast::<u64>().read_volatile() }
     }
+}
 
+/// Where a call's arguments are read from: the registers of a 64-bit syscall, read as they
+/// are needed, or a `Call` already filled (a 32-bit syscall's, see `probes::compat`).
+pub trait Arguments: Copy {
+    fn arg(self, index: usize) -> u64;
+}
+
+impl Arguments for Regs {
     #[inline(always)]
-    pub fn arg(self, index: usize) -> u64 {
+    fn arg(self, index: usize) -> u64 {
         match index {
             0 => self.at(off!(regs_args[0])),
             1 => self.at(off!(regs_args[1])),
@@ -76,17 +84,16 @@ impl Regs {
     }
 }
 
-/// The call's number and arguments, from the registers.
-#[inline(always)]
-fn start_call(c: &mut Call, nr: u64, regs: Regs) {
-    c.nr = nr as u32;
-    c.io_uring = 0;
-    c.args[0] = regs.arg(0);
-    c.args[1] = regs.arg(1);
-    c.args[2] = regs.arg(2);
-    c.args[3] = regs.arg(3);
-    c.args[4] = regs.arg(4);
-    c.args[5] = regs.arg(5);
+/// The arguments in the per-CPU `Call`.
+#[derive(Clone, Copy)]
+pub struct Filled(pub *const Call);
+
+impl Arguments for Filled {
+    #[inline(always)]
+    fn arg(self, index: usize) -> u64 {
+        // SAFETY: a pointer to the per-CPU `Call`; `index` is a constant below 6.
+        unsafe { (*self.0).args[index] }
+    }
 }
 
 #[btf_tracepoint(function = "sys_exit")]
@@ -98,16 +105,33 @@ pub fn syscall_sys_exit(ctx: BtfTracePointContext) -> i32 {
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tracked = hot_tracked((pid_tgid >> 32) as u32)?;
-    let agent = tracked.agent;
-    let regs = Regs::of(ctx);
-    let ret: i64 = ctx.arg(1);
-    let nr = regs.at(off!(regs_nr));
     if compat::in_compat_syscall() {
-        return compat::report_once(agent, (pid_tgid >> 32) as u32, nr, ret);
+        // Its number and arguments are the i386 ABI's: read by a program of its own, so
+        // that this one's verification does not grow by a second copy of every path.
+        // SAFETY: same program type; on success it does not return.
+        unsafe { TAIL.tail_call(ctx, TAIL_COMPAT) };
+        return None;
     }
+    let regs = Regs::of(ctx);
+    let nr = regs.at(off!(regs_nr));
+    dispatch(ctx, tracked, nr, regs, 0)
+}
+
+/// Records syscall `nr` (x86_64 numbering) of a tracked process as its spec says, its
+/// arguments read from `args`; `via` is the record's header flag for how it came.
+#[inline(always)]
+pub fn dispatch<A: Arguments>(
+    ctx: &BtfTracePointContext,
+    tracked: Tracked,
+    nr: u64,
+    args: A,
+    via: u16,
+) -> Option<()> {
+    let agent = tracked.agent;
+    let ret: i64 = ctx.arg(1);
     let spec = spec(nr)?;
     if spec.account != account::NONE {
-        let fd = regs.arg(0) as i32 as i64;
+        let fd = args.arg(0) as i32 as i64;
         let _ = sockets::count(spec.account, fd, ret, agent, tracked.flags);
     }
     if spec.family == family::CLOSE {
@@ -116,15 +140,20 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
         if tracked.flags & task_flags::OWNS_SOCKETS == 0 {
             return None;
         }
-        return sockets::close(regs.arg(0) as i32 as i64, ret);
+        return sockets::close(args.arg(0) as i32 as i64, ret);
     }
     if spec.family == family::SOCKET {
-        let args = [regs.arg(0), regs.arg(1), regs.arg(2)];
-        return egress::unpoliced_socket(agent, args, ret, 0);
+        let socket = [args.arg(0), args.arg(1), args.arg(2)];
+        return egress::unpoliced_socket(agent, socket, ret, via);
     }
     if spec.family == family::RECV {
-        let args = [regs.arg(0), regs.arg(1), regs.arg(4), regs.arg(5)];
-        if net::recv_exit(nr as u32, args, spec.kind, agent, ret) {
+        let received = net::Received {
+            nr: nr as u32,
+            kind: spec.kind,
+            via,
+            args: [args.arg(0), args.arg(1), args.arg(4), args.arg(5)],
+        };
+        if net::recv_exit(received, agent, ret) {
             // SAFETY: same program type; on success it does not return.
             unsafe { TAIL.tail_call(ctx, TAIL_DNS_ANSWER) };
         }
@@ -136,7 +165,14 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
     let call = CALL.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
     let c: &mut Call = unsafe { &mut *call };
-    start_call(c, nr, regs);
+    c.nr = nr as u32;
+    c.via = via as u32;
+    c.args[0] = args.arg(0);
+    c.args[1] = args.arg(1);
+    c.args[2] = args.arg(2);
+    c.args[3] = args.arg(3);
+    c.args[4] = args.arg(4);
+    c.args[5] = args.arg(5);
     match spec.family {
         family::FILE => file::exit(c, &spec, agent, ret),
         family::NET => net::exit(c, &spec, agent, ret),

@@ -53,7 +53,7 @@ fn try_submit_req(ctx: &BtfTracePointContext) -> Option<()> {
     // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
     let c = unsafe { &mut *call };
     c.nr = nr;
-    c.io_uring = 1;
+    c.via = flags::VIA_IO_URING as u32;
     c.args = args;
     c.file = 0;
     c.dev = 0;

@@ -120,16 +120,18 @@ pub fn syscall(ctx: &Context, event: &Event) -> Option<Candidate> {
     ))
 }
 
-/// A 32-bit syscall: the sensor decodes x86_64 calls only, so from a process that makes them it
-/// is blind to what they do (a 64-bit process can make them too, with `int $0x80`). Seen once
-/// per process; reported once per agent.
+/// A 32-bit syscall (a 64-bit process can make them too, with `int $0x80`). The sensor reads
+/// them as the 64-bit calls they are, but not all: `sendmmsg` and `recvmmsg`, whose structs
+/// differ at 32 bits, are not read. A coding agent's tools are 64-bit programs, so
+/// one that switches ABI is stepping around the sensor's view. Seen once per process; reported
+/// once per agent.
 fn compat_syscall(event: &Event, nr: u32) -> Candidate {
     Candidate::new(
         RuleId::TamperSensor,
         "compat",
         format!(
-            "made a 32-bit syscall (i386 number {nr}): the sensor decodes 64-bit calls only, so \
-             this process's 32-bit file, process and socket calls go unjudged"
+            "made a 32-bit syscall (i386 number {nr}): its 32-bit calls are judged as the 64-bit \
+             ones, except sendmmsg and recvmmsg, whose messages the sensor does not read"
         ),
         vec![event.clone()],
     )
@@ -423,7 +425,7 @@ mod tests {
         assert_fires(
             fx.feed(compat(5)),
             RuleId::TamperSensor,
-            "made a 32-bit syscall (i386 number 5): the sensor decodes 64-bit calls only",
+            "made a 32-bit syscall (i386 number 5): its 32-bit calls are judged as the 64-bit ones",
         );
         // Another process of the same agent: the same blind spot, already said.
         assert_silent(fx.feed(compat(20)));

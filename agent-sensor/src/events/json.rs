@@ -148,6 +148,7 @@ pub(super) fn flag_names(bits: u16) -> Vec<&'static str> {
         (flags::RELEASED_UNSEEN, "released_unseen"),
         (flags::SIGNAL_GENERATED, "signal_generated"),
         (flags::VIA_IO_URING, "io_uring"),
+        (flags::VIA_COMPAT, "i386"),
     ]
     .into_iter()
     .filter(|(bit, _)| bits & bit != 0)

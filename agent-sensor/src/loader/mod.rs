@@ -346,24 +346,29 @@ where
     Ok(prog)
 }
 
-/// Programs reached only by tail call from `syscall_sys_exit`: loaded, never attached.
+/// Programs reached only by tail call from `syscall_sys_exit`, in their `TAIL` slots: loaded,
+/// never attached.
+const TAIL_PROGRAMS: [&str; 2] = ["syscall_dns_answer", "syscall_compat_exit"];
+
 fn load_tail_calls(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), LoadError> {
-    let program = "syscall_dns_answer";
-    let prog = load_program(ebpf, program, |p: &mut BtfTracePoint| {
-        p.load("sys_exit", btf)
-    })?;
-    let fd = prog
-        .fd()
-        .map_err(|error| LoadError::Program { program, error })?
-        .try_clone()
-        .map_err(|e| LoadError::Program {
-            program,
-            error: ProgramError::IOError(e),
+    for (slot, program) in TAIL_PROGRAMS.into_iter().enumerate() {
+        let prog = load_program(ebpf, program, |p: &mut BtfTracePoint| {
+            p.load("sys_exit", btf)
         })?;
-    let mut tail: ProgramArray<_> =
-        ProgramArray::try_from(ebpf.map_mut("TAIL").ok_or(LoadError::MissingMap("TAIL"))?)
-            .map_err(map_err("TAIL"))?;
-    tail.set(0, &fd, 0).map_err(map_err("TAIL"))
+        let fd = prog
+            .fd()
+            .map_err(|error| LoadError::Program { program, error })?
+            .try_clone()
+            .map_err(|e| LoadError::Program {
+                program,
+                error: ProgramError::IOError(e),
+            })?;
+        let mut tail: ProgramArray<_> =
+            ProgramArray::try_from(ebpf.map_mut("TAIL").ok_or(LoadError::MissingMap("TAIL"))?)
+                .map_err(map_err("TAIL"))?;
+        tail.set(slot as u32, &fd, 0).map_err(map_err("TAIL"))?;
+    }
+    Ok(())
 }
 
 /// The host's DNS resolvers: the nameservers of /etc/resolv.conf plus `extra` (the policy's
@@ -539,6 +544,14 @@ impl LoadedSensor {
         .map_err(map_err("SYSCALL_SPECS"))?;
         for (nr, spec) in syscalls::x86_64_table() {
             specs.set(nr, spec, 0).map_err(map_err("SYSCALL_SPECS"))?;
+        }
+        let mut compat: Array<_, syscalls::CompatCall> = Array::try_from(
+            ebpf.map_mut("COMPAT_CALLS")
+                .ok_or(LoadError::MissingMap("COMPAT_CALLS"))?,
+        )
+        .map_err(map_err("COMPAT_CALLS"))?;
+        for (slot, call) in syscalls::compat_slots() {
+            compat.set(slot, call, 0).map_err(map_err("COMPAT_CALLS"))?;
         }
 
         let mut attached = Vec::new();

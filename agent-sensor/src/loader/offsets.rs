@@ -11,11 +11,16 @@ pub fn resolve(btf: &Btf, casts: Option<TypedCasts>) -> Result<KernelOffsets, Bt
     let o = |strukt: &str, member: &str| btf.member_offset(strukt, member);
     // `struct qstr { union { struct { u32 hash; u32 len; }; u64 hash_len; }; const char *name; }`
     let d_name = o("dentry", "d_name")?;
-    let regs = ["di", "si", "dx", "r10", "r8", "r9"];
-    let mut regs_args = [0u32; 6];
-    for (slot, reg) in regs_args.iter_mut().zip(regs) {
-        *slot = o("pt_regs", reg)?;
-    }
+    let registers = |names: [&str; 6]| -> Result<[u32; 6], BtfError> {
+        let mut offsets = [0u32; 6];
+        for (slot, reg) in offsets.iter_mut().zip(names) {
+            *slot = o("pt_regs", reg)?;
+        }
+        Ok(offsets)
+    };
+    let regs_args = registers(["di", "si", "dx", "r10", "r8", "r9"])?;
+    // A 32-bit syscall's arguments (i386 convention), also from a 64-bit process.
+    let regs_compat_args = registers(["bx", "cx", "dx", "si", "di", "bp"])?;
     Ok(KernelOffsets {
         task_pid: o("task_struct", "pid")?,
         task_tgid: o("task_struct", "tgid")?,
@@ -61,6 +66,7 @@ pub fn resolve(btf: &Btf, casts: Option<TypedCasts>) -> Result<KernelOffsets, Bt
         task_cgroups: o("task_struct", "cgroups")?,
         css_set_dfl_cgrp: o("css_set", "dfl_cgrp")?,
         regs_args,
+        regs_compat_args,
         regs_nr: o("pt_regs", "orig_ax")?,
         file_private_data: o("file", "private_data")?,
         socket_sk: o("socket", "sk")?,

@@ -55,6 +55,10 @@ pub mod flags {
     /// A 32-bit syscall (`int $0x80`, also from a 64-bit process): `nr` is the x86_64 number
     /// of the same call, the arguments as the call took them (32 bits wide, zero-extended).
     pub const VIA_COMPAT: u16 = 1 << 10;
+    /// An x32 ABI syscall (its number carries `syscalls::X32_SYSCALL_BIT`): `nr` is the x86_64
+    /// number of the same call. Kernels built without x32, or booted with it off, refuse it
+    /// (ENOSYS).
+    pub const VIA_X32: u16 = 1 << 11;
 }
 
 /// What follows the header. Values are stable: they are written to disk in incident bundles.

@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn compat_table_reads_every_call_as_one_the_sensor_handles() {
         let native = syscalls::x86_64_table();
-        let mut slots = [(0, syscalls::CompatCall::default()); 113];
+        let mut slots = [(0, syscalls::CompatCall::default()); 123];
         let mut count = 0;
         for entry in syscalls::compat_slots() {
             slots[count] = entry;
@@ -131,5 +131,9 @@ mod tests {
         assert!(calls
             .iter()
             .all(|(call, _, _)| *call < syscalls::SOCKETCALL_CALLS));
+        let own = syscalls::X32_FIRST_OWN..syscalls::X32_FIRST_OWN + syscalls::X32_OWN_CALLS;
+        assert!(syscalls::x32_table()
+            .iter()
+            .all(|(nr, _, _)| own.contains(nr)));
     }
 }

@@ -554,12 +554,20 @@ assert_size!(CompatCall, 4);
 /// array of 32-bit words in the process's memory.
 pub const I386_SOCKETCALL: u32 = 102;
 /// Slots of the compat map: i386 numbers below this, then socketcall's calls at this plus
-/// the call's number.
+/// the call's number, then the x32 ABI's own calls.
 pub const COMPAT_SOCKETCALL_BASE: u32 = 512;
 /// socketcall call numbers the map can hold (`SYS_SOCKET` = 1 … `SYS_SENDMMSG` = 20).
 pub const SOCKETCALL_CALLS: u32 = 32;
+/// The x32 ABI's syscalls (64-bit registers, 32-bit pointers) carry this bit in their number.
+/// Below 512 they are x86_64's calls with its arguments; from 512 on, calls whose structs
+/// hold pointers, at `COMPAT_X32_BASE + number - 512` in the compat map.
+pub const X32_SYSCALL_BIT: u64 = 0x4000_0000;
+pub const X32_FIRST_OWN: u32 = 512;
+pub const COMPAT_X32_BASE: u32 = COMPAT_SOCKETCALL_BASE + SOCKETCALL_CALLS;
+/// x32 numbers of its own the map can hold (512 … 559).
+pub const X32_OWN_CALLS: u32 = 48;
 /// Entries of the compat map.
-pub const COMPAT_SLOTS: u32 = COMPAT_SOCKETCALL_BASE + SOCKETCALL_CALLS;
+pub const COMPAT_SLOTS: u32 = COMPAT_X32_BASE + X32_OWN_CALLS;
 
 /// Every 32-bit syscall the sensor decodes: (i386 number, x86_64 number, arguments read).
 /// `sendmsg` and `recvmsg` pass a `struct msghdr` of 32-bit fields: the eBPF program reads it
@@ -693,6 +701,24 @@ pub fn socketcall_table() -> [(u32, u32, u8); 12] {
     ]
 }
 
+/// The x32 ABI's own calls the sensor decodes: (x32 number without the x32 bit, x86_64 number,
+/// arguments read). Its `sendmsg`/`recvmsg` take the i386 `struct msghdr` and are read as the
+/// i386 ones are. (Its other numbers below 512 are x86_64's.)
+pub fn x32_table() -> [(u32, u32, u8); 10] {
+    [
+        (515, 19, 6), // readv
+        (516, 20, 6), // writev
+        (517, nr::RECVFROM, 6),
+        (518, nr::SENDMSG, 6),
+        (519, nr::RECVMSG, 6),
+        (521, 101, 6), // ptrace
+        (524, 129, 6), // rt_sigqueueinfo
+        (536, 297, 6), // rt_tgsigqueueinfo
+        (539, 310, 6), // process_vm_readv
+        (540, 311, 6), // process_vm_writev
+    ]
+}
+
 /// The compat map's contents: (slot, entry).
 pub fn compat_slots() -> impl Iterator<Item = (u32, CompatCall)> {
     let entry = |native: u32, args: u8| CompatCall {
@@ -706,5 +732,8 @@ pub fn compat_slots() -> impl Iterator<Item = (u32, CompatCall)> {
     let socketcall = socketcall_table()
         .into_iter()
         .map(move |(call, native, words)| (COMPAT_SOCKETCALL_BASE + call, entry(native, words)));
-    direct.chain(socketcall)
+    let x32 = x32_table().into_iter().map(move |(x32, native, args)| {
+        (COMPAT_X32_BASE + x32 - X32_FIRST_OWN, entry(native, args))
+    });
+    direct.chain(socketcall).chain(x32)
 }

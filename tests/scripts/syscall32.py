@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Make 32-bit (i386) syscalls from this 64-bit process with `int $0x80`, standard library only.
+"""Make syscalls the way a 64-bit process usually does not, standard library only: 32-bit (i386)
+ones with `int $0x80`, x32 ones, and 64-bit ones whose number register has garbage in its upper
+half (the kernel reads the low 32 bits).
 
 usage: syscall32.py OP ARGS... [OP ARGS...]
   getpid | open PATH | openat PATH | mkdir PATH | rename OLD NEW
@@ -8,6 +10,10 @@ usage: syscall32.py OP ARGS... [OP ARGS...]
   send HOW IP PORT DATA: one UDP datagram from a new socket, HOW being sendmsg (i386's, with
     the address), socketcall-sendmsg, socketcall-sendto, or socketcall-send (connected first);
     DATA may be hex:HEXDIGITS
+  high-openat PATH | high-mkdir PATH | high-socket DOMAIN TYPE PROTOCOL: x86_64's `syscall`
+    with garbage in the upper half of the number's register
+  x32-openat PATH: x86_64's `syscall` with the x32 ABI's number for openat (ENOSYS where the
+    kernel has no x32)
   query HOW IP PORT DATA: sends DATA from a new UDP socket (socketcall-sendto) and receives
     the answer with HOW: recvmsg (i386's), socketcall-recvmsg or socketcall-recvfrom
 Paths and buffers are copied below 4 GiB (the kernel reads 32-bit addresses). Every address
@@ -30,11 +36,21 @@ SYS_SENDMSG, SYS_RECVMSG = 16, 17
 AT_FDCWD = 0xFFFFFF9C
 MAP_32BIT = 0x40
 GARBAGE = 0xDEAD << 32
+X32_SYSCALL_BIT = 0x40000000
+# mov rax, rdi; mov rdi, rsi; mov rsi, rdx; mov rdx, rcx; mov r10, r8; mov r8, r9;
+# mov r9, [rsp+8]; syscall; ret
+STUB64 = bytes([0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x48, 0x89, 0xd6, 0x48, 0x89, 0xca, 0x4d,
+                0x89, 0xc2, 0x4d, 0x89, 0xc8, 0x4c, 0x8b, 0x4c, 0x24, 0x08, 0x0f, 0x05, 0xc3])
+NR64 = {"openat": 257, "mkdir": 83, "socket": 41}
 
 code = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
 code.write(STUB)
 int80 = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, *([ctypes.c_uint64] * 6))(
     ctypes.addressof(ctypes.c_char.from_buffer(code)))
+code.seek(64)
+code.write(STUB64)
+syscall64 = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_uint64, *([ctypes.c_uint64] * 6))(
+    ctypes.addressof(ctypes.c_char.from_buffer(code)) + 64)
 low = mmap.mmap(-1, 1 << 16, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_32BIT)
 low_base = ctypes.addressof(ctypes.c_char.from_buffer(low))
 assert low_base < 1 << 32, hex(low_base)
@@ -53,6 +69,10 @@ def place(data):
 def call(name, *a):
     a = list(a) + [0] * (6 - len(a))
     return int80(NR[name], *a)
+
+
+def call64(nr, *a):
+    return syscall64(nr, *(list(a) + [0] * (6 - len(a))))
 
 
 def cstr(path):
@@ -132,6 +152,31 @@ def main(argv):
             else:
                 out.append("%s %s" % (op, os.read(fd, 100).decode().strip()))
                 os.close(fd)
+        elif op in ("high-openat", "high-mkdir", "high-socket"):
+            name = op[len("high-"):]
+            nr = NR64[name] | GARBAGE
+            if name == "openat":
+                r = call64(nr, 0xFFFFFFFFFFFFFF9C, cstr(argv[i]) & 0xFFFFFFFF, 0)
+                i += 1
+                if r >= 0:
+                    out.append("%s %s" % (op, os.read(r, 100).decode().strip()))
+                    os.close(r)
+                    continue
+            elif name == "mkdir":
+                r = call64(nr, cstr(argv[i]) & 0xFFFFFFFF, 0o755)
+                i += 1
+            else:
+                r = call64(nr, *(int(x, 0) for x in argv[i:i + 3]))
+                i += 3
+            out.append("%s %d" % (op, r))
+        elif op == "x32-openat":
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.syscall.restype = ctypes.c_long
+            path = ctypes.create_string_buffer(argv[i].encode())
+            i += 1
+            fd = libc.syscall(ctypes.c_long(X32_SYSCALL_BIT | 257), ctypes.c_long(-100), path,
+                              ctypes.c_long(0))
+            out.append("x32-openat %d" % (fd if fd >= 0 else -ctypes.get_errno()))
         elif op == "mkdir":
             out.append("mkdir %d" % call("mkdir", cstr(argv[i]), 0o755))
             i += 1

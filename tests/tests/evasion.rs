@@ -468,6 +468,98 @@ fn thirty_two_bit_syscalls_are_judged_as_the_64_bit_calls_they_are() {
     );
 }
 
+/// The kernel takes a syscall's number from the low 32 bits of `rax`: garbage in the upper half
+/// changes nothing for it, and must change nothing for the sensor.
+#[test]
+fn a_syscall_number_with_garbage_in_its_upper_half_is_read_as_the_kernel_reads_it() {
+    if !can_run_kernel_tests(
+        "a_syscall_number_with_garbage_in_its_upper_half_is_read_as_the_kernel_reads_it",
+    ) {
+        return;
+    }
+    let scene = Scene::new("highrax");
+    let secret = scene.secret("high-openat");
+    let made = scene.outside.join("high-mkdir");
+    let helper = scene.script("syscall32", SYSCALL32_PY);
+    let sensor = scene.sensor();
+    let out = run_agent(
+        &sensor,
+        "highrax",
+        &scene.worktree,
+        &[
+            PYTHON,
+            &helper,
+            "high-openat",
+            s(&secret),
+            "high-mkdir",
+            s(&made),
+        ],
+    );
+    assert_eq!(
+        out, "high-openat secret:high-openat\nhigh-mkdir 0\n",
+        "the calls ran"
+    );
+    let (_, alerts) = finish(sensor);
+    let (alert, ev) = expect_alert(&alerts, SENSITIVE_READ, "highrax", &secret);
+    assert_eq!(ev["syscall"], "openat", "{alert:#}");
+    let (alert, ev) = expect_alert(&alerts, WRITE_OUTSIDE, "highrax", &made);
+    assert_eq!(ev["syscall"], "mkdir", "{alert:#}");
+}
+
+/// The x32 ABI's syscalls (x86_64's `syscall` with the x32 bit in the number) are read as the
+/// x86_64 calls they are, and the first is reported. This kernel has no x32 and refuses them
+/// (ENOSYS): the test takes either outcome, and asserts what the sensor says of each.
+#[test]
+fn an_x32_syscall_is_read_as_the_x86_64_call() {
+    if !can_run_kernel_tests("an_x32_syscall_is_read_as_the_x86_64_call") {
+        return;
+    }
+    let scene = Scene::new("x32");
+    let secret = scene.secret("x32-openat");
+    let helper = scene.script("syscall32", SYSCALL32_PY);
+    let sensor = scene.sensor();
+    let out = run_agent(
+        &sensor,
+        "x32",
+        &scene.worktree,
+        &[PYTHON, &helper, "x32-openat", s(&secret)],
+    );
+    let ret: i64 = out
+        .trim()
+        .strip_prefix("x32-openat ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (events, alerts) = finish(sensor);
+    let opens: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "file.open" && e["path"] == s(&secret))
+        .collect();
+    assert_eq!(opens.len(), 1, "{events:#?}");
+    assert_eq!(opens[0]["syscall"], "openat", "{:#}", opens[0]);
+    assert_eq!(
+        opens[0]["flags"],
+        serde_json::json!(["x32"]),
+        "{:#}",
+        opens[0]
+    );
+    if ret == -38 {
+        assert_eq!(opens[0]["ret"], -38, "{:#}", opens[0]);
+    } else {
+        // A kernel with x32: the secret was read.
+        assert!(ret >= 0, "{out}");
+        expect_alert(&alerts, SENSITIVE_READ, "x32", &secret);
+    }
+    assert_eq!(
+        summaries(&alerts, "tamper.sensor", "x32")
+            .iter()
+            .filter(|s| s.starts_with("made an x32 syscall (number 257 with the x32 bit)"))
+            .count(),
+        1,
+        "{alerts:#?}"
+    );
+}
+
 /// A DNS tunnel sent with 32-bit calls (i386's `sendmsg`, whose `struct msghdr` has 32-bit
 /// fields, and `socketcall`'s `sendmsg`, `sendto` and `send`): each query is read as a
 /// 64-bit `sendto` of the same bytes to the same address, parsed and judged.

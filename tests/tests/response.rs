@@ -191,7 +191,8 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
          \x20   except OSError as e: out.write(name + ' errno ' + str(e.errno) + '\\n')\n";
     let script_path = scene.root.join("sockets.py");
     std::fs::write(&script_path, python).unwrap();
-    // A packet socket asked for with i386's socketcall, from a 64-bit process.
+    // A packet socket asked for with i386's socketcall from a 64-bit process, and with garbage
+    // in the upper half of the syscall number's register.
     let syscall32 = scene.root.join("syscall32.py");
     std::fs::write(&syscall32, SYSCALL32_PY).unwrap();
     let run = |mode: &str| {
@@ -208,7 +209,9 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
              /usr/bin/python3 -c 'import socket; socket.socket(40, socket.SOCK_STREAM, 0)'; \
              echo vsock exit $? >> {out}; \
              /usr/bin/python3 {i386} socketcall-socket 17 3 768; \
-             echo i386 packet exit $? >> {out}",
+             echo i386 packet exit $? >> {out}; \
+             /usr/bin/python3 {i386} high-socket 17 3 768; \
+             echo high rax packet exit $? >> {out}",
             py = s(&script_path),
             i386 = s(&syscall32),
             out = s(&record)
@@ -229,6 +232,7 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
         (44, 3),
         (40, 1),
         (17, 3),
+        (17, 3),
     ]
     .iter()
     .map(|(family, kind)| ((*family).into(), (*kind).into()))
@@ -246,7 +250,8 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     assert_eq!(
         record,
         "tcp ok\nudp6 ok\nraw4 errno 1\nraw6 errno 1\npacket exit 137\nobsolete packet exit 137\n\
-         xdp exit 137\nvsock exit 137\ni386 packet exit 137\n",
+         xdp exit 137\nvsock exit 137\ni386 packet exit 137\n\
+         high rax packet exit 137\n",
         "{events:#?}"
     );
     assert_eq!(sockets_of(&events, "net.denied"), unpoliced, "{events:#?}");
@@ -306,7 +311,7 @@ fn sockets_that_would_send_around_the_allowlist_are_refused_in_enforce_mode() {
     assert_eq!(
         record,
         "tcp ok\nudp6 ok\nraw4 ok\nraw6 ok\npacket exit 0\nobsolete packet exit 0\nxdp exit 0\n\
-         vsock exit 0\ni386 packet exit 0\n"
+         vsock exit 0\ni386 packet exit 0\nhigh rax packet exit 0\n"
     );
     assert_eq!(sockets_of(&events, "net.socket"), unpoliced, "{events:#?}");
     let said: Vec<_> = alerts_of(&alerts, "exfil.unallowed_egress")

@@ -2,13 +2,23 @@
 //! numbers are the i386 table's (`open` is 5 there, `fstat` in x86_64's) and their arguments
 //! are in other registers, 32 bits wide. `syscall_sys_exit` tail-calls `syscall_compat_exit`
 //! for them, which reads each call the daemon's table lists (`COMPAT_CALLS`) as the x86_64 call
-//! that does the same, and records and judges it as that call, marked `VIA_COMPAT`. The first
-//! of each process is also recorded as such (`process.compat_syscall`): a 64-bit program has
-//! no business making them, and the calls whose structs differ at 32 bits are not decoded.
+//! that does the same, and records and judges it as that call, marked `VIA_COMPAT`.
+//!
+//! The x32 ABI's syscalls come here too (`VIA_X32`): x86_64's registers and, below 512,
+//! x86_64's numbers with `X32_SYSCALL_BIT` set; from 512 on, its own numbers for calls whose
+//! structs hold pointers. (This VM's kernel is built without x32 and refuses them with ENOSYS,
+//! so only that is tested here; the reading is the x86_64 one, which is.)
+//!
+//! The first of either of each process is also recorded as such (`process.compat_syscall`): a
+//! 64-bit program has no business making them, and the calls whose structs differ at 32 bits
+//! are not decoded.
 
 use agent_sensor_common::{
     flags,
-    syscalls::{nr, COMPAT_SLOTS, COMPAT_SOCKETCALL_BASE, I386_SOCKETCALL, SOCKETCALL_CALLS},
+    syscalls::{
+        nr, COMPAT_SLOTS, COMPAT_SOCKETCALL_BASE, COMPAT_X32_BASE, I386_SOCKETCALL,
+        SOCKETCALL_CALLS, X32_FIRST_OWN, X32_OWN_CALLS, X32_SYSCALL_BIT,
+    },
     EventKind, SyscallEvent,
 };
 use aya_ebpf::{
@@ -18,7 +28,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 
-use super::syscall::{dispatch, Filled, Regs};
+use super::syscall::{dispatch, number, Arguments, Filled, Regs};
 use crate::{
     emit::Record,
     kernel::Typed,
@@ -35,6 +45,12 @@ const READ: u16 = 0;
 /// `TS_COMPAT` in `thread_info.status` (arch/x86): a 32-bit syscall is running.
 const TS_COMPAT: u32 = 0x0002;
 
+/// Whether syscall `nr` (the low half of `orig_ax`) is an x32 one, as the kernel tells them.
+#[inline(always)]
+pub fn is_x32(nr: u64) -> bool {
+    nr.wrapping_sub(X32_SYSCALL_BIT) < (X32_FIRST_OWN + X32_OWN_CALLS) as u64
+}
+
 /// Whether the current syscall is a 32-bit one: a load from the current task, no helper call
 /// beyond the task's own.
 #[inline(always)]
@@ -42,8 +58,8 @@ pub fn in_compat_syscall() -> bool {
     Typed::current_task().load::<u32>(off!(task_thread_status)) & TS_COMPAT != 0
 }
 
-/// Tail-called by `syscall_sys_exit` for a tracked process's 32-bit syscall; never attached by
-/// itself.
+/// Tail-called by `syscall_sys_exit` for a tracked process's 32-bit or x32 syscall; never
+/// attached by itself.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn syscall_compat_exit(ctx: BtfTracePointContext) -> i32 {
     let _ = try_compat_exit(&ctx);
@@ -54,12 +70,27 @@ fn try_compat_exit(ctx: &BtfTracePointContext) -> Option<()> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let tracked = hot_tracked(tgid)?;
     let regs = Regs::of(ctx);
-    let nr = regs.at(off!(regs_nr));
+    let nr = number(regs);
     let ret: i64 = ctx.arg(1);
     let _ = report_once(tracked.agent, tgid, nr, ret);
     let call = CALL.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch; nothing else runs on this CPU while we hold it.
     let c: &mut Call = unsafe { &mut *call };
+    let (mut native, via) = if in_compat_syscall() {
+        (i386(c, regs, nr)?, flags::VIA_COMPAT)
+    } else {
+        (x32(c, regs, nr)?, flags::VIA_X32)
+    };
+    // Both take the i386 `struct msghdr`.
+    if native == nr::SENDMSG as u16 || native == nr::RECVMSG as u16 {
+        native = one_buffer(c, native == nr::SENDMSG as u16);
+    }
+    dispatch(ctx, tracked, native as u64, Filled(c), via)
+}
+
+/// The x86_64 number of i386 call `nr`, its arguments read into `c`.
+#[inline(always)]
+fn i386(c: &mut Call, regs: Regs, nr: u64) -> Option<u16> {
     // The kernel reads each argument as 32 bits (the upper halves of a 64-bit process's
     // registers are whatever it left there), and so must the sensor.
     c.args[0] = regs.at(off!(regs_compat_args[0])) & 0xffff_ffff;
@@ -68,15 +99,32 @@ fn try_compat_exit(ctx: &BtfTracePointContext) -> Option<()> {
     c.args[3] = regs.at(off!(regs_compat_args[3])) & 0xffff_ffff;
     c.args[4] = regs.at(off!(regs_compat_args[4])) & 0xffff_ffff;
     c.args[5] = regs.at(off!(regs_compat_args[5])) & 0xffff_ffff;
-    let mut native = if nr == I386_SOCKETCALL as u64 {
-        socketcall(c)?
+    if nr == I386_SOCKETCALL as u64 {
+        socketcall(c)
     } else {
-        direct(c, nr)?
-    };
-    if native == nr::SENDMSG as u16 || native == nr::RECVMSG as u16 {
-        native = one_buffer(c, native == nr::SENDMSG as u16);
+        direct(c, nr)
     }
-    dispatch(ctx, tracked, native as u64, Filled(c), flags::VIA_COMPAT)
+}
+
+/// The x86_64 number of x32 call `nr` (which carries `X32_SYSCALL_BIT`), its arguments read
+/// into `c`.
+#[inline(always)]
+fn x32(c: &mut Call, regs: Regs, nr: u64) -> Option<u16> {
+    let number = nr ^ X32_SYSCALL_BIT;
+    if number >= (X32_FIRST_OWN + X32_OWN_CALLS) as u64 {
+        return None;
+    }
+    c.args[0] = regs.arg(0);
+    c.args[1] = regs.arg(1);
+    c.args[2] = regs.arg(2);
+    c.args[3] = regs.arg(3);
+    c.args[4] = regs.arg(4);
+    c.args[5] = regs.arg(5);
+    if number < X32_FIRST_OWN as u64 {
+        return Some(number as u16);
+    }
+    let entry = COMPAT_CALLS.get(COMPAT_X32_BASE + (number as u32 - X32_FIRST_OWN))?;
+    (entry.args != 0).then_some(entry.native)
 }
 
 /// i386 `struct compat_msghdr`.
@@ -198,4 +246,4 @@ fn report_once(agent: u64, tgid: u32, nr: u64, ret: i64) -> Option<()> {
     Some(())
 }
 
-const _: () = assert!(COMPAT_SOCKETCALL_BASE + SOCKETCALL_CALLS == COMPAT_SLOTS);
+const _: () = assert!(COMPAT_X32_BASE + X32_OWN_CALLS == COMPAT_SLOTS);

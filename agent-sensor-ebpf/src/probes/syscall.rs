@@ -36,6 +36,14 @@ use crate::{
     tracking::{hot_tracked, Tracked},
 };
 
+/// The number of the syscall running: the low half of `orig_ax`, the register the number came
+/// in. The kernel dispatches on those 32 bits alone (`do_syscall_64`'s `int nr`), whatever the
+/// caller left in the upper half, and so must the sensor.
+#[inline(always)]
+pub fn number(regs: Regs) -> u64 {
+    regs.at(off!(regs_nr)) & 0xffff_ffff
+}
+
 /// What the table says to record for syscall `nr`, if anything.
 #[inline(always)]
 pub fn spec(nr: u64) -> Option<SyscallSpec> {
@@ -105,15 +113,15 @@ pub fn syscall_sys_exit(ctx: BtfTracePointContext) -> i32 {
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tracked = hot_tracked((pid_tgid >> 32) as u32)?;
-    if compat::in_compat_syscall() {
-        // Its number and arguments are the i386 ABI's: read by a program of its own, so
-        // that this one's verification does not grow by a second copy of every path.
+    let regs = Regs::of(ctx);
+    let nr = number(regs);
+    if compat::is_x32(nr) || compat::in_compat_syscall() {
+        // Its number and arguments are the i386 ABI's (or x32's): read by a program of its
+        // own, so that this one's verification does not grow by a second copy of every path.
         // SAFETY: same program type; on success it does not return.
         unsafe { TAIL.tail_call(ctx, TAIL_COMPAT) };
         return None;
     }
-    let regs = Regs::of(ctx);
-    let nr = regs.at(off!(regs_nr));
     dispatch(ctx, tracked, nr, regs, 0)
 }
 

@@ -1,7 +1,7 @@
 //! credential.sensitive_read: a secret opened for reading — a path the policy marks sensitive,
 //! or another process's environment or memory.
 
-use agent_sensor_common::syscalls::nr;
+use agent_sensor_common::{syscalls::nr, EventKind};
 
 use super::{
     access::{basename, is_system_program, proc_entry, Outcome},
@@ -97,6 +97,11 @@ pub fn process_memory(
     const PTRACE: u32 = 101;
     const PTRACE_ATTACH: u64 = 16;
     const PTRACE_SEIZE: u64 = 0x4206;
+    // By kind too: a record of another kind carries a number of another meaning (the i386
+    // number of a `process.compat_syscall`, the sender's call of a generated signal).
+    if event.kind != EventKind::ProcessPtrace {
+        return None;
+    }
     let Body::Syscall { nr, args, ret, .. } = &event.body else {
         return None;
     };
@@ -226,6 +231,23 @@ mod tests {
             RuleId::SensitiveRead,
             "took a descriptor of a process the sensor could not name from its pidfd",
         );
+        // The record of a process's first 32-bit call carries its i386 number (310 is
+        // unshare, 311 set_robust_list there): the 32-bit blind-spot report, nothing else.
+        for i386 in [310u32, 311, 438] {
+            let mut fx = Fixture::new();
+            let first = syscall(
+                agent_sensor_common::EventKind::ProcessCompatSyscall,
+                PID,
+                i386,
+                [i386 as u64, 0, 0, 0],
+                0,
+            );
+            assert_fires(
+                fx.feed(first),
+                RuleId::TamperSensor,
+                "made a 32-bit syscall",
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! Attempts count (a refused kill is still aimed at the sensor). Reading the policy or state
 //! does not: it changes nothing, and `grep -r /etc` or `find /` would read them in passing.
 
-use agent_sensor_common::{flags, EventKind, MAX_USER_PATH};
+use agent_sensor_common::{flags, syscalls::X32_SYSCALL_BIT, EventKind, MAX_USER_PATH};
 
 use super::{
     access::{proc_entry, under, Outcome},
@@ -120,21 +120,27 @@ pub fn syscall(ctx: &Context, event: &Event) -> Option<Candidate> {
     ))
 }
 
-/// A 32-bit syscall (a 64-bit process can make them too, with `int $0x80`). The sensor reads
-/// them as the 64-bit calls they are, but not all: `sendmmsg` and `recvmmsg`, whose structs
+/// A 32-bit syscall (a 64-bit process can make them too, with `int $0x80`), or an x32 one. The
+/// sensor reads them as the 64-bit calls they are, but not all: `sendmmsg` and `recvmmsg`, whose structs
 /// differ at 32 bits, are not read. A coding agent's tools are 64-bit programs, so
 /// one that switches ABI is stepping around the sensor's view. Seen once per process; reported
 /// once per agent.
 fn compat_syscall(event: &Event, nr: u32) -> Candidate {
-    Candidate::new(
-        RuleId::TamperSensor,
-        "compat",
+    let x32 = nr as u64 & X32_SYSCALL_BIT != 0;
+    let summary = if x32 {
+        let number = nr as u64 ^ X32_SYSCALL_BIT;
+        format!(
+            "made an x32 syscall (number {number} with the x32 bit): its x32 calls are judged \
+             as the 64-bit ones, except sendmmsg and recvmmsg, whose messages the sensor does \
+             not read"
+        )
+    } else {
         format!(
             "made a 32-bit syscall (i386 number {nr}): its 32-bit calls are judged as the 64-bit \
              ones, except sendmmsg and recvmmsg, whose messages the sensor does not read"
-        ),
-        vec![event.clone()],
-    )
+        )
+    };
+    Candidate::new(RuleId::TamperSensor, "compat", summary, vec![event.clone()])
 }
 
 /// A file call whose path the kernel copied only in part (`MAX_USER_PATH`): with no opened
@@ -429,6 +435,12 @@ mod tests {
         );
         // Another process of the same agent: the same blind spot, already said.
         assert_silent(fx.feed(compat(20)));
+        let mut fx = Fixture::new();
+        assert_fires(
+            fx.feed(compat(0x4000_0002)),
+            RuleId::TamperSensor,
+            "made an x32 syscall (number 2 with the x32 bit)",
+        );
     }
 
     #[test]

@@ -149,6 +149,7 @@ pub(super) fn flag_names(bits: u16) -> Vec<&'static str> {
         (flags::SIGNAL_GENERATED, "signal_generated"),
         (flags::VIA_IO_URING, "io_uring"),
         (flags::VIA_COMPAT, "i386"),
+        (flags::VIA_X32, "x32"),
     ]
     .into_iter()
     .filter(|(bit, _)| bits & bit != 0)

@@ -33,7 +33,8 @@ fn try_signal_generate(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     let agent = tracked_agent((bpf_get_current_pid_tgid() >> 32) as u32)?;
-    let nr: u64 = Typed::current_regs()?.load(off!(regs_nr));
+    // The low half, as the kernel reads the number (see `syscall::number`).
+    let nr: u64 = Typed::current_regs()?.load::<u64>(off!(regs_nr)) & 0xffff_ffff;
     // kill, tkill, tgkill and the queued ones are the table's signals: recorded at their exit.
     if spec(nr).is_some_and(|s| s.kind == EventKind::ProcessKill as u16) {
         return None;

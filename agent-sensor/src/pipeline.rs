@@ -266,6 +266,34 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Alerts what rules' budgets held back in the windows ended by `now_ns` (`u64::MAX`: all,
+    /// the daemon stopping), one alert per agent and rule naming the targets. They report only:
+    /// a response the rule has was carried out at its first findings of the window.
+    pub fn report_held_back(&mut self, now_ns: u64) -> std::io::Result<()> {
+        for (agent_id, finding) in self.detector.held_back(&self.policy, now_ns) {
+            let pid = finding.evidence.first().map_or(0, |e| e.tgid);
+            let agent = self
+                .registry
+                .get(agent_id)
+                .map_or_else(|| format!("agent {agent_id}"), |a| a.name.clone());
+            let exe = self.registry.exe_of(agent_id, pid).map(str::to_string);
+            let alert = Alert {
+                agent,
+                agent_id,
+                pid,
+                exe,
+                finding,
+                action: Action {
+                    response: Response::Alert,
+                    mode: self.policy.mode(),
+                    outcome: "reported".to_string(),
+                },
+            };
+            self.emit_alert(&alert)?;
+        }
+        Ok(())
+    }
+
     /// Carries out a freeze or kill now, before the alert is written, so the alert says what
     /// was done. Deny is the kernel's (egress programs); an agent already contained stays so.
     fn enforce(&mut self, agent_id: u64, response: Response) -> String {

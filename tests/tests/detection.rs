@@ -141,6 +141,45 @@ fn writes_outside_the_worktree_are_caught_through_every_escape() {
     assert_eq!(alert["action"]["outcome"], "reported");
 }
 
+/// A rule reports at most 32 targets per agent per minute one by one; an agent cannot hide the
+/// write that matters behind 40 decoys that exhaust that budget: what was held back is told in
+/// one alert naming it (when the minute ends, or here when the daemon stops).
+#[test]
+fn a_finding_behind_a_flood_of_decoys_is_still_named() {
+    if !can_run_kernel_tests("a_finding_behind_a_flood_of_decoys_is_still_named") {
+        return;
+    }
+    let scene = Scene::new("decoys", "");
+    let out = &scene.outside;
+    let real = out.join("THE_REAL_ONE");
+    let sensor = scene.sensor();
+    let script = format!(
+        "for i in $(seq 1 40); do echo x > {dir}/decoy-$i; done; echo x > {real}",
+        dir = s(out),
+        real = s(&real)
+    );
+    assert!(sensor
+        .exec_agent("decoys", &scene.worktree, &script)
+        .success());
+    let alerts = stop_and_alerts(sensor);
+    let writes = alerts_of(&alerts, "isolation.write_outside_worktree");
+    // 32 one by one (the budget), then one for the 9 held back, the real one among them.
+    assert_eq!(writes.len(), 33, "{writes:#?}");
+    let held = writes[32];
+    let summary = held["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("9 more findings of this rule within a minute than the 32")
+            && summary.contains(s(&real)),
+        "{held:#}"
+    );
+    assert!(
+        writes[..32]
+            .iter()
+            .all(|a| !a["summary"].as_str().unwrap().contains(s(&real))),
+        "{writes:#?}"
+    );
+}
+
 #[test]
 fn another_agents_worktree_is_off_limits() {
     if !can_run_kernel_tests("another_agents_worktree_is_off_limits") {

@@ -414,6 +414,9 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
                     .report_sockets_of_gone_processes(&mut sensor.sock_stats()?)
                     .map_err(DaemonError::EventsWrite)?;
                 report_kernel_counters(&sensor, &mut pipeline.stats, &metrics);
+                pipeline
+                    .report_held_back(crate::events::Clock::now_ktime_ns())
+                    .map_err(DaemonError::EventsWrite)?;
                 agents.remove_ended_cgroups();
                 publish_agents(&pipeline, &metrics);
             }
@@ -433,6 +436,10 @@ pub async fn run(options: RunOptions) -> Result<Stats, DaemonError> {
     }
     after_batch(&mut sensor, &mut pipeline, &mut agents)?;
     report_kernel_counters(&sensor, &mut pipeline.stats, &metrics);
+    // Findings held back in windows still open are told now, not lost with the daemon.
+    pipeline
+        .report_held_back(u64::MAX)
+        .map_err(DaemonError::EventsWrite)?;
     // The bundles of the last alerts are written before the daemon goes.
     pipeline.incidents = None;
     agents.retire_finished(&mut sensor, &pipeline);

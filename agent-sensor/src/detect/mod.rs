@@ -32,7 +32,7 @@ pub(crate) mod testkit;
 
 use std::path::{Path, PathBuf};
 
-use candidate::Candidate;
+use candidate::{text, Candidate};
 use state::AgentState;
 
 use crate::{
@@ -170,6 +170,16 @@ impl Detector {
         self.report(ctx, event, candidates)
     }
 
+    /// What each rule's budget held back in the windows ended by `now_ns` (all of them with
+    /// `u64::MAX`): one finding per agent and rule, naming the targets.
+    pub fn held_back(&mut self, policy: &Policy, now_ns: u64) -> Vec<(u64, Finding)> {
+        self.dedup
+            .take_held_back(now_ns)
+            .into_iter()
+            .map(|held| (held.agent, held_back_finding(held, policy)))
+            .collect()
+    }
+
     /// Drops per-agent state when an agent goes away.
     pub fn forget_agent(&mut self, agent_id: u64) {
         self.agents.remove(&agent_id);
@@ -194,13 +204,10 @@ impl Detector {
                 ctx.agent.id,
                 candidate.rule,
                 &candidate.target,
+                event,
                 event.ktime_ns,
             );
-            let dedup::Verdict::Report {
-                repeats,
-                others_held_back,
-            } = verdict
-            else {
+            let dedup::Verdict::Report { repeats } = verdict else {
                 continue;
             };
             let severity = match candidate.score {
@@ -210,7 +217,7 @@ impl Detector {
             findings.push(Finding {
                 rule: candidate.rule,
                 severity,
-                summary: with_held_back(candidate.summary, repeats, others_held_back),
+                summary: with_repeats(candidate.summary, repeats),
                 evidence: candidate.evidence,
                 score: candidate.score,
             });
@@ -241,31 +248,44 @@ fn agent_state<'d>(
     state
 }
 
-/// Tells in the summary what deduplication held back since the previous report.
-fn with_held_back(summary: String, repeats: u64, others: u64) -> String {
-    let plural = |n: u64, one: &str, many: &str| {
-        if n == 1 {
-            format!("{n} {one}")
-        } else {
-            format!("{n} {many}")
-        }
+/// Tells in the summary how many repeats of the same target deduplication held back since the
+/// previous report.
+fn with_repeats(summary: String, repeats: u64) -> String {
+    match repeats {
+        0 => summary,
+        1 => format!("{summary} (1 repeat since the last report)"),
+        r => format!("{summary} ({r} repeats since the last report)"),
+    }
+}
+
+/// One finding telling what a rule's budget held back for an agent in a window.
+fn held_back_finding(held: dedup::HeldBack, policy: &Policy) -> Finding {
+    let named = held.targets.len() as u64;
+    let mut targets = held
+        .targets
+        .iter()
+        .map(|t| text(t.as_bytes()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if held.count > named {
+        targets.push_str(&format!(" and {} more", held.count - named));
+    }
+    let findings = if held.count == 1 {
+        "finding"
+    } else {
+        "findings"
     };
-    match (repeats, others) {
-        (0, 0) => summary,
-        (r, 0) => format!(
-            "{summary} ({} since the last report)",
-            plural(r, "repeat", "repeats")
+    Finding {
+        rule: held.rule,
+        severity: policy.rule(held.rule).severity,
+        summary: format!(
+            "{} more {findings} of this rule within a minute than the {} it reports one by one: \
+             {targets}",
+            held.count,
+            dedup::RULE_BUDGET
         ),
-        (0, o) => format!(
-            "{summary} ({} of this rule held back since its last report)",
-            plural(o, "other finding", "other findings")
-        ),
-        (r, o) => format!(
-            "{summary} ({} since the last report; {} of this rule held back since its last \
-             report)",
-            plural(r, "repeat", "repeats"),
-            plural(o, "other finding", "other findings")
-        ),
+        evidence: held.evidence,
+        score: None,
     }
 }
 

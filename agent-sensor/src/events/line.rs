@@ -319,7 +319,7 @@ impl EventJson<'_> {
                 m.number(k!("repeats"), f.repeats);
             }
             Body::Net(n) => {
-                m.string(k!("syscall"), syscall_name(n.nr));
+                m.string(k!("syscall"), call_name(e.kind, n.nr));
                 m.number(k!("fd"), n.fd);
                 m.number(k!("ret"), n.ret);
                 addr(m.key(k!("addr")), n.addr.as_ref());

@@ -339,7 +339,8 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         | EventKind::NetSend
         | EventKind::NetRecv
         | EventKind::NetDenied
-        | EventKind::NetSocket => Body::Net(decode_net(kind, record)?),
+        | EventKind::NetSocket
+        | EventKind::NetDnsPacket => Body::Net(decode_net(kind, record)?),
         EventKind::NetClose => {
             let (p, _) = payload::<SockCloseEvent>(record)?;
             Body::SockClose(sock_close(&p, false))

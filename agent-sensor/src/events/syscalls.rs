@@ -5,10 +5,11 @@ use agent_sensor_common::EventKind;
 /// The call an event of `kind` with syscall number `nr` was: a 32-bit call's number is the
 /// i386 table's, which this file does not name.
 pub fn call_name(kind: EventKind, nr: u32) -> &'static str {
-    if kind == EventKind::ProcessCompatSyscall {
-        "32-bit"
-    } else {
-        syscall_name(nr)
+    match kind {
+        EventKind::ProcessCompatSyscall => "32-bit",
+        // Seen as the packet left, not at a syscall.
+        EventKind::NetDnsPacket => "packet",
+        _ => syscall_name(nr),
     }
 }
 

@@ -70,7 +70,7 @@ pub const OUTCOMES: [&str; 6] = [
 ];
 
 /// Hook families programs are attached through (the names `agent-sensor probe` prints).
-pub const HOOK_FAMILIES: [&str; 10] = [
+pub const HOOK_FAMILIES: [&str; 11] = [
     "tracepoint",
     "raw_tracepoint",
     "tp_btf",
@@ -80,6 +80,7 @@ pub const HOOK_FAMILIES: [&str; 10] = [
     "lsm",
     "cgroup_sock_addr",
     "cgroup_sock",
+    "cgroup_skb",
     OTHER,
 ];
 

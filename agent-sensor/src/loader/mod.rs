@@ -17,8 +17,8 @@ use agent_sensor_common::{
 use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, Program, ProgramError,
-        RawTracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
+        CgroupSockAddr, Program, ProgramError, RawTracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -180,12 +180,16 @@ pub const EGRESS_PROGRAMS: [&str; 4] = [
 /// The program that refuses enforced agents the sockets the egress programs cannot see (the
 /// cgroup `sock_create` hook).
 pub const SOCKET_PROGRAM: &str = "egress_sock_create";
+/// The program that records the DNS queries agents send, from the packets (cgroup `skb`
+/// egress hook; it only looks).
+pub const DNS_PACKET_PROGRAM: &str = "net_dns_egress";
 
 /// Attaches the egress programs to the root of the cgroup v2 hierarchy, so they see every
 /// socket on the host: the agent is found from the calling process (tracked by ancestry),
 /// not from the socket's cgroup, so a root process of an agent that moved itself out of the
 /// agent's cgroup is still held to its allowlist. For any other process the programs cost a
-/// map lookup per connect, addressed send or socket. Attached as bpf links, which coexist with
+/// map lookup per connect, addressed send or socket, and a look at the IP and UDP headers of
+/// every packet sent (`DNS_PACKET_PROGRAM`). Attached as bpf links, which coexist with
 /// other links on the same cgroup (another sensor instance's, say); each program decides only
 /// for its own agents.
 fn attach_egress(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) -> Result<(), LoadError> {
@@ -200,6 +204,15 @@ fn attach_egress(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) -> Result<()
             .map_err(|error| LoadError::Program { program, error })?;
         attached.push(program);
     }
+    let program = DNS_PACKET_PROGRAM;
+    let prog = load_program(ebpf, program, CgroupSkb::load)?;
+    prog.attach(
+        &cgroup,
+        CgroupSkbAttachType::Egress,
+        CgroupAttachMode::Single,
+    )
+    .map_err(|error| LoadError::Program { program, error })?;
+    attached.push(program);
     let program = SOCKET_PROGRAM;
     let prog = load_program(ebpf, program, CgroupSock::load)?;
     prog.attach(&cgroup, CgroupAttachMode::Single)
@@ -427,6 +440,8 @@ pub fn hook_family(program: &str) -> &'static str {
         "cgroup_sock_addr"
     } else if program == SOCKET_PROGRAM {
         "cgroup_sock"
+    } else if program == DNS_PACKET_PROGRAM {
+        "cgroup_skb"
     } else {
         "raw_tracepoint"
     }

@@ -117,7 +117,8 @@ pub struct Call {
     pub nr: u32,
     /// How the call came, as the record's header flag: `flags::VIA_IO_URING` for an io_uring
     /// request's (`probes::uring`; its path arguments are kernel addresses, the kernel's
-    /// copies, not the process's), `flags::VIA_COMPAT` for a 32-bit syscall's, 0 otherwise.
+    /// copies, not the process's), `flags::VIA_COMPAT` or `flags::VIA_X32` for a 32-bit or
+    /// x32 syscall's, 0 otherwise.
     pub via: u32,
     pub args: [u64; 6],
     /// What the kernel resolved for a file call, kept here rather than in registers for the
@@ -185,8 +186,8 @@ pub static HOT_OPEN: PerCpuArray<HotOpen> = PerCpuArray::with_max_entries(1, 0);
 /// Keys of `RECENT_OPENS`: files an agent's processes open over and over within a window.
 pub const MAX_RECENT_OPENS: u32 = 16384;
 
-/// i386 syscall number (and socketcall call) → the x86_64 call it is read as (filled by the
-/// daemon; see `agent_sensor_common::syscalls::compat_slots`).
+/// i386 syscall number (a socketcall call, an x32 number of its own) → the x86_64 call it is
+/// read as (filled by the daemon; see `agent_sensor_common::syscalls::compat_slots`).
 #[map]
 pub static COMPAT_CALLS: Array<CompatCall> = Array::with_max_entries(COMPAT_SLOTS, 0);
 
@@ -371,7 +372,7 @@ pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(
 
 /// Programs `syscall_sys_exit` tail-calls (verified on their own, so its own verification
 /// stays small): slot [`TAIL_DNS_ANSWER`] parses DNS answers for the egress allowlists, slot
-/// [`TAIL_COMPAT`] reads 32-bit syscalls.
+/// [`TAIL_COMPAT`] reads 32-bit and x32 syscalls.
 #[map]
 pub static TAIL: ProgramArray = ProgramArray::with_max_entries(2, 0);
 pub const TAIL_DNS_ANSWER: u32 = 0;

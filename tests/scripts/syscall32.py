@@ -87,6 +87,13 @@ def sockaddr(ip, port):
     return place(struct.pack("<HH4s8x", socket.AF_INET, socket.htons(port), socket.inet_aton(ip)))
 
 
+def msghdr(name, buf, length):
+    """A struct compat_msghdr { name, namelen, iov, iovlen, control, controllen, flags } of
+    one struct compat_iovec { base, len }, below 4 GiB; its address, with garbage."""
+    iov = place(struct.pack("<II", buf, length)) & 0xFFFFFFFF
+    return place(struct.pack("<7I", name, 16, iov, 1, 0, 0, 0))
+
+
 def send(how, ip, port, data):
     data = bytes.fromhex(data[4:]) if data.startswith("hex:") else data.encode()
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -98,10 +105,7 @@ def send(how, ip, port, data):
     elif how == "socketcall-sendto":
         r = socketcall(SYS_SENDTO, s.fileno(), buf, len(data), 0, addr, 16)
     else:
-        # struct compat_iovec { base, len }; struct compat_msghdr { name, namelen, iov,
-        # iovlen, control, controllen, flags }
-        iov = place(struct.pack("<II", buf, len(data))) & 0xFFFFFFFF
-        msg = place(struct.pack("<7I", addr, 16, iov, 1, 0, 0, 0))
+        msg = msghdr(addr, buf, len(data))
         if how == "sendmsg":
             r = call("sendmsg", s.fileno() | GARBAGE, msg, 0)
         else:
@@ -124,8 +128,7 @@ def query(how, ip, port, data):
         length = place(struct.pack("<I", 16)) & 0xFFFFFFFF
         r = socketcall(SYS_RECVFROM, s.fileno(), answer, 512, 0, source, length)
     else:
-        iov = place(struct.pack("<II", answer, 512)) & 0xFFFFFFFF
-        msg = place(struct.pack("<7I", source, 16, iov, 1, 0, 0, 0))
+        msg = msghdr(source, answer, 512)
         if how == "recvmsg":
             r = call("recvmsg", s.fileno() | GARBAGE, msg, 0)
         else:

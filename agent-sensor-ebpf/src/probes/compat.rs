@@ -9,9 +9,9 @@
 //! structs hold pointers. (This VM's kernel is built without x32 and refuses them with ENOSYS,
 //! so only that is tested here; the reading is the x86_64 one, which is.)
 //!
-//! The first of either of each process is also recorded as such (`process.compat_syscall`): a
+//! The first such call of each process is also recorded as such (`process.compat_syscall`): a
 //! 64-bit program has no business making them, and the calls whose structs differ at 32 bits
-//! are not decoded.
+//! (`sendmmsg`, `recvmmsg`) are not decoded.
 
 use agent_sensor_common::{
     flags,
@@ -114,6 +114,8 @@ fn x32(c: &mut Call, regs: Regs, nr: u64) -> Option<u16> {
     if number >= (X32_FIRST_OWN + X32_OWN_CALLS) as u64 {
         return None;
     }
+    // Copied here, not passed on as `Regs`: with one kind of arguments, this program holds
+    // one copy of `dispatch` for the verifier to check, not two.
     c.args[0] = regs.arg(0);
     c.args[1] = regs.arg(1);
     c.args[2] = regs.arg(2);
@@ -229,8 +231,8 @@ fn socketcall(c: &mut Call) -> Option<u16> {
     Some(entry.native)
 }
 
-/// Records the first 32-bit syscall of process `tgid`: its (i386) number and result. (Not
-/// inlined: a frame of its own.)
+/// Records the first 32-bit or x32 syscall of process `tgid`: its number (i386's, or with the
+/// x32 bit) and result. (Not inlined: a frame of its own.)
 #[inline(never)]
 fn report_once(agent: u64, tgid: u32, nr: u64, ret: i64) -> Option<()> {
     COMPAT_REPORTED.insert(&tgid, &1, BPF_NOEXIST.into()).ok()?;

@@ -204,20 +204,32 @@ fn attach_egress(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) -> Result<()
             .map_err(|error| LoadError::Program { program, error })?;
         attached.push(program);
     }
-    let program = DNS_PACKET_PROGRAM;
-    let prog = load_program(ebpf, program, CgroupSkb::load)?;
-    prog.attach(
-        &cgroup,
-        CgroupSkbAttachType::Egress,
-        CgroupAttachMode::Single,
-    )
-    .map_err(|error| LoadError::Program { program, error })?;
-    attached.push(program);
+    // Optional: the header a record starts with asks the kernel for the current task's ids,
+    // which a `cgroup_skb` program may not on kernels older than this VM's. Without it DNS
+    // queries are read at their syscalls only.
+    match attach_dns_packets(ebpf, &cgroup) {
+        Ok(()) => attached.push(DNS_PACKET_PROGRAM),
+        Err(e) => {
+            log::warn!("DNS queries are read at their syscalls only (not from their packets): {e}")
+        }
+    }
     let program = SOCKET_PROGRAM;
     let prog = load_program(ebpf, program, CgroupSock::load)?;
     prog.attach(&cgroup, CgroupAttachMode::Single)
         .map_err(|error| LoadError::Program { program, error })?;
     attached.push(program);
+    Ok(())
+}
+
+fn attach_dns_packets(ebpf: &mut Ebpf, cgroup: &std::fs::File) -> Result<(), LoadError> {
+    let program = DNS_PACKET_PROGRAM;
+    let prog = load_program(ebpf, program, CgroupSkb::load)?;
+    prog.attach(
+        cgroup,
+        CgroupSkbAttachType::Egress,
+        CgroupAttachMode::Single,
+    )
+    .map_err(|error| LoadError::Program { program, error })?;
     Ok(())
 }
 

@@ -933,6 +933,22 @@ pub fn answer_dns(socket: std::net::UdpSocket, ip: [u8; 4], queries: usize) {
     }
 }
 
+/// A DNS query for `name` (one question of type `qtype`, class IN, recursion desired), as
+/// `hex:` for the helper scripts' command lines.
+pub fn dns_query_hex(id: u16, name: &str, qtype: u16) -> String {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    let hex: String = q.iter().map(|b| format!("{b:02x}")).collect();
+    format!("hex:{hex}")
+}
+
 /// The reply to `query`: its id and question, and one A record `ip` (TTL 60 s). `None` for a
 /// datagram without a whole question.
 fn dns_a_reply(query: &[u8], ip: [u8; 4]) -> Option<Vec<u8>> {

@@ -94,8 +94,21 @@ def msghdr(name, buf, length):
     return place(struct.pack("<7I", name, 16, iov, 1, 0, 0, 0))
 
 
+def payload(data):
+    """A command line's DATA: text, or hex:HEXDIGITS for bytes."""
+    return bytes.fromhex(data[4:]) if data.startswith("hex:") else data.encode()
+
+
+def message_call(direct, name, which, s, msg):
+    """sendmsg/recvmsg of `msg` on socket `s`: i386's own call `name` when `direct`,
+    else socketcall's `which`."""
+    if direct:
+        return call(name, s.fileno() | GARBAGE, msg, 0)
+    return socketcall(which, s.fileno(), msg & 0xFFFFFFFF, 0)
+
+
 def send(how, ip, port, data):
-    data = bytes.fromhex(data[4:]) if data.startswith("hex:") else data.encode()
+    data = payload(data)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     buf = place(data) & 0xFFFFFFFF
     addr = sockaddr(ip, port) & 0xFFFFFFFF
@@ -105,17 +118,13 @@ def send(how, ip, port, data):
     elif how == "socketcall-sendto":
         r = socketcall(SYS_SENDTO, s.fileno(), buf, len(data), 0, addr, 16)
     else:
-        msg = msghdr(addr, buf, len(data))
-        if how == "sendmsg":
-            r = call("sendmsg", s.fileno() | GARBAGE, msg, 0)
-        else:
-            r = socketcall(SYS_SENDMSG, s.fileno(), msg & 0xFFFFFFFF, 0)
+        r = message_call(how == "sendmsg", "sendmsg", SYS_SENDMSG, s, msghdr(addr, buf, len(data)))
     s.close()
     return r
 
 
 def query(how, ip, port, data):
-    data = bytes.fromhex(data[4:]) if data.startswith("hex:") else data.encode()
+    data = payload(data)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(10)
     buf = place(data) & 0xFFFFFFFF
@@ -128,11 +137,7 @@ def query(how, ip, port, data):
         length = place(struct.pack("<I", 16)) & 0xFFFFFFFF
         r = socketcall(SYS_RECVFROM, s.fileno(), answer, 512, 0, source, length)
     else:
-        msg = msghdr(source, answer, 512)
-        if how == "recvmsg":
-            r = call("recvmsg", s.fileno() | GARBAGE, msg, 0)
-        else:
-            r = socketcall(SYS_RECVMSG, s.fileno(), msg & 0xFFFFFFFF, 0)
+        r = message_call(how == "recvmsg", "recvmsg", SYS_RECVMSG, s, msghdr(source, answer, 512))
     s.close()
     return r
 

@@ -687,16 +687,7 @@ fn dns_answers_received_with_32_bit_calls_are_read() {
     let hows = ["recvmsg", "socketcall-recvmsg", "socketcall-recvfrom"];
     let responder = std::thread::spawn(move || answer_dns(resolver, [127, 0, 0, 9], 3));
     let queries: Vec<String> = (0..hows.len())
-        .map(|i| {
-            let mut q = vec![0x42, i as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-            for label in format!("i386-{i}.example.com").split('.') {
-                q.push(label.len() as u8);
-                q.extend_from_slice(label.as_bytes());
-            }
-            q.extend_from_slice(&[0, 0, 1, 0, 1]);
-            let hex: String = q.iter().map(|b| format!("{b:02x}")).collect();
-            format!("hex:{hex}")
-        })
+        .map(|i| dns_query_hex(0x4200 + i as u16, &format!("i386-{i}.example.com"), 1))
         .collect();
     let mut args = Vec::new();
     for (how, query) in hows.iter().zip(&queries) {

@@ -170,14 +170,7 @@ fn tunnel_name(i: u8) -> String {
 
 /// Query `i` of a DNS tunnel (type TXT), as `hex:` for the helper scripts' command lines.
 fn tunnel_query_hex(i: u8) -> String {
-    let mut q = vec![0, i, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in tunnel_name(i).split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 16, 0, 1]);
-    let hex: String = q.iter().map(|b| format!("{b:02x}")).collect();
-    format!("hex:{hex}")
+    dns_query_hex(i as u16, &tunnel_name(i), 16)
 }
 
 fn assert_dns_tunnel_alert(alerts: &[Value], agent: &str) {
